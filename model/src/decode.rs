@@ -1,0 +1,332 @@
+//! Decoding wire bytes into events, and the reasons input is dead-lettered.
+//!
+//! Every failure maps to one [`DeadLetterReason`], so each bad message has a counted, visible
+//! outcome and decoding never panics.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::reading::{Domain, Metric, Reading};
+use crate::registry::{DeviceRecord, EntityInfo, GridRecord, RegistryKind, RegistryUpdate, SensorRecord};
+use crate::report::{ReportEvent, ReportKind};
+use crate::time::parse_event_time;
+
+/// Why an input message was not used. The names are stable: they are metric label values and
+/// the `reason` field of dead-letter records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// Not valid JSON (or a number out of range).
+    MalformedJson,
+    /// A required field is missing.
+    MissingField,
+    /// A field has the wrong JSON type, or the message is not an object.
+    WrongType,
+    /// The metric is not one of the domain's metrics.
+    UnknownMetric,
+    /// The value is NaN or infinite.
+    NonFiniteValue,
+    /// The event time is neither RFC 3339 nor epoch milliseconds.
+    BadTimestamp,
+    /// The event time is absurdly far from now (far future, or before 2000).
+    TimeOutOfRange,
+    /// The event time is behind the watermark (older than the allowed lateness).
+    Late,
+    /// The message is larger than the configured limit.
+    Oversized,
+    /// A message without the key a compacted registry topic requires.
+    MissingKey,
+}
+
+impl DeadLetterReason {
+    /// Every reason, for pre-registering metric label values.
+    pub const ALL: [DeadLetterReason; 10] = [
+        DeadLetterReason::MalformedJson,
+        DeadLetterReason::MissingField,
+        DeadLetterReason::WrongType,
+        DeadLetterReason::UnknownMetric,
+        DeadLetterReason::NonFiniteValue,
+        DeadLetterReason::BadTimestamp,
+        DeadLetterReason::TimeOutOfRange,
+        DeadLetterReason::Late,
+        DeadLetterReason::Oversized,
+        DeadLetterReason::MissingKey,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::MalformedJson => "malformed_json",
+            DeadLetterReason::MissingField => "missing_field",
+            DeadLetterReason::WrongType => "wrong_type",
+            DeadLetterReason::UnknownMetric => "unknown_metric",
+            DeadLetterReason::NonFiniteValue => "non_finite_value",
+            DeadLetterReason::BadTimestamp => "bad_timestamp",
+            DeadLetterReason::TimeOutOfRange => "time_out_of_range",
+            DeadLetterReason::Late => "late",
+            DeadLetterReason::Oversized => "oversized",
+            DeadLetterReason::MissingKey => "missing_key",
+        }
+    }
+}
+
+/// A message that could not be used, with the reason and a human-readable detail.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{}: {detail}", reason.as_str())]
+pub struct DecodeError {
+    /// The counted reason.
+    pub reason: DeadLetterReason,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+impl DecodeError {
+    /// Builds an error.
+    pub fn new(reason: DeadLetterReason, detail: impl Into<String>) -> Self {
+        DecodeError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Event times before 2000-01-01 are taken as garbage (e.g. epoch seconds sent as millis).
+pub const EARLIEST_PLAUSIBLE_TIME: u64 = 946_684_800_000;
+
+fn classify(error: serde_json::Error) -> DecodeError {
+    use serde_json::error::Category;
+    let text = error.to_string();
+    let reason = match error.classify() {
+        Category::Data if text.starts_with("missing field") => DeadLetterReason::MissingField,
+        Category::Data => DeadLetterReason::WrongType,
+        _ if text.contains("number out of range") => DeadLetterReason::NonFiniteValue,
+        _ => DeadLetterReason::MalformedJson,
+    };
+    DecodeError::new(reason, text)
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(bytes).map_err(classify)
+}
+
+fn checked_time(ts: &Value) -> Result<u64, DecodeError> {
+    let time = parse_event_time(ts).map_err(|e| DecodeError::new(DeadLetterReason::BadTimestamp, e))?;
+    if time < EARLIEST_PLAUSIBLE_TIME {
+        return Err(DecodeError::new(
+            DeadLetterReason::TimeOutOfRange,
+            format!("event time {time} ms is before 2000-01-01 (epoch seconds instead of milliseconds?)"),
+        ));
+    }
+    Ok(time)
+}
+
+fn checked_value(value: f64) -> Result<f64, DecodeError> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(DecodeError::new(DeadLetterReason::NonFiniteValue, format!("value {value} is not finite")))
+    }
+}
+
+fn checked_metric(name: &str, domain: Domain) -> Result<Metric, DecodeError> {
+    Metric::parse(name, domain).ok_or_else(|| {
+        let known: Vec<&str> = Metric::ALL
+            .iter()
+            .filter(|m| m.domain() == domain)
+            .map(|m| m.as_str())
+            .collect();
+        DecodeError::new(
+            DeadLetterReason::UnknownMetric,
+            format!("unknown {} metric `{name}` (known: {})", domain.as_str(), known.join(", ")),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct WireMineReading {
+    sensor: String,
+    ts: Value,
+    metric: String,
+    value: f64,
+}
+
+#[derive(Deserialize)]
+struct WireFarmReading {
+    device: String,
+    ts: Value,
+    metric: String,
+    value: f64,
+}
+
+#[derive(Deserialize)]
+struct WireReport {
+    report: String,
+    ts: Value,
+    kind: ReportKind,
+    category: String,
+    grid: String,
+    #[serde(default)]
+    unit: Option<String>,
+}
+
+/// Decodes a `mine.readings` message:
+/// `{"sensor": "...", "ts": "RFC 3339" | epoch_ms, "metric": "ch4", "value": 0.8}`.
+pub fn decode_mine_reading(bytes: &[u8]) -> Result<Reading, DecodeError> {
+    let wire: WireMineReading = parse_json(bytes)?;
+    Ok(Reading {
+        domain: Domain::Mine,
+        metric: checked_metric(&wire.metric, Domain::Mine)?,
+        value: checked_value(wire.value)?,
+        time: checked_time(&wire.ts)?,
+        entity: wire.sensor,
+    })
+}
+
+/// Decodes a `farm.readings` message:
+/// `{"device": "...", "ts": ..., "metric": "soil_water", "value": 22.5}`.
+pub fn decode_farm_reading(bytes: &[u8]) -> Result<Reading, DecodeError> {
+    let wire: WireFarmReading = parse_json(bytes)?;
+    Ok(Reading {
+        domain: Domain::Farm,
+        metric: checked_metric(&wire.metric, Domain::Farm)?,
+        value: checked_value(wire.value)?,
+        time: checked_time(&wire.ts)?,
+        entity: wire.device,
+    })
+}
+
+/// Decodes a `citizen.reports` message:
+/// `{"report": "...", "ts": ..., "kind": "created", "category": "...", "grid": "...", "unit": null}`.
+pub fn decode_report(bytes: &[u8]) -> Result<ReportEvent, DecodeError> {
+    let wire: WireReport = parse_json(bytes)?;
+    Ok(ReportEvent {
+        time: checked_time(&wire.ts)?,
+        report: wire.report,
+        kind: wire.kind,
+        category: wire.category,
+        grid: wire.grid,
+        unit: wire.unit,
+    })
+}
+
+/// Decodes a message of a compacted registry topic. `value = None` (or empty) is a tombstone.
+pub fn decode_registry(
+    kind: RegistryKind,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<RegistryUpdate, DecodeError> {
+    let key = key
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| DecodeError::new(DeadLetterReason::MissingKey, "registry messages need the entity id as key"))?;
+    let key = std::str::from_utf8(key)
+        .map_err(|_| DecodeError::new(DeadLetterReason::MissingKey, "the key is not UTF-8"))?
+        .to_string();
+    let info = match value.filter(|v| !v.is_empty()) {
+        None => None,
+        Some(bytes) => Some(match kind {
+            RegistryKind::Sensors => EntityInfo::from(parse_json::<SensorRecord>(bytes)?),
+            RegistryKind::Devices => EntityInfo::from(parse_json::<DeviceRecord>(bytes)?),
+            RegistryKind::Grids => EntityInfo::from(parse_json::<GridRecord>(bytes)?),
+        }),
+    };
+    Ok(RegistryUpdate { kind, key, info })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(result: Result<Reading, DecodeError>) -> DeadLetterReason {
+        match result {
+            Ok(r) => panic!("expected an error, decoded {r:?}"),
+            Err(e) => e.reason,
+        }
+    }
+
+    #[test]
+    fn decodes_a_mine_reading() {
+        let r = decode_mine_reading(
+            br#"{"sensor":"s1","ts":"2026-11-29T00:00:00Z","metric":"ch4","value":0.82,"extra":1}"#,
+        );
+        assert_eq!(
+            r,
+            Ok(Reading {
+                domain: Domain::Mine,
+                entity: "s1".into(),
+                metric: Metric::Ch4,
+                value: 0.82,
+                time: 1_795_910_400_000
+            })
+        );
+    }
+
+    #[test]
+    fn decodes_a_farm_reading_with_epoch_millis() {
+        let r = decode_farm_reading(br#"{"device":"d1","ts":1795910400000,"metric":"soil_water","value":14}"#);
+        assert_eq!(r.map(|r| (r.metric, r.value, r.time)), Ok((Metric::SoilWater, 14.0, 1_795_910_400_000)));
+    }
+
+    #[test]
+    fn every_bad_input_reason() {
+        use DeadLetterReason::*;
+        let cases: [(&[u8], DeadLetterReason); 11] = [
+            (b"{not json", MalformedJson),
+            (b"", MalformedJson),
+            (br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4"}"#, MissingField),
+            (br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4","value":"high"}"#, WrongType),
+            (br#"[1,2,3]"#, WrongType),
+            (br#"{"sensor":"s1","ts":1795910400000,"metric":"soil_water","value":1}"#, UnknownMetric),
+            (br#"{"sensor":"s1","ts":1795910400000,"metric":"radon","value":1}"#, UnknownMetric),
+            (br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4","value":1e999}"#, NonFiniteValue),
+            (br#"{"sensor":"s1","ts":"noon","metric":"ch4","value":1}"#, BadTimestamp),
+            (br#"{"sensor":"s1","ts":1795910400,"metric":"ch4","value":1}"#, TimeOutOfRange),
+            (br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4","value":NaN}"#, MalformedJson),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(
+                reason(decode_mine_reading(bytes)),
+                expected,
+                "for {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        assert_eq!(checked_value(f64::NAN).map_err(|e| e.reason), Err(NonFiniteValue));
+        assert_eq!(checked_value(f64::INFINITY).map_err(|e| e.reason), Err(NonFiniteValue));
+    }
+
+    #[test]
+    fn decodes_reports() {
+        let r = decode_report(
+            br#"{"report":"R1","ts":"2026-11-29T08:00:00+08:00","kind":"created","category":"road_damage","grid":"uxin/galutu/g1"}"#,
+        );
+        assert_eq!(r.map(|r| (r.kind, r.unit)), Ok((ReportKind::Created, None)));
+        let bad = decode_report(br#"{"report":"R1","ts":1795910400000,"kind":"vanished","category":"x","grid":"g"}"#);
+        assert_eq!(bad.map_err(|e| e.reason), Err(DeadLetterReason::WrongType));
+    }
+
+    #[test]
+    fn registry_values_and_tombstones() {
+        let up = decode_registry(
+            RegistryKind::Sensors,
+            Some(b"s1"),
+            Some(br#"{"mine":"m1","face":"m1/f1","kind":"ch4","cadence_ms":1000}"#),
+        );
+        assert_eq!(
+            up.map(|u| (u.key, u.info.map(|i| i.labels))),
+            Ok((
+                "s1".to_string(),
+                Some(vec![
+                    ("face".to_string(), "m1/f1".to_string()),
+                    ("kind".to_string(), "ch4".to_string()),
+                    ("mine".to_string(), "m1".to_string())
+                ])
+            ))
+        );
+        assert_eq!(decode_registry(RegistryKind::Grids, Some(b"g1"), None).map(|u| u.info), Ok(None));
+        assert_eq!(
+            decode_registry(RegistryKind::Grids, None, Some(b"{}")).map_err(|e| e.reason),
+            Err(DeadLetterReason::MissingKey)
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! citybrain's data model: the events that arrive on Kafka, the reference data that gives
+//! them meaning, the alert transitions the engine emits, and the dead-letter reasons for input
+//! that cannot be used.
+//!
+//! This crate has no heavy dependencies so every other crate (operators, connectors, engine,
+//! tools) can share one definition of the wire formats.
+
+pub mod alert;
+pub mod decode;
+pub mod reading;
+pub mod registry;
+pub mod report;
+pub mod time;
+
+pub use alert::{AlertTransition, Severity, TransitionState};
+pub use decode::{DeadLetterReason, DecodeError};
+pub use reading::{Domain, Metric, Reading};
+pub use registry::{EntityInfo, Labels, RegistryKind, RegistryUpdate};
+pub use report::{ReportEvent, ReportKind};
+pub use time::{EventTime, parse_event_time};
