@@ -80,7 +80,12 @@ pub struct AlertTransition {
 }
 
 /// The deterministic transition id: a hash of rule, entity, state and event time.
-pub fn transition_id(rule: &str, entity: &str, state: TransitionState, event_time: EventTime) -> String {
+pub fn transition_id(
+    rule: &str,
+    entity: &str,
+    state: TransitionState,
+    event_time: EventTime,
+) -> String {
     let mut hasher = Sha256::new();
     for part in [rule, entity, state.as_str(), &event_time.to_string()] {
         hasher.update(part.as_bytes());

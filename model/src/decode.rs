@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::reading::{Domain, Metric, Reading};
-use crate::registry::{DeviceRecord, EntityInfo, GridRecord, RegistryKind, RegistryUpdate, SensorRecord};
+use crate::registry::{
+    DeviceRecord, EntityInfo, GridRecord, RegistryKind, RegistryUpdate, SensorRecord,
+};
 use crate::report::{ReportEvent, ReportKind};
 use crate::time::parse_event_time;
 
@@ -111,11 +113,14 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 fn checked_time(ts: &Value) -> Result<u64, DecodeError> {
-    let time = parse_event_time(ts).map_err(|e| DecodeError::new(DeadLetterReason::BadTimestamp, e))?;
+    let time =
+        parse_event_time(ts).map_err(|e| DecodeError::new(DeadLetterReason::BadTimestamp, e))?;
     if time < EARLIEST_PLAUSIBLE_TIME {
         return Err(DecodeError::new(
             DeadLetterReason::TimeOutOfRange,
-            format!("event time {time} ms is before 2000-01-01 (epoch seconds instead of milliseconds?)"),
+            format!(
+                "event time {time} ms is before 2000-01-01 (epoch seconds instead of milliseconds?)"
+            ),
         ));
     }
     Ok(time)
@@ -125,7 +130,10 @@ fn checked_value(value: f64) -> Result<f64, DecodeError> {
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(DecodeError::new(DeadLetterReason::NonFiniteValue, format!("value {value} is not finite")))
+        Err(DecodeError::new(
+            DeadLetterReason::NonFiniteValue,
+            format!("value {value} is not finite"),
+        ))
     }
 }
 
@@ -138,7 +146,11 @@ fn checked_metric(name: &str, domain: Domain) -> Result<Metric, DecodeError> {
             .collect();
         DecodeError::new(
             DeadLetterReason::UnknownMetric,
-            format!("unknown {} metric `{name}` (known: {})", domain.as_str(), known.join(", ")),
+            format!(
+                "unknown {} metric `{name}` (known: {})",
+                domain.as_str(),
+                known.join(", ")
+            ),
         )
     })
 }
@@ -216,9 +228,12 @@ pub fn decode_registry(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) -> Result<RegistryUpdate, DecodeError> {
-    let key = key
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| DecodeError::new(DeadLetterReason::MissingKey, "registry messages need the entity id as key"))?;
+    let key = key.filter(|k| !k.is_empty()).ok_or_else(|| {
+        DecodeError::new(
+            DeadLetterReason::MissingKey,
+            "registry messages need the entity id as key",
+        )
+    })?;
     let key = std::str::from_utf8(key)
         .map_err(|_| DecodeError::new(DeadLetterReason::MissingKey, "the key is not UTF-8"))?
         .to_string();
@@ -263,8 +278,13 @@ mod tests {
 
     #[test]
     fn decodes_a_farm_reading_with_epoch_millis() {
-        let r = decode_farm_reading(br#"{"device":"d1","ts":1795910400000,"metric":"soil_water","value":14}"#);
-        assert_eq!(r.map(|r| (r.metric, r.value, r.time)), Ok((Metric::SoilWater, 14.0, 1_795_910_400_000)));
+        let r = decode_farm_reading(
+            br#"{"device":"d1","ts":1795910400000,"metric":"soil_water","value":14}"#,
+        );
+        assert_eq!(
+            r.map(|r| (r.metric, r.value, r.time)),
+            Ok((Metric::SoilWater, 14.0, 1_795_910_400_000))
+        );
     }
 
     #[test]
@@ -273,15 +293,39 @@ mod tests {
         let cases: [(&[u8], DeadLetterReason); 11] = [
             (b"{not json", MalformedJson),
             (b"", MalformedJson),
-            (br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4"}"#, MissingField),
-            (br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4","value":"high"}"#, WrongType),
+            (
+                br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4"}"#,
+                MissingField,
+            ),
+            (
+                br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4","value":"high"}"#,
+                WrongType,
+            ),
             (br#"[1,2,3]"#, WrongType),
-            (br#"{"sensor":"s1","ts":1795910400000,"metric":"soil_water","value":1}"#, UnknownMetric),
-            (br#"{"sensor":"s1","ts":1795910400000,"metric":"radon","value":1}"#, UnknownMetric),
-            (br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4","value":1e999}"#, NonFiniteValue),
-            (br#"{"sensor":"s1","ts":"noon","metric":"ch4","value":1}"#, BadTimestamp),
-            (br#"{"sensor":"s1","ts":1795910400,"metric":"ch4","value":1}"#, TimeOutOfRange),
-            (br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4","value":NaN}"#, MalformedJson),
+            (
+                br#"{"sensor":"s1","ts":1795910400000,"metric":"soil_water","value":1}"#,
+                UnknownMetric,
+            ),
+            (
+                br#"{"sensor":"s1","ts":1795910400000,"metric":"radon","value":1}"#,
+                UnknownMetric,
+            ),
+            (
+                br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4","value":1e999}"#,
+                NonFiniteValue,
+            ),
+            (
+                br#"{"sensor":"s1","ts":"noon","metric":"ch4","value":1}"#,
+                BadTimestamp,
+            ),
+            (
+                br#"{"sensor":"s1","ts":1795910400,"metric":"ch4","value":1}"#,
+                TimeOutOfRange,
+            ),
+            (
+                br#"{"sensor":"s1","ts":1795910400000,"metric":"ch4","value":NaN}"#,
+                MalformedJson,
+            ),
         ];
         for (bytes, expected) in cases {
             assert_eq!(
@@ -291,8 +335,14 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
-        assert_eq!(checked_value(f64::NAN).map_err(|e| e.reason), Err(NonFiniteValue));
-        assert_eq!(checked_value(f64::INFINITY).map_err(|e| e.reason), Err(NonFiniteValue));
+        assert_eq!(
+            checked_value(f64::NAN).map_err(|e| e.reason),
+            Err(NonFiniteValue)
+        );
+        assert_eq!(
+            checked_value(f64::INFINITY).map_err(|e| e.reason),
+            Err(NonFiniteValue)
+        );
     }
 
     #[test]
@@ -301,7 +351,9 @@ mod tests {
             br#"{"report":"R1","ts":"2026-11-29T08:00:00+08:00","kind":"created","category":"road_damage","grid":"uxin/galutu/g1"}"#,
         );
         assert_eq!(r.map(|r| (r.kind, r.unit)), Ok((ReportKind::Created, None)));
-        let bad = decode_report(br#"{"report":"R1","ts":1795910400000,"kind":"vanished","category":"x","grid":"g"}"#);
+        let bad = decode_report(
+            br#"{"report":"R1","ts":1795910400000,"kind":"vanished","category":"x","grid":"g"}"#,
+        );
         assert_eq!(bad.map_err(|e| e.reason), Err(DeadLetterReason::WrongType));
     }
 
@@ -323,7 +375,10 @@ mod tests {
                 ])
             ))
         );
-        assert_eq!(decode_registry(RegistryKind::Grids, Some(b"g1"), None).map(|u| u.info), Ok(None));
+        assert_eq!(
+            decode_registry(RegistryKind::Grids, Some(b"g1"), None).map(|u| u.info),
+            Ok(None)
+        );
         assert_eq!(
             decode_registry(RegistryKind::Grids, None, Some(b"{}")).map_err(|e| e.reason),
             Err(DeadLetterReason::MissingKey)

@@ -74,9 +74,11 @@ impl Metric {
     /// The domain whose readings carry this metric.
     pub fn domain(self) -> Domain {
         match self {
-            Metric::Ch4 | Metric::Co | Metric::AirVelocity | Metric::Airflow | Metric::Temperature => {
-                Domain::Mine
-            }
+            Metric::Ch4
+            | Metric::Co
+            | Metric::AirVelocity
+            | Metric::Airflow
+            | Metric::Temperature => Domain::Mine,
             _ => Domain::Farm,
         }
     }

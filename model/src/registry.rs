@@ -99,7 +99,10 @@ pub struct EntityInfo {
 
 impl EntityInfo {
     /// Builds info from unsorted labels, dropping absent ones.
-    pub fn new(labels: impl IntoIterator<Item = (&'static str, Option<String>)>, cadence_ms: u64) -> Self {
+    pub fn new(
+        labels: impl IntoIterator<Item = (&'static str, Option<String>)>,
+        cadence_ms: u64,
+    ) -> Self {
         let mut labels: Labels = labels
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))

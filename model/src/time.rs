@@ -12,8 +12,7 @@ pub fn parse_event_time(value: &Value) -> Result<EventTime, String> {
         Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
             .map_err(|e| format!("`{text}` is not RFC 3339: {e}"))
             .and_then(|t| {
-                u64::try_from(t.timestamp_millis())
-                    .map_err(|_| format!("`{text}` is before 1970"))
+                u64::try_from(t.timestamp_millis()).map_err(|_| format!("`{text}` is before 1970"))
             }),
         Value::Number(n) => n
             .as_u64()
@@ -70,6 +69,9 @@ mod tests {
 
     #[test]
     fn formats_back() {
-        assert_eq!(format_event_time(1_795_910_400_250), "2026-11-29T00:00:00.250Z");
+        assert_eq!(
+            format_event_time(1_795_910_400_250),
+            "2026-11-29T00:00:00.250Z"
+        );
     }
 }

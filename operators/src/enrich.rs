@@ -15,18 +15,27 @@ pub type EnrichedRow = ((Domain, Metric), (String, OrderedFloat<f64>, Labels));
 pub trait Enrich<'s> {
     /// Each reading gets its entity's labels (empty when the entity is not registered), keyed
     /// by (domain, metric) for the rules join.
-    fn enrich(self, registry: VecCollection<'s, Time, RegistryRow, Diff>) -> VecCollection<'s, Time, EnrichedRow, Diff>;
+    fn enrich(
+        self,
+        registry: VecCollection<'s, Time, RegistryRow, Diff>,
+    ) -> VecCollection<'s, Time, EnrichedRow, Diff>;
 }
 
 impl<'s> Enrich<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
-    fn enrich(self, registry: VecCollection<'s, Time, RegistryRow, Diff>) -> VecCollection<'s, Time, EnrichedRow, Diff> {
-        let known = self
-            .clone()
-            .join(registry.clone())
-            .map(|((domain, entity), ((metric, value), info))| ((domain, metric), (entity, value, info.labels)));
-        let unknown = self
-            .antijoin(registry.map(|(key, _)| key))
-            .map(|((domain, entity), (metric, value))| ((domain, metric), (entity, value, Labels::new())));
+    fn enrich(
+        self,
+        registry: VecCollection<'s, Time, RegistryRow, Diff>,
+    ) -> VecCollection<'s, Time, EnrichedRow, Diff> {
+        let known = self.clone().join(registry.clone()).map(
+            |((domain, entity), ((metric, value), info))| {
+                ((domain, metric), (entity, value, info.labels))
+            },
+        );
+        let unknown = self.antijoin(registry.map(|(key, _)| key)).map(
+            |((domain, entity), (metric, value))| {
+                ((domain, metric), (entity, value, Labels::new()))
+            },
+        );
         known.concat(unknown)
     }
 }

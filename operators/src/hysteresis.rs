@@ -43,7 +43,12 @@ pub enum AlertState {
 }
 
 /// Applies one reading to a key's state; returns the new state and the transition, if any.
-pub fn step(state: Option<AlertState>, rule: &ThresholdRule, value: f64, time: Time) -> (Option<AlertState>, Option<TransitionState>) {
+pub fn step(
+    state: Option<AlertState>,
+    rule: &ThresholdRule,
+    value: f64,
+    time: Time,
+) -> (Option<AlertState>, Option<TransitionState>) {
     match state {
         Some(AlertState::Firing) if rule.clears(value) => (None, Some(TransitionState::Resolved)),
         Some(AlertState::Firing) => (state, None),
@@ -59,8 +64,16 @@ pub fn step(state: Option<AlertState>, rule: &ThresholdRule, value: f64, time: T
 
 /// Builds the transition record: labels are the entity's, then the rule's, then `rule`,
 /// `severity`, `metric` and `domain`; `{label}` and `{value}` in the summary are filled in.
-pub fn make_transition(rule: &ThresholdRule, entity: &str, entity_labels: &Labels, state: TransitionState, value: f64, time: Time) -> AlertTransition {
-    let mut labels: std::collections::BTreeMap<String, String> = entity_labels.iter().cloned().collect();
+pub fn make_transition(
+    rule: &ThresholdRule,
+    entity: &str,
+    entity_labels: &Labels,
+    state: TransitionState,
+    value: f64,
+    time: Time,
+) -> AlertTransition {
+    let mut labels: std::collections::BTreeMap<String, String> =
+        entity_labels.iter().cloned().collect();
     labels.extend(rule.labels.iter().cloned());
     labels.insert("rule".into(), rule.id.clone());
     labels.insert("severity".into(), rule.severity.as_str().into());
@@ -86,6 +99,9 @@ pub fn make_transition(rule: &ThresholdRule, entity: &str, entity_labels: &Label
     }
 }
 
+/// Updates of one time, held until the frontier passes it, with the capability to emit at it.
+type Waiting = (Capability<Time>, Vec<(HitRow, Diff)>);
+
 /// Runs the state machine over rule hits.
 pub trait HoldAndHysteresis<'s> {
     /// Emits alert transitions, each at the logical time of the reading that caused it.
@@ -95,50 +111,65 @@ pub trait HoldAndHysteresis<'s> {
 impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
     fn hold_and_hysteresis(self) -> StreamVec<'s, Time, AlertTransition> {
         let exchange = Exchange::new(|update: &(HitRow, Time, Diff)| update.0.0.hashed());
-        self.inner.unary_frontier(exchange, "HoldAndHysteresis", |_capability, _info| {
-            // Updates waiting for the frontier to pass their time, with a capability to emit at it.
-            let mut waiting: BTreeMap<Time, (Capability<Time>, Vec<(HitRow, Diff)>)> = BTreeMap::new();
-            let mut states: FxHashMap<(String, String), AlertState> = FxHashMap::default();
-            move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    for (row, time, diff) in data.drain(..) {
-                        waiting
-                            .entry(time)
-                            .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
-                            .1
-                            .push((row, diff));
-                    }
-                });
-                while let Some(entry) = waiting.first_entry() {
-                    let time = *entry.key();
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
-                    let (capability, mut updates) = entry.remove();
-                    // Insertions and retractions of one row at one time cancel; only net
-                    // insertions are readings (see `instant`).
-                    consolidate(&mut updates);
-                    let mut session = output.session(&capability);
-                    for (((rule_id, entity), RuleHit { value, labels, rule }), diff) in updates {
-                        if diff <= 0 {
-                            continue;
+        self.inner
+            .unary_frontier(exchange, "HoldAndHysteresis", |_capability, _info| {
+                // Updates waiting for the frontier to pass their time, with a capability to emit at it.
+                let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
+                let mut states: FxHashMap<(String, String), AlertState> = FxHashMap::default();
+                move |(input, frontier), output| {
+                    input.for_each(|capability, data| {
+                        for (row, time, diff) in data.drain(..) {
+                            waiting
+                                .entry(time)
+                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
+                                .1
+                                .push((row, diff));
                         }
-                        let key = (rule_id, entity);
-                        let (next, transition) = step(states.get(&key).copied(), &rule, value.0, time);
-                        if let Some(state) = transition {
-                            session.give(make_transition(&rule, &key.1, &labels, state, value.0, time));
+                    });
+                    while let Some(entry) = waiting.first_entry() {
+                        let time = *entry.key();
+                        if frontier.less_equal(&time) {
+                            break;
                         }
-                        match next {
-                            Some(next) => {
-                                states.insert(key, next);
+                        let (capability, mut updates) = entry.remove();
+                        // Insertions and retractions of one row at one time cancel; only net
+                        // insertions are readings (see `instant`).
+                        consolidate(&mut updates);
+                        let mut session = output.session(&capability);
+                        for (
+                            (
+                                (rule_id, entity),
+                                RuleHit {
+                                    value,
+                                    labels,
+                                    rule,
+                                },
+                            ),
+                            diff,
+                        ) in updates
+                        {
+                            if diff <= 0 {
+                                continue;
                             }
-                            None => {
-                                states.remove(&key);
+                            let key = (rule_id, entity);
+                            let (next, transition) =
+                                step(states.get(&key).copied(), &rule, value.0, time);
+                            if let Some(state) = transition {
+                                session.give(make_transition(
+                                    &rule, &key.1, &labels, state, value.0, time,
+                                ));
+                            }
+                            match next {
+                                Some(next) => {
+                                    states.insert(key, next);
+                                }
+                                None => {
+                                    states.remove(&key);
+                                }
                             }
                         }
                     }
                 }
-            }
-        })
+            })
     }
 }

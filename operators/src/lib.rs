@@ -2,7 +2,7 @@
 //! incrementally up to date in event time.
 //!
 //! Each operator is one extension trait in one file:
-//! - [`instant::AsInstants`]: a stream of events as a collection that holds each event for one
+//! - [`instant::IntoInstants`]: a stream of events as a collection that holds each event for one
 //!   millisecond (the temporal-filter pattern with the shortest window), so joins see every
 //!   event without the collection growing with the history.
 //! - [`enrich::Enrich`]: attaches reference-data labels (mine, face, ...) to readings.
@@ -47,7 +47,7 @@ pub type RegistryRow = (EntityKey, EntityInfo);
 /// Builds the threshold-rule pipeline: readings (each present at its event time only) joined
 /// with reference data and rules, then the `for`/hysteresis state machine.
 ///
-/// `readings` must hold each reading as `+1` at its event time; [`instant::AsInstants`] turns
+/// `readings` must hold each reading as `+1` at its event time; [`instant::IntoInstants`] turns
 /// that into an instant so nothing accumulates.
 pub fn threshold_alerts<'s>(
     readings: VecCollection<'s, Time, ReadingRow, Diff>,
@@ -56,11 +56,11 @@ pub fn threshold_alerts<'s>(
 ) -> StreamVec<'s, Time, AlertTransition> {
     use enrich::Enrich;
     use hysteresis::HoldAndHysteresis;
-    use instant::AsInstants;
+    use instant::IntoInstants;
     use threshold::MatchRules;
 
     readings
-        .as_instants()
+        .into_instants()
         .enrich(registry)
         .match_rules(rules)
         .hold_and_hysteresis()

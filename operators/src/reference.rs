@@ -39,10 +39,7 @@ pub fn threshold_transitions(
             if rule.domain != reading.domain || rule.metric != reading.metric {
                 continue;
             }
-            let in_scope = rule
-                .scope
-                .iter()
-                .all(|selector| labels.contains(selector));
+            let in_scope = rule.scope.iter().all(|selector| labels.contains(selector));
             if !in_scope {
                 continue;
             }
@@ -77,7 +74,14 @@ pub fn threshold_transitions(
                 }
             }
             if let Some(state) = emit {
-                out.push(make_transition(rule, &reading.entity, labels, state, v, reading.time));
+                out.push(make_transition(
+                    rule,
+                    &reading.entity,
+                    labels,
+                    state,
+                    v,
+                    reading.time,
+                ));
             }
         }
     }
@@ -88,6 +92,11 @@ pub fn threshold_transitions(
 /// The canonical order of transitions for comparisons: (event time, rule, entity, state).
 pub fn sort_transitions(transitions: &mut [AlertTransition]) {
     transitions.sort_by(|a, b| {
-        (a.event_time, &a.rule, &a.entity, a.state).cmp(&(b.event_time, &b.rule, &b.entity, b.state))
+        (a.event_time, &a.rule, &a.entity, a.state).cmp(&(
+            b.event_time,
+            &b.rule,
+            &b.entity,
+            b.state,
+        ))
     });
 }

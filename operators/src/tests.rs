@@ -4,7 +4,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use citybrain_model::{AlertTransition, Domain, EntityInfo, Metric, Reading, Severity, TransitionState};
+use citybrain_model::{
+    AlertTransition, Domain, EntityInfo, Metric, Reading, Severity, TransitionState,
+};
 use differential_dataflow::input::Input;
 use ordered_float::OrderedFloat;
 use proptest::prelude::*;
@@ -14,12 +16,22 @@ use crate::reference::{sort_transitions, threshold_transitions};
 use crate::rule::{Direction, ThresholdRule};
 use crate::{EntityKey, threshold_alerts};
 
-fn rule(id: &str, direction: Direction, threshold: f64, clear: f64, hold_ms: u64, scope: &[(&str, &str)]) -> ThresholdRule {
+fn rule(
+    id: &str,
+    direction: Direction,
+    threshold: f64,
+    clear: f64,
+    hold_ms: u64,
+    scope: &[(&str, &str)],
+) -> ThresholdRule {
     ThresholdRule {
         id: id.into(),
         domain: Domain::Mine,
         metric: Metric::Ch4,
-        scope: scope.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        scope: scope
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         direction,
         threshold: OrderedFloat(threshold),
         clear: OrderedFloat(clear),
@@ -31,12 +43,25 @@ fn rule(id: &str, direction: Direction, threshold: f64, clear: f64, hold_ms: u64
 }
 
 fn reading(entity: &str, time: u64, value: f64) -> Reading {
-    Reading { domain: Domain::Mine, entity: entity.into(), metric: Metric::Ch4, value, time }
+    Reading {
+        domain: Domain::Mine,
+        entity: entity.into(),
+        metric: Metric::Ch4,
+        value,
+        time,
+    }
 }
 
 fn registry() -> HashMap<EntityKey, EntityInfo> {
     let sensor = |mine: &str, face: &str| {
-        EntityInfo::new([("mine", Some(mine.to_string())), ("face", Some(face.to_string())), ("kind", Some("ch4".to_string()))], 1000)
+        EntityInfo::new(
+            [
+                ("mine", Some(mine.to_string())),
+                ("face", Some(face.to_string())),
+                ("kind", Some("ch4".to_string())),
+            ],
+            1000,
+        )
     };
     HashMap::from([
         ((Domain::Mine, "s1".to_string()), sensor("m1", "m1/f1")),
@@ -46,22 +71,28 @@ fn registry() -> HashMap<EntityKey, EntityInfo> {
 
 /// Runs the dataflow with every reading sent out of order at logical time 0 .. their times,
 /// in `batches` rounds of input that advance the input frontier in between.
-fn run(readings: &[Reading], registry: &HashMap<EntityKey, EntityInfo>, rules: &[ThresholdRule], batches: usize) -> Vec<AlertTransition> {
+fn run(
+    readings: &[Reading],
+    registry: &HashMap<EntityKey, EntityInfo>,
+    rules: &[ThresholdRule],
+    batches: usize,
+) -> Vec<AlertTransition> {
     let readings = readings.to_vec();
     let registry = registry.clone();
     let rules = rules.to_vec();
     timely::execute_directly(move |worker| {
         let out = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&out);
-        let (mut reading_input, mut registry_input, mut rule_input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (reading_input, readings) = scope.new_collection();
-            let (registry_input, registry) = scope.new_collection();
-            let (rule_input, rules) = scope.new_collection();
-            let (probe, _) = threshold_alerts(readings, registry, rules)
-                .inspect(move |t: &AlertTransition| sink.borrow_mut().push(t.clone()))
-                .probe();
-            (reading_input, registry_input, rule_input, probe)
-        });
+        let (mut reading_input, mut registry_input, mut rule_input, probe) = worker
+            .dataflow::<u64, _, _>(|scope| {
+                let (reading_input, readings) = scope.new_collection();
+                let (registry_input, registry) = scope.new_collection();
+                let (rule_input, rules) = scope.new_collection();
+                let (probe, _) = threshold_alerts(readings, registry, rules)
+                    .inspect(move |t: &AlertTransition| sink.borrow_mut().push(t.clone()))
+                    .probe();
+                (reading_input, registry_input, rule_input, probe)
+            });
         for (key, info) in registry {
             registry_input.insert((key, info));
         }
@@ -81,7 +112,11 @@ fn run(readings: &[Reading], registry: &HashMap<EntityKey, EntityInfo>, rules: &
                 reading_input.advance_to(first.time);
             }
             for r in batch.into_iter().rev() {
-                reading_input.update_at(((r.domain, r.entity), (r.metric, OrderedFloat(r.value))), r.time, 1);
+                reading_input.update_at(
+                    ((r.domain, r.entity), (r.metric, OrderedFloat(r.value))),
+                    r.time,
+                    1,
+                );
             }
             reading_input.flush();
             worker.step();
@@ -97,33 +132,57 @@ fn run(readings: &[Reading], registry: &HashMap<EntityKey, EntityInfo>, rules: &
 }
 
 fn states(transitions: &[AlertTransition]) -> Vec<(u64, &str, &str, TransitionState)> {
-    transitions.iter().map(|t| (t.event_time, t.rule.as_str(), t.entity.as_str(), t.state)).collect()
+    transitions
+        .iter()
+        .map(|t| (t.event_time, t.rule.as_str(), t.entity.as_str(), t.state))
+        .collect()
 }
 
 #[test]
 fn for_and_hysteresis_on_one_sensor() {
     let rules = [rule("ch4-hold", Direction::Above, 1.0, 0.8, 20, &[])];
     let values = [0.5, 1.0, 1.1, 0.9, 1.2, 1.3, 1.4, 0.9, 0.85, 0.7, 1.0];
-    let readings: Vec<Reading> = values.iter().enumerate().map(|(i, v)| reading("s1", i as u64 * 10, *v)).collect();
+    let readings: Vec<Reading> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| reading("s1", i as u64 * 10, *v))
+        .collect();
     let got = run(&readings, &registry(), &rules, 3);
     // 1.0@10, 1.1@20, then 0.9@30 breaks the hold; 1.2@40 .. 1.3@50 .. 1.4@60 (held 20 ms) fires;
     // 0.9 and 0.85 stay above the clear threshold 0.8; 0.7@90 resolves.
     assert_eq!(
         states(&got),
-        vec![(60, "ch4-hold", "s1", TransitionState::Firing), (90, "ch4-hold", "s1", TransitionState::Resolved)]
+        vec![
+            (60, "ch4-hold", "s1", TransitionState::Firing),
+            (90, "ch4-hold", "s1", TransitionState::Resolved)
+        ]
     );
     assert_eq!(got[0].summary, "CH4 1.4 on m1/f1");
-    assert_eq!(got[0].labels.get("team").map(String::as_str), Some("ventilation"));
+    assert_eq!(
+        got[0].labels.get("team").map(String::as_str),
+        Some("ventilation")
+    );
     assert_eq!(got, threshold_transitions(&readings, &registry(), &rules));
 }
 
 #[test]
 fn scope_and_unregistered_sensors() {
     let rules = [
-        rule("face-2-only", Direction::Above, 1.0, 1.0, 0, &[("face", "m1/f2")]),
+        rule(
+            "face-2-only",
+            Direction::Above,
+            1.0,
+            1.0,
+            0,
+            &[("face", "m1/f2")],
+        ),
         rule("everywhere", Direction::Above, 1.0, 1.0, 0, &[]),
     ];
-    let readings = vec![reading("s1", 5, 1.5), reading("s2", 5, 1.5), reading("ghost", 5, 1.5)];
+    let readings = vec![
+        reading("s1", 5, 1.5),
+        reading("s2", 5, 1.5),
+        reading("ghost", 5, 1.5),
+    ];
     let got = run(&readings, &registry(), &rules, 1);
     assert_eq!(
         states(&got),
@@ -139,9 +198,20 @@ fn scope_and_unregistered_sensors() {
 #[test]
 fn below_rules_and_duplicates() {
     let rules = [rule("low", Direction::Below, 0.25, 0.3, 0, &[])];
-    let readings = vec![reading("s1", 1, 0.2), reading("s1", 1, 0.2), reading("s1", 2, 0.28), reading("s1", 3, 0.31)];
+    let readings = vec![
+        reading("s1", 1, 0.2),
+        reading("s1", 1, 0.2),
+        reading("s1", 2, 0.28),
+        reading("s1", 3, 0.31),
+    ];
     let got = run(&readings, &registry(), &rules, 2);
-    assert_eq!(states(&got), vec![(1, "low", "s1", TransitionState::Firing), (3, "low", "s1", TransitionState::Resolved)]);
+    assert_eq!(
+        states(&got),
+        vec![
+            (1, "low", "s1", TransitionState::Firing),
+            (3, "low", "s1", TransitionState::Resolved)
+        ]
+    );
     assert_eq!(got, threshold_transitions(&readings, &registry(), &rules));
 }
 

@@ -28,15 +28,30 @@ pub type HitRow = ((String, String), RuleHit);
 /// Joins enriched readings with rules.
 pub trait MatchRules<'s> {
     /// One output row per (reading, rule in scope).
-    fn match_rules(self, rules: VecCollection<'s, Time, ThresholdRule, Diff>) -> VecCollection<'s, Time, HitRow, Diff>;
+    fn match_rules(
+        self,
+        rules: VecCollection<'s, Time, ThresholdRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff>;
 }
 
 impl<'s> MatchRules<'s> for vec::Collection<'s, Time, EnrichedRow, Diff> {
-    fn match_rules(self, rules: VecCollection<'s, Time, ThresholdRule, Diff>) -> VecCollection<'s, Time, HitRow, Diff> {
+    fn match_rules(
+        self,
+        rules: VecCollection<'s, Time, ThresholdRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff> {
         let rules = rules.map(|rule| ((rule.domain, rule.metric), rule));
-        self.join(rules).flat_map(|(_, ((entity, value, labels), rule))| {
-            rule.selects(&labels)
-                .then(|| ((rule.id.clone(), entity), RuleHit { value, labels, rule }))
-        })
+        self.join(rules)
+            .flat_map(|(_, ((entity, value, labels), rule))| {
+                rule.selects(&labels).then(|| {
+                    (
+                        (rule.id.clone(), entity),
+                        RuleHit {
+                            value,
+                            labels,
+                            rule,
+                        },
+                    )
+                })
+            })
     }
 }

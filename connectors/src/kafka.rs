@@ -1,0 +1,452 @@
+//! The Kafka source: one `BaseConsumer` per timely worker, each assigned its share of the
+//! partitions of every configured topic, decoding messages into events and tracking
+//! per-partition watermarks.
+//!
+//! Reference data (compacted registry topics) is read to its end before readings are consumed,
+//! so the first readings already see their sensors' labels.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use citybrain_model::decode::{
+    decode_farm_reading, decode_mine_reading, decode_registry, decode_report,
+};
+use citybrain_model::time::now_millis;
+use citybrain_model::{
+    DeadLetterReason, DecodeError, EntityInfo, Reading, RegistryKind, RegistryUpdate, ReportEvent,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::dead_letter::DeadLetter;
+use crate::watermark::{Contribution, PartitionClock, combine};
+
+/// What a topic carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    /// `mine.readings`.
+    Mine,
+    /// `farm.readings`.
+    Farm,
+    /// `citizen.reports`.
+    Citizen,
+    /// A compacted registry topic.
+    Registry(RegistryKind),
+}
+
+impl StreamKind {
+    /// The event-time clock this stream advances (registry topics have none).
+    pub fn clock(self) -> Option<Clock> {
+        match self {
+            StreamKind::Mine | StreamKind::Farm => Some(Clock::Sensors),
+            StreamKind::Citizen => Some(Clock::Citizen),
+            StreamKind::Registry(_) => None,
+        }
+    }
+}
+
+/// Independent event-time clocks: sensor streams have a small allowed lateness, citizen
+/// reports a large one, and one must not hold the other back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Clock {
+    /// Mine and farm readings.
+    Sensors = 0,
+    /// Citizen reports.
+    Citizen = 1,
+}
+
+impl Clock {
+    /// Both clocks, in index order.
+    pub const ALL: [Clock; 2] = [Clock::Sensors, Clock::Citizen];
+}
+
+/// One topic to consume.
+#[derive(Clone, Debug)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub topic: String,
+    /// What it carries.
+    pub kind: StreamKind,
+    /// How far behind the newest event an event may arrive and still count.
+    pub allowed_lateness: Duration,
+    /// A caught-up partition silent this long stops holding the watermark back.
+    pub idle_timeout: Duration,
+    /// Larger messages are dead-lettered as `oversized`.
+    pub max_message_bytes: usize,
+    /// Event times further than this ahead of the wall clock are dead-lettered.
+    pub max_future: Duration,
+}
+
+/// What the source needs to connect.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Extra librdkafka properties (applied last).
+    pub properties: Vec<(String, String)>,
+    /// Topics to consume.
+    pub topics: Vec<TopicSpec>,
+    /// How long to wait for the registry topics to be read to their end at start-up.
+    pub registry_load_timeout: Duration,
+    /// This worker's index.
+    pub worker_index: usize,
+    /// Number of workers sharing the partitions.
+    pub workers: usize,
+}
+
+/// Why the source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// librdkafka refused the configuration or a call failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A configured topic does not exist on the brokers.
+    #[error("topic `{0}` does not exist (create it first; some brokers do not auto-create topics)")]
+    UnknownTopic(String),
+}
+
+/// A decoded input message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceEvent {
+    /// A mine or farm reading.
+    Reading(Reading),
+    /// A citizen report event.
+    Report(ReportEvent),
+    /// A registry change; `previous` is what it replaces (to retract), if anything.
+    Registry {
+        /// The update as read.
+        update: RegistryUpdate,
+        /// The value it replaces.
+        previous: Option<EntityInfo>,
+    },
+    /// An unusable message.
+    DeadLetter(DeadLetter),
+}
+
+struct PartitionState {
+    spec: usize,
+    partition: i32,
+    clock: PartitionClock,
+}
+
+/// A worker's Kafka consumer.
+pub struct KafkaSource {
+    consumer: BaseConsumer,
+    specs: Vec<TopicSpec>,
+    by_topic: HashMap<String, usize>,
+    partitions: HashMap<(usize, i32), PartitionState>,
+    /// Registry partitions not yet read to their end at start-up.
+    registry_pending: HashMap<(usize, i32), i64>,
+    registry_deadline: Instant,
+    readings_paused: bool,
+    /// Latest registry value per (kind, key), to retract on update or tombstone.
+    registry: HashMap<(RegistryKind, String), EntityInfo>,
+    watermarks: [u64; 2],
+    drained: bool,
+}
+
+impl KafkaSource {
+    /// Connects, assigns this worker's partitions (partition `i` of the sorted list of all
+    /// (topic, partition) pairs goes to worker `i % workers`) and pauses readings until the
+    /// registry is loaded.
+    pub fn connect(config: &SourceConfig) -> Result<Self, SourceError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        for (k, v) in &config.properties {
+            client.set(k, v);
+        }
+        let consumer: BaseConsumer = client.create()?;
+        let timeout = Duration::from_secs(10);
+        let mut all: Vec<(usize, i32)> = Vec::new();
+        for (index, spec) in config.topics.iter().enumerate() {
+            let metadata = consumer.fetch_metadata(Some(&spec.topic), timeout)?;
+            let topic = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == spec.topic)
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .ok_or_else(|| SourceError::UnknownTopic(spec.topic.clone()))?;
+            all.extend(topic.partitions().iter().map(|p| (index, p.id())));
+        }
+        all.sort();
+        let workers = config.workers.max(1);
+        let mine: Vec<(usize, i32)> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % workers == config.worker_index)
+            .map(|(_, p)| p)
+            .collect();
+
+        let mut wanted = TopicPartitionList::new();
+        for (spec, partition) in &mine {
+            wanted.add_partition(&config.topics[*spec].topic, *partition);
+        }
+        let committed = if mine.is_empty() {
+            TopicPartitionList::new()
+        } else {
+            consumer.committed_offsets(wanted, timeout)?
+        };
+        let now = Instant::now();
+        let mut assignment = TopicPartitionList::new();
+        let mut partitions = HashMap::new();
+        let mut registry_pending = HashMap::new();
+        for (spec_index, partition) in mine {
+            let spec = &config.topics[spec_index];
+            let (low, high) = consumer.fetch_watermarks(&spec.topic, partition, timeout)?;
+            let start = match committed
+                .find_partition(&spec.topic, partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) if o >= low => o,
+                _ => low,
+            };
+            assignment.add_partition_offset(&spec.topic, partition, Offset::Offset(start))?;
+            let mut clock =
+                PartitionClock::new(spec.allowed_lateness, spec.idle_timeout, high, now);
+            clock.observe(start.saturating_sub(1), None, now);
+            if matches!(spec.kind, StreamKind::Registry(_)) && high > start {
+                registry_pending.insert((spec_index, partition), high);
+            }
+            partitions.insert(
+                (spec_index, partition),
+                PartitionState {
+                    spec: spec_index,
+                    partition,
+                    clock,
+                },
+            );
+        }
+        consumer.assign(&assignment)?;
+        let by_topic = config
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.topic.clone(), i))
+            .collect();
+        let mut source = KafkaSource {
+            consumer,
+            specs: config.topics.clone(),
+            by_topic,
+            partitions,
+            registry_pending,
+            registry_deadline: now + config.registry_load_timeout,
+            readings_paused: false,
+            registry: HashMap::new(),
+            watermarks: [0; 2],
+            drained: false,
+        };
+        if !source.registry_pending.is_empty() {
+            source.set_readings_paused(true)?;
+        }
+        Ok(source)
+    }
+
+    fn readings_list(&self) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for state in self.partitions.values() {
+            let spec = &self.specs[state.spec];
+            if !matches!(spec.kind, StreamKind::Registry(_)) {
+                list.add_partition(&spec.topic, state.partition);
+            }
+        }
+        list
+    }
+
+    fn set_readings_paused(&mut self, paused: bool) -> Result<(), SourceError> {
+        let list = self.readings_list();
+        if list.count() > 0 {
+            if paused {
+                self.consumer.pause(&list)?;
+            } else {
+                self.consumer.resume(&list)?;
+            }
+        }
+        self.readings_paused = paused;
+        Ok(())
+    }
+
+    /// True once the registry topics were read to their end (or the load timed out).
+    pub fn registry_loaded(&self) -> bool {
+        !self.readings_paused
+    }
+
+    /// The current watermark of a clock: events before it are late.
+    pub fn watermark(&self, clock: Clock) -> u64 {
+        self.watermarks[clock as usize]
+    }
+
+    /// Polls up to `max` messages, waiting at most `timeout` for the first, and appends the
+    /// decoded events to `out`. Returns the number of messages read.
+    pub fn poll(&mut self, max: usize, timeout: Duration, out: &mut Vec<SourceEvent>) -> usize {
+        let mut count = 0;
+        let mut wait = timeout;
+        self.drained = false;
+        while count < max {
+            let message = match self.consumer.poll(wait) {
+                None => {
+                    self.drained = true;
+                    break;
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "kafka consumer error");
+                    break;
+                }
+                Some(Ok(message)) => message,
+            };
+            wait = Duration::ZERO;
+            count += 1;
+            let Some(&spec_index) = self.by_topic.get(message.topic()) else {
+                continue;
+            };
+            let partition = message.partition();
+            let offset = message.offset();
+            let spec = &self.specs[spec_index];
+            let watermark = self.watermarks[spec.kind.clock().unwrap_or(Clock::Sensors) as usize];
+            let event = decode(
+                spec,
+                &mut self.registry,
+                watermark,
+                partition,
+                offset,
+                message.key(),
+                message.payload(),
+            );
+            let event_time = match &event {
+                SourceEvent::Reading(r) => Some(r.time),
+                SourceEvent::Report(r) => Some(r.time),
+                _ => None,
+            };
+            if let Some(state) = self.partitions.get_mut(&(spec_index, partition)) {
+                state.clock.observe(offset, event_time, Instant::now());
+            }
+            if let Some(end) = self.registry_pending.get(&(spec_index, partition))
+                && offset.saturating_add(1) >= *end
+            {
+                self.registry_pending.remove(&(spec_index, partition));
+            }
+            out.push(event);
+        }
+        if self.readings_paused
+            && (self.registry_pending.is_empty() || Instant::now() >= self.registry_deadline)
+        {
+            if !self.registry_pending.is_empty() {
+                tracing::warn!(
+                    partitions = self.registry_pending.len(),
+                    "registry load timed out; consuming readings anyway"
+                );
+            }
+            if let Err(error) = self.set_readings_paused(false) {
+                tracing::error!(%error, "could not resume reading partitions");
+            }
+        }
+        count
+    }
+
+    /// Recomputes the watermarks from the partitions' clocks. `others` are the newest
+    /// watermarks other workers published (see [`combine`]). Returns the new watermarks.
+    pub fn advance_watermarks(&mut self, others: [u64; 2]) -> [u64; 2] {
+        if self.readings_paused {
+            return self.watermarks;
+        }
+        let now = Instant::now();
+        for clock in Clock::ALL {
+            let contributions: Vec<Contribution> = self
+                .partitions
+                .values()
+                .filter(|p| self.specs[p.spec].kind.clock() == Some(clock))
+                .map(|p| p.clock.contribution(now, self.drained))
+                .collect();
+            let i = clock as usize;
+            self.watermarks[i] = combine(self.watermarks[i], contributions, others[i]);
+        }
+        self.watermarks
+    }
+}
+
+/// Decodes one message of `spec`'s topic; registry messages update `registry`; readings behind
+/// `watermark` are late.
+fn decode(
+    spec: &TopicSpec,
+    registry: &mut HashMap<(RegistryKind, String), EntityInfo>,
+    watermark: u64,
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+) -> SourceEvent {
+    let bytes = payload.unwrap_or_default();
+    let dead = |error: DecodeError| {
+        SourceEvent::DeadLetter(DeadLetter::new(
+            error.reason,
+            error.detail,
+            &spec.topic,
+            partition,
+            offset,
+            key,
+            bytes,
+        ))
+    };
+    if bytes.len() > spec.max_message_bytes {
+        return dead(DecodeError::new(
+            DeadLetterReason::Oversized,
+            format!(
+                "{} bytes exceed the limit of {}",
+                bytes.len(),
+                spec.max_message_bytes
+            ),
+        ));
+    }
+    let decoded = match spec.kind {
+        StreamKind::Mine => decode_mine_reading(bytes).map(SourceEvent::Reading),
+        StreamKind::Farm => decode_farm_reading(bytes).map(SourceEvent::Reading),
+        StreamKind::Citizen => decode_report(bytes).map(SourceEvent::Report),
+        StreamKind::Registry(kind) => decode_registry(kind, key, payload).map(|update| {
+            let slot = (kind, update.key.clone());
+            let previous = match &update.info {
+                Some(info) => registry.insert(slot, info.clone()),
+                None => registry.remove(&slot),
+            };
+            SourceEvent::Registry { update, previous }
+        }),
+    };
+    let event = match decoded {
+        Ok(event) => event,
+        Err(error) => return dead(error),
+    };
+    let time = match &event {
+        SourceEvent::Reading(r) => r.time,
+        SourceEvent::Report(r) => r.time,
+        _ => return event,
+    };
+    let horizon =
+        now_millis().saturating_add(u64::try_from(spec.max_future.as_millis()).unwrap_or(u64::MAX));
+    if time > horizon {
+        return dead(DecodeError::new(
+            DeadLetterReason::TimeOutOfRange,
+            format!(
+                "event time {time} is more than {:?} ahead of the wall clock",
+                spec.max_future
+            ),
+        ));
+    }
+    if time < watermark {
+        return dead(DecodeError::new(
+            DeadLetterReason::Late,
+            format!(
+                "event time {time} is {} ms behind the watermark {watermark}",
+                watermark - time
+            ),
+        ));
+    }
+    event
+}

@@ -1,0 +1,9 @@
+//! citybrain's connectors: the Kafka source, the alert and dead-letter outputs (Kafka topics
+//! and JSONL files) and the built-in city simulator. No timely here: the engine drives them.
+
+pub mod dead_letter;
+pub mod kafka;
+pub mod simulate;
+pub mod simulator;
+pub mod sink;
+pub mod watermark;

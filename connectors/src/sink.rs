@@ -1,0 +1,197 @@
+//! Outputs: alert transitions and dead letters to Kafka topics and/or JSONL files.
+//!
+//! Alerts are keyed by `rule/entity` on Kafka so every transition of one alert lands in one
+//! partition, in order; the transition id travels as the `citybrain-id` header.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use citybrain_model::AlertTransition;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use crate::dead_letter::DeadLetter;
+
+/// Where outputs go; each destination is optional.
+#[derive(Clone, Debug, Default)]
+pub struct OutputConfig {
+    /// `bootstrap.servers`, needed when a topic is set.
+    pub brokers: Option<String>,
+    /// Extra librdkafka producer properties.
+    pub properties: Vec<(String, String)>,
+    /// Topic for alert transitions.
+    pub alerts_topic: Option<String>,
+    /// JSONL file for alert transitions (appended).
+    pub alerts_file: Option<PathBuf>,
+    /// Topic for dead letters.
+    pub dead_letter_topic: Option<String>,
+    /// JSONL file for dead letters (appended).
+    pub dead_letter_file: Option<PathBuf>,
+}
+
+/// An output failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A file could not be opened or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The producer failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A topic is configured but no brokers.
+    #[error("an output topic is configured but no Kafka brokers")]
+    NoBrokers,
+}
+
+struct JsonlFile {
+    path: PathBuf,
+    writer: BufWriter<File>,
+}
+
+impl JsonlFile {
+    fn open(path: &PathBuf) -> Result<Self, SinkError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| SinkError::File {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(JsonlFile {
+            path: path.clone(),
+            writer: BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, line: &str) -> Result<(), SinkError> {
+        writeln!(self.writer, "{line}").map_err(|source| SinkError::File {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.writer.flush().map_err(|source| SinkError::File {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// The open outputs.
+pub struct Outputs {
+    producer: Option<ThreadedProducer<DefaultProducerContext>>,
+    alerts_topic: Option<String>,
+    dead_letter_topic: Option<String>,
+    alerts_file: Option<JsonlFile>,
+    dead_letter_file: Option<JsonlFile>,
+}
+
+impl Outputs {
+    /// Opens files (appending) and the producer.
+    pub fn open(config: &OutputConfig) -> Result<Self, SinkError> {
+        let producer = if config.alerts_topic.is_some() || config.dead_letter_topic.is_some() {
+            let brokers = config.brokers.as_ref().ok_or(SinkError::NoBrokers)?;
+            let mut client = ClientConfig::new();
+            client
+                .set("bootstrap.servers", brokers)
+                .set("linger.ms", "5")
+                .set("enable.idempotence", "false");
+            for (k, v) in &config.properties {
+                client.set(k, v);
+            }
+            Some(client.create::<ThreadedProducer<DefaultProducerContext>>()?)
+        } else {
+            None
+        };
+        Ok(Outputs {
+            producer,
+            alerts_topic: config.alerts_topic.clone(),
+            dead_letter_topic: config.dead_letter_topic.clone(),
+            alerts_file: config
+                .alerts_file
+                .as_ref()
+                .map(JsonlFile::open)
+                .transpose()?,
+            dead_letter_file: config
+                .dead_letter_file
+                .as_ref()
+                .map(JsonlFile::open)
+                .transpose()?,
+        })
+    }
+
+    fn send(&self, topic: &str, key: &str, value: &str, id: &str) -> Result<(), SinkError> {
+        let Some(producer) = &self.producer else {
+            return Ok(());
+        };
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "citybrain-id",
+            value: Some(id),
+        });
+        let mut record = BaseRecord::to(topic)
+            .key(key)
+            .payload(value)
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Writes one alert transition to every alert output.
+    pub fn write_alert(&mut self, transition: &AlertTransition) -> Result<(), SinkError> {
+        let line = serde_json::to_string(transition).unwrap_or_default();
+        if let Some(file) = &mut self.alerts_file {
+            file.write(&line)?;
+        }
+        if let Some(topic) = &self.alerts_topic {
+            let key = format!("{}/{}", transition.rule, transition.entity);
+            self.send(topic, &key, &line, &transition.id)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one dead letter to every dead-letter output.
+    pub fn write_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), SinkError> {
+        let line = serde_json::to_string(letter).unwrap_or_default();
+        if let Some(file) = &mut self.dead_letter_file {
+            file.write(&line)?;
+        }
+        if let Some(topic) = &self.dead_letter_topic {
+            let id = format!("{}/{}/{}", letter.topic, letter.partition, letter.offset);
+            self.send(topic, &id, &line, &id)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes files and waits (up to `timeout`) for the producer's queue to drain.
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), SinkError> {
+        if let Some(file) = &mut self.alerts_file {
+            file.flush()?;
+        }
+        if let Some(file) = &mut self.dead_letter_file {
+            file.flush()?;
+        }
+        if let Some(producer) = &self.producer {
+            producer.flush(timeout)?;
+        }
+        Ok(())
+    }
+}

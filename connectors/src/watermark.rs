@@ -1,0 +1,177 @@
+//! Per-partition event-time watermarks.
+//!
+//! A partition's watermark is its newest event time minus the allowed lateness. The source's
+//! watermark is the least over its *active* partitions; a partition that is caught up (it has
+//! no backlog) and has been silent for the idle timeout stops holding the watermark back. When
+//! every partition is idle, event time moves on with wall-clock time from the newest event, so
+//! a quiet stream still completes its windows and `for` timers.
+
+use std::time::{Duration, Instant};
+
+/// Watermark state of one partition.
+#[derive(Clone, Debug)]
+pub struct PartitionClock {
+    /// Newest event time seen, epoch ms.
+    max_event: Option<u64>,
+    /// When the last message (any, decodable or not) arrived.
+    last_message: Instant,
+    /// Offset up to which the partition had a backlog at assignment (exclusive); until the
+    /// consumer reaches it the partition is never idle.
+    backlog_end: i64,
+    /// Next offset to read.
+    next_offset: i64,
+    lateness_ms: u64,
+    idle_timeout: Duration,
+}
+
+/// A partition's contribution to the source watermark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contribution {
+    /// Holds the watermark at or below this time (`None`: has backlog but no event yet, so
+    /// hold at the current watermark).
+    Active(Option<u64>),
+    /// Idle; if all partitions are idle the watermark may advance to this (`None`: no data ever).
+    Idle(Option<u64>),
+}
+
+impl PartitionClock {
+    /// A clock for a partition with a backlog up to `backlog_end` (its high watermark at assignment).
+    pub fn new(lateness: Duration, idle_timeout: Duration, backlog_end: i64, now: Instant) -> Self {
+        PartitionClock {
+            max_event: None,
+            last_message: now,
+            backlog_end,
+            next_offset: 0,
+            lateness_ms: u64::try_from(lateness.as_millis()).unwrap_or(u64::MAX),
+            idle_timeout,
+        }
+    }
+
+    /// Records a message at `offset` (with its event time when it had a usable one).
+    pub fn observe(&mut self, offset: i64, event_time: Option<u64>, now: Instant) {
+        self.last_message = now;
+        self.next_offset = self.next_offset.max(offset.saturating_add(1));
+        if let Some(t) = event_time {
+            self.max_event = Some(self.max_event.map_or(t, |m| m.max(t)));
+        }
+    }
+
+    /// The allowed lateness, milliseconds.
+    pub fn lateness_ms(&self) -> u64 {
+        self.lateness_ms
+    }
+
+    /// This partition's contribution at `now`. `drained` says the consumer's last poll found
+    /// nothing buffered, i.e. no message is waiting locally.
+    pub fn contribution(&self, now: Instant, drained: bool) -> Contribution {
+        let silent = now.saturating_duration_since(self.last_message);
+        let caught_up = self.next_offset >= self.backlog_end;
+        if caught_up && drained && silent >= self.idle_timeout {
+            let elapsed = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX);
+            Contribution::Idle(
+                self.max_event
+                    .map(|m| m.saturating_add(elapsed).saturating_sub(self.lateness_ms)),
+            )
+        } else {
+            Contribution::Active(self.max_event.map(|m| m.saturating_sub(self.lateness_ms)))
+        }
+    }
+}
+
+/// Combines partition contributions into the source's next watermark, never moving back from
+/// `current`. `others` is the newest watermark other sources published (so a source whose
+/// partitions are all idle follows the rest instead of holding the global frontier back).
+pub fn combine(
+    current: u64,
+    contributions: impl IntoIterator<Item = Contribution>,
+    others: u64,
+) -> u64 {
+    let mut active: Option<u64> = None;
+    let mut any_active = false;
+    let mut idle_best = others;
+    for c in contributions {
+        match c {
+            Contribution::Active(t) => {
+                any_active = true;
+                let t = t.unwrap_or(current);
+                active = Some(active.map_or(t, |a| a.min(t)));
+            }
+            Contribution::Idle(t) => idle_best = idle_best.max(t.unwrap_or(0)),
+        }
+    }
+    let next = if any_active {
+        active.unwrap_or(current)
+    } else {
+        idle_best
+    };
+    next.max(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LATE: Duration = Duration::from_millis(250);
+    const IDLE: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn active_partition_trails_its_newest_event_by_the_lateness() {
+        let t0 = Instant::now();
+        let mut p = PartitionClock::new(LATE, IDLE, 0, t0);
+        p.observe(0, Some(10_000), t0);
+        p.observe(1, Some(9_000), t0);
+        assert_eq!(p.contribution(t0, true), Contribution::Active(Some(9_750)));
+        assert_eq!(combine(0, [p.contribution(t0, true)], 0), 9_750);
+    }
+
+    #[test]
+    fn the_slowest_active_partition_holds_the_watermark() {
+        let t0 = Instant::now();
+        let mut a = PartitionClock::new(LATE, IDLE, 0, t0);
+        let mut b = PartitionClock::new(LATE, IDLE, 0, t0);
+        a.observe(0, Some(10_000), t0);
+        b.observe(0, Some(5_000), t0);
+        let c = [a.contribution(t0, true), b.contribution(t0, true)];
+        assert_eq!(combine(0, c, 0), 4_750);
+    }
+
+    #[test]
+    fn idle_partitions_do_not_hold_back_and_time_moves_when_all_are_idle() {
+        let t0 = Instant::now();
+        let mut a = PartitionClock::new(LATE, IDLE, 0, t0);
+        let mut b = PartitionClock::new(LATE, IDLE, 0, t0);
+        a.observe(0, Some(10_000), t0);
+        b.observe(0, Some(5_000), t0);
+        let later = t0 + Duration::from_millis(600);
+        a.observe(1, Some(10_600), later);
+        // b silent for 600 ms with nothing buffered: idle.
+        let c = [a.contribution(later, true), b.contribution(later, true)];
+        assert_eq!(combine(0, c, 0), 10_350);
+        // Everything silent: event time follows the wall clock from the newest event.
+        let much_later = later + Duration::from_millis(1_000);
+        let c = [
+            a.contribution(much_later, true),
+            b.contribution(much_later, true),
+        ];
+        assert_eq!(combine(10_350, c, 0), 10_600 + 1_000 - 250);
+    }
+
+    #[test]
+    fn a_partition_with_backlog_is_never_idle() {
+        let t0 = Instant::now();
+        let p = PartitionClock::new(LATE, IDLE, 100, t0);
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(p.contribution(later, true), Contribution::Active(None));
+        assert_eq!(combine(42, [p.contribution(later, true)], 1_000), 42);
+    }
+
+    #[test]
+    fn a_source_with_only_idle_partitions_follows_the_others_and_never_goes_back() {
+        let t0 = Instant::now();
+        let p = PartitionClock::new(LATE, IDLE, 0, t0);
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(combine(0, [p.contribution(later, true)], 7_000), 7_000);
+        assert_eq!(combine(8_000, [], 7_000), 8_000);
+        assert_eq!(combine(0, [p.contribution(later, false)], 7_000), 0);
+    }
+}
