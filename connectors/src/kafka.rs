@@ -161,7 +161,9 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Sub-second alerts need the broker to answer fetches promptly.
+            .set("fetch.wait.max.ms", "50");
         for (k, v) in &config.properties {
             client.set(k, v);
         }

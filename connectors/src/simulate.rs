@@ -2,7 +2,9 @@
 //! `citybrain simulate` subcommand and the producer side of `citybrain demo`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use citybrain_model::time::now_millis;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -125,11 +127,12 @@ pub fn run_real_time(
 ) -> Result<(), KafkaError> {
     producer.send_all(&simulator.registry())?;
     producer.flush(Duration::from_secs(10))?;
+    // Event time is anchored to the wall clock at the simulation's start, so with speed 1 an
+    // event's time is when it is produced.
     let start_ms = simulator.config().start_ms;
-    let wall_start = Instant::now();
     let mut batch = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let elapsed = wall_start.elapsed().as_secs_f64() * speed * 1000.0;
+        let elapsed = now_millis().saturating_sub(start_ms) as f64 * speed;
         let to = start_ms.saturating_add(elapsed as u64);
         batch.clear();
         simulator.advance(to, &mut batch);

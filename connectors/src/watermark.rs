@@ -3,8 +3,8 @@
 //! A partition's watermark is its newest event time minus the allowed lateness. The source's
 //! watermark is the least over its *active* partitions; a partition that is caught up (it has
 //! no backlog) and has been silent for the idle timeout stops holding the watermark back. When
-//! every partition is idle, event time moves on with wall-clock time from the newest event, so
-//! a quiet stream still completes its windows and `for` timers.
+//! every partition is idle, event time moves on with wall-clock time from the newest event
+//! (less the idle timeout), so a quiet stream still completes its windows and `for` timers.
 
 use std::time::{Duration, Instant};
 
@@ -67,7 +67,10 @@ impl PartitionClock {
         let silent = now.saturating_duration_since(self.last_message);
         let caught_up = self.next_offset >= self.backlog_end;
         if caught_up && drained && silent >= self.idle_timeout {
-            let elapsed = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX);
+            // Only the silence beyond the idle timeout moves event time on: deliveries that
+            // come in bursts up to `idle_timeout + lateness` apart never produce late events.
+            let beyond = silent.saturating_sub(self.idle_timeout);
+            let elapsed = u64::try_from(beyond.as_millis()).unwrap_or(u64::MAX);
             Contribution::Idle(
                 self.max_event
                     .map(|m| m.saturating_add(elapsed).saturating_sub(self.lateness_ms)),
@@ -147,13 +150,14 @@ mod tests {
         // b silent for 600 ms with nothing buffered: idle.
         let c = [a.contribution(later, true), b.contribution(later, true)];
         assert_eq!(combine(0, c, 0), 10_350);
-        // Everything silent: event time follows the wall clock from the newest event.
+        // Everything silent: event time follows the wall clock from the newest event, counting
+        // only the silence beyond the idle timeout.
         let much_later = later + Duration::from_millis(1_000);
         let c = [
             a.contribution(much_later, true),
             b.contribution(much_later, true),
         ];
-        assert_eq!(combine(10_350, c, 0), 10_600 + 1_000 - 250);
+        assert_eq!(combine(10_350, c, 0), 10_600 + (1_000 - 500) - 250);
     }
 
     #[test]

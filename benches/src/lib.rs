@@ -1,0 +1,35 @@
+//! Shared inputs of citybrain's benches: synthetic mine readings shaped like the simulator's.
+
+use citybrain_model::{Domain, Metric, Reading};
+
+/// `count` ch4 readings of `sensors` sensors at 1 s cadence, drifting around the 1.0% alarm.
+pub fn ch4_readings(sensors: usize, count: usize) -> Vec<Reading> {
+    (0..count)
+        .map(|i| {
+            let sensor = i % sensors.max(1);
+            let step = (i / sensors.max(1)) as u64;
+            let wave = ((i as f64) * 0.017).sin() * 0.6 + 0.7;
+            Reading {
+                domain: Domain::Mine,
+                entity: format!("mine-1/face-{}/ch4-{sensor}", sensor % 8),
+                metric: Metric::Ch4,
+                value: (wave * 100.0).round() / 100.0,
+                time: 1_795_910_400_000 + step * 1_000,
+            }
+        })
+        .collect()
+}
+
+/// The same readings as wire JSON.
+pub fn ch4_messages(sensors: usize, count: usize) -> Vec<Vec<u8>> {
+    ch4_readings(sensors, count)
+        .into_iter()
+        .map(|r| {
+            format!(
+                r#"{{"sensor":"{}","ts":{},"metric":"ch4","value":{}}}"#,
+                r.entity, r.time, r.value
+            )
+            .into_bytes()
+        })
+        .collect()
+}

@@ -1,0 +1,7 @@
+//! citybrain's engine: config loading and validation, dataflow assembly, the worker loop, the
+//! embedded demo and the simulator driver. The `citybrain` binary is a thin CLI over this.
+
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod runtime;

@@ -1,0 +1,89 @@
+//! Prometheus metrics of the engine. Names follow `citybrain_<what>_<unit>`; labels are few
+//! and bounded (stream kind, dead-letter reason, rule id from config, transition state).
+
+use citybrain_model::DeadLetterReason;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The engine's metrics, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Where every metric is registered (served at `/metrics`).
+    pub registry: Registry,
+    /// `citybrain_events_total{stream}`: messages read per stream kind.
+    pub events: IntCounterVec,
+    /// `citybrain_dead_letters_total{reason}`: unusable messages per reason.
+    pub dead_letters: IntCounterVec,
+    /// `citybrain_alert_transitions_total{rule,state}`.
+    pub transitions: IntCounterVec,
+    /// `citybrain_event_to_alert_latency_seconds`: wall clock at output minus event time.
+    pub alert_latency: Histogram,
+    /// `citybrain_watermark_lag_milliseconds{clock}`: wall clock minus the watermark.
+    pub watermark_lag: IntGaugeVec,
+}
+
+/// A metric could not be registered (a programming error: duplicate name).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let events = IntCounterVec::new(
+            Opts::new("citybrain_events_total", "Input messages read, per stream."),
+            &["stream"],
+        )?;
+        let dead_letters = IntCounterVec::new(
+            Opts::new(
+                "citybrain_dead_letters_total",
+                "Input messages dead-lettered, per reason.",
+            ),
+            &["reason"],
+        )?;
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "citybrain_alert_transitions_total",
+                "Alert transitions emitted, per rule and state.",
+            ),
+            &["rule", "state"],
+        )?;
+        let alert_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "citybrain_event_to_alert_latency_seconds",
+                "Wall-clock time at output minus the event time of the reading that caused the transition.",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 60.0]),
+        )?;
+        let watermark_lag = IntGaugeVec::new(
+            Opts::new(
+                "citybrain_watermark_lag_milliseconds",
+                "Wall clock minus the event-time watermark, per clock.",
+            ),
+            &["clock"],
+        )?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(dead_letters.clone()))?;
+        registry.register(Box::new(transitions.clone()))?;
+        registry.register(Box::new(alert_latency.clone()))?;
+        registry.register(Box::new(watermark_lag.clone()))?;
+        for reason in DeadLetterReason::ALL {
+            dead_letters.with_label_values(&[reason.as_str()]);
+        }
+        Ok(Metrics {
+            registry,
+            events,
+            dead_letters,
+            transitions,
+            alert_latency,
+            watermark_lag,
+        })
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}

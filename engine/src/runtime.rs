@@ -1,0 +1,466 @@
+//! The running engine: timely workers that each own a Kafka consumer for their share of the
+//! partitions and feed the dataflow, plus one output thread that writes alert transitions and
+//! dead letters to their sinks.
+//!
+//! Each worker loop: poll a batch of messages, send readings into the `readings` collection at
+//! their event time, registry changes into `registry`, dead letters to the output thread;
+//! recompute the watermarks and advance the inputs to them; step the dataflow. Watermarks are
+//! shared between the workers of this process so a worker whose partitions are idle follows
+//! the others instead of holding the frontier back.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use citybrain_connectors::dead_letter::DeadLetter;
+use citybrain_connectors::kafka::{
+    Clock, KafkaSource, SourceConfig, SourceEvent, StreamKind, TopicSpec,
+};
+use citybrain_connectors::sink::{OutputConfig, Outputs, SinkError};
+use citybrain_model::time::now_millis;
+use citybrain_model::{AlertTransition, RegistryKind, TransitionState};
+use citybrain_operators::ordered_float::OrderedFloat;
+use citybrain_operators::rule::ThresholdRule;
+use citybrain_operators::threshold_alerts;
+use differential_dataflow::input::Input;
+use hdrhistogram::Histogram;
+use timely::dataflow::operators::{Inspect, Probe};
+
+use crate::config::LoadedConfig;
+use crate::metrics::Metrics;
+
+/// Everything the runtime needs, resolved from the config.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// The Kafka source (worker index and count are filled in per worker).
+    pub source: SourceConfig,
+    /// Where alerts and dead letters go.
+    pub outputs: OutputConfig,
+}
+
+/// The engine could not start or failed while running.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The config lacks Kafka brokers.
+    #[error("no Kafka brokers configured ([kafka] brokers)")]
+    NoBrokers,
+    /// An output could not be opened or written.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// timely could not start its workers.
+    #[error("timely: {0}")]
+    Timely(String),
+    /// A worker failed (e.g. the Kafka source could not connect).
+    #[error("worker: {0}")]
+    Worker(String),
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+}
+
+impl EngineSettings {
+    /// Resolves the settings of a loaded config; paths are relative to the config's directory.
+    pub fn from_config(loaded: &LoadedConfig) -> Result<Self, EngineError> {
+        let config = &loaded.config;
+        let brokers = config.kafka.brokers.clone().ok_or(EngineError::NoBrokers)?;
+        let properties: Vec<(String, String)> = config
+            .kafka
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut topics = Vec::new();
+        for (kind, source) in [
+            (StreamKind::Mine, &config.sources.mine),
+            (StreamKind::Farm, &config.sources.farm),
+            (StreamKind::Citizen, &config.sources.citizen),
+        ] {
+            topics.push(TopicSpec {
+                topic: source.topic.clone(),
+                kind,
+                allowed_lateness: source.allowed_lateness,
+                idle_timeout: source.idle_timeout,
+                max_message_bytes: source.max_message_bytes,
+                max_future: source.max_future,
+            });
+        }
+        for (kind, topic) in [
+            (RegistryKind::Sensors, &config.registry.sensors),
+            (RegistryKind::Devices, &config.registry.devices),
+            (RegistryKind::Grids, &config.registry.grids),
+        ] {
+            topics.push(TopicSpec {
+                topic: topic.clone(),
+                kind: StreamKind::Registry(kind),
+                allowed_lateness: Duration::ZERO,
+                idle_timeout: Duration::ZERO,
+                max_message_bytes: config.sources.mine.max_message_bytes,
+                max_future: Duration::MAX,
+            });
+        }
+        let relative = |p: &std::path::PathBuf| loaded.base_dir.join(p);
+        Ok(EngineSettings {
+            workers: config.engine.workers.max(1),
+            source: SourceConfig {
+                brokers: brokers.clone(),
+                group_id: config.kafka.group_id.clone(),
+                properties: properties.clone(),
+                topics,
+                registry_load_timeout: config.registry.load_timeout,
+                worker_index: 0,
+                workers: 1,
+            },
+            outputs: OutputConfig {
+                brokers: Some(brokers),
+                properties,
+                alerts_topic: config.outputs.alerts_topic.clone(),
+                alerts_file: config.outputs.alerts_file.as_ref().map(relative),
+                dead_letter_topic: config.outputs.dead_letter_topic.clone(),
+                dead_letter_file: config.outputs.dead_letter_file.as_ref().map(relative),
+            },
+        })
+    }
+}
+
+enum Output {
+    Alert(AlertTransition),
+    DeadLetter(DeadLetter),
+}
+
+/// A point-in-time summary for the status line.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// Alerts firing now.
+    pub firing: usize,
+    /// Transitions emitted since start.
+    pub transitions: u64,
+    /// Dead letters since start.
+    pub dead_letters: u64,
+    /// Event-time-to-output latency of transitions, milliseconds: (p50, p99, max).
+    pub latency_ms: Option<(u64, u64, u64)>,
+    /// Sensor-clock watermark, epoch ms.
+    pub sensor_watermark: u64,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    watermarks: [AtomicU64; 2],
+    failure: Mutex<Option<String>>,
+    firing: Mutex<HashSet<(String, String)>>,
+    latency: Mutex<Option<Histogram<u64>>>,
+    transitions: AtomicU64,
+    dead_letters: AtomicU64,
+}
+
+/// A running engine.
+pub struct Engine {
+    shared: Arc<Shared>,
+    workers: Option<timely::communication::WorkerGuards<()>>,
+    output: Option<JoinHandle<Result<(), SinkError>>>,
+    /// The engine's metrics.
+    pub metrics: Metrics,
+}
+
+/// Called by the output thread for every transition after it was written to the outputs.
+pub type TransitionCallback = Box<dyn FnMut(&AlertTransition) + Send>;
+
+/// Starts the workers and the output thread.
+pub fn start(
+    settings: EngineSettings,
+    rules: Vec<ThresholdRule>,
+    mut on_transition: TransitionCallback,
+) -> Result<Engine, EngineError> {
+    let metrics = Metrics::new()?;
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        watermarks: [AtomicU64::new(0), AtomicU64::new(0)],
+        failure: Mutex::new(None),
+        firing: Mutex::new(HashSet::new()),
+        latency: Mutex::new(Histogram::new(3).ok()),
+        transitions: AtomicU64::new(0),
+        dead_letters: AtomicU64::new(0),
+    });
+    let mut outputs = Outputs::open(&settings.outputs)?;
+    let (sender, receiver) = channel::<Output>();
+
+    let output = {
+        let shared = Arc::clone(&shared);
+        let metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("citybrain-output".into())
+            .spawn(move || {
+                output_loop(
+                    &mut outputs,
+                    receiver,
+                    &shared,
+                    &metrics,
+                    &mut on_transition,
+                )
+            })
+            .map_err(|e| EngineError::Worker(e.to_string()))?
+    };
+
+    let workers = {
+        let shared = Arc::clone(&shared);
+        let metrics = metrics.clone();
+        let sender = Mutex::new(sender);
+        timely::execute(timely::Config::process(settings.workers), move |worker| {
+            let sender = sender
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let mut source_config = settings.source.clone();
+            source_config.worker_index = worker.index();
+            source_config.workers = worker.peers();
+            if let Err(error) =
+                worker_loop(worker, &source_config, &rules, sender, &shared, &metrics)
+            {
+                tracing::error!(worker = worker.index(), %error, "worker failed");
+                let mut failure = shared
+                    .failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                failure.get_or_insert(error);
+                shared.stop.store(true, Ordering::SeqCst);
+            }
+        })
+        .map_err(EngineError::Timely)?
+    };
+    Ok(Engine {
+        shared,
+        workers: Some(workers),
+        output: Some(output),
+        metrics,
+    })
+}
+
+fn worker_loop(
+    worker: &mut timely::worker::Worker,
+    source_config: &SourceConfig,
+    rules: &[ThresholdRule],
+    sender: Sender<Output>,
+    shared: &Shared,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let alerts = sender.clone();
+    let (mut readings, mut registry, mut rule_input, probe) =
+        worker.dataflow::<u64, _, _>(|scope| {
+            let (reading_input, readings) = scope.new_collection();
+            let (registry_input, registry) = scope.new_collection();
+            let (rule_input, rules) = scope.new_collection();
+            let (probe, _) = threshold_alerts(readings, registry, rules)
+                .inspect(move |t: &AlertTransition| {
+                    // The output thread only stops after the workers; a failed send means shutdown.
+                    let _ = alerts.send(Output::Alert(t.clone()));
+                })
+                .probe();
+            (reading_input, registry_input, rule_input, probe)
+        });
+    if worker.index() == 0 {
+        for rule in rules {
+            rule_input.insert(rule.clone());
+        }
+    }
+    let mut source = KafkaSource::connect(source_config).map_err(|e| e.to_string())?;
+    let mut events = Vec::new();
+    let mut busy = false;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let wait = if busy {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(5)
+        };
+        let batch = 4096;
+        busy = source.poll(batch, wait, &mut events) == batch;
+        for event in events.drain(..) {
+            match event {
+                SourceEvent::Reading(r) => {
+                    metrics.events.with_label_values(&[r.domain.as_str()]).inc();
+                    readings.update_at(
+                        ((r.domain, r.entity), (r.metric, OrderedFloat(r.value))),
+                        r.time,
+                        1,
+                    );
+                }
+                SourceEvent::Report(_) => {
+                    // The report lifecycle operators are not built yet; reports are counted.
+                    metrics.events.with_label_values(&["citizen"]).inc();
+                }
+                SourceEvent::Registry { update, previous } => {
+                    metrics.events.with_label_values(&["registry"]).inc();
+                    let key = (update.kind.domain(), update.key);
+                    if let Some(previous) = previous {
+                        registry.update((key.clone(), previous), -1);
+                    }
+                    if let Some(info) = update.info {
+                        registry.update((key, info), 1);
+                    }
+                }
+                SourceEvent::DeadLetter(letter) => {
+                    let _ = sender.send(Output::DeadLetter(letter));
+                }
+            }
+        }
+        let others = [
+            shared.watermarks[0].load(Ordering::Relaxed),
+            shared.watermarks[1].load(Ordering::Relaxed),
+        ];
+        let watermarks = source.advance_watermarks(others);
+        for (slot, value) in shared.watermarks.iter().zip(watermarks) {
+            slot.fetch_max(value, Ordering::Relaxed);
+        }
+        let sensors = watermarks[Clock::Sensors as usize];
+        let newest = watermarks.iter().copied().max().unwrap_or(0);
+        if sensors > *readings.time() {
+            readings.advance_to(sensors);
+        }
+        if newest > *registry.time() {
+            registry.advance_to(newest);
+            rule_input.advance_to(newest);
+        }
+        readings.flush();
+        registry.flush();
+        rule_input.flush();
+        worker.step();
+        if worker.index() == 0 {
+            let lag = i64::try_from(now_millis().saturating_sub(sensors)).unwrap_or(i64::MAX);
+            metrics
+                .watermark_lag
+                .with_label_values(&["sensors"])
+                .set(lag);
+        }
+    }
+    drop(probe);
+    Ok(())
+}
+
+fn output_loop(
+    outputs: &mut Outputs,
+    receiver: Receiver<Output>,
+    shared: &Shared,
+    metrics: &Metrics,
+    on_transition: &mut TransitionCallback,
+) -> Result<(), SinkError> {
+    let mut dirty = false;
+    loop {
+        let message = match receiver.recv_timeout(Duration::from_millis(50)) {
+            Ok(message) => Some(message),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match message {
+            Some(Output::Alert(transition)) => {
+                outputs.write_alert(&transition)?;
+                dirty = true;
+                let latency = now_millis().saturating_sub(transition.event_time);
+                metrics.alert_latency.observe(latency as f64 / 1000.0);
+                metrics
+                    .transitions
+                    .with_label_values(&[transition.rule.as_str(), transition.state.as_str()])
+                    .inc();
+                if let Some(h) = shared
+                    .latency
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_mut()
+                {
+                    h.saturating_record(latency);
+                }
+                {
+                    let mut firing = shared.firing.lock().unwrap_or_else(PoisonError::into_inner);
+                    let key = (transition.rule.clone(), transition.entity.clone());
+                    match transition.state {
+                        TransitionState::Firing => firing.insert(key),
+                        TransitionState::Resolved => firing.remove(&key),
+                    };
+                }
+                shared.transitions.fetch_add(1, Ordering::Relaxed);
+                on_transition(&transition);
+            }
+            Some(Output::DeadLetter(letter)) => {
+                metrics
+                    .dead_letters
+                    .with_label_values(&[letter.reason.as_str()])
+                    .inc();
+                shared.dead_letters.fetch_add(1, Ordering::Relaxed);
+                outputs.write_dead_letter(&letter)?;
+                dirty = true;
+            }
+            None if dirty => {
+                outputs.flush(Duration::from_secs(5))?;
+                dirty = false;
+            }
+            None => {}
+        }
+    }
+    outputs.flush(Duration::from_secs(10))
+}
+
+impl Engine {
+    /// Asks the workers to stop (they finish their current step).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// True once stop was requested or a worker failed.
+    pub fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    /// A summary for the status line.
+    pub fn status(&self) -> Status {
+        let latency = self
+            .shared
+            .latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()));
+        Status {
+            firing: self
+                .shared
+                .firing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+            transitions: self.shared.transitions.load(Ordering::Relaxed),
+            dead_letters: self.shared.dead_letters.load(Ordering::Relaxed),
+            latency_ms: latency,
+            sensor_watermark: self.shared.watermarks[0].load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits for the workers and the output thread to finish (after [`Engine::stop`] or a
+    /// failure); returns the first failure.
+    pub fn wait(mut self) -> Result<(), EngineError> {
+        if let Some(workers) = self.workers.take() {
+            for result in workers.join() {
+                if let Err(e) = result {
+                    return Err(EngineError::Worker(e));
+                }
+            }
+        }
+        if let Some(output) = self.output.take() {
+            match output.join() {
+                Ok(result) => result?,
+                Err(_) => return Err(EngineError::Worker("output thread panicked".into())),
+            }
+        }
+        match self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            Some(failure) => Err(EngineError::Worker(failure)),
+            None => Ok(()),
+        }
+    }
+}
