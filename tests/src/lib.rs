@@ -1,1 +1,290 @@
-//! Integration tests of citybrain live in tests/; this library holds their shared harness.
+//! citybrain's integration tests live in `tests/tests/`; this library is their shared harness:
+//! an in-process Kafka (librdkafka's mock cluster), an engine started on it with a config and
+//! rules given as TOML text, and readers for the real data sets in `../shared/data/`.
+
+#![allow(clippy::expect_used)] // a test harness: failing loudly is its job
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use citybrain_connectors::dead_letter::DeadLetter;
+use citybrain_engine::config::{self, LoadedConfig};
+use citybrain_engine::runtime::{self, Engine, EngineSettings};
+use citybrain_model::AlertTransition;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+/// The topics every engine test uses, with their partition counts.
+pub const TOPICS: [(&str, i32); 8] = [
+    ("mine.readings", 2),
+    ("farm.readings", 1),
+    ("citizen.reports", 1),
+    ("registry.sensors", 1),
+    ("registry.devices", 1),
+    ("registry.grids", 1),
+    ("alerts", 1),
+    ("dead-letters", 1),
+];
+
+/// An in-process Kafka cluster with a producer.
+pub struct MockKafka {
+    _cluster: MockCluster<'static, DefaultProducerContext>,
+    /// `bootstrap.servers` of the cluster.
+    pub brokers: String,
+    producer: ThreadedProducer<DefaultProducerContext>,
+}
+
+impl MockKafka {
+    /// Starts a one-broker cluster with `topics` created.
+    pub fn new(topics: &[(&str, i32)]) -> Self {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        for (topic, partitions) in topics {
+            cluster
+                .create_topic(topic, *partitions, 1)
+                .expect("create topic");
+        }
+        let brokers = cluster.bootstrap_servers();
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("linger.ms", "1")
+            .create()
+            .expect("producer");
+        MockKafka {
+            _cluster: cluster,
+            brokers,
+            producer,
+        }
+    }
+
+    /// Produces one message (a `None` payload is a tombstone).
+    pub fn produce(&self, topic: &str, key: Option<&str>, payload: Option<&[u8]>) {
+        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((_, returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+
+    /// Waits until everything produced is acknowledged.
+    pub fn flush(&self) {
+        self.producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
+    /// Reads every message of `topic` (from the beginning) as (key, value) strings.
+    pub fn read_all(&self, topic: &str) -> Vec<(String, String)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", "citybrain-test-reader")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+        let (low, high) = consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .expect("watermarks");
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(topic, 0, rdkafka::Offset::Offset(low))
+            .expect("partition");
+        consumer.assign(&list).expect("assign");
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (out.len() as i64) < high - low && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let text =
+                    |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+                out.push((text(m.key()), text(m.payload())));
+            }
+        }
+        out
+    }
+}
+
+/// An engine running on a [`MockKafka`], collecting its transitions.
+pub struct TestEngine {
+    engine: Option<Engine>,
+    transitions: Arc<Mutex<Vec<AlertTransition>>>,
+    /// Holds the engine's output files.
+    pub dir: tempfile::TempDir,
+}
+
+/// The engine config tests use: short lateness and idle timeout, JSONL and topic outputs.
+pub fn test_config(brokers: &str) -> String {
+    format!(
+        r#"
+[engine]
+workers = 2
+
+[kafka]
+brokers = "{brokers}"
+group_id = "citybrain-test"
+
+[sources.mine]
+allowed_lateness = "100ms"
+idle_timeout = "200ms"
+
+[sources.farm]
+allowed_lateness = "100ms"
+idle_timeout = "200ms"
+
+[registry]
+load_timeout = "10s"
+
+[outputs]
+alerts_topic = "alerts"
+alerts_file = "alerts.jsonl"
+dead_letter_topic = "dead-letters"
+dead_letter_file = "dead-letters.jsonl"
+"#
+    )
+}
+
+impl TestEngine {
+    /// Starts an engine with the config and rules given as TOML text; output files go to a
+    /// fresh temporary directory.
+    pub fn start(config_toml: &str, rules_toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config::load_str(Path::new("test.toml"), config_toml)
+            .unwrap_or_else(|d| panic!("config: {d}"));
+        let rules = config::load_rules_str(Path::new("rules.toml"), rules_toml)
+            .unwrap_or_else(|d| panic!("rules: {d}"));
+        let loaded = LoadedConfig {
+            config,
+            rules,
+            base_dir: dir.path().to_path_buf(),
+        };
+        let transitions = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&transitions);
+        let settings = EngineSettings::from_config(&loaded).expect("settings");
+        let engine = runtime::start(
+            settings,
+            loaded.rules.clone(),
+            Box::new(move |t: &AlertTransition| {
+                sink.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(t.clone())
+            }),
+        )
+        .expect("engine start");
+        TestEngine {
+            engine: Some(engine),
+            transitions,
+            dir,
+        }
+    }
+
+    /// The transitions so far.
+    pub fn transitions(&self) -> Vec<AlertTransition> {
+        self.transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits until `done` holds for the transitions so far (or `timeout` passes); returns them.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[AlertTransition], u64) -> bool,
+    ) -> Vec<AlertTransition> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.transitions();
+            let dead = self.engine.as_ref().map_or(0, |e| e.status().dead_letters);
+            if done(&now, dead) || Instant::now() >= deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the engine and returns everything it wrote: (alerts file, dead-letter file).
+    pub fn stop(mut self) -> (Vec<AlertTransition>, Vec<DeadLetter>) {
+        if let Some(engine) = self.engine.take() {
+            engine.stop();
+            engine.wait().expect("engine ran cleanly");
+        }
+        let alerts = read_jsonl(&self.dir.path().join("alerts.jsonl"));
+        let dead = read_jsonl(&self.dir.path().join("dead-letters.jsonl"));
+        (alerts, dead)
+    }
+}
+
+impl Drop for TestEngine {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.stop();
+            let _ = engine.wait();
+        }
+    }
+}
+
+/// Reads a JSONL file (missing file: empty).
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
+}
+
+/// `../shared/data` next to the repository (or `$CITYBRAIN_SHARED_DATA`).
+pub fn shared_data() -> PathBuf {
+    if let Ok(dir) = std::env::var("CITYBRAIN_SHARED_DATA") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+}
+
+/// One numeric column of an ARFF file's `@DATA` rows, by attribute name.
+pub fn arff_column(path: &Path, name: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut index = None;
+    let mut attributes = 0;
+    let mut values = Vec::new();
+    let mut in_data = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('%') {
+            continue;
+        }
+        if !in_data {
+            let lower = line.to_ascii_lowercase();
+            if lower.starts_with("@attribute") {
+                if line.split_whitespace().nth(1).map(|n| n.trim_matches('\'')) == Some(name) {
+                    index = Some(attributes);
+                }
+                attributes += 1;
+            } else if lower.starts_with("@data") {
+                in_data = true;
+            }
+            continue;
+        }
+        let column = index.unwrap_or_else(|| panic!("no attribute {name}"));
+        let field = line
+            .split(',')
+            .nth(column)
+            .unwrap_or_else(|| panic!("short row {line}"));
+        values.push(
+            field
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{field}: {e}")),
+        );
+    }
+    values
+}
