@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Simulator scale.
     pub scale: Scale,
+    /// Where to serve the wall page and API (default: the demo config's, 127.0.0.1:8080).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// The demo could not run.
@@ -86,11 +88,18 @@ fn broken_messages() -> Vec<(SimStream, &'static str, &'static [u8])> {
 }
 
 /// The demo's loaded config with `brokers` filled in.
-pub fn demo_config(brokers: &str, workers: Option<usize>) -> Result<LoadedConfig, Diagnostics> {
+pub fn demo_config(
+    brokers: &str,
+    workers: Option<usize>,
+    http: Option<std::net::SocketAddr>,
+) -> Result<LoadedConfig, Diagnostics> {
     let mut config = config::load_str(Path::new("config/demo.toml"), DEMO_CONFIG)?;
     config.kafka.brokers = Some(brokers.to_string());
     if let Some(workers) = workers {
         config.engine.workers = workers;
+    }
+    if let Some(http) = http {
+        config.http.bind = http;
     }
     let mut rules = config::load_rules_str(Path::new("config/rules/mine.toml"), MINE_RULES)?;
     rules.extend(config::load_rules_str(
@@ -110,6 +119,7 @@ pub fn run(
     options: &DemoOptions,
     stop: Arc<AtomicBool>,
     on_transition: TransitionCallback,
+    on_started: impl FnOnce(Option<std::net::SocketAddr>),
     mut on_status: impl FnMut(&Status, &[String]),
 ) -> Result<Status, DemoError> {
     let cluster = MockCluster::new(1)?;
@@ -117,7 +127,7 @@ pub fn run(
         cluster.create_topic(topic, partitions, 1)?;
     }
     let brokers = cluster.bootstrap_servers();
-    let loaded = demo_config(&brokers, options.workers)?;
+    let loaded = demo_config(&brokers, options.workers, options.http)?;
     let status_interval = loaded.config.engine.status_interval;
 
     let mut simulator = Simulator::new(SimulatorConfig {
@@ -144,6 +154,7 @@ pub fn run(
         loaded.rules.clone(),
         on_transition,
     )?;
+    on_started(engine.http_addr());
     let started = Instant::now();
     let mut next_status = started + status_interval;
     while !stop.load(Ordering::Relaxed) && !engine.stopping() {

@@ -1,7 +1,10 @@
 //! citybrain's engine: config loading and validation, dataflow assembly, the worker loop, the
 //! embedded demo and the simulator driver. The `citybrain` binary is a thin CLI over this.
 
+pub mod board;
 pub mod config;
 pub mod demo;
+pub mod http;
+pub mod kpi;
 pub mod metrics;
 pub mod runtime;

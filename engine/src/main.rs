@@ -55,6 +55,9 @@ enum Command {
         /// World size.
         #[arg(long, value_enum, default_value_t = WorldScale::Demo)]
         scale: WorldScale,
+        /// Where to serve the wall page and API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
     },
     /// Produce simulated city traffic in real time into a Kafka cluster.
     Simulate {
@@ -211,6 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             workers,
             seed,
             scale,
+            http,
         } => {
             let stop = stop_on_ctrl_c()?;
             println!(
@@ -221,12 +225,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 workers,
                 seed,
                 scale: scale.into(),
+                http: Some(http),
             };
             let mut shown_incidents = false;
             let status = demo::run(
                 &options,
                 stop,
                 Box::new(print_transition),
+                |addr| {
+                    if let Some(addr) = addr {
+                        println!(
+                            "-- wall display: http://{addr}/  (API: http://{addr}/api/alerts, metrics: http://{addr}/metrics)"
+                        );
+                    }
+                },
                 |status, incidents| {
                     if !shown_incidents {
                         println!("-- scripted incidents: {}", incidents.join("; "));

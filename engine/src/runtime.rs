@@ -8,12 +8,12 @@
 //! shared between the workers of this process so a worker whose partitions are idle follows
 //! the others instead of holding the frontier back.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use citybrain_connectors::dead_letter::DeadLetter;
 use citybrain_connectors::kafka::{
@@ -21,7 +21,7 @@ use citybrain_connectors::kafka::{
 };
 use citybrain_connectors::sink::{OutputConfig, Outputs, SinkError};
 use citybrain_model::time::now_millis;
-use citybrain_model::{AlertTransition, RegistryKind, TransitionState};
+use citybrain_model::{AlertTransition, RegistryKind};
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::rule::ThresholdRule;
 use citybrain_operators::threshold_alerts;
@@ -29,7 +29,9 @@ use differential_dataflow::input::Input;
 use hdrhistogram::Histogram;
 use timely::dataflow::operators::{Inspect, Probe};
 
+use crate::board::{AlertBoard, LiveStatus};
 use crate::config::LoadedConfig;
+use crate::http::{HttpServer, HttpState};
 use crate::metrics::Metrics;
 
 /// Everything the runtime needs, resolved from the config.
@@ -41,6 +43,8 @@ pub struct EngineSettings {
     pub source: SourceConfig,
     /// Where alerts and dead letters go.
     pub outputs: OutputConfig,
+    /// Where to serve HTTP (API, stream, wall page, metrics), if at all.
+    pub http: Option<SocketAddr>,
 }
 
 /// The engine could not start or failed while running.
@@ -61,6 +65,9 @@ pub enum EngineError {
     /// Metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The HTTP server could not start.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 impl EngineSettings {
@@ -123,6 +130,7 @@ impl EngineSettings {
                 dead_letter_topic: config.outputs.dead_letter_topic.clone(),
                 dead_letter_file: config.outputs.dead_letter_file.as_ref().map(relative),
             },
+            http: config.http.enabled.then_some(config.http.bind),
         })
     }
 }
@@ -151,10 +159,40 @@ struct Shared {
     stop: AtomicBool,
     watermarks: [AtomicU64; 2],
     failure: Mutex<Option<String>>,
-    firing: Mutex<HashSet<(String, String)>>,
     latency: Mutex<Option<Histogram<u64>>>,
+    events: AtomicU64,
     transitions: AtomicU64,
     dead_letters: AtomicU64,
+    /// Workers whose registry is loaded and that consume readings.
+    loaded: AtomicUsize,
+    ready: Arc<AtomicBool>,
+    workers: usize,
+    board: Arc<AlertBoard>,
+}
+
+impl Shared {
+    fn latency_quantiles(&self) -> Option<(u64, u64, u64)> {
+        self.latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()))
+    }
+
+    fn live_status(&self) -> LiveStatus {
+        let latency = self.latency_quantiles();
+        LiveStatus {
+            sensor_watermark: self.watermarks[0].load(Ordering::Relaxed),
+            citizen_watermark: self.watermarks[1].load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            transitions: self.transitions.load(Ordering::Relaxed),
+            latency_p50_ms: latency.map(|l| l.0),
+            latency_p99_ms: latency.map(|l| l.1),
+            wall_time: now_millis(),
+        }
+    }
 }
 
 /// A running engine.
@@ -162,6 +200,7 @@ pub struct Engine {
     shared: Arc<Shared>,
     workers: Option<timely::communication::WorkerGuards<()>>,
     output: Option<JoinHandle<Result<(), SinkError>>>,
+    http: Option<HttpServer>,
     /// The engine's metrics.
     pub metrics: Metrics,
 }
@@ -176,15 +215,32 @@ pub fn start(
     mut on_transition: TransitionCallback,
 ) -> Result<Engine, EngineError> {
     let metrics = Metrics::new()?;
+    let board = Arc::new(AlertBoard::new());
+    let ready = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         watermarks: [AtomicU64::new(0), AtomicU64::new(0)],
         failure: Mutex::new(None),
-        firing: Mutex::new(HashSet::new()),
         latency: Mutex::new(Histogram::new(3).ok()),
+        events: AtomicU64::new(0),
         transitions: AtomicU64::new(0),
         dead_letters: AtomicU64::new(0),
+        loaded: AtomicUsize::new(0),
+        ready: Arc::clone(&ready),
+        workers: settings.workers.max(1),
+        board: Arc::clone(&board),
     });
+    let http = match settings.http {
+        Some(addr) => Some(crate::http::serve(
+            addr,
+            HttpState {
+                board,
+                metrics: metrics.clone(),
+                ready,
+            },
+        )?),
+        None => None,
+    };
     let mut outputs = Outputs::open(&settings.outputs)?;
     let (sender, receiver) = channel::<Output>();
 
@@ -235,6 +291,7 @@ pub fn start(
         shared,
         workers: Some(workers),
         output: Some(output),
+        http,
         metrics,
     })
 }
@@ -269,6 +326,7 @@ fn worker_loop(
     let mut source = KafkaSource::connect(source_config).map_err(|e| e.to_string())?;
     let mut events = Vec::new();
     let mut busy = false;
+    let mut counted_loaded = false;
     while !shared.stop.load(Ordering::Relaxed) {
         let wait = if busy {
             Duration::ZERO
@@ -276,7 +334,15 @@ fn worker_loop(
             Duration::from_millis(5)
         };
         let batch = 4096;
-        busy = source.poll(batch, wait, &mut events) == batch;
+        let read = source.poll(batch, wait, &mut events);
+        busy = read == batch;
+        shared.events.fetch_add(read as u64, Ordering::Relaxed);
+        if !counted_loaded && source.registry_loaded() {
+            counted_loaded = true;
+            if shared.loaded.fetch_add(1, Ordering::SeqCst) + 1 == shared.workers {
+                shared.ready.store(true, Ordering::SeqCst);
+            }
+        }
         for event in events.drain(..) {
             match event {
                 SourceEvent::Reading(r) => {
@@ -347,7 +413,12 @@ fn output_loop(
     on_transition: &mut TransitionCallback,
 ) -> Result<(), SinkError> {
     let mut dirty = false;
+    let mut next_status = Instant::now();
     loop {
+        if Instant::now() >= next_status {
+            shared.board.set_status(shared.live_status());
+            next_status += Duration::from_secs(1);
+        }
         let message = match receiver.recv_timeout(Duration::from_millis(50)) {
             Ok(message) => Some(message),
             Err(RecvTimeoutError::Timeout) => None,
@@ -371,14 +442,7 @@ fn output_loop(
                 {
                     h.saturating_record(latency);
                 }
-                {
-                    let mut firing = shared.firing.lock().unwrap_or_else(PoisonError::into_inner);
-                    let key = (transition.rule.clone(), transition.entity.clone());
-                    match transition.state {
-                        TransitionState::Firing => firing.insert(key),
-                        TransitionState::Resolved => firing.remove(&key),
-                    };
-                }
+                shared.board.apply(&transition);
                 shared.transitions.fetch_add(1, Ordering::Relaxed);
                 on_transition(&transition);
             }
@@ -414,31 +478,31 @@ impl Engine {
 
     /// A summary for the status line.
     pub fn status(&self) -> Status {
-        let latency = self
-            .shared
-            .latency
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .filter(|h| !h.is_empty())
-            .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()));
         Status {
-            firing: self
-                .shared
-                .firing
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len(),
+            firing: self.shared.board.firing(),
             transitions: self.shared.transitions.load(Ordering::Relaxed),
             dead_letters: self.shared.dead_letters.load(Ordering::Relaxed),
-            latency_ms: latency,
+            latency_ms: self.shared.latency_quantiles(),
             sensor_watermark: self.shared.watermarks[0].load(Ordering::Relaxed),
         }
+    }
+
+    /// The address the HTTP server listens on, if it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
+    }
+
+    /// The alert board (active alerts, recent transitions, KPIs, live feed).
+    pub fn board(&self) -> Arc<AlertBoard> {
+        Arc::clone(&self.shared.board)
     }
 
     /// Waits for the workers and the output thread to finish (after [`Engine::stop`] or a
     /// failure); returns the first failure.
     pub fn wait(mut self) -> Result<(), EngineError> {
+        if let Some(http) = self.http.take() {
+            http.shutdown();
+        }
         if let Some(workers) = self.workers.take() {
             for result in workers.join() {
                 if let Err(e) = result {

@@ -143,6 +143,9 @@ idle_timeout = "200ms"
 [registry]
 load_timeout = "10s"
 
+[http]
+bind = "127.0.0.1:0"
+
 [outputs]
 alerts_topic = "alerts"
 alerts_file = "alerts.jsonl"
@@ -287,4 +290,60 @@ pub fn arff_column(path: &Path, name: &str) -> Vec<f64> {
         );
     }
     values
+}
+
+/// A plain HTTP/1.1 GET against the engine (no client library needed): (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    )
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl TestEngine {
+    /// The address the engine's HTTP server listens on.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.engine
+            .as_ref()
+            .and_then(|e| e.http_addr())
+            .expect("http server running")
+    }
 }

@@ -35,6 +35,29 @@ pub struct Config {
     pub rules: RulesConfig,
     /// `[outputs]`: where alert transitions and dead letters go.
     pub outputs: OutputsConfig,
+    /// `[http]`: the JSON API, live stream, wall page and `/metrics`.
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the JSON API, Server-Sent Events stream, wall display page and Prometheus
+/// `/metrics`, served by the engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve HTTP at all. Default: `true`.
+    pub enabled: bool,
+    /// Address and port to listen on; port 0 picks a free port (logged at start).
+    /// Default: `"127.0.0.1:8080"` (loopback only: put a reverse proxy in front to expose it).
+    pub bind: std::net::SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
 }
 
 /// `[engine]`: worker threads and status logging.

@@ -1,0 +1,253 @@
+//! The engine's HTTP server (axum on its own tokio runtime thread): the wall page and its
+//! assets, the JSON API, the Server-Sent Events stream, health checks and `/metrics`.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the wall display page (assets embedded in the binary, no CDN) |
+//! | `GET /api/alerts` | active alerts and recent transitions |
+//! | `GET /api/kpis` | the KPI snapshot with its logical time |
+//! | `GET /api/stream` | SSE: a `snapshot`, then `alert`, `kpis` and `status` events |
+//! | `GET /api/openapi.json` | OpenAPI 3 description of the API |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (registry loaded, workers running) |
+//! | `GET /metrics` | Prometheus text format |
+
+use std::convert::Infallible;
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::board::{AlertBoard, AlertsView, FeedEvent, LiveStatus};
+use crate::kpi::KpiSnapshot;
+use crate::metrics::Metrics;
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const WALL_JS: &str = include_str!("../assets/wall.js");
+const WALL_CSS: &str = include_str!("../assets/wall.css");
+const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Alerts, KPIs, status and the live feed.
+    pub board: Arc<AlertBoard>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// True once every worker has loaded the registry and is consuming.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// A running HTTP server.
+pub struct HttpServer {
+    /// The address it listens on (the real port when 0 was configured).
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("http: cannot serve on {addr}: {source}")]
+pub struct HttpError {
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+/// The API's routes.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    INDEX_HTML,
+                )
+            }),
+        )
+        .route(
+            "/assets/wall.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    WALL_JS,
+                )
+            }),
+        )
+        .route(
+            "/assets/wall.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    WALL_CSS,
+                )
+            }),
+        )
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/alerts", get(alerts))
+        .route("/api/kpis", get(kpis))
+        .route("/api/stream", get(stream))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading reference data\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn alerts(State(state): State<HttpState>) -> Json<AlertsView> {
+    Json(state.board.alerts())
+}
+
+async fn kpis(State(state): State<HttpState>) -> Json<KpiSnapshot> {
+    Json(state.board.kpis())
+}
+
+/// The first message of every stream: everything a fresh page needs.
+#[derive(Serialize)]
+struct Snapshot {
+    alerts: AlertsView,
+    kpis: KpiSnapshot,
+    status: LiveStatus,
+}
+
+fn event_of(feed: &FeedEvent) -> Event {
+    let name = match feed {
+        FeedEvent::Alert { .. } => "alert",
+        FeedEvent::Kpis { .. } => "kpis",
+        FeedEvent::Status { .. } => "status",
+    };
+    Event::default()
+        .event(name)
+        .json_data(feed)
+        .unwrap_or_else(|_| Event::default().comment("unencodable"))
+}
+
+async fn stream(
+    State(state): State<HttpState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // Subscribe before taking the snapshot so nothing falls between the two.
+    let receiver = state.board.subscribe();
+    let board = Arc::clone(&state.board);
+    let snapshot = Snapshot {
+        alerts: board.alerts(),
+        kpis: board.kpis(),
+        status: board.status(),
+    };
+    let first = Event::default()
+        .event("snapshot")
+        .json_data(&snapshot)
+        .unwrap_or_else(|_| Event::default().comment("unencodable"));
+    let live = BroadcastStream::new(receiver).map(move |item| {
+        Ok(match item {
+            Ok(feed) => event_of(&feed),
+            // A slow client missed events: tell it to reload the snapshot.
+            Err(_) => Event::default()
+                .event("lagged")
+                .data("reload /api/alerts and /api/kpis"),
+        })
+    });
+    Sse::new(stream::once(async move { Ok(first) }).chain(live))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+}
+
+/// Binds `addr` and serves `state` on a dedicated thread until [`HttpServer::shutdown`].
+pub fn serve(addr: SocketAddr, state: HttpState) -> Result<HttpServer, HttpError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| HttpError { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| HttpError { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| HttpError { addr, source })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("citybrain-http")
+        .enable_all()
+        .build()
+        .map_err(|source| HttpError { addr, source })?;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("citybrain-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::error!(%error, "http listener");
+                        return;
+                    }
+                };
+                // Not a graceful shutdown: open SSE streams never end on their own.
+                tokio::select! {
+                    result = axum::serve(listener, router(state)).into_future() => {
+                        if let Err(error) = result {
+                            tracing::error!(%error, "http server stopped");
+                        }
+                    }
+                    _ = stopped => {}
+                }
+            });
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        })
+        .map_err(|source| HttpError { addr, source })?;
+    tracing::info!(%local, "serving the wall page and API at http://{local}/");
+    Ok(HttpServer {
+        addr: local,
+        shutdown: Some(shutdown),
+        thread: Some(thread),
+    })
+}
+
+impl HttpServer {
+    /// Stops serving and waits for the thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,124 @@
+//! The HTTP API on a scripted input: exact JSON of `/api/alerts`, health, readiness, metrics,
+//! the OpenAPI document and the wall page's embedded assets.
+
+use std::time::Duration;
+
+use citybrain_model::TransitionState;
+use citybrain_model::alert::transition_id;
+use citybrain_tests::{MockKafka, TOPICS, TestEngine, http_get, test_config};
+use serde_json::{Value, json};
+
+const RULES: &str = r#"
+[[rule]]
+id = "ch4-alarm"
+domain = "mine"
+metric = "ch4"
+above = 1.0
+clear = 0.9
+severity = "critical"
+summary = "Methane at alarm level on {face}"
+labels = { team = "ventilation" }
+"#;
+
+/// 2026-11-01T00:00:00Z.
+const T0: u64 = 1_793_491_200_000;
+
+#[test]
+fn alerts_api_serves_exact_json_for_a_scripted_input() {
+    let kafka = MockKafka::new(&TOPICS);
+    for (sensor, face) in [("s1", "m1/f1"), ("s2", "m1/f2")] {
+        let record = format!(r#"{{"mine":"m1","face":"{face}","kind":"ch4","cadence_ms":1000}}"#);
+        kafka.produce("registry.sensors", Some(sensor), Some(record.as_bytes()));
+    }
+    for (sensor, dt, value) in [("s1", 0, 1.2), ("s2", 500, 1.5), ("s1", 1000, 0.5)] {
+        let m = format!(
+            r#"{{"sensor":"{sensor}","ts":{},"metric":"ch4","value":{value}}}"#,
+            T0 + dt
+        );
+        kafka.produce("mine.readings", Some(sensor), Some(m.as_bytes()));
+    }
+    kafka.flush();
+    let engine = TestEngine::start(&test_config(&kafka.brokers), RULES);
+    let got = engine.wait_until(Duration::from_secs(60), |t, _| t.len() >= 3);
+    assert_eq!(got.len(), 3);
+    let addr = engine.http_addr();
+
+    // The board's watermark is refreshed once a second: wait until it covers the input.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let alerts = loop {
+        let (status, body) = http_get(addr, "/api/alerts");
+        assert_eq!(status, 200);
+        let alerts: Value = serde_json::from_str(&body).expect("json");
+        if alerts["watermark"].as_u64().unwrap_or(0) > T0 + 1000
+            || std::time::Instant::now() > deadline
+        {
+            break alerts;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let transition = |sensor: &str, face: &str, state: TransitionState, dt: u64, value: f64| {
+        let time = T0 + dt;
+        json!({
+            "id": transition_id("ch4-alarm", sensor, state, time),
+            "rule": "ch4-alarm",
+            "entity": sensor,
+            "domain": "mine",
+            "state": state.as_str(),
+            "severity": "critical",
+            "summary": format!("Methane at alarm level on {face}"),
+            "value": value,
+            "event_time": time,
+            "event_time_rfc3339": citybrain_model::time::format_event_time(time),
+            "labels": {
+                "domain": "mine", "entity": sensor, "face": face, "kind": "ch4", "metric": "ch4",
+                "mine": "m1", "rule": "ch4-alarm", "severity": "critical", "team": "ventilation"
+            }
+        })
+    };
+    assert_eq!(
+        alerts["active"],
+        json!([transition("s2", "m1/f2", TransitionState::Firing, 500, 1.5)])
+    );
+    assert_eq!(
+        alerts["recent"],
+        json!([
+            transition("s1", "m1/f1", TransitionState::Resolved, 1000, 0.5),
+            transition("s2", "m1/f2", TransitionState::Firing, 500, 1.5),
+            transition("s1", "m1/f1", TransitionState::Firing, 0, 1.2),
+        ])
+    );
+    assert!(alerts["watermark"].as_u64().unwrap_or(0) > T0 + 1000);
+
+    assert_eq!(http_get(addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(addr, "/readyz"), (200, "ready\n".to_string()));
+
+    let (status, metrics) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("citybrain_events_total{stream=\"mine\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("citybrain_alert_transitions_total{rule=\"ch4-alarm\",state=\"firing\"} 2"),
+        "{metrics}"
+    );
+
+    let (status, openapi) = http_get(addr, "/api/openapi.json");
+    assert_eq!(status, 200);
+    let openapi: Value = serde_json::from_str(&openapi).expect("openapi json");
+    assert_eq!(openapi["openapi"], "3.0.3");
+    assert!(openapi["paths"]["/api/stream"].is_object());
+
+    let (status, page) = http_get(addr, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("/assets/wall.js") && page.contains("/assets/wall.css"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external assets"
+    );
+    assert_eq!(http_get(addr, "/assets/wall.js").0, 200);
+    assert_eq!(http_get(addr, "/assets/wall.css").0, 200);
+    assert_eq!(http_get(addr, "/nope").0, 404);
+    engine.stop();
+}
