@@ -2,6 +2,7 @@
 //! and JSONL files) and the built-in city simulator. No timely here: the engine drives them.
 
 pub mod dead_letter;
+pub mod dispatch;
 pub mod kafka;
 pub mod simulate;
 pub mod simulator;

@@ -23,8 +23,8 @@ use citybrain_connectors::sink::{OutputConfig, Outputs, SinkError};
 use citybrain_model::time::now_millis;
 use citybrain_model::{AlertTransition, RegistryKind};
 use citybrain_operators::ordered_float::OrderedFloat;
-use citybrain_operators::rule::ThresholdRule;
-use citybrain_operators::threshold_alerts;
+use citybrain_operators::rule::RuleRow;
+use citybrain_operators::rule_alerts;
 use differential_dataflow::input::Input;
 use hdrhistogram::Histogram;
 use timely::dataflow::operators::{Inspect, Probe};
@@ -211,7 +211,7 @@ pub type TransitionCallback = Box<dyn FnMut(&AlertTransition) + Send>;
 /// Starts the workers and the output thread.
 pub fn start(
     settings: EngineSettings,
-    rules: Vec<ThresholdRule>,
+    rules: Vec<RuleRow>,
     mut on_transition: TransitionCallback,
 ) -> Result<Engine, EngineError> {
     let metrics = Metrics::new()?;
@@ -299,7 +299,7 @@ pub fn start(
 fn worker_loop(
     worker: &mut timely::worker::Worker,
     source_config: &SourceConfig,
-    rules: &[ThresholdRule],
+    rules: &[RuleRow],
     sender: Sender<Output>,
     shared: &Shared,
     metrics: &Metrics,
@@ -310,7 +310,7 @@ fn worker_loop(
             let (reading_input, readings) = scope.new_collection();
             let (registry_input, registry) = scope.new_collection();
             let (rule_input, rules) = scope.new_collection();
-            let (probe, _) = threshold_alerts(readings, registry, rules)
+            let (probe, _) = rule_alerts(readings, registry, rules)
                 .inspect(move |t: &AlertTransition| {
                     // The output thread only stops after the workers; a failed send means shutdown.
                     let _ = alerts.send(Output::Alert(t.clone()));

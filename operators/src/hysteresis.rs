@@ -5,12 +5,18 @@
 //! out-of-order input within the allowed lateness gives exactly the in-order result. Its state
 //! is one small record per key that is pending or firing; normal keys cost nothing.
 //!
-//! Semantics (evaluated on each reading):
-//! - normal, reading on the alarm side: firing at once when `for` is 0, else pending since it;
-//! - pending, reading on the alarm side for at least `for` since the first: firing;
-//! - pending, reading off the alarm side: back to normal (the hold restarts);
-//! - firing, reading past the clear threshold: resolved; otherwise it stays firing, so values
+//! Every rule kind feeds it: an evaluation ([`RuleHit`]) is a derived value of a (rule, alert
+//! entity) at an event time, e.g. a reading, a window's aggregate or a rate of change.
+//!
+//! Semantics (applied to each evaluation, in event-time order):
+//! - normal, value on the alarm side: firing at once when `for` is 0, else pending since it;
+//! - pending, value on the alarm side for at least `for` since the first: firing;
+//! - pending, value off the alarm side: back to normal (the hold restarts);
+//! - firing, value past the clear threshold: resolved; otherwise it stays firing, so values
 //!   between the clear and the alarm threshold do not flap.
+//!
+//! Several evaluations of one key at one time are applied in order of their value; identical
+//! ones count once.
 
 use std::collections::BTreeMap;
 
@@ -26,8 +32,8 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::hit::{HitRow, RuleHit};
 use crate::rule::ThresholdRule;
-use crate::threshold::{HitRow, RuleHit};
 use crate::{Diff, Time};
 
 /// Where an alert key stands; keys in the normal state are not stored.
@@ -62,8 +68,33 @@ pub fn step(
     }
 }
 
+/// A value for people, in summaries: four significant digits, at least two decimals, no
+/// trailing zeros (`1.4`, `1.123` for 1.1228679, `0.0004567`, `1100.3`). The transition's
+/// `value` keeps the exact number.
+///
+/// ```
+/// use citybrain_operators::hysteresis::display_value;
+///
+/// assert_eq!(display_value(1.4), "1.4");
+/// assert_eq!(display_value(1.1228679245283024), "1.123");
+/// assert_eq!(display_value(0.000456789), "0.0004568");
+/// assert_eq!(display_value(1100.3), "1100.3");
+/// assert_eq!(display_value(24.0), "24");
+/// ```
+pub fn display_value(value: f64) -> String {
+    if !value.is_finite() || value == 0.0 {
+        return format!("{value}");
+    }
+    let magnitude = value.abs().log10().floor();
+    // Within 0 ..= 12, so the conversion is exact.
+    let decimals = (3.0 - magnitude).clamp(2.0, 12.0) as usize;
+    let text = format!("{value:.decimals$}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// Builds the transition record: labels are the entity's, then the rule's, then `rule`,
-/// `severity`, `metric` and `domain`; `{label}` and `{value}` in the summary are filled in.
+/// `severity`, `metric` and `domain`; `{label}` and `{value}` in the summary are filled in
+/// (the value with [`display_value`]).
 pub fn make_transition(
     rule: &ThresholdRule,
     entity: &str,
@@ -80,7 +111,7 @@ pub fn make_transition(
     labels.insert("metric".into(), rule.metric.as_str().into());
     labels.insert("domain".into(), rule.domain.as_str().into());
     labels.insert("entity".into(), entity.into());
-    let mut summary = rule.summary.replace("{value}", &format!("{value}"));
+    let mut summary = rule.summary.replace("{value}", &display_value(value));
     for (name, label) in &labels {
         summary = summary.replace(&format!("{{{name}}}"), label);
     }
@@ -104,7 +135,50 @@ type Waiting = (Capability<Time>, Vec<(HitRow, Diff)>);
 
 /// Runs the state machine over rule hits.
 pub trait HoldAndHysteresis<'s> {
-    /// Emits alert transitions, each at the logical time of the reading that caused it.
+    /// Emits alert transitions, each at the logical time of the evaluation that caused it.
+    ///
+    /// ```
+    /// use citybrain_model::{Domain, Metric, Severity, TransitionState};
+    /// use citybrain_operators::hit::RuleHit;
+    /// use citybrain_operators::hysteresis::HoldAndHysteresis;
+    /// use citybrain_operators::instant::IntoInstants;
+    /// use citybrain_operators::ordered_float::OrderedFloat;
+    /// use citybrain_operators::rule::{Direction, ThresholdRule};
+    /// use differential_dataflow::input::Input;
+    /// use timely::dataflow::operators::Inspect;
+    ///
+    /// timely::example(|scope| {
+    ///     let (mut input, hits) = scope.new_collection();
+    ///     hits.into_instants()
+    ///         .map(|(hit, _)| hit)
+    ///         .hold_and_hysteresis()
+    ///         .inspect(|t| {
+    ///             let expected = if t.event_time == 20 {
+    ///                 TransitionState::Firing // held for 10 ms
+    ///             } else {
+    ///                 TransitionState::Resolved // 0.7 is below the clear level
+    ///             };
+    ///             assert_eq!((t.rule.as_str(), t.entity.as_str(), t.state), ("r", "s1", expected));
+    ///         });
+    ///     let rule = ThresholdRule {
+    ///         id: "r".into(),
+    ///         domain: Domain::Mine,
+    ///         metric: Metric::Ch4,
+    ///         scope: vec![],
+    ///         direction: Direction::Above,
+    ///         threshold: OrderedFloat(1.0),
+    ///         clear: OrderedFloat(0.8),
+    ///         hold_ms: 10,
+    ///         severity: Severity::Critical,
+    ///         summary: "methane".into(),
+    ///         labels: vec![],
+    ///     };
+    ///     for (time, value) in [(10, 1.1), (20, 1.2), (30, 0.9), (40, 0.7)] {
+    ///         let hit = RuleHit::new(time, value, vec![], rule.clone());
+    ///         input.update_at((("r".to_string(), "s1".to_string()), hit), time, 1);
+    ///     }
+    /// });
+    /// ```
     fn hold_and_hysteresis(self) -> StreamVec<'s, Time, AlertTransition>;
 }
 
@@ -133,7 +207,8 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                         }
                         let (capability, mut updates) = entry.remove();
                         // Insertions and retractions of one row at one time cancel; only net
-                        // insertions are readings (see `instant`).
+                        // insertions are evaluations (see `instant`: a hit carries its event
+                        // time, so the retraction of one never cancels the next).
                         consolidate(&mut updates);
                         let mut session = output.session(&capability);
                         for (
@@ -141,8 +216,10 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 (rule_id, entity),
                                 RuleHit {
                                     value,
+                                    reported,
                                     labels,
                                     rule,
+                                    ..
                                 },
                             ),
                             diff,
@@ -156,7 +233,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 step(states.get(&key).copied(), &rule, value.0, time);
                             if let Some(state) = transition {
                                 session.give(make_transition(
-                                    &rule, &key.1, &labels, state, value.0, time,
+                                    &rule, &key.1, &labels, state, reported.0, time,
                                 ));
                             }
                             match next {

@@ -1,18 +1,24 @@
-//! The temporal filter with a one-millisecond window: each update is retracted again one tick
+//! The temporal filter with a one-millisecond window: each event is retracted again one tick
 //! after its time, so a collection of events holds only the events at the current frontier.
+//!
+//! Each event is stamped with its event time (it becomes `(event, time)`), so two identical
+//! events one millisecond apart stay two events instead of the retraction of the first
+//! cancelling the second.
 //!
 //! Downstream joins and the state machine then see each event exactly once (a `+1` at its
 //! event time), and arrangements compact to nothing once the frontier has moved on: memory
-//! grows with live keys, not with events seen.
+//! grows with live keys, not with events seen. [`crate::during`] moves such instants to the
+//! intervals of longer windows.
 
-use differential_dataflow::VecCollection;
 use differential_dataflow::collection::vec;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::operators::vec::Map;
 
 use crate::{Diff, Time};
 
 /// Turns a collection of events into a collection of instants.
 pub trait IntoInstants<'s, D> {
-    /// Every `(d, t, +r)` is followed by `(d, t + 1, -r)`.
+    /// Every `(d, t, +r)` becomes `((d, t), t, +r)` followed by `((d, t), t + 1, -r)`.
     ///
     /// ```
     /// use citybrain_operators::instant::IntoInstants;
@@ -20,19 +26,28 @@ pub trait IntoInstants<'s, D> {
     ///
     /// timely::example(|scope| {
     ///     let (mut input, events) = scope.new_collection::<&'static str, isize>();
-    ///     events.into_instants().inspect(|x| assert!(x.1 == 5 || x.1 == 6));
+    ///     events
+    ///         .into_instants()
+    ///         .inspect(|((event, stamp), time, diff)| {
+    ///             assert_eq!((*event, *stamp), ("ch4 reading", 5));
+    ///             assert_eq!(*diff, if *time == 5 { 1 } else { -1 });
+    ///         });
     ///     input.advance_to(5);
     ///     input.insert("ch4 reading");
     /// });
     /// ```
-    fn into_instants(self) -> VecCollection<'s, Time, D, Diff>;
+    fn into_instants(self) -> VecCollection<'s, Time, (D, Time), Diff>;
 }
 
 impl<'s, D: differential_dataflow::Data> IntoInstants<'s, D>
     for vec::Collection<'s, Time, D, Diff>
 {
-    fn into_instants(self) -> VecCollection<'s, Time, D, Diff> {
-        let retractions = self.clone().delay(|t| t.saturating_add(1)).negate();
-        self.concat(retractions)
+    fn into_instants(self) -> VecCollection<'s, Time, (D, Time), Diff> {
+        let stamped = self
+            .inner
+            .map(|(data, time, diff)| ((data, time), time, diff))
+            .as_collection();
+        let retractions = stamped.clone().delay(|t| t.saturating_add(1)).negate();
+        stamped.concat(retractions)
     }
 }

@@ -5,22 +5,34 @@
 //! - [`instant::IntoInstants`]: a stream of events as a collection that holds each event for one
 //!   millisecond (the temporal-filter pattern with the shortest window), so joins see every
 //!   event without the collection growing with the history.
+//! - [`during::During`]: moves such instants to the intervals of longer windows (the temporal
+//!   filter for windows and trailing histories).
 //! - [`enrich::Enrich`]: attaches reference-data labels (mine, face, ...) to readings.
-//! - [`threshold::MatchRules`]: joins enriched readings with the rules collection.
-//! - [`hysteresis::HoldAndHysteresis`]: the per-(rule, entity) `for`/hysteresis state machine,
-//!   a frontier-driven timely operator that emits alert transitions.
+//! - [`matching::MatchEvents`]: joins the enriched readings, arranged once, with rules.
+//! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation):
+//!   each turns events and its rules into [`hit::RuleHit`]s, a derived value per
+//!   (rule, alert entity, event time).
+//! - [`hysteresis::HoldAndHysteresis`]: the per-(rule, entity) `for`/hysteresis state machine
+//!   every kind feeds, a frontier-driven timely operator that emits alert transitions.
 //!
-//! [`threshold_alerts`] assembles them; [`reference`] is a plain-loop implementation the
+//! [`rule_alerts`] assembles them; [`reference`] is a plain-loop implementation the
 //! operators are tested against.
 //!
 //! Timestamps are event time in epoch milliseconds ([`Time`]).
 
+pub mod active_alerts;
+pub mod during;
 pub mod enrich;
+pub mod hit;
 pub mod hysteresis;
 pub mod instant;
+pub mod kinds;
+pub mod kpi;
+pub mod latest;
+pub mod matching;
 pub mod reference;
+pub mod report_state;
 pub mod rule;
-pub mod threshold;
 
 use citybrain_model::{AlertTransition, Domain, EntityInfo, Metric};
 use differential_dataflow::VecCollection;
@@ -44,26 +56,29 @@ pub type ReadingRow = (EntityKey, (Metric, OrderedFloat<f64>));
 /// A registry row: entity -> what we know about it.
 pub type RegistryRow = (EntityKey, EntityInfo);
 
-/// Builds the threshold-rule pipeline: readings (each present at its event time only) joined
-/// with reference data and rules, then the `for`/hysteresis state machine.
+/// Builds the pipeline of every rule kind: readings (each present at its event time only)
+/// joined with reference data and rules, each kind's derived values ([`kinds::KINDS`]), then
+/// the one `for`/hysteresis state machine.
 ///
 /// `readings` must hold each reading as `+1` at its event time; [`instant::IntoInstants`] turns
-/// that into an instant so nothing accumulates.
-pub fn threshold_alerts<'s>(
+/// that into an instant so nothing accumulates. `rules` holds one row per rule; a reload feeds
+/// the difference between the old and the new rows.
+pub fn rule_alerts<'s>(
     readings: VecCollection<'s, Time, ReadingRow, Diff>,
     registry: VecCollection<'s, Time, RegistryRow, Diff>,
-    rules: VecCollection<'s, Time, rule::ThresholdRule, Diff>,
+    rules: VecCollection<'s, Time, rule::RuleRow, Diff>,
 ) -> StreamVec<'s, Time, AlertTransition> {
-    use enrich::Enrich;
     use hysteresis::HoldAndHysteresis;
-    use instant::IntoInstants;
-    use threshold::MatchRules;
 
-    readings
-        .into_instants()
-        .enrich(registry)
-        .match_rules(rules)
-        .hold_and_hysteresis()
+    let scope = rules.scope();
+    let sources = kinds::Sources {
+        events: matching::events(readings, registry.clone()),
+        registry,
+    };
+    let hits = kinds::KINDS
+        .iter()
+        .map(|(_, hits_of)| hits_of(&sources, rules.clone()));
+    differential_dataflow::collection::concatenate(scope, hits).hold_and_hysteresis()
 }
 
 #[cfg(test)]

@@ -1,9 +1,20 @@
 //! Compiled rules: the rows of the differential `rules` collection. Rules are data: a rule file
 //! compiles to these rows, and a reload feeds the difference between old and new rows.
+//!
+//! Every rule kind is one variant of [`RuleRow`]. Each kind carries a [`ThresholdRule`], its
+//! *alarm side*: id, domain, metric, scope, the threshold and clear levels its derived value is
+//! compared with, the `for` hold time, severity, summary and labels. Every kind reduces to a
+//! derived value per (rule, alert entity, event time) that the one `for`/hysteresis state
+//! machine ([`crate::hysteresis`]) compares with that alarm side.
 
 use citybrain_model::{Domain, Labels, Metric, Severity};
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
+
+use crate::kinds::baseline::BaselineRule;
+use crate::kinds::correlation::CorrelationRule;
+use crate::kinds::rate_of_rise::RateOfRiseRule;
+use crate::kinds::window::WindowRule;
 
 /// Which side of the threshold is the alarm side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -15,7 +26,8 @@ pub enum Direction {
     Below,
 }
 
-/// One threshold rule with `for` hold time and hysteresis, as a collection row.
+/// One threshold rule with `for` hold time and hysteresis, as a collection row. It is also the
+/// alarm side of every other rule kind.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ThresholdRule {
     /// Unique rule id.
@@ -61,8 +73,226 @@ impl ThresholdRule {
 
     /// True when an entity with `labels` is in this rule's scope.
     pub fn selects(&self, labels: &Labels) -> bool {
-        self.scope
+        selects(&self.scope, labels)
+    }
+}
+
+/// True when every `(name, value)` selector of `scope` is among `labels`.
+pub fn selects(scope: &Labels, labels: &Labels) -> bool {
+    scope
+        .iter()
+        .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+}
+
+/// What the readings of a rule are grouped by: the alert entity of window and correlation
+/// rules. A reading whose entity lacks the label (e.g. an unregistered sensor) belongs to no
+/// group and is not counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// Each sensor or device on its own; the alert entity is its id.
+    Entity,
+    /// A mine (mine domain).
+    Mine,
+    /// A working face (mine domain).
+    Face,
+    /// A farm or ranch (farm domain).
+    Farm,
+    /// A greenhouse (farm domain).
+    Greenhouse,
+    /// A herd (farm domain).
+    Herd,
+    /// An animal, all devices of its collar (farm domain).
+    Animal,
+}
+
+impl GroupBy {
+    /// Every grouping, in declaration order.
+    pub const ALL: [GroupBy; 7] = [
+        GroupBy::Entity,
+        GroupBy::Mine,
+        GroupBy::Face,
+        GroupBy::Farm,
+        GroupBy::Greenhouse,
+        GroupBy::Herd,
+        GroupBy::Animal,
+    ];
+
+    /// The name used in rule files (`entity`, or the label's name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Entity => "entity",
+            GroupBy::Mine => "mine",
+            GroupBy::Face => "face",
+            GroupBy::Farm => "farm",
+            GroupBy::Greenhouse => "greenhouse",
+            GroupBy::Herd => "herd",
+            GroupBy::Animal => "animal",
+        }
+    }
+
+    /// The domain whose entities carry the label; `None` for [`GroupBy::Entity`] (any domain).
+    pub fn domain(self) -> Option<Domain> {
+        match self {
+            GroupBy::Entity => None,
+            GroupBy::Mine | GroupBy::Face => Some(Domain::Mine),
+            GroupBy::Farm | GroupBy::Greenhouse | GroupBy::Herd | GroupBy::Animal => {
+                Some(Domain::Farm)
+            }
+        }
+    }
+
+    /// The labels an alert about a group carries: the group's label and the coarser ones every
+    /// member shares (a face's mine). Empty for [`GroupBy::Entity`], which carries them all.
+    pub fn carried(self) -> &'static [&'static str] {
+        match self {
+            GroupBy::Entity => &[],
+            GroupBy::Mine => &["mine"],
+            GroupBy::Face => &["mine", "face"],
+            GroupBy::Farm => &["farm"],
+            GroupBy::Greenhouse => &["farm", "greenhouse"],
+            GroupBy::Herd => &["farm", "herd"],
+            GroupBy::Animal => &["farm", "herd", "animal"],
+        }
+    }
+
+    /// The group a reading of `entity` with `labels` belongs to: the alert entity and the
+    /// labels the alert carries. `None` when the entity lacks the group's label.
+    pub fn group(self, entity: &str, labels: &Labels) -> Option<(String, Labels)> {
+        if self == GroupBy::Entity {
+            return Some((entity.to_string(), labels.clone()));
+        }
+        let name = self.as_str();
+        let value = labels.iter().find(|(k, _)| k == name)?.1.clone();
+        let carried = self.carried();
+        let kept: Labels = labels
             .iter()
-            .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            .filter(|(k, _)| carried.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        Some((value, kept))
+    }
+}
+
+/// One row of the rules collection: a rule of one kind.
+///
+/// Adding a kind is one file in [`crate::kinds`] (its rule type and operator), one variant
+/// here and one line in [`crate::kinds::KINDS`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleRow {
+    /// `kind = "threshold"`: each reading against a level.
+    Threshold(ThresholdRule),
+    /// `kind = "window"`: an aggregate over tumbling or hopping event-time windows.
+    Window(WindowRule),
+    /// `kind = "rate_of_rise"`: change per minute over a trailing window.
+    RateOfRise(RateOfRiseRule),
+    /// `kind = "baseline"`: each reading against the entity's own trailing mean.
+    Baseline(BaselineRule),
+    /// `kind = "correlation"`: two metrics of one group within a time tolerance.
+    Correlation(CorrelationRule),
+}
+
+impl RuleRow {
+    /// The rule's alarm side: id, domain, metric, scope, levels, hold, severity, summary.
+    pub fn alarm(&self) -> &ThresholdRule {
+        match self {
+            RuleRow::Threshold(rule) => rule,
+            RuleRow::Window(rule) => &rule.alarm,
+            RuleRow::RateOfRise(rule) => &rule.alarm,
+            RuleRow::Baseline(rule) => &rule.alarm,
+            RuleRow::Correlation(rule) => &rule.alarm,
+        }
+    }
+
+    /// The rule id.
+    pub fn id(&self) -> &str {
+        &self.alarm().id
+    }
+
+    /// The domain the rule watches.
+    pub fn domain(&self) -> Domain {
+        self.alarm().domain
+    }
+
+    /// The kind's name in rule files (`kind = "..."`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RuleRow::Threshold(_) => "threshold",
+            RuleRow::Window(_) => "window",
+            RuleRow::RateOfRise(_) => "rate_of_rise",
+            RuleRow::Baseline(_) => "baseline",
+            RuleRow::Correlation(_) => "correlation",
+        }
+    }
+
+    /// The threshold rule, if this is one.
+    pub fn as_threshold(&self) -> Option<&ThresholdRule> {
+        match self {
+            RuleRow::Threshold(rule) => Some(rule),
+            _ => None,
+        }
+    }
+
+    /// The window rule, if this is one.
+    pub fn as_window(&self) -> Option<&WindowRule> {
+        match self {
+            RuleRow::Window(rule) => Some(rule),
+            _ => None,
+        }
+    }
+
+    /// The rate-of-rise rule, if this is one.
+    pub fn as_rate_of_rise(&self) -> Option<&RateOfRiseRule> {
+        match self {
+            RuleRow::RateOfRise(rule) => Some(rule),
+            _ => None,
+        }
+    }
+
+    /// The baseline rule, if this is one.
+    pub fn as_baseline(&self) -> Option<&BaselineRule> {
+        match self {
+            RuleRow::Baseline(rule) => Some(rule),
+            _ => None,
+        }
+    }
+
+    /// The correlation rule, if this is one.
+    pub fn as_correlation(&self) -> Option<&CorrelationRule> {
+        match self {
+            RuleRow::Correlation(rule) => Some(rule),
+            _ => None,
+        }
+    }
+}
+
+impl From<ThresholdRule> for RuleRow {
+    fn from(rule: ThresholdRule) -> Self {
+        RuleRow::Threshold(rule)
+    }
+}
+
+impl From<WindowRule> for RuleRow {
+    fn from(rule: WindowRule) -> Self {
+        RuleRow::Window(rule)
+    }
+}
+
+impl From<RateOfRiseRule> for RuleRow {
+    fn from(rule: RateOfRiseRule) -> Self {
+        RuleRow::RateOfRise(rule)
+    }
+}
+
+impl From<BaselineRule> for RuleRow {
+    fn from(rule: BaselineRule) -> Self {
+        RuleRow::Baseline(rule)
+    }
+}
+
+impl From<CorrelationRule> for RuleRow {
+    fn from(rule: CorrelationRule) -> Self {
+        RuleRow::Correlation(rule)
     }
 }

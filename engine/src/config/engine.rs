@@ -37,6 +37,21 @@ pub struct Config {
     pub outputs: OutputsConfig,
     /// `[http]`: the JSON API, live stream, wall page and `/metrics`.
     pub http: HttpConfig,
+    /// `[dispatch]`: alert delivery to webhooks and Kafka topics, routes, silences and the
+    /// durable alert log. Default: no receivers (dispatch off).
+    #[serde(default)]
+    pub dispatch: super::dispatch::DispatchConfig,
+    /// `[kpis]`: the KPI definition files.
+    pub kpis: KpisConfig,
+}
+
+/// `[kpis]`: which KPIs the engine maintains.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KpisConfig {
+    /// KPI files (`[[kpi]]` tables), relative to the directory of this file.
+    /// Default: none, which means the built-in set (`config/kpis.toml`, embedded in the binary).
+    pub files: Vec<PathBuf>,
 }
 
 /// `[http]`: the JSON API, Server-Sent Events stream, wall display page and Prometheus
@@ -336,6 +351,7 @@ fn topic_problem(name: &str) -> Option<(String, Option<String>)> {
 /// `root` is the parsed document `config` was read from.
 pub(crate) fn validate(config: &Config, root: &Spanned<DeValue<'_>>, cx: &mut FileCx<'_>) {
     let span = |p: &[Seg]| value_at(root, p).map_or(0..0, Spanned::span);
+    super::dispatch::validate(&config.dispatch, root, cx);
 
     if config.engine.workers == 0 {
         cx.error(

@@ -1,6 +1,6 @@
 //! Loading and validating the engine's config: the main file (`citybrain.toml`, see
-//! [`Config`]) and the rule files it lists (`[[rule]]` tables compiled to
-//! [`ThresholdRule`] rows).
+//! [`Config`]) and the rule files it lists (`[[rule]]` tables compiled to [`RuleRow`]s, one
+//! variant per rule kind).
 //!
 //! Every problem of every file is reported in one pass, each with file, line, column, a
 //! message and, where useful, a hint (see [`Diagnostic`]):
@@ -17,21 +17,28 @@
 
 mod de;
 mod diagnostic;
+mod dispatch;
 mod duration;
 mod engine;
+mod kpis;
 mod rules;
 
 use std::path::{Path, PathBuf};
 
-use citybrain_operators::rule::ThresholdRule;
+use citybrain_operators::rule::RuleRow;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub use dispatch::{
+    ConfigSecret, DispatchConfig, DispatchConfigError, FormatConfig, FsyncMode, KafkaKeyConfig,
+    ReceiverConfig, ReceiverKindConfig, RouteConfig, SilenceConfig,
+};
 pub use engine::{
     Config, EngineConfig, KafkaConfig, OutputsConfig, RegistryConfig, RulesConfig, SourceConfig,
     SourcesConfig, default_workers,
 };
+pub use kpis::load_kpis_str;
 
 use de::{Seg, deserialize_all, parse_document, path, value_at};
 use diagnostic::{FileCx, dedup};
@@ -43,7 +50,7 @@ pub struct LoadedConfig {
     /// The main config, as written (paths not yet resolved).
     pub config: Config,
     /// The rules of every file in `config.rules.files`, in file order.
-    pub rules: Vec<ThresholdRule>,
+    pub rules: Vec<RuleRow>,
     /// The directory of the main config file; relative paths in it are relative to this.
     pub base_dir: PathBuf,
 }
@@ -219,7 +226,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, Diagnostics> {
 }
 
 /// Compiles one rule file given as text. `path` is only used in diagnostics.
-pub fn load_rules_str(path: &Path, text: &str) -> Result<Vec<ThresholdRule>, Diagnostics> {
+pub fn load_rules_str(path: &Path, text: &str) -> Result<Vec<RuleRow>, Diagnostics> {
     let mut rules = RuleSet::default();
     rules.add_text(path, text);
     rules.finish()
@@ -227,7 +234,7 @@ pub fn load_rules_str(path: &Path, text: &str) -> Result<Vec<ThresholdRule>, Dia
 
 /// Compiles several rule files loaded together (ids unique across all of them), e.g. to reload
 /// [`LoadedConfig::rule_files`] after one changed.
-pub fn load_rule_files(paths: &[PathBuf]) -> Result<Vec<ThresholdRule>, Diagnostics> {
+pub fn load_rule_files(paths: &[PathBuf]) -> Result<Vec<RuleRow>, Diagnostics> {
     let mut rules = RuleSet::default();
     for path in paths {
         match read(path, "rule file") {
@@ -309,19 +316,36 @@ mod tests {
         };
         assert_eq!(loaded.config.rules.files.len(), 2);
         assert!(loaded.rule_files().iter().all(|f| f.exists()));
-        let find = |id: &str| loaded.rules.iter().find(|r| r.id == id).cloned();
+        let find = |id: &str| {
+            loaded
+                .rules
+                .iter()
+                .find(|r| r.id() == id)
+                .and_then(|r| r.as_threshold())
+                .cloned()
+        };
         let mine: Vec<_> = loaded
             .rules
             .iter()
-            .filter(|r| r.domain == Domain::Mine)
+            .filter(|r| r.domain() == Domain::Mine)
             .collect();
         let farm: Vec<_> = loaded
             .rules
             .iter()
-            .filter(|r| r.domain == Domain::Farm)
+            .filter(|r| r.domain() == Domain::Farm)
             .collect();
-        assert_eq!(mine.len(), 6);
-        assert_eq!(farm.len(), 5);
+        assert_eq!(mine.len(), 9);
+        assert_eq!(farm.len(), 6);
+        let kinds: Vec<&str> = loaded.rules.iter().map(|r| r.kind()).collect();
+        for kind in [
+            "threshold",
+            "window",
+            "rate_of_rise",
+            "baseline",
+            "correlation",
+        ] {
+            assert!(kinds.contains(&kind), "no example of kind {kind}");
+        }
         let alarm = find("ch4-alarm")
             .map(|r| (r.metric, r.direction, r.threshold.0, r.clear.0, r.severity));
         assert_eq!(

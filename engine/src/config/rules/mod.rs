@@ -11,14 +11,28 @@
 //! next. Rule ids are unique across every file loaded together; a duplicate is reported at the
 //! second occurrence with the location of the first.
 //!
-//! A new rule kind is one file in this directory plus one line in [`KINDS`].
+//! A new rule kind is one file in this directory plus one line in [`KINDS`]; [`common`] holds
+//! the checks of the fields every kind shares.
+//!
+//! | kind | file | evaluates |
+//! |---|---|---|
+//! | `threshold` (default) | [`threshold`] | each reading against a level |
+//! | `window` | [`window`] | count/sum/avg/min/max/pNN over tumbling or hopping windows |
+//! | `rate_of_rise` | [`rate_of_rise`] | change per minute over a trailing window |
+//! | `baseline` | [`baseline`] | each reading against the entity's trailing mean |
+//! | `correlation` | [`correlation`] | two metrics of one group within a tolerance |
 
+mod baseline;
+mod common;
+mod correlation;
+mod rate_of_rise;
 mod threshold;
+mod window;
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use citybrain_operators::rule::ThresholdRule;
+use citybrain_operators::rule::RuleRow;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
 
@@ -27,10 +41,16 @@ use super::diagnostic::{Diagnostic, Diagnostics, FileCx, one_of_hint};
 
 /// Compiles one `[[rule]]` table into rows, reporting every problem to the file context. A
 /// rule with problems yields no rows.
-type Compile = fn(&mut FileCx<'_>, Spanned<DeValue<'_>>) -> Vec<ThresholdRule>;
+type Compile = fn(&mut FileCx<'_>, Spanned<DeValue<'_>>) -> Vec<RuleRow>;
 
 /// The rule kinds by their `kind = "..."` name.
-const KINDS: &[(&str, Compile)] = &[("threshold", threshold::compile)];
+const KINDS: &[(&str, Compile)] = &[
+    ("threshold", threshold::compile),
+    ("window", window::compile),
+    ("rate_of_rise", rate_of_rise::compile),
+    ("baseline", baseline::compile),
+    ("correlation", correlation::compile),
+];
 
 /// The kind of a rule without `kind`.
 const DEFAULT_KIND: Compile = threshold::compile;
@@ -46,7 +66,7 @@ pub(crate) struct RuleSet {
     /// Rule id to `path:line:col` of its first definition.
     first_seen: HashMap<String, String>,
     /// The compiled rows, in file order.
-    pub(crate) rules: Vec<ThresholdRule>,
+    pub(crate) rules: Vec<RuleRow>,
     /// Every problem, in file order.
     pub(crate) diagnostics: Vec<Diagnostic>,
 }
@@ -133,7 +153,7 @@ impl RuleSet {
     }
 
     /// The rules, or every problem found.
-    pub(crate) fn finish(self) -> Result<Vec<ThresholdRule>, Diagnostics> {
+    pub(crate) fn finish(self) -> Result<Vec<RuleRow>, Diagnostics> {
         Diagnostics(self.diagnostics).into_result(self.rules)
     }
 }
@@ -231,7 +251,9 @@ mod tests {
         assert_eq!(d[0].message, "unknown rule kind `treshold`");
         assert_eq!(
             d[0].hint.as_deref(),
-            Some("did you mean `threshold`? expected one of: threshold")
+            Some(
+                "did you mean `threshold`? expected one of: threshold, window, rate_of_rise, baseline, correlation"
+            )
         );
     }
 

@@ -16,18 +16,17 @@
 //! labels = { team = "ventilation" }              # optional extra alert labels
 //! ```
 
-use std::collections::BTreeMap;
-use std::ops::Range;
 use std::time::Duration;
 
-use citybrain_model::{Domain, Labels, Metric, Severity};
-use citybrain_operators::rule::{Direction, ThresholdRule};
+use citybrain_model::Metric;
+use citybrain_operators::rule::{Direction, RuleRow};
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
 
+use super::common::{Alarm, Fields, PLAIN_LEVELS, hold_words, side_words, with_unit};
 use crate::config::de::{SpannedPairs, WordOrPairs, deserialize_reporting};
-use crate::config::diagnostic::{FileCx, closest, one_of_hint};
+use crate::config::diagnostic::FileCx;
 use crate::config::duration;
 
 /// A `[[rule]]` table of kind `threshold` as written. Everything is optional here so that
@@ -64,354 +63,70 @@ struct RawThreshold {
     labels: Option<SpannedPairs>,
 }
 
-/// The domains a threshold rule can watch.
-const DOMAINS: [&str; 2] = ["mine", "farm"];
-
-/// The severities, by name.
-const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
-
-/// Alert labels the engine sets itself.
-const RESERVED_LABELS: [&str; 3] = ["rule", "severity", "metric"];
-
-/// The entity labels rules of `domain` can select on (see the registry records).
-pub(crate) fn entity_labels(domain: Domain) -> &'static [&'static str] {
-    match domain {
-        Domain::Mine => &["mine", "face", "kind"],
-        Domain::Farm => &["farm", "greenhouse", "herd", "animal", "kind"],
-        Domain::Citizen => &["district", "town", "village"],
-    }
-}
-
-fn metric_names(domain: Domain) -> Vec<&'static str> {
-    Metric::ALL
-        .iter()
-        .filter(|m| m.domain() == domain)
-        .map(|m| m.as_str())
-        .collect()
-}
-
-/// Looks `name` up among `domain`'s metrics, reporting an unknown one at `span`.
-fn metric_of(
-    cx: &mut FileCx<'_>,
-    name: &str,
-    domain: Domain,
-    span: Range<usize>,
-    what: &str,
-) -> Option<Metric> {
-    if let Some(metric) = Metric::parse(name, domain) {
-        return Some(metric);
-    }
-    let known = metric_names(domain);
-    let elsewhere = Metric::ALL
-        .iter()
-        .find(|m| m.as_str() == name)
-        .map(|m| m.domain().as_str());
-    let hint = match elsewhere {
-        Some(other) => format!(
-            "`{name}` is a {other} metric; {} metrics: {}",
-            domain.as_str(),
-            known.join(", ")
-        ),
-        None => one_of_hint(name, &known),
-    };
-    cx.error(
-        span,
-        format!("unknown {} {what} `{name}`", domain.as_str()),
-        Some(hint),
-    );
-    None
-}
-
-/// A number that must be finite, or a report at its position.
-fn finite(cx: &mut FileCx<'_>, field: &str, value: &Spanned<f64>) -> Option<f64> {
-    let number = *value.get_ref();
-    if number.is_finite() {
-        Some(number)
-    } else {
-        cx.error(
-            value.span(),
-            format!("`{field}` must be a finite number, found {number}"),
-            None,
-        );
-        None
-    }
-}
-
 /// The summary used when a rule has none, e.g. `ch4 at or above 1% for 10s`.
-fn default_summary(metric: Metric, direction: Direction, threshold: f64, hold: Duration) -> String {
-    let side = match direction {
-        Direction::Above => "at or above",
-        Direction::Below => "at or below",
-    };
-    let unit = match metric.unit() {
-        "%" => "%".to_string(),
-        unit => format!(" {unit}"),
-    };
-    let mut summary = format!("{} {side} {threshold}{unit}", metric.as_str());
-    if !hold.is_zero() {
-        summary.push_str(&format!(" for {}", humantime::format_duration(hold)));
-    }
-    summary
+fn default_summary(metric: Metric, direction: Direction, threshold: f64, hold_ms: u64) -> String {
+    format!(
+        "{} {} {}{}",
+        metric.as_str(),
+        side_words(direction),
+        with_unit(threshold, metric),
+        hold_words(hold_ms)
+    )
 }
 
 /// Compiles one `[[rule]]` table of kind `threshold` into one rule row.
-pub(super) fn compile(cx: &mut FileCx<'_>, item: Spanned<DeValue<'_>>) -> Vec<ThresholdRule> {
+pub(super) fn compile(cx: &mut FileCx<'_>, item: Spanned<DeValue<'_>>) -> Vec<RuleRow> {
     let header = item.span();
-    let problems_before = cx.count();
+    let before = cx.count();
     let (raw, removed) = deserialize_reporting::<RawThreshold>(cx, item, "");
     let Some(raw) = raw else {
         return Vec::new();
     };
-    // A field whose entry had an error, or was misspelled, is reported already: not as missing.
-    let reported = |field: &str| {
-        removed
-            .iter()
-            .any(|key| key == field || closest(key, &[field]).is_some())
-    };
-
-    let id = raw.id;
-    if id.is_none() && !reported("id") {
-        cx.missing(
-            header.clone(),
-            "rule without `id`",
-            Some("give every rule a unique id, e.g. id = \"ch4-alarm\"".to_string()),
-        );
-    }
-
-    let domain = match &raw.domain {
-        None if reported("domain") => None,
-        None => {
-            cx.missing(
-                header.clone(),
-                "rule without `domain`",
-                Some(format!("expected one of: {}", DOMAINS.join(", "))),
-            );
-            None
-        }
-        Some(name) => match name.get_ref().as_str() {
-            "mine" => Some(Domain::Mine),
-            "farm" => Some(Domain::Farm),
-            other => {
-                let message = if other == "citizen" {
-                    "threshold rules cannot watch domain `citizen`: citizen reports carry no metric"
-                        .to_string()
-                } else {
-                    format!("unknown domain `{other}`")
-                };
-                cx.error(name.span(), message, Some(one_of_hint(other, &DOMAINS)));
-                None
-            }
-        },
-    };
-
-    let metric = match (&raw.metric, domain) {
-        (None, _) if reported("metric") => None,
-        (None, _) => {
-            let hint =
-                domain.map(|d| format!("{} metrics: {}", d.as_str(), metric_names(d).join(", ")));
-            cx.missing(header.clone(), "rule without `metric`", hint);
-            None
-        }
-        (Some(name), Some(domain)) => metric_of(cx, name.get_ref(), domain, name.span(), "metric"),
-        (Some(_), None) => None,
-    };
-
-    let mut scope = BTreeMap::new();
-    match (&raw.scope, domain) {
-        (None, _) | (Some(_), None) => {}
-        (Some(written), Some(domain)) => match written.get_ref() {
-            WordOrPairs::Word(word) if word == "all" => {}
-            WordOrPairs::Word(word) => cx.error(
-                written.span(),
-                format!("`scope` must be \"all\" or a table of label selectors, found \"{word}\""),
-                Some(format!(
-                    "e.g. scope = {{ {} = \"...\" }}; {} labels: {}",
-                    entity_labels(domain).first().copied().unwrap_or("kind"),
-                    domain.as_str(),
-                    entity_labels(domain).join(", ")
-                )),
-            ),
-            WordOrPairs::Pairs(pairs) => {
-                for (name, value) in &pairs.0 {
-                    let allowed = entity_labels(domain);
-                    if !allowed.contains(&name.get_ref().as_str()) {
-                        cx.error(
-                            name.span(),
-                            format!(
-                                "unknown scope label `{}` for {} rules",
-                                name.get_ref(),
-                                domain.as_str()
-                            ),
-                            Some(one_of_hint(name.get_ref(), allowed)),
-                        );
-                        continue;
-                    }
-                    if value.get_ref().is_empty() {
-                        cx.error(
-                            value.span(),
-                            format!("scope label `{}` must not be empty", name.get_ref()),
-                            None,
-                        );
-                        continue;
-                    }
-                    if name.get_ref() == "kind"
-                        && let Some(kind) =
-                            metric_of(cx, value.get_ref(), domain, value.span(), "sensor kind")
-                        && let Some(metric) = metric
-                        && kind != metric
-                    {
-                        cx.error(
-                            value.span(),
-                            format!(
-                                "this rule can never fire: it watches `{}` readings but selects sensors of kind `{}`",
-                                metric.as_str(),
-                                kind.as_str()
-                            ),
-                            Some("a sensor's kind is the metric it measures; drop the `kind` selector".to_string()),
-                        );
-                    }
-                    scope.insert(name.get_ref().clone(), value.get_ref().clone());
-                }
-            }
-        },
-    }
-
-    let threshold = match (&raw.above, &raw.below) {
-        (Some(above), Some(below)) => {
-            let later = if above.span().start > below.span().start {
-                above
-            } else {
-                below
-            };
-            cx.error(
-                later.span(),
-                "a threshold rule has exactly one of `above` and `below`, this one has both",
-                Some("for a band, write two rules".to_string()),
-            );
-            None
-        }
-        (None, None) if reported("above") || reported("below") => None,
-        (None, None) => {
-            cx.missing(
-                header.clone(),
-                "rule without threshold: set `above` or `below`",
-                Some("e.g. above = 1.0 alarms at values >= 1.0".to_string()),
-            );
-            None
-        }
-        (Some(above), None) => finite(cx, "above", above).map(|t| (Direction::Above, t)),
-        (None, Some(below)) => finite(cx, "below", below).map(|t| (Direction::Below, t)),
-    };
-
-    let clear = match (&raw.clear, threshold) {
-        (None, threshold) => threshold.map(|(_, t)| t),
-        (Some(clear), threshold) => {
-            let value = finite(cx, "clear", clear);
-            match (value, threshold) {
-                (Some(c), Some((Direction::Above, t))) if c > t => {
-                    cx.error(
-                        clear.span(),
-                        format!("`clear` ({c}) must not be greater than `above` ({t})"),
-                        Some("an `above` rule resolves once the value falls below `clear`, so clear <= above".to_string()),
-                    );
-                    None
-                }
-                (Some(c), Some((Direction::Below, t))) if c < t => {
-                    cx.error(
-                        clear.span(),
-                        format!("`clear` ({c}) must not be less than `below` ({t})"),
-                        Some("a `below` rule resolves once the value rises above `clear`, so clear >= below".to_string()),
-                    );
-                    None
-                }
-                (value, _) => value,
-            }
-        }
-    };
-
-    let severity = match &raw.severity {
-        None => Some(Severity::Warning),
-        Some(name) => match name.get_ref().as_str() {
-            "info" => Some(Severity::Info),
-            "warning" => Some(Severity::Warning),
-            "critical" => Some(Severity::Critical),
-            other => {
-                cx.error(
-                    name.span(),
-                    format!("unknown severity `{other}`"),
-                    Some(one_of_hint(other, &SEVERITIES)),
-                );
-                None
-            }
-        },
-    };
-
-    let mut labels = BTreeMap::new();
-    for (name, value) in raw.labels.iter().flat_map(|l| l.0.iter()) {
-        let text = name.get_ref().as_str();
-        if text.trim().is_empty() {
-            cx.error(name.span(), "label names must not be empty", None);
-        } else if RESERVED_LABELS.contains(&text)
-            || domain.is_some_and(|d| entity_labels(d).contains(&text))
-        {
-            let hint = if RESERVED_LABELS.contains(&text) {
-                "alerts carry `rule`, `severity` and `metric` already".to_string()
-            } else {
-                "alerts carry the entity's labels (mine, face, ...) already".to_string()
-            };
-            cx.error(
-                name.span(),
-                format!("label `{text}` is set by the engine"),
-                Some(hint),
-            );
-        } else {
-            labels.insert(text.to_string(), value.get_ref().clone());
-        }
-    }
-
-    if cx.count() > problems_before {
+    let mut f = Fields::new(cx, header.clone(), before, removed);
+    let id = f.id(raw.id);
+    let domain = f.domain(&raw.domain, "threshold");
+    let metric = f.metric(&raw.metric, domain, "metric");
+    let scope = f.scope(&raw.scope, domain, metric, false);
+    let levels = f.levels(&raw.above, &raw.below, &raw.clear, &PLAIN_LEVELS, header);
+    let severity = f.severity(&raw.severity);
+    let labels = f.labels(&raw.labels, domain, &[]);
+    if !f.ok() {
         return Vec::new();
     }
-    let (
-        Some(id),
-        Some(domain),
-        Some(metric),
-        Some((direction, threshold)),
-        Some(clear),
-        Some(severity),
-    ) = (id, domain, metric, threshold, clear, severity)
+    let (Some(id), Some(domain), Some(metric), Some(levels), Some(severity)) =
+        (id, domain, metric, levels, severity)
     else {
         return Vec::new();
     };
-    let hold = raw.hold.unwrap_or_default();
+    let hold_ms = super::common::millis(raw.hold.unwrap_or_default());
     let summary = raw
         .summary
-        .unwrap_or_else(|| default_summary(metric, direction, threshold, hold));
-    let scope: Labels = scope.into_iter().collect();
-    let labels: Labels = labels.into_iter().collect();
-    vec![ThresholdRule {
+        .unwrap_or_else(|| default_summary(metric, levels.0, levels.1, hold_ms));
+    let alarm = Alarm {
         id,
         domain,
         metric,
         scope,
-        direction,
-        threshold: threshold.into(),
-        clear: clear.into(),
-        hold_ms: u64::try_from(hold.as_millis()).unwrap_or(u64::MAX),
+        levels,
+        hold_ms,
         severity,
         summary,
         labels,
-    }]
+    };
+    vec![RuleRow::Threshold(alarm.into_rule())]
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
+    use citybrain_model::{Domain, Severity};
+    use citybrain_operators::rule::ThresholdRule;
+
     use super::*;
     use crate::config::load_rules_str;
 
-    fn rules(text: &str) -> Vec<ThresholdRule> {
+    fn rules(text: &str) -> Vec<RuleRow> {
         match load_rules_str(Path::new("r.toml"), text) {
             Ok(rules) => rules,
             Err(all) => panic!("expected valid rules, got:\n{all}"),
@@ -420,8 +135,8 @@ mod tests {
 
     fn rule(text: &str) -> ThresholdRule {
         match rules(text).as_slice() {
-            [one] => one.clone(),
-            other => panic!("expected one rule, got {other:?}"),
+            [RuleRow::Threshold(one)] => one.clone(),
+            other => panic!("expected one threshold rule, got {other:?}"),
         }
     }
 

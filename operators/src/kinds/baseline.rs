@@ -1,0 +1,158 @@
+//! The `baseline` rule kind: each reading against the entity's own trailing mean.
+//!
+//! At a reading `(t, v)` of an entity, the baseline is the mean of the same entity's readings
+//! in `[t - B, t)` (the reading itself excluded; identical readings count once). The derived
+//! value is the ratio `v / mean`, compared with the alarm side (e.g. `below = 0.5`: the
+//! reading is at most half the entity's usual level; `clear` is a ratio too). A reading
+//! without earlier readings in the window, or whose baseline mean is not positive, is not
+//! evaluated: ratios of means at or below zero mean nothing.
+//!
+//! Built with the temporal filter: each reading is present in its entity's history during
+//! `[t + 1, t + B + 1)`; a differential `reduce` keeps the history's mean (summed in
+//! (time, value) order), and each reading instant joins it. State holds the readings of the
+//! last `B` per live entity.
+
+use differential_dataflow::VecCollection;
+use ordered_float::OrderedFloat;
+use serde::{Deserialize, Serialize};
+
+use crate::during::{During, Span};
+use crate::hit::{HitRow, RuleHit};
+use crate::kinds::{HistoryKey, Sources};
+use crate::matching::{Events, MatchEvents};
+use crate::rule::{RuleRow, ThresholdRule};
+use crate::{Diff, Time};
+
+/// A baseline rule as a collection row.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BaselineRule {
+    /// Id, domain, metric, scope, and the levels the ratio `reading / mean` is compared with.
+    pub alarm: ThresholdRule,
+    /// Length of the trailing window the mean is taken over, milliseconds.
+    pub baseline_ms: u64,
+}
+
+impl BaselineRule {
+    /// The ratio of `value` to `mean`; `None` when the mean is not positive.
+    pub fn ratio(value: f64, mean: f64) -> Option<f64> {
+        (mean > 0.0).then(|| value / mean)
+    }
+
+    /// The key of `entity`'s history under this rule.
+    pub fn history_key(&self, entity: &str) -> HistoryKey {
+        HistoryKey {
+            rule: self.alarm.id.clone(),
+            domain: self.alarm.domain,
+            metric: self.alarm.metric,
+            window_ms: self.baseline_ms,
+            entity: entity.to_string(),
+        }
+    }
+}
+
+/// Compares readings with their entity's trailing mean.
+pub trait Baselines<'s> {
+    /// One hit per reading in scope with a positive baseline, at the reading's time, valued
+    /// with `reading / mean`.
+    ///
+    /// ```
+    /// use citybrain_model::{Domain, Metric, Severity};
+    /// use citybrain_operators::kinds::baseline::{BaselineRule, Baselines};
+    /// use citybrain_operators::matching::events;
+    /// use citybrain_operators::ordered_float::OrderedFloat;
+    /// use citybrain_operators::rule::{Direction, ThresholdRule};
+    /// use differential_dataflow::input::Input;
+    ///
+    /// timely::example(|scope| {
+    ///     let (mut readings, reading_rows) = scope.new_collection();
+    ///     let (_registry, registry_rows) = scope.new_collection();
+    ///     let (mut rules, rule_rows) = scope.new_collection();
+    ///     events(reading_rows, registry_rows)
+    ///         .baseline_hits(rule_rows)
+    ///         .inspect(|((_, hit), time, diff)| {
+    ///             if *diff > 0 && *time == 30 {
+    ///                 // 10 against the mean of 20 and 40.
+    ///                 assert_eq!(hit.value.0, 10.0 / 30.0);
+    ///             }
+    ///         });
+    ///     rules.insert(BaselineRule {
+    ///         alarm: ThresholdRule {
+    ///             id: "activity-low".into(),
+    ///             domain: Domain::Farm,
+    ///             metric: Metric::Activity,
+    ///             scope: vec![],
+    ///             direction: Direction::Below,
+    ///             threshold: OrderedFloat(0.5),
+    ///             clear: OrderedFloat(0.7),
+    ///             hold_ms: 0,
+    ///             severity: Severity::Warning,
+    ///             summary: "inactive".into(),
+    ///             labels: vec![],
+    ///         },
+    ///         baseline_ms: 1_000,
+    ///     });
+    ///     let cow = (Domain::Farm, "cow-1".to_string());
+    ///     for (time, value) in [(10, 20.0), (20, 40.0), (30, 10.0)] {
+    ///         readings.update_at((cow.clone(), (Metric::Activity, OrderedFloat(value))), time, 1);
+    ///     }
+    /// });
+    /// ```
+    fn baseline_hits(
+        self,
+        rules: VecCollection<'s, Time, BaselineRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff>;
+}
+
+impl<'s> Baselines<'s> for Events<'s> {
+    fn baseline_hits(
+        self,
+        rules: VecCollection<'s, Time, BaselineRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff> {
+        let matched = rules
+            .map(|rule| ((rule.alarm.domain, rule.alarm.metric), rule))
+            .match_events(&self, |rule, event| rule.alarm.selects(&event.labels))
+            .map(|(rule, event)| (rule.history_key(&event.entity), (event, rule)));
+
+        let means = matched
+            .clone()
+            .map(|(key, (event, _))| (key, (event.time, event.value)))
+            .during(|(key, (time, _))| Span {
+                at: *time,
+                from: time.saturating_add(1),
+                until: time.saturating_add(key.window_ms).saturating_add(1),
+            })
+            .reduce(|_, input, output| {
+                // Summed in (time, value) order, so the result does not depend on arrival.
+                let (sum, count) = input
+                    .iter()
+                    .filter(|(_, diff)| *diff > 0)
+                    .fold((0.0, 0usize), |(sum, count), ((_, value), _)| {
+                        (sum + value.0, count + 1)
+                    });
+                if count > 0 {
+                    output.push((OrderedFloat(sum / count as f64), 1));
+                }
+            });
+
+        matched.join_core(means.arrange_by_key(), |_, (event, rule), mean| {
+            let mean: &OrderedFloat<f64> = mean;
+            BaselineRule::ratio(event.value.0, mean.0).map(|ratio| {
+                (
+                    (rule.alarm.id.clone(), event.entity.clone()),
+                    RuleHit::new(event.time, ratio, event.labels.clone(), rule.alarm.clone()),
+                )
+            })
+        })
+    }
+}
+
+/// The registry entry: the baseline rows of `rules`.
+pub(crate) fn hits<'s>(
+    sources: &Sources<'s>,
+    rules: VecCollection<'s, Time, RuleRow, Diff>,
+) -> VecCollection<'s, Time, HitRow, Diff> {
+    sources
+        .events
+        .clone()
+        .baseline_hits(rules.flat_map(|row| row.as_baseline().cloned()))
+}

@@ -1,0 +1,75 @@
+//! The rule kinds: each turns the shared reading events and its rules into [`HitRow`]s, the
+//! derived values the one `for`/hysteresis state machine ([`crate::hysteresis`]) works on.
+//!
+//! Each kind is one file: its rule type (a variant of [`RuleRow`]) and its operator, an
+//! extension trait on [`Events`]. [`KINDS`] lists them; [`crate::rule_alerts`] concatenates
+//! the hits of all of them. Adding a kind is one file here, one variant of [`RuleRow`] and one
+//! line in [`KINDS`]. A kind gets the shared [`Sources`]: the events, and the registry for
+//! kinds that need more than labels (an absence kind would take each entity's cadence from
+//! it and emit evaluations from frontier-driven timers; the state machine does the rest).
+//!
+//! | kind | evaluated | derived value | alert entity |
+//! |---|---|---|---|
+//! | [`threshold`] | at each reading | the reading | the sensor/device |
+//! | [`window`] | at each window's end | count/sum/avg/min/max/pNN of the window | the entity or group |
+//! | [`rate_of_rise`] | at each reading | change per minute since the first reading in the window | the sensor/device |
+//! | [`baseline`] | at each reading | reading / trailing mean | the sensor/device |
+//! | [`correlation`] | at each reading of either metric | both conditions held (as-of join) | the group |
+
+pub mod baseline;
+pub mod correlation;
+pub mod rate_of_rise;
+pub mod threshold;
+pub mod window;
+
+use citybrain_model::{Domain, Metric};
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+use crate::hit::HitRow;
+use crate::matching::Events;
+use crate::rule::RuleRow;
+use crate::{Diff, RegistryRow, Time};
+
+/// What every kind builds on, built once per dataflow.
+pub struct Sources<'s> {
+    /// Reading instants with their entity's labels, arranged by (domain, metric).
+    pub events: Events<'s>,
+    /// The registry (labels and expected cadence per entity): what a kind that looks at
+    /// silences, such as absence timers, needs besides the events.
+    pub registry: VecCollection<'s, Time, RegistryRow, Diff>,
+}
+
+/// Builds the hits of one kind from the shared sources and the whole rules collection (each
+/// kind picks its own rows).
+pub type HitsOf = for<'s> fn(
+    &Sources<'s>,
+    VecCollection<'s, Time, RuleRow, Diff>,
+) -> VecCollection<'s, Time, HitRow, Diff>;
+
+/// Every rule kind by its name in rule files.
+pub const KINDS: &[(&str, HitsOf)] = &[
+    ("threshold", threshold::hits),
+    ("window", window::hits),
+    ("rate_of_rise", rate_of_rise::hits),
+    ("baseline", baseline::hits),
+    ("correlation", correlation::hits),
+];
+
+/// The history of one entity's readings under one rule, for kinds that look back over a
+/// trailing window. Everything that decides *which* readings are kept is part of the key, so
+/// editing a rule's alarm side (levels, hold, severity, ...) keeps its history, while editing
+/// what it watches starts a new one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HistoryKey {
+    /// Rule id.
+    pub rule: String,
+    /// Domain of the entity.
+    pub domain: Domain,
+    /// Metric of the readings.
+    pub metric: Metric,
+    /// How far back the history reaches, milliseconds.
+    pub window_ms: u64,
+    /// Sensor or device id.
+    pub entity: String,
+}

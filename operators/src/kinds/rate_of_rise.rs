@@ -1,0 +1,164 @@
+//! The `rate_of_rise` rule kind: how fast a metric changes, per minute, at each reading.
+//!
+//! At a reading `(t, v)` of an entity, the first reading of the same entity in the trailing
+//! window `[t - W, t)` is `(t0, v0)` (the earliest; among several at `t0` the smallest
+//! value). If `t - t0` is at least the rule's minimum span (and positive), the derived value
+//! is `(v - v0) / ((t - t0) / 1 min)`, in the metric's unit per minute (e.g. CH4 rising by
+//! 0.3 %/min), compared with the alarm side like a reading of a threshold rule. A reading
+//! without such a predecessor is not evaluated.
+//!
+//! Built with the temporal filter: each reading is present in its entity's history during
+//! `[t + 1, t + W + 1)`, so at time `t` the history holds exactly `[t - W, t)`; a differential
+//! `reduce` keeps the first reading of each history, and each reading instant joins it. State
+//! holds the readings of the last `W` per live entity.
+
+use differential_dataflow::VecCollection;
+use ordered_float::OrderedFloat;
+use serde::{Deserialize, Serialize};
+
+use crate::during::{During, Span};
+use crate::hit::{HitRow, RuleHit};
+use crate::kinds::{HistoryKey, Sources};
+use crate::matching::{Events, MatchEvents};
+use crate::rule::{RuleRow, ThresholdRule};
+use crate::{Diff, Time};
+
+/// Milliseconds per minute, the rate's time unit.
+const MINUTE_MS: f64 = 60_000.0;
+
+/// A rate-of-rise rule as a collection row.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RateOfRiseRule {
+    /// Id, domain, metric, scope, and the levels the rate (unit per minute) is compared with.
+    pub alarm: ThresholdRule,
+    /// How far back the first reading may be, milliseconds.
+    pub window_ms: u64,
+    /// How far back the first reading must at least be, milliseconds (a rate over a few
+    /// seconds is mostly noise).
+    pub min_span_ms: u64,
+}
+
+impl RateOfRiseRule {
+    /// The rate from `(t0, v0)` to `(t, v)`, per minute; `None` when the span is shorter than
+    /// the minimum span or not positive.
+    pub fn rate(&self, (t0, v0): (Time, f64), (t, v): (Time, f64)) -> Option<f64> {
+        let span = t
+            .checked_sub(t0)
+            .filter(|span| *span > 0 && *span >= self.min_span_ms)?;
+        Some((v - v0) / (span as f64 / MINUTE_MS))
+    }
+
+    /// The key of `entity`'s history under this rule.
+    pub fn history_key(&self, entity: &str) -> HistoryKey {
+        HistoryKey {
+            rule: self.alarm.id.clone(),
+            domain: self.alarm.domain,
+            metric: self.alarm.metric,
+            window_ms: self.window_ms,
+            entity: entity.to_string(),
+        }
+    }
+}
+
+/// Computes rates of change.
+pub trait RatesOfRise<'s> {
+    /// One hit per reading in scope that has a first reading in its window, at the reading's
+    /// time, valued with the rate per minute.
+    ///
+    /// ```
+    /// use citybrain_model::{Domain, Metric, Severity};
+    /// use citybrain_operators::kinds::rate_of_rise::{RateOfRiseRule, RatesOfRise};
+    /// use citybrain_operators::matching::events;
+    /// use citybrain_operators::ordered_float::OrderedFloat;
+    /// use citybrain_operators::rule::{Direction, ThresholdRule};
+    /// use differential_dataflow::input::Input;
+    ///
+    /// timely::example(|scope| {
+    ///     let (mut readings, reading_rows) = scope.new_collection();
+    ///     let (_registry, registry_rows) = scope.new_collection();
+    ///     let (mut rules, rule_rows) = scope.new_collection();
+    ///     events(reading_rows, registry_rows)
+    ///         .rate_of_rise_hits(rule_rows)
+    ///         .inspect(|((_, hit), time, diff)| {
+    ///             if *diff > 0 {
+    ///                 // 0.4 % at 0 s, 0.7 % at 60 s: 0.3 %/min.
+    ///                 assert_eq!(*time, 60_000);
+    ///                 assert!((hit.value.0 - 0.3).abs() < 1e-9);
+    ///             }
+    ///         });
+    ///     rules.insert(RateOfRiseRule {
+    ///         alarm: ThresholdRule {
+    ///             id: "ch4-rising".into(),
+    ///             domain: Domain::Mine,
+    ///             metric: Metric::Ch4,
+    ///             scope: vec![],
+    ///             direction: Direction::Above,
+    ///             threshold: OrderedFloat(0.3),
+    ///             clear: OrderedFloat(0.1),
+    ///             hold_ms: 0,
+    ///             severity: Severity::Warning,
+    ///             summary: "methane rising".into(),
+    ///             labels: vec![],
+    ///         },
+    ///         window_ms: 120_000,
+    ///         min_span_ms: 30_000,
+    ///     });
+    ///     let s1 = (Domain::Mine, "s1".to_string());
+    ///     readings.update_at((s1.clone(), (Metric::Ch4, OrderedFloat(0.4))), 0, 1);
+    ///     readings.update_at((s1, (Metric::Ch4, OrderedFloat(0.7))), 60_000, 1);
+    /// });
+    /// ```
+    fn rate_of_rise_hits(
+        self,
+        rules: VecCollection<'s, Time, RateOfRiseRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff>;
+}
+
+impl<'s> RatesOfRise<'s> for Events<'s> {
+    fn rate_of_rise_hits(
+        self,
+        rules: VecCollection<'s, Time, RateOfRiseRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff> {
+        let matched = rules
+            .map(|rule| ((rule.alarm.domain, rule.alarm.metric), rule))
+            .match_events(&self, |rule, event| rule.alarm.selects(&event.labels))
+            .map(|(rule, event)| (rule.history_key(&event.entity), (event, rule)));
+
+        let first = matched
+            .clone()
+            .map(|(key, (event, _))| (key, (event.time, event.value)))
+            .during(|(key, (time, _))| Span {
+                at: *time,
+                from: time.saturating_add(1),
+                until: time.saturating_add(key.window_ms).saturating_add(1),
+            })
+            .reduce(|_, input, output| {
+                // Sorted by (time, value): the first present one is the first reading.
+                if let Some((first, _)) = input.iter().find(|(_, diff)| *diff > 0) {
+                    output.push((**first, 1));
+                }
+            });
+
+        matched.join_core(first.arrange_by_key(), |_, (event, rule), first| {
+            let (t0, v0): &(Time, OrderedFloat<f64>) = first;
+            rule.rate((*t0, v0.0), (event.time, event.value.0))
+                .map(|rate| {
+                    (
+                        (rule.alarm.id.clone(), event.entity.clone()),
+                        RuleHit::new(event.time, rate, event.labels.clone(), rule.alarm.clone()),
+                    )
+                })
+        })
+    }
+}
+
+/// The registry entry: the rate-of-rise rows of `rules`.
+pub(crate) fn hits<'s>(
+    sources: &Sources<'s>,
+    rules: VecCollection<'s, Time, RuleRow, Diff>,
+) -> VecCollection<'s, Time, HitRow, Diff> {
+    sources
+        .events
+        .clone()
+        .rate_of_rise_hits(rules.flat_map(|row| row.as_rate_of_rise().cloned()))
+}

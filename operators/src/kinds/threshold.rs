@@ -1,0 +1,85 @@
+//! The `threshold` rule kind: each reading of a metric in the rule's scope, as it is.
+
+use differential_dataflow::VecCollection;
+
+use crate::hit::{HitRow, RuleHit};
+use crate::kinds::Sources;
+use crate::matching::{Events, MatchEvents};
+use crate::rule::{RuleRow, ThresholdRule};
+use crate::{Diff, Time};
+
+/// Matches events with threshold rules.
+pub trait ThresholdHits<'s> {
+    /// One hit per (reading, rule in scope), keyed by (rule id, sensor/device), valued with the
+    /// reading, at the reading's time.
+    ///
+    /// ```
+    /// use citybrain_model::{Domain, Metric, Severity};
+    /// use citybrain_operators::kinds::threshold::ThresholdHits;
+    /// use citybrain_operators::matching::events;
+    /// use citybrain_operators::ordered_float::OrderedFloat;
+    /// use citybrain_operators::rule::{Direction, ThresholdRule};
+    /// use differential_dataflow::input::Input;
+    ///
+    /// timely::example(|scope| {
+    ///     let (mut readings, reading_rows) = scope.new_collection();
+    ///     let (_registry, registry_rows) = scope.new_collection();
+    ///     let (mut rules, rule_rows) = scope.new_collection();
+    ///     events(reading_rows, registry_rows)
+    ///         .threshold_hits(rule_rows)
+    ///         .inspect(|(((rule, entity), hit), time, diff)| {
+    ///             if *diff > 0 {
+    ///                 assert_eq!((rule.as_str(), entity.as_str(), *time), ("ch4-alarm", "s1", 3));
+    ///                 assert_eq!(hit.value.0, 1.2);
+    ///             }
+    ///         });
+    ///     rules.insert(ThresholdRule {
+    ///         id: "ch4-alarm".into(),
+    ///         domain: Domain::Mine,
+    ///         metric: Metric::Ch4,
+    ///         scope: vec![],
+    ///         direction: Direction::Above,
+    ///         threshold: OrderedFloat(1.0),
+    ///         clear: OrderedFloat(1.0),
+    ///         hold_ms: 0,
+    ///         severity: Severity::Critical,
+    ///         summary: "methane".into(),
+    ///         labels: vec![],
+    ///     });
+    ///     readings.advance_to(3);
+    ///     readings.insert(((Domain::Mine, "s1".to_string()), (Metric::Ch4, OrderedFloat(1.2))));
+    /// });
+    /// ```
+    fn threshold_hits(
+        self,
+        rules: VecCollection<'s, Time, ThresholdRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff>;
+}
+
+impl<'s> ThresholdHits<'s> for Events<'s> {
+    fn threshold_hits(
+        self,
+        rules: VecCollection<'s, Time, ThresholdRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff> {
+        rules
+            .map(|rule| ((rule.domain, rule.metric), rule))
+            .match_events(&self, |rule, event| rule.selects(&event.labels))
+            .map(|(rule, event)| {
+                (
+                    (rule.id.clone(), event.entity),
+                    RuleHit::new(event.time, event.value.0, event.labels, rule),
+                )
+            })
+    }
+}
+
+/// The registry entry: the threshold rows of `rules`.
+pub(crate) fn hits<'s>(
+    sources: &Sources<'s>,
+    rules: VecCollection<'s, Time, RuleRow, Diff>,
+) -> VecCollection<'s, Time, HitRow, Diff> {
+    sources
+        .events
+        .clone()
+        .threshold_hits(rules.flat_map(|row| row.as_threshold().cloned()))
+}

@@ -1,0 +1,266 @@
+//! A plain-loop reference implementation of every rule kind, written from scratch without
+//! timely or differential, that the dataflow is tested against (and that tests over real data
+//! use to compute expected transitions).
+//!
+//! It sorts the readings, computes each kind's evaluations with loops over the sorted
+//! readings (one file per kind, none of them calling the operators' helpers), then runs a
+//! plain `for`/hysteresis loop per (rule, alert entity). Only the formatting of a transition
+//! ([`make_transition`]) is shared with the dataflow.
+//!
+//! Rules may change over time ([`RuleChange`]): each reading is matched with the rules as of
+//! its time, and each evaluation uses the alarm side as of its time, like the dataflow.
+
+mod baseline;
+mod correlation;
+mod rate_of_rise;
+mod threshold;
+mod window;
+
+use std::collections::{BTreeMap, HashMap};
+
+use citybrain_model::{AlertTransition, EntityInfo, Labels, Reading};
+
+use crate::hysteresis::make_transition;
+use crate::rule::{Direction, RuleRow, ThresholdRule};
+use crate::{EntityKey, Time};
+
+/// A change of the rules collection: `(time, row, +1 | -1)`.
+pub type RuleChange = (Time, RuleRow, isize);
+
+/// One evaluation of a rule for an alert entity at an event time.
+#[derive(Clone, Debug, PartialEq, PartialOrd)]
+pub struct Evaluation {
+    /// Rule id.
+    pub rule: String,
+    /// Alert entity.
+    pub entity: String,
+    /// Event time.
+    pub time: Time,
+    /// The value compared with the alarm side.
+    pub value: f64,
+    /// The value a transition reports.
+    pub reported: f64,
+    /// The alert's entity labels.
+    pub labels: Labels,
+    /// The alarm side as of `time`.
+    pub alarm: ThresholdRule,
+}
+
+/// A reading matched with a rule as of the reading's time.
+#[derive(Clone, Debug)]
+pub(crate) struct Match<'a> {
+    /// The rule (version) the reading was matched with.
+    pub rule: RuleRow,
+    /// The reading.
+    pub reading: &'a Reading,
+    /// Its entity's labels (empty when not registered).
+    pub labels: Labels,
+}
+
+/// The rules collection over time.
+pub(crate) struct Timeline {
+    changes: Vec<RuleChange>,
+}
+
+impl Timeline {
+    /// The rows present at `time`.
+    pub fn at(&self, time: Time) -> Vec<RuleRow> {
+        let mut counts: BTreeMap<&RuleRow, isize> = BTreeMap::new();
+        for (at, row, diff) in &self.changes {
+            if *at <= time {
+                *counts.entry(row).or_default() += diff;
+            }
+        }
+        counts
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(row, _)| row.clone())
+            .collect()
+    }
+}
+
+/// True when every selector is among the labels.
+fn in_scope(scope: &Labels, labels: &Labels) -> bool {
+    scope.iter().all(|selector| labels.contains(selector))
+}
+
+/// The metrics a rule reads.
+fn metrics_of(rule: &RuleRow) -> Vec<citybrain_model::Metric> {
+    match rule {
+        RuleRow::Correlation(c) => vec![c.alarm.metric, c.with.metric],
+        other => vec![other.alarm().metric],
+    }
+}
+
+/// Computes the transitions of `rules` (present from time 0) over `readings`, whatever their
+/// order. Identical readings count once. Sorted by (event time, rule, entity, state).
+pub fn rule_transitions(
+    readings: &[Reading],
+    registry: &HashMap<EntityKey, EntityInfo>,
+    rules: &[RuleRow],
+) -> Vec<AlertTransition> {
+    let changes: Vec<RuleChange> = rules.iter().map(|r| (0, r.clone(), 1)).collect();
+    rule_transitions_over_time(readings, registry, &changes)
+}
+
+/// The same for threshold rules.
+pub fn threshold_transitions(
+    readings: &[Reading],
+    registry: &HashMap<EntityKey, EntityInfo>,
+    rules: &[ThresholdRule],
+) -> Vec<AlertTransition> {
+    let rows: Vec<RuleRow> = rules.iter().cloned().map(RuleRow::Threshold).collect();
+    rule_transitions(readings, registry, &rows)
+}
+
+/// [`rule_transitions`] with rules that change over time.
+pub fn rule_transitions_over_time(
+    readings: &[Reading],
+    registry: &HashMap<EntityKey, EntityInfo>,
+    changes: &[RuleChange],
+) -> Vec<AlertTransition> {
+    let evaluations = evaluations(readings, registry, changes);
+    run_state_machine(evaluations)
+}
+
+/// Every kind's evaluations over `readings`.
+pub fn evaluations(
+    readings: &[Reading],
+    registry: &HashMap<EntityKey, EntityInfo>,
+    changes: &[RuleChange],
+) -> Vec<Evaluation> {
+    let mut ordered: Vec<&Reading> = readings.iter().collect();
+    ordered.sort_by(|a, b| {
+        (a.time, a.domain, &a.entity, a.metric)
+            .cmp(&(b.time, b.domain, &b.entity, b.metric))
+            .then(a.value.total_cmp(&b.value))
+    });
+    ordered.dedup_by(|a, b| a == b);
+
+    let timeline = Timeline {
+        changes: changes.to_vec(),
+    };
+    let mut matches = Vec::new();
+    for reading in ordered {
+        let labels = registry
+            .get(&(reading.domain, reading.entity.clone()))
+            .map(|info| info.labels.clone())
+            .unwrap_or_default();
+        for rule in timeline.at(reading.time) {
+            let alarm = rule.alarm();
+            if alarm.domain == reading.domain
+                && metrics_of(&rule).contains(&reading.metric)
+                && in_scope(&alarm.scope, &labels)
+            {
+                matches.push(Match {
+                    rule,
+                    reading,
+                    labels: labels.clone(),
+                });
+            }
+        }
+    }
+
+    let mut out = threshold::evaluations(&matches);
+    out.extend(window::evaluations(&matches, &timeline));
+    out.extend(rate_of_rise::evaluations(&matches));
+    out.extend(baseline::evaluations(&matches));
+    out.extend(correlation::evaluations(&matches));
+    out
+}
+
+/// The `for`/hysteresis loop over evaluations, per (rule, entity) in time order (ties in
+/// order of value); identical evaluations count once.
+pub fn run_state_machine(mut evaluations: Vec<Evaluation>) -> Vec<AlertTransition> {
+    evaluations.sort_by(|a, b| {
+        (a.time, &a.rule, &a.entity)
+            .cmp(&(b.time, &b.rule, &b.entity))
+            .then(a.value.total_cmp(&b.value))
+            .then(a.reported.total_cmp(&b.reported))
+            .then(a.labels.cmp(&b.labels))
+            .then(a.alarm.cmp(&b.alarm))
+    });
+    evaluations.dedup();
+
+    // (rule, entity) -> (firing, start of the current run on the alarm side)
+    let mut alerts: BTreeMap<(String, String), (bool, Option<u64>)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in &evaluations {
+        let rule = &e.alarm;
+        let (firing, run_start) = alerts
+            .entry((e.rule.clone(), e.entity.clone()))
+            .or_insert((false, None));
+        let v = e.value;
+        let mut emit = None;
+        if *firing {
+            let cleared = match rule.direction {
+                Direction::Above => v < rule.clear.0,
+                Direction::Below => v > rule.clear.0,
+            };
+            if cleared {
+                *firing = false;
+                emit = Some(citybrain_model::TransitionState::Resolved);
+            }
+        } else {
+            let on_alarm_side = match rule.direction {
+                Direction::Above => v >= rule.threshold.0,
+                Direction::Below => v <= rule.threshold.0,
+            };
+            if on_alarm_side {
+                let start = *run_start.get_or_insert(e.time);
+                if e.time - start >= rule.hold_ms {
+                    *firing = true;
+                    *run_start = None;
+                    emit = Some(citybrain_model::TransitionState::Firing);
+                }
+            } else {
+                *run_start = None;
+            }
+        }
+        if let Some(state) = emit {
+            out.push(make_transition(
+                rule, &e.entity, &e.labels, state, e.reported, e.time,
+            ));
+        }
+    }
+    sort_transitions(&mut out);
+    out
+}
+
+/// The canonical order of transitions for comparisons: (event time, rule, entity, state).
+pub fn sort_transitions(transitions: &mut [AlertTransition]) {
+    transitions.sort_by(|a, b| {
+        (a.event_time, &a.rule, &a.entity, a.state).cmp(&(
+            b.event_time,
+            &b.rule,
+            &b.entity,
+            b.state,
+        ))
+    });
+}
+
+/// The group of an entity with `labels` under a `group_by` name: (group value, the labels an
+/// alert on the group carries). `None` when the entity lacks the label.
+pub(crate) fn group_of(group_by: &str, entity: &str, labels: &Labels) -> Option<(String, Labels)> {
+    if group_by == "entity" {
+        return Some((entity.to_string(), labels.clone()));
+    }
+    // Each group label with the coarser labels its members share.
+    let hierarchy: &[(&str, &[&str])] = &[
+        ("mine", &["mine"]),
+        ("face", &["mine", "face"]),
+        ("farm", &["farm"]),
+        ("greenhouse", &["farm", "greenhouse"]),
+        ("herd", &["farm", "herd"]),
+        ("animal", &["farm", "herd", "animal"]),
+    ];
+    let (_, carried) = hierarchy.iter().find(|(name, _)| *name == group_by)?;
+    let (_, value) = labels.iter().find(|(name, _)| name == group_by)?;
+    let mut kept: Labels = labels
+        .iter()
+        .filter(|(name, _)| carried.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    kept.sort();
+    Some((value.clone(), kept))
+}
