@@ -4,10 +4,11 @@
 # Ends with one line "summary: N passed, N failed" over every test binary and doc test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-test-deps.sh || echo "test.sh: scripts/install-test-deps.sh failed; the browser test will fail" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --all-targets "$@" 2>&1 | tee -a "$log" || status=$?
+cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee -a "$log" || status=$?
 if [ "$status" -eq 0 ]; then
   cargo test --workspace --doc 2>&1 | tee -a "$log" || status=$?
 fi

@@ -8,12 +8,17 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// Every KPI value at one logical time.
+/// Every KPI value at one logical time per clock.
+///
+/// Sensor KPIs (mines, farms, alerts) are complete at `time`; citizen-report KPIs at
+/// `citizen_time` (reports allow minutes of lateness, and must not hold the mine tiles back).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct KpiSnapshot {
-    /// The logical time (event time, epoch ms) the snapshot is complete at: every input
+    /// The logical time (event time, epoch ms) the sensor KPIs are complete at: every input
     /// before it is reflected, none after.
     pub time: u64,
+    /// The logical time the citizen-report KPIs are complete at.
+    pub citizen_time: u64,
     /// KPI name -> group (e.g. a district; `""` for ungrouped KPIs) -> value.
     pub values: BTreeMap<String, BTreeMap<String, f64>>,
 }
@@ -75,6 +80,84 @@ impl KpiStore {
     /// The current snapshot.
     pub fn snapshot(&self) -> &KpiSnapshot {
         &self.snapshot
+    }
+}
+
+/// The two event-time clocks KPIs follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KpiClock {
+    /// Mine and farm readings, and the alerts they raise.
+    Sensors = 0,
+    /// Citizen reports.
+    Citizen = 1,
+}
+
+/// The KPI stores of both clocks, fed by every worker's KPI sink.
+#[derive(Debug)]
+pub struct KpiStores {
+    stores: [KpiStore; 2],
+    /// Per clock, the frontier each worker reported.
+    frontiers: [Vec<u64>; 2],
+    /// Every defined KPI, so the snapshot lists KPIs that have no value yet.
+    names: Vec<(String, KpiClock)>,
+}
+
+impl KpiStores {
+    /// Stores for `workers` workers and the given KPIs.
+    pub fn new(workers: usize, names: Vec<(String, KpiClock)>) -> Self {
+        KpiStores {
+            stores: [KpiStore::default(), KpiStore::default()],
+            frontiers: [vec![0; workers.max(1)], vec![0; workers.max(1)]],
+            names,
+        }
+    }
+
+    /// Queues updates of one clock.
+    pub fn push(&mut self, clock: KpiClock, updates: Vec<((String, String), f64, u64, i64)>) {
+        for ((kpi, group), value, time, diff) in updates {
+            self.stores[clock as usize].push(KpiUpdate {
+                kpi,
+                group,
+                value,
+                time,
+                diff,
+            });
+        }
+    }
+
+    /// Records a worker's frontier; applies what every worker has completed. Returns true
+    /// when the snapshot changed.
+    pub fn frontier(&mut self, clock: KpiClock, worker: usize, time: u64) -> bool {
+        let frontiers = &mut self.frontiers[clock as usize];
+        if let Some(slot) = frontiers.get_mut(worker) {
+            *slot = (*slot).max(time);
+        }
+        let complete = frontiers.iter().copied().min().unwrap_or(0);
+        self.stores[clock as usize].advance(complete)
+    }
+
+    /// Both clocks' values in one snapshot.
+    pub fn snapshot(&self) -> KpiSnapshot {
+        let sensors = self.stores[KpiClock::Sensors as usize].snapshot();
+        let citizen = self.stores[KpiClock::Citizen as usize].snapshot();
+        let mut values = BTreeMap::new();
+        for (name, clock) in &self.names {
+            let store = &self.stores[*clock as usize];
+            values.insert(
+                name.clone(),
+                store
+                    .snapshot()
+                    .values
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        KpiSnapshot {
+            time: sensors.time.min(u64::MAX - 1),
+            citizen_time: citizen.time.min(u64::MAX - 1),
+            values,
+        }
     }
 }
 

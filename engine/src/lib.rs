@@ -3,6 +3,7 @@
 
 pub mod board;
 pub mod config;
+pub mod dataflow;
 pub mod demo;
 pub mod http;
 pub mod kpi;

@@ -2,7 +2,9 @@
 //! and bounded (stream kind, dead-letter reason, rule id from config, transition state).
 
 use citybrain_model::DeadLetterReason;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::kpi::KpiSnapshot;
 
 /// The engine's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -19,6 +21,9 @@ pub struct Metrics {
     pub alert_latency: Histogram,
     /// `citybrain_watermark_lag_milliseconds{clock}`: wall clock minus the watermark.
     pub watermark_lag: IntGaugeVec,
+    /// `citybrain_kpi_value{kpi,group}`: every KPI as a gauge (groups come from config'd
+    /// labels such as districts or faces, so the label set is bounded by the city).
+    pub kpi: GaugeVec,
 }
 
 /// A metric could not be registered (a programming error: duplicate name).
@@ -67,6 +72,14 @@ impl Metrics {
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(alert_latency.clone()))?;
         registry.register(Box::new(watermark_lag.clone()))?;
+        let kpi = GaugeVec::new(
+            Opts::new(
+                "citybrain_kpi_value",
+                "KPI values of the latest complete snapshot, per KPI and group.",
+            ),
+            &["kpi", "group"],
+        )?;
+        registry.register(Box::new(kpi.clone()))?;
         for reason in DeadLetterReason::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
@@ -77,7 +90,20 @@ impl Metrics {
             transitions,
             alert_latency,
             watermark_lag,
+            kpi,
         })
+    }
+
+    /// Mirrors a KPI snapshot into the `citybrain_kpi_value` gauges.
+    pub fn set_kpis(&self, snapshot: &KpiSnapshot) {
+        self.kpi.reset();
+        for (name, groups) in &snapshot.values {
+            for (group, value) in groups {
+                self.kpi
+                    .with_label_values(&[name.as_str(), group.as_str()])
+                    .set(*value);
+            }
+        }
     }
 
     /// The metrics in Prometheus text format.

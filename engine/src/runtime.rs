@@ -15,24 +15,25 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use citybrain_connectors::dead_letter::DeadLetter;
 use citybrain_connectors::kafka::{
     Clock, KafkaSource, SourceConfig, SourceEvent, StreamKind, TopicSpec,
 };
 use citybrain_connectors::sink::{OutputConfig, Outputs, SinkError};
 use citybrain_model::time::now_millis;
 use citybrain_model::{AlertTransition, RegistryKind};
+use citybrain_operators::kpi::KpiDef;
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::rule::RuleRow;
-use citybrain_operators::rule_alerts;
-use differential_dataflow::input::Input;
 use hdrhistogram::Histogram;
-use timely::dataflow::operators::{Inspect, Probe};
 
 use crate::board::{AlertBoard, LiveStatus};
 use crate::config::LoadedConfig;
+use crate::dataflow::Output;
 use crate::http::{HttpServer, HttpState};
+use crate::kpi::KpiStores;
 use crate::metrics::Metrics;
+use citybrain_connectors::dispatch::settings::KafkaConnection;
+use citybrain_connectors::dispatch::{DispatchSettings, Dispatcher, Submitted};
 
 /// Everything the runtime needs, resolved from the config.
 #[derive(Clone, Debug)]
@@ -45,6 +46,10 @@ pub struct EngineSettings {
     pub outputs: OutputConfig,
     /// Where to serve HTTP (API, stream, wall page, metrics), if at all.
     pub http: Option<SocketAddr>,
+    /// The KPIs to maintain.
+    pub kpis: Vec<KpiDef>,
+    /// Alert dispatch (webhooks, Kafka receivers), when receivers are configured.
+    pub dispatch: Option<DispatchSettings>,
 }
 
 /// The engine could not start or failed while running.
@@ -68,6 +73,12 @@ pub enum EngineError {
     /// The HTTP server could not start.
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    /// The KPI or dispatch configuration could not be used.
+    #[error("config: {0}")]
+    Config(String),
+    /// Alert dispatch failed.
+    #[error("dispatch: {0}")]
+    Dispatch(String),
 }
 
 impl EngineSettings {
@@ -123,21 +134,55 @@ impl EngineSettings {
                 workers: 1,
             },
             outputs: OutputConfig {
-                brokers: Some(brokers),
-                properties,
+                brokers: Some(brokers.clone()),
+                properties: properties.clone(),
                 alerts_topic: config.outputs.alerts_topic.clone(),
                 alerts_file: config.outputs.alerts_file.as_ref().map(relative),
                 dead_letter_topic: config.outputs.dead_letter_topic.clone(),
                 dead_letter_file: config.outputs.dead_letter_file.as_ref().map(relative),
             },
             http: config.http.enabled.then_some(config.http.bind),
+            kpis: load_kpis(loaded)?,
+            dispatch: match config.dispatch.is_enabled() {
+                true => Some(
+                    config
+                        .dispatch
+                        .to_settings(
+                            &loaded.base_dir,
+                            Some(KafkaConnection {
+                                brokers: brokers.clone(),
+                                properties: properties.clone(),
+                            }),
+                        )
+                        .map_err(|e| EngineError::Config(e.to_string()))?,
+                ),
+                false => None,
+            },
         })
     }
 }
 
-enum Output {
-    Alert(AlertTransition),
-    DeadLetter(DeadLetter),
+/// The built-in KPIs (`config/kpis.toml`), used when the config names no KPI files.
+pub const BUILT_IN_KPIS: &str = include_str!("../../config/kpis.toml");
+
+/// The KPIs of the config's `[kpis] files`, or the built-in set.
+fn load_kpis(loaded: &LoadedConfig) -> Result<Vec<KpiDef>, EngineError> {
+    let fail = |d: crate::config::Diagnostics| EngineError::Config(d.to_string());
+    if loaded.config.kpis.files.is_empty() {
+        return crate::config::load_kpis_str(
+            std::path::Path::new("config/kpis.toml"),
+            BUILT_IN_KPIS,
+        )
+        .map_err(fail);
+    }
+    let mut defs = Vec::new();
+    for file in &loaded.config.kpis.files {
+        let path = loaded.resolve(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?;
+        defs.extend(crate::config::load_kpis_str(&path, &text).map_err(fail)?);
+    }
+    Ok(defs)
 }
 
 /// A point-in-time summary for the status line.
@@ -199,7 +244,7 @@ impl Shared {
 pub struct Engine {
     shared: Arc<Shared>,
     workers: Option<timely::communication::WorkerGuards<()>>,
-    output: Option<JoinHandle<Result<(), SinkError>>>,
+    output: Option<JoinHandle<Result<(), EngineError>>>,
     http: Option<HttpServer>,
     /// The engine's metrics.
     pub metrics: Metrics,
@@ -243,6 +288,20 @@ pub fn start(
     };
     let mut outputs = Outputs::open(&settings.outputs)?;
     let (sender, receiver) = channel::<Output>();
+    let dispatcher = match settings.dispatch.clone() {
+        Some(dispatch) => Some(
+            Dispatcher::start(dispatch, &metrics.registry)
+                .map_err(|e| EngineError::Dispatch(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let names = settings
+        .kpis
+        .iter()
+        .map(|d| (d.name.clone(), crate::dataflow::clock_of(d)))
+        .collect();
+    let mut kpis = KpiStores::new(settings.workers.max(1), names);
+    shared.board.set_kpis(kpis.snapshot());
 
     let output = {
         let shared = Arc::clone(&shared);
@@ -250,13 +309,26 @@ pub fn start(
         std::thread::Builder::new()
             .name("citybrain-output".into())
             .spawn(move || {
-                output_loop(
+                let result = output_loop(
                     &mut outputs,
                     receiver,
                     &shared,
                     &metrics,
+                    &mut kpis,
+                    dispatcher.as_ref(),
                     &mut on_transition,
-                )
+                );
+                if let Some(dispatcher) = dispatcher {
+                    // What is undelivered stays in the alert log for the next start.
+                    if let Err(error) = dispatcher.shutdown(Duration::from_secs(5)) {
+                        tracing::warn!(%error, "dispatch shutdown");
+                    }
+                }
+                if let Err(error) = &result {
+                    tracing::error!(%error, "output thread failed; stopping");
+                    shared.stop.store(true, Ordering::SeqCst);
+                }
+                result
             })
             .map_err(|e| EngineError::Worker(e.to_string()))?
     };
@@ -273,9 +345,15 @@ pub fn start(
             let mut source_config = settings.source.clone();
             source_config.worker_index = worker.index();
             source_config.workers = worker.peers();
-            if let Err(error) =
-                worker_loop(worker, &source_config, &rules, sender, &shared, &metrics)
-            {
+            if let Err(error) = worker_loop(
+                worker,
+                &source_config,
+                &rules,
+                &settings.kpis,
+                sender,
+                &shared,
+                &metrics,
+            ) {
                 tracing::error!(worker = worker.index(), %error, "worker failed");
                 let mut failure = shared
                     .failure
@@ -300,24 +378,18 @@ fn worker_loop(
     worker: &mut timely::worker::Worker,
     source_config: &SourceConfig,
     rules: &[RuleRow],
+    kpis: &[KpiDef],
     sender: Sender<Output>,
     shared: &Shared,
     metrics: &Metrics,
 ) -> Result<(), String> {
-    let alerts = sender.clone();
-    let (mut readings, mut registry, mut rule_input, probe) =
-        worker.dataflow::<u64, _, _>(|scope| {
-            let (reading_input, readings) = scope.new_collection();
-            let (registry_input, registry) = scope.new_collection();
-            let (rule_input, rules) = scope.new_collection();
-            let (probe, _) = rule_alerts(readings, registry, rules)
-                .inspect(move |t: &AlertTransition| {
-                    // The output thread only stops after the workers; a failed send means shutdown.
-                    let _ = alerts.send(Output::Alert(t.clone()));
-                })
-                .probe();
-            (reading_input, registry_input, rule_input, probe)
-        });
+    let (inputs, probe) = crate::dataflow::build(worker, kpis, &sender);
+    let crate::dataflow::Inputs {
+        mut readings,
+        mut registry,
+        rules: mut rule_input,
+        mut reports,
+    } = inputs;
     if worker.index() == 0 {
         for rule in rules {
             rule_input.insert(rule.clone());
@@ -353,9 +425,9 @@ fn worker_loop(
                         1,
                     );
                 }
-                SourceEvent::Report(_) => {
-                    // The report lifecycle operators are not built yet; reports are counted.
+                SourceEvent::Report(r) => {
                     metrics.events.with_label_values(&["citizen"]).inc();
+                    reports.update_at((r.report, (r.kind, r.category, r.grid, r.unit)), r.time, 1);
                 }
                 SourceEvent::Registry { update, previous } => {
                     metrics.events.with_label_values(&["registry"]).inc();
@@ -381,15 +453,20 @@ fn worker_loop(
             slot.fetch_max(value, Ordering::Relaxed);
         }
         let sensors = watermarks[Clock::Sensors as usize];
+        let citizen = watermarks[Clock::Citizen as usize];
         let newest = watermarks.iter().copied().max().unwrap_or(0);
         if sensors > *readings.time() {
             readings.advance_to(sensors);
+        }
+        if citizen > *reports.time() {
+            reports.advance_to(citizen);
         }
         if newest > *registry.time() {
             registry.advance_to(newest);
             rule_input.advance_to(newest);
         }
         readings.flush();
+        reports.flush();
         registry.flush();
         rule_input.flush();
         worker.step();
@@ -410,10 +487,13 @@ fn output_loop(
     receiver: Receiver<Output>,
     shared: &Shared,
     metrics: &Metrics,
+    kpis: &mut KpiStores,
+    dispatcher: Option<&Dispatcher>,
     on_transition: &mut TransitionCallback,
-) -> Result<(), SinkError> {
+) -> Result<(), EngineError> {
     let mut dirty = false;
     let mut next_status = Instant::now();
+    let mut last_kpis = Instant::now();
     loop {
         if Instant::now() >= next_status {
             shared.board.set_status(shared.live_status());
@@ -428,6 +508,14 @@ fn output_loop(
             Some(Output::Alert(transition)) => {
                 outputs.write_alert(&transition)?;
                 dirty = true;
+                if let Some(dispatcher) = dispatcher {
+                    // Durable in the alert log before anything else sees it.
+                    match dispatcher.submit(&transition) {
+                        Ok(Submitted::Duplicate) => continue,
+                        Ok(_) => {}
+                        Err(error) => return Err(EngineError::Dispatch(error.to_string())),
+                    }
+                }
                 let latency = now_millis().saturating_sub(transition.event_time);
                 metrics.alert_latency.observe(latency as f64 / 1000.0);
                 metrics
@@ -455,6 +543,25 @@ fn output_loop(
                 outputs.write_dead_letter(&letter)?;
                 dirty = true;
             }
+            Some(Output::KpiUpdates(clock, updates)) => {
+                kpis.push(
+                    clock,
+                    updates
+                        .into_iter()
+                        .map(|((key, value), time, diff)| (key, value.0, time, diff as i64))
+                        .collect(),
+                );
+            }
+            Some(Output::KpiFrontier(clock, worker, time)) => {
+                // Values changed: push now. Only time moved on: at most 4 times a second.
+                let changed = kpis.frontier(clock, worker, time);
+                if changed || last_kpis.elapsed() >= Duration::from_millis(250) {
+                    last_kpis = Instant::now();
+                    let snapshot = kpis.snapshot();
+                    metrics.set_kpis(&snapshot);
+                    shared.board.set_kpis(snapshot);
+                }
+            }
             None if dirty => {
                 outputs.flush(Duration::from_secs(5))?;
                 dirty = false;
@@ -462,7 +569,7 @@ fn output_loop(
             None => {}
         }
     }
-    outputs.flush(Duration::from_secs(10))
+    Ok(outputs.flush(Duration::from_secs(10))?)
 }
 
 impl Engine {

@@ -28,6 +28,32 @@ pub fn events<'s>(
 pub trait MatchEvents<'s, R> {
     /// One `(rule, event)` per event of the rule's (domain, metric) for which `selects` holds
     /// (usually: the entity is in the rule's scope). The output is an instant per match.
+    ///
+    /// ```
+    /// use citybrain_model::{Domain, Metric};
+    /// use citybrain_operators::matching::{MatchEvents, events};
+    /// use citybrain_operators::ordered_float::OrderedFloat;
+    /// use differential_dataflow::input::Input;
+    ///
+    /// timely::example(|scope| {
+    ///     let (mut readings, reading_rows) = scope.new_collection();
+    ///     let (_registry, registry_rows) = scope.new_collection();
+    ///     let (mut rules, rule_rows) = scope.new_collection();
+    ///     let events = events(reading_rows, registry_rows);
+    ///     // A "rule" here is any data keyed by what it watches; keep readings above its level.
+    ///     rule_rows
+    ///         .match_events(&events, |level: &OrderedFloat<f64>, event| event.value >= *level)
+    ///         .inspect(|((level, event), time, diff)| {
+    ///             if *diff > 0 {
+    ///                 assert_eq!((level.0, event.entity.as_str(), *time), (1.0, "s2", 4));
+    ///             }
+    ///         });
+    ///     rules.insert(((Domain::Mine, Metric::Ch4), OrderedFloat(1.0)));
+    ///     readings.advance_to(4);
+    ///     readings.insert(((Domain::Mine, "s1".to_string()), (Metric::Ch4, OrderedFloat(0.5))));
+    ///     readings.insert(((Domain::Mine, "s2".to_string()), (Metric::Ch4, OrderedFloat(1.5))));
+    /// });
+    /// ```
     fn match_events<F>(
         self,
         events: &Events<'s>,

@@ -48,19 +48,23 @@ fn aggregate(aggregate: Aggregate, values: &mut [f64]) -> f64 {
     for v in values.iter() {
         sum += v;
     }
+    let (Some(first), Some(last)) = (values.first().copied(), values.last().copied()) else {
+        return f64::NAN;
+    };
     match aggregate {
         Aggregate::Count => n as f64,
         Aggregate::Sum => sum,
         Aggregate::Avg => sum / n as f64,
-        Aggregate::Min => values[0],
-        Aggregate::Max => values[n - 1],
+        Aggregate::Min => first,
+        Aggregate::Max => last,
         Aggregate::Percentile(p) => {
-            // The smallest rank r with r / n >= p / 100.
+            // The smallest rank r with r / n >= p / 100 (p taken within 1 ..= 100).
+            let p = usize::from(p.clamp(1, 100));
             let mut rank = 1;
-            while rank * 100 < usize::from(p) * n {
+            while rank < n && rank * 100 < p * n {
                 rank += 1;
             }
-            values[rank - 1]
+            values.get(rank - 1).copied().unwrap_or(last)
         }
     }
 }
@@ -78,10 +82,11 @@ pub(super) fn evaluations(matches: &[Match<'_>], timeline: &Timeline) -> Vec<Eva
             continue;
         };
         let t = m.reading.time;
-        let mut k = t / rule.hop_ms;
+        let hop = rule.hop_ms.max(1);
+        let mut k = t / hop;
         loop {
-            let start = k * rule.hop_ms;
-            let end = start + rule.window_ms;
+            let start = k * hop;
+            let end = start.saturating_add(rule.window_ms);
             if end <= t {
                 break;
             }

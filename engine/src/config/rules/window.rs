@@ -201,13 +201,26 @@ pub(super) fn compile(cx: &mut FileCx<'_>, item: Spanned<DeValue<'_>>) -> Vec<Ru
         Some(name) => {
             let parsed = parse_aggregate(name.get_ref());
             if parsed.is_none() {
+                let known_as = match name.get_ref().as_str() {
+                    "median" => Some("p50"),
+                    "mean" | "average" => Some("avg"),
+                    "total" => Some("sum"),
+                    _ => None,
+                };
+                let hint = match known_as {
+                    Some(known) => format!(
+                        "write `{known}`; expected one of: {} (any percentile p1 .. p100)",
+                        AGGREGATES.join(", ")
+                    ),
+                    None => format!(
+                        "{} (any percentile p1 .. p100)",
+                        one_of_hint(name.get_ref(), &AGGREGATES)
+                    ),
+                };
                 f.error(
                     name.span(),
                     format!("unknown aggregate `{}`", name.get_ref()),
-                    Some(format!(
-                        "{} (any percentile p1 .. p100)",
-                        one_of_hint(name.get_ref(), &AGGREGATES)
-                    )),
+                    Some(hint),
                 );
             }
             parsed

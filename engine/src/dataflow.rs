@@ -1,0 +1,173 @@
+//! The per-worker dataflow: every rule kind over readings, reference data and rules, and every
+//! KPI over latest readings, active alerts and citizen report states. Outputs leave through
+//! channels to the output thread: alert transitions, and KPI updates with each worker's
+//! frontier so the KPI store can apply them one complete logical time at a time.
+
+use std::sync::mpsc::Sender;
+
+use citybrain_model::{AlertTransition, Domain, Labels};
+use citybrain_operators::active_alerts::ActiveAlerts;
+use citybrain_operators::instant::IntoInstants;
+use citybrain_operators::kpi::{
+    KpiDef, KpiRow, KpiSource, KpiSources, KpiValue, insertions, kpi_values, with_registry_labels,
+};
+use citybrain_operators::latest::Latest;
+use citybrain_operators::ordered_float::OrderedFloat;
+use citybrain_operators::report_state::{ReportEventRow, ReportStates};
+use citybrain_operators::rule::RuleRow;
+use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time, rule_alerts};
+use differential_dataflow::VecCollection;
+use differential_dataflow::input::{Input, InputSession};
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Inspect, Probe};
+
+use crate::kpi::KpiClock;
+
+/// What the dataflow sends to the output thread.
+pub enum Output {
+    /// An alert transition.
+    Alert(AlertTransition),
+    /// An unusable input message.
+    DeadLetter(citybrain_connectors::dead_letter::DeadLetter),
+    /// KPI updates of one worker.
+    KpiUpdates(KpiClock, Vec<(KpiValue, Time, Diff)>),
+    /// A worker's KPI output frontier advanced: all its updates before `time` were sent.
+    KpiFrontier(KpiClock, usize, Time),
+}
+
+/// The inputs of one worker's dataflow.
+pub struct Inputs {
+    /// Mine and farm readings, each `+1` at its event time.
+    pub readings: InputSession<Time, ReadingRow, Diff>,
+    /// Reference data.
+    pub registry: InputSession<Time, RegistryRow, Diff>,
+    /// Rule rows.
+    pub rules: InputSession<Time, RuleRow, Diff>,
+    /// Citizen report events, each `+1` at its event time.
+    pub reports: InputSession<Time, ReportEventRow, Diff>,
+}
+
+/// Which clock a KPI's source follows.
+pub fn clock_of(def: &KpiDef) -> KpiClock {
+    match def.source {
+        KpiSource::Reports | KpiSource::ReportEvents => KpiClock::Citizen,
+        KpiSource::Readings | KpiSource::Latest | KpiSource::Alerts => KpiClock::Sensors,
+    }
+}
+
+/// A reading as a KPI row keyed by its entity: labels `domain`, `entity`, `metric`.
+fn reading_rows<'s>(
+    collection: VecCollection<'s, Time, ReadingRow, Diff>,
+) -> VecCollection<'s, Time, ((Domain, String), KpiRow), Diff> {
+    collection.map(|((domain, entity), (metric, value))| {
+        let pairs = [
+            ("domain", domain.as_str().to_string()),
+            ("entity", entity.clone()),
+            ("metric", metric.as_str().to_string()),
+        ];
+        labeled(domain, entity, pairs, value.0)
+    })
+}
+
+fn labeled(
+    domain: Domain,
+    entity: String,
+    pairs: [(&str, String); 3],
+    value: f64,
+) -> ((Domain, String), KpiRow) {
+    let mut labels: Labels = pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    labels.sort();
+    ((domain, entity), (labels, OrderedFloat(value)))
+}
+
+/// Builds the dataflow in `worker`; returns its inputs and a probe on the alert output.
+pub fn build(
+    worker: &mut timely::worker::Worker,
+    kpis: &[KpiDef],
+    sender: &Sender<Output>,
+) -> (Inputs, ProbeHandle<Time>) {
+    let index = worker.index();
+    let alerts_out = sender.clone();
+    let kpi_out = sender.clone();
+    let (sensor_kpis, citizen_kpis): (Vec<KpiDef>, Vec<KpiDef>) = kpis
+        .iter()
+        .cloned()
+        .partition(|d| clock_of(d) == KpiClock::Sensors);
+    worker.dataflow::<Time, _, _>(|scope| {
+        let (readings_input, readings) = scope.new_collection::<ReadingRow, Diff>();
+        let (registry_input, registry) = scope.new_collection::<RegistryRow, Diff>();
+        let (rules_input, rules) = scope.new_collection::<RuleRow, Diff>();
+        let (reports_input, reports) = scope.new_collection::<ReportEventRow, Diff>();
+
+        let alerts = rule_alerts(readings.clone(), registry.clone(), rules).inspect(
+            move |t: &AlertTransition| {
+                // The output thread stops only after the workers; a failed send means shutdown.
+                let _ = alerts_out.send(Output::Alert(t.clone()));
+            },
+        );
+        let (probe, alerts) = alerts.probe();
+
+        let report_event_rows =
+            reports
+                .clone()
+                .into_instants()
+                .map(|((_, (kind, category, grid, _)), _time)| {
+                    let kind = serde_json::to_value(kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    labeled(
+                        Domain::Citizen,
+                        grid.clone(),
+                        [("kind", kind), ("category", category), ("grid", grid)],
+                        1.0,
+                    )
+                });
+        let sources = KpiSources {
+            readings: insertions(with_registry_labels(
+                reading_rows(readings.clone().into_instants().map(|(row, _time)| row)),
+                registry.clone(),
+            )),
+            latest: with_registry_labels(reading_rows(readings.latest()), registry.clone()),
+            alerts: alerts.active_alerts(),
+            reports: with_registry_labels(reports.report_states(), registry.clone()),
+            report_events: insertions(with_registry_labels(report_event_rows, registry)),
+        };
+        for (clock, defs) in [
+            (KpiClock::Sensors, &sensor_kpis),
+            (KpiClock::Citizen, &citizen_kpis),
+        ] {
+            let Some(values) = kpi_values(&sources, defs) else {
+                continue;
+            };
+            let out = kpi_out.clone();
+            let mut last_sent: Option<Time> = None;
+            values
+                .inner
+                .sink(Pipeline, "KpiSink", move |(input, frontier)| {
+                    let mut updates = Vec::new();
+                    input.for_each(|_capability, data| updates.append(data));
+                    if !updates.is_empty() {
+                        let _ = out.send(Output::KpiUpdates(clock, updates));
+                    }
+                    // After the updates, so the store never applies a time with updates in flight.
+                    let time = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+                    if last_sent != Some(time) {
+                        last_sent = Some(time);
+                        let _ = out.send(Output::KpiFrontier(clock, index, time));
+                    }
+                });
+        }
+        (
+            Inputs {
+                readings: readings_input,
+                registry: registry_input,
+                rules: rules_input,
+                reports: reports_input,
+            },
+            probe,
+        )
+    })
+}
