@@ -347,3 +347,30 @@ impl TestEngine {
             .expect("http server running")
     }
 }
+
+/// A bare producer for a cluster started elsewhere (e.g. from another thread).
+pub struct TestProducer {
+    producer: ThreadedProducer<DefaultProducerContext>,
+}
+
+impl TestProducer {
+    /// Connects to `brokers`.
+    pub fn new(brokers: &str) -> Self {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "1")
+            .create()
+            .expect("producer");
+        TestProducer { producer }
+    }
+
+    /// Produces one keyed message and waits for it to be acknowledged.
+    pub fn produce(&self, topic: &str, key: &str, payload: &[u8]) {
+        let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).key(key).payload(payload);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("send");
+        self.producer.flush(Duration::from_secs(10)).expect("flush");
+    }
+}
