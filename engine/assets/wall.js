@@ -44,7 +44,7 @@ const TILES = [
   { id: "fever", label: "Animals with fever", unit: "", alarm: v => v > 0,
     value: () => kpi("animals_with_fever") ?? activeWhere(t => t.labels.metric === "body_temp") },
   { id: "backlog", label: "Open citizen reports", unit: "", value: () => kpi("open_backlog") },
-  { id: "closure", label: "Closure rate", unit: "%",
+  { id: "closure", label: "Closure rate", unit: "%", upIsGood: true,
     value: () => { const r = kpi("closure_rate", ""); return r === null ? null : Math.round(r * 1000) / 10; } },
 ];
 
@@ -90,12 +90,16 @@ function renderTiles() {
     const trend = node.querySelector(".trend");
     const delta = v - past[1];
     trend.textContent = delta > 0 ? "▲" : delta < 0 ? "▼" : "▶";
-    trend.className = "trend " + (delta > 0 ? "up" : delta < 0 ? "down" : "flat");
+    // Amber for a change the wrong way, green for the right way.
+    const good = tile.upIsGood ? delta > 0 : delta < 0;
+    trend.className = "trend " + (delta === 0 ? "flat" : good ? "down" : "up");
     const values = h.map(p => p[1]);
     const lo = Math.min(...values), hi = Math.max(...values), span = hi - lo || 1;
-    const t0 = now - HISTORY_MS;
+    // The x axis spans the history we have, up to an hour.
+    const t0 = Math.max(now - HISTORY_MS, h[0][0]);
+    const width = Math.max(1, now - t0);
     node.querySelector("polyline").setAttribute("points",
-      h.map(([t, y]) => `${((t - t0) / HISTORY_MS * 200).toFixed(1)},${(40 - (y - lo) / span * 36).toFixed(1)}`).join(" "));
+      h.map(([t, y]) => `${((t - t0) / width * 200).toFixed(1)},${(40 - (y - lo) / span * 36).toFixed(1)}`).join(" "));
   }
 }
 
@@ -107,6 +111,9 @@ function age(ms) {
 }
 
 const SEVERITY_ORDER = { critical: 0, warning: 1, info: 2 };
+const UNITS = { ch4: "%", co: "ppm", air_velocity: "m/s", airflow: "m³/min", temperature: "°C", air_temp: "°C",
+  humidity: "%", soil_water: "%", soil_temp: "°C", body_temp: "°C" };
+const TIME = { hour12: false, timeZone: "Asia/Shanghai" };
 
 function renderAlerts() {
   const rows = document.getElementById("alert-rows");
@@ -117,13 +124,16 @@ function renderAlerts() {
   if (!list.length) rows.append(el("tr", { class: "empty" }, el("td", { colspan: "6" }, "no active alerts")));
   const now = Date.now();
   for (const t of list.slice(0, 16)) {
-    const where = t.labels.face || t.labels.greenhouse || t.labels.animal || t.labels.district || t.entity;
+    // The place, then the sensor: five sensors of one face must not look alike.
+    const place = t.labels.face || t.labels.greenhouse || t.labels.animal || t.labels.district;
+    const sensor = t.entity.split("/").pop();
+    const where = place && place !== t.entity ? `${place} · ${sensor}` : t.entity;
     const key = t.rule + "|" + t.entity;
     const row = el("tr", { class: t.severity + (state.fresh.has(key) ? " fresh" : ""), "data-alert": key },
       el("td", {}, el("span", { class: "sev" }, t.severity)),
       el("td", { title: t.summary }, t.summary || t.rule),
       el("td", { title: t.entity }, where),
-      el("td", {}, String(t.value)),
+      el("td", {}, String(t.value) + (UNITS[t.labels.metric] ? " " + UNITS[t.labels.metric] : "")),
       el("td", {}, age(now - t.event_time)),
       el("td", {}, t.labels.level || t.labels.escalation_level || "–"));
     rows.append(row);
@@ -179,8 +189,8 @@ function renderDistricts() {
 
 function renderMeta() {
   const asof = state.kpis.time || (state.status && state.status.sensor_watermark);
-  document.getElementById("asof").textContent = asof ? new Date(asof).toLocaleTimeString() : "–";
-  document.getElementById("clock").textContent = new Date().toLocaleTimeString();
+  document.getElementById("asof").textContent = asof ? new Date(asof).toLocaleTimeString("en-GB", TIME) : "–";
+  document.getElementById("clock").textContent = new Date().toLocaleTimeString("en-GB", TIME) + " Ordos";
   const stale = Date.now() - state.lastMessage;
   const banner = document.getElementById("banner");
   if (state.lastMessage && stale > 5000) {
@@ -212,7 +222,10 @@ function connect() {
     pill.textContent = "live"; pill.className = "pill live"; retry = 1000;
     render();
   });
-  source.addEventListener("alert", e => { applyAlert(JSON.parse(e.data).transition); state.lastMessage = Date.now(); renderAlerts(); renderMines(); });
+  source.addEventListener("alert", e => {
+    applyAlert(JSON.parse(e.data).transition); state.lastMessage = Date.now();
+    renderAlerts(); renderMines(); renderTiles();
+  });
   source.addEventListener("kpis", e => { state.kpis = JSON.parse(e.data).snapshot; state.lastMessage = Date.now(); });
   source.addEventListener("status", e => { state.status = JSON.parse(e.data).status; state.lastMessage = Date.now(); });
   source.addEventListener("lagged", () => { source.close(); connect(); });
