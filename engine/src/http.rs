@@ -8,6 +8,9 @@
 //! | `GET /api/kpis` | the KPI snapshot with its logical time |
 //! | `GET /api/stream` | SSE: a `snapshot`, then `alert`, `kpis` and `status` events |
 //! | `GET /api/openapi.json` | OpenAPI 3 description of the API |
+//! | `GET /api/silences` | silences of alert dispatch |
+//! | `POST /api/silences`, `DELETE /api/silences/{id}` | add or expire a silence (bearer token) |
+//! | `GET /api/dispatch` | dispatch status: queues, receivers disabled by 410 Gone |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (registry loaded, workers running) |
 //! | `GET /metrics` | Prometheus text format |
 
@@ -20,11 +23,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use citybrain_connectors::dispatch::{Dispatcher, SilenceRecord, SilenceRequest};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -48,6 +52,10 @@ pub struct HttpState {
     pub metrics: Metrics,
     /// True once every worker has loaded the registry and is consuming.
     pub ready: Arc<AtomicBool>,
+    /// Alert dispatch, when receivers are configured.
+    pub dispatcher: Option<Arc<Dispatcher>>,
+    /// The bearer token mutating calls need; `None` refuses them.
+    pub api_token: Option<String>,
 }
 
 /// A running HTTP server.
@@ -106,7 +114,113 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/alerts", get(alerts))
         .route("/api/kpis", get(kpis))
         .route("/api/stream", get(stream))
+        .route("/api/silences", get(silences).post(add_silence))
+        .route("/api/silences/{id}", axum::routing::delete(expire_silence))
+        .route("/api/dispatch", get(dispatch_status))
         .with_state(state)
+}
+
+/// Checks `Authorization: Bearer <token>` against the configured token (constant time).
+fn authorized(state: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = state.api_token.as_deref() else {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "mutating API calls are disabled: set the [http] api_token_env variable\n",
+        )
+            .into_response());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid bearer token is required\n",
+        )
+            .into_response())
+    }
+}
+
+fn no_dispatch() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "alert dispatch is not configured ([dispatch] receivers)\n",
+    )
+        .into_response()
+}
+
+async fn silences(State(state): State<HttpState>) -> Response {
+    match &state.dispatcher {
+        Some(d) => Json(d.silences()).into_response(),
+        None => Json(Vec::<SilenceRecord>::new()).into_response(),
+    }
+}
+
+async fn add_silence(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(refused) = authorized(&state, &headers) {
+        return refused;
+    }
+    let Some(dispatcher) = state.dispatcher.clone() else {
+        return no_dispatch();
+    };
+    let request: SilenceRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid silence: {error}\n"),
+            )
+                .into_response();
+        }
+    };
+    match dispatcher.add_silence(request) {
+        Ok(record) => (StatusCode::CREATED, Json(record)).into_response(),
+        Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    }
+}
+
+async fn expire_silence(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(refused) = authorized(&state, &headers) {
+        return refused;
+    }
+    let Some(dispatcher) = state.dispatcher.clone() else {
+        return no_dispatch();
+    };
+    match dispatcher.expire_silence(&id) {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, "no such silence\n").into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+async fn dispatch_status(State(state): State<HttpState>) -> Response {
+    match &state.dispatcher {
+        Some(d) => Json(serde_json::json!({
+            "disabled_receivers": d.disabled_receivers(),
+            "queue_depth": d.status().queue_depth(),
+        }))
+        .into_response(),
+        None => no_dispatch(),
+    }
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {

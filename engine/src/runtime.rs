@@ -50,6 +50,8 @@ pub struct EngineSettings {
     pub kpis: Vec<KpiDef>,
     /// Alert dispatch (webhooks, Kafka receivers), when receivers are configured.
     pub dispatch: Option<DispatchSettings>,
+    /// The bearer token of mutating API calls (from `[http] api_token_env`).
+    pub api_token: Option<String>,
 }
 
 /// The engine could not start or failed while running.
@@ -143,6 +145,9 @@ impl EngineSettings {
             },
             http: config.http.enabled.then_some(config.http.bind),
             kpis: load_kpis(loaded)?,
+            api_token: std::env::var(&config.http.api_token_env)
+                .ok()
+                .filter(|t| !t.is_empty()),
             dispatch: match config.dispatch.is_enabled() {
                 true => Some(
                     config
@@ -275,6 +280,13 @@ pub fn start(
         workers: settings.workers.max(1),
         board: Arc::clone(&board),
     });
+    let dispatcher = match settings.dispatch.clone() {
+        Some(dispatch) => Some(Arc::new(
+            Dispatcher::start(dispatch, &metrics.registry)
+                .map_err(|e| EngineError::Dispatch(e.to_string()))?,
+        )),
+        None => None,
+    };
     let http = match settings.http {
         Some(addr) => Some(crate::http::serve(
             addr,
@@ -282,19 +294,14 @@ pub fn start(
                 board,
                 metrics: metrics.clone(),
                 ready,
+                dispatcher: dispatcher.clone(),
+                api_token: settings.api_token.clone(),
             },
         )?),
         None => None,
     };
     let mut outputs = Outputs::open(&settings.outputs)?;
     let (sender, receiver) = channel::<Output>();
-    let dispatcher = match settings.dispatch.clone() {
-        Some(dispatch) => Some(
-            Dispatcher::start(dispatch, &metrics.registry)
-                .map_err(|e| EngineError::Dispatch(e.to_string()))?,
-        ),
-        None => None,
-    };
     let names = settings
         .kpis
         .iter()
@@ -315,14 +322,15 @@ pub fn start(
                     &shared,
                     &metrics,
                     &mut kpis,
-                    dispatcher.as_ref(),
+                    dispatcher.as_deref(),
                     &mut on_transition,
                 );
-                if let Some(dispatcher) = dispatcher {
-                    // What is undelivered stays in the alert log for the next start.
-                    if let Err(error) = dispatcher.shutdown(Duration::from_secs(5)) {
-                        tracing::warn!(%error, "dispatch shutdown");
-                    }
+                // What is undelivered stays in the alert log for the next start. (If the HTTP
+                // server still holds a reference, dropping ours stops the dispatcher too.)
+                if let Some(Ok(dispatcher)) = dispatcher.map(Arc::try_unwrap)
+                    && let Err(error) = dispatcher.shutdown(Duration::from_secs(5))
+                {
+                    tracing::warn!(%error, "dispatch shutdown");
                 }
                 if let Err(error) = &result {
                     tracing::error!(%error, "output thread failed; stopping");

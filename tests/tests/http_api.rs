@@ -122,3 +122,80 @@ fn alerts_api_serves_exact_json_for_a_scripted_input() {
     assert_eq!(http_get(addr, "/nope").0, 404);
     engine.stop();
 }
+
+#[test]
+fn silences_api_needs_the_bearer_token() {
+    let kafka = MockKafka::new(&TOPICS);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The token comes from an environment variable: use one cargo sets for every test run.
+    let token = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it");
+    let config = format!(
+        r#"{}
+[dispatch]
+dir = "{}"
+
+[dispatch.receivers.duty]
+url = "http://127.0.0.1:9/hook"
+
+[[dispatch.route]]
+receivers = ["duty"]
+"#,
+        test_config(&kafka.brokers).replace(
+            "bind = \"127.0.0.1:0\"",
+            "bind = \"127.0.0.1:0\"\napi_token_env = \"CARGO_MANIFEST_DIR\""
+        ),
+        dir.path().join("dispatch").display()
+    );
+    let engine = TestEngine::start(&config, RULES);
+    let addr = engine.http_addr();
+    let body = r#"{"matchers":["mine = \"m1\""],"duration":"2h","created_by":"duty officer","comment":"ventilation works"}"#;
+    let bearer = format!("Bearer {token}");
+
+    let (status, _) = citybrain_tests::http_request(addr, "POST", "/api/silences", &[], body);
+    assert_eq!(status, 401, "no token");
+    let (status, _) = citybrain_tests::http_request(
+        addr,
+        "POST",
+        "/api/silences",
+        &[("Authorization", "Bearer wrong")],
+        body,
+    );
+    assert_eq!(status, 401, "wrong token");
+    let (status, created) = citybrain_tests::http_request(
+        addr,
+        "POST",
+        "/api/silences",
+        &[("Authorization", &bearer)],
+        body,
+    );
+    assert_eq!(status, 201, "{created}");
+    let created: Value = serde_json::from_str(&created).expect("json");
+    let id = created["id"].as_str().expect("id").to_string();
+
+    let (status, list) = http_get(addr, "/api/silences");
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&list).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["id"], json!(id));
+
+    let (status, bad) = citybrain_tests::http_request(
+        addr,
+        "POST",
+        "/api/silences",
+        &[("Authorization", &bearer)],
+        r#"{"matchers":[],"duration":"1h"}"#,
+    );
+    assert_eq!(status, 400, "{bad}");
+
+    let path = format!("/api/silences/{id}");
+    assert_eq!(
+        citybrain_tests::http_request(addr, "DELETE", &path, &[], "").0,
+        401
+    );
+    assert_eq!(
+        citybrain_tests::http_request(addr, "DELETE", &path, &[("Authorization", &bearer)], "").0,
+        204
+    );
+    assert_eq!(http_get(addr, "/api/dispatch").0, 200);
+    engine.stop();
+}

@@ -64,6 +64,10 @@ pub struct HttpConfig {
     /// Address and port to listen on; port 0 picks a free port (logged at start).
     /// Default: `"127.0.0.1:8080"` (loopback only: put a reverse proxy in front to expose it).
     pub bind: std::net::SocketAddr,
+    /// Environment variable holding the bearer token that mutating API calls (silences)
+    /// require (`Authorization: Bearer <token>`). Default: `"CITYBRAIN_API_TOKEN"`; when the
+    /// variable is unset or empty, those calls are refused (403).
+    pub api_token_env: String,
 }
 
 impl Default for HttpConfig {
@@ -71,6 +75,7 @@ impl Default for HttpConfig {
         HttpConfig {
             enabled: true,
             bind: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_token_env: "CITYBRAIN_API_TOKEN".to_string(),
         }
     }
 }
