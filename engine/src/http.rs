@@ -120,14 +120,17 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Checks `Authorization: Bearer <token>` against the configured token (constant time).
-fn authorized(state: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks `Authorization: Bearer <token>` against the configured token (constant time);
+/// returns the refusal when it does not match.
+fn refusal(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = state.api_token.as_deref() else {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "mutating API calls are disabled: set the [http] api_token_env variable\n",
-        )
-            .into_response());
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "mutating API calls are disabled: set the [http] api_token_env variable\n",
+            )
+                .into_response(),
+        );
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -141,14 +144,16 @@ fn authorized(state: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
     if same {
-        Ok(())
+        None
     } else {
-        Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid bearer token is required\n",
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid bearer token is required\n",
+            )
+                .into_response(),
         )
-            .into_response())
     }
 }
 
@@ -172,7 +177,7 @@ async fn add_silence(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(refused) = authorized(&state, &headers) {
+    if let Some(refused) = refusal(&state, &headers) {
         return refused;
     }
     let Some(dispatcher) = state.dispatcher.clone() else {
@@ -199,7 +204,7 @@ async fn expire_silence(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(refused) = authorized(&state, &headers) {
+    if let Some(refused) = refusal(&state, &headers) {
         return refused;
     }
     let Some(dispatcher) = state.dispatcher.clone() else {
