@@ -9,8 +9,8 @@
 //!   filter for windows and trailing histories).
 //! - [`enrich::Enrich`]: attaches reference-data labels (mine, face, ...) to readings.
 //! - [`matching::MatchEvents`]: joins the enriched readings, arranged once, with rules.
-//! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation):
-//!   each turns events and its rules into [`hit::RuleHit`]s, a derived value per
+//! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation,
+//!   absence): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
 //!   (rule, alert entity, event time).
 //! - [`hysteresis::HoldAndHysteresis`]: the per-(rule, entity) `for`/hysteresis state machine
 //!   every kind feeds, a frontier-driven timely operator that emits alert transitions.

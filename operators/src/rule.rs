@@ -11,6 +11,7 @@ use citybrain_model::{Domain, Labels, Metric, Severity};
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::absence::AbsenceRule;
 use crate::kinds::baseline::BaselineRule;
 use crate::kinds::correlation::CorrelationRule;
 use crate::kinds::rate_of_rise::RateOfRiseRule;
@@ -191,6 +192,8 @@ pub enum RuleRow {
     Baseline(BaselineRule),
     /// `kind = "correlation"`: two metrics of one group within a time tolerance.
     Correlation(CorrelationRule),
+    /// `kind = "absence"`: an entity silent for longer than a number of its cadences.
+    Absence(AbsenceRule),
 }
 
 impl RuleRow {
@@ -202,6 +205,7 @@ impl RuleRow {
             RuleRow::RateOfRise(rule) => &rule.alarm,
             RuleRow::Baseline(rule) => &rule.alarm,
             RuleRow::Correlation(rule) => &rule.alarm,
+            RuleRow::Absence(rule) => &rule.alarm,
         }
     }
 
@@ -223,6 +227,7 @@ impl RuleRow {
             RuleRow::RateOfRise(_) => "rate_of_rise",
             RuleRow::Baseline(_) => "baseline",
             RuleRow::Correlation(_) => "correlation",
+            RuleRow::Absence(_) => "absence",
         }
     }
 
@@ -265,6 +270,14 @@ impl RuleRow {
             _ => None,
         }
     }
+
+    /// The absence rule, if this is one.
+    pub fn as_absence(&self) -> Option<&AbsenceRule> {
+        match self {
+            RuleRow::Absence(rule) => Some(rule),
+            _ => None,
+        }
+    }
 }
 
 impl From<ThresholdRule> for RuleRow {
@@ -294,5 +307,11 @@ impl From<BaselineRule> for RuleRow {
 impl From<CorrelationRule> for RuleRow {
     fn from(rule: CorrelationRule) -> Self {
         RuleRow::Correlation(rule)
+    }
+}
+
+impl From<AbsenceRule> for RuleRow {
+    fn from(rule: AbsenceRule) -> Self {
+        RuleRow::Absence(rule)
     }
 }

@@ -334,7 +334,7 @@ mod tests {
             .iter()
             .filter(|r| r.domain() == Domain::Farm)
             .collect();
-        assert_eq!(mine.len(), 9);
+        assert_eq!(mine.len(), 10);
         assert_eq!(farm.len(), 6);
         let kinds: Vec<&str> = loaded.rules.iter().map(|r| r.kind()).collect();
         for kind in [
@@ -343,6 +343,7 @@ mod tests {
             "rate_of_rise",
             "baseline",
             "correlation",
+            "absence",
         ] {
             assert!(kinds.contains(&kind), "no example of kind {kind}");
         }

@@ -5,8 +5,8 @@
 //! extension trait on [`Events`]. [`KINDS`] lists them; [`crate::rule_alerts`] concatenates
 //! the hits of all of them. Adding a kind is one file here, one variant of [`RuleRow`] and one
 //! line in [`KINDS`]. A kind gets the shared [`Sources`]: the events, and the registry for
-//! kinds that need more than labels (an absence kind would take each entity's cadence from
-//! it and emit evaluations from frontier-driven timers; the state machine does the rest).
+//! kinds that need more than labels ([`absence`] takes each entity's cadence from it and emits
+//! evaluations from frontier-driven timers; the state machine does the rest).
 //!
 //! | kind | evaluated | derived value | alert entity |
 //! |---|---|---|---|
@@ -15,7 +15,9 @@
 //! | [`rate_of_rise`] | at each reading | change per minute since the first reading in the window | the sensor/device |
 //! | [`baseline`] | at each reading | reading / trailing mean | the sensor/device |
 //! | [`correlation`] | at each reading of either metric | both conditions held (as-of join) | the group |
+//! | [`absence`] | when a silence exceeds `cadences` × the entity's cadence, and at the reading ending it | silent (1) or not (0); reports the silence in seconds | the sensor/device |
 
+pub mod absence;
 pub mod baseline;
 pub mod correlation;
 pub mod rate_of_rise;
@@ -54,6 +56,7 @@ pub const KINDS: &[(&str, HitsOf)] = &[
     ("rate_of_rise", rate_of_rise::hits),
     ("baseline", baseline::hits),
     ("correlation", correlation::hits),
+    ("absence", absence::hits),
 ];
 
 /// The history of one entity's readings under one rule, for kinds that look back over a

@@ -10,6 +10,7 @@
 //! Rules may change over time ([`RuleChange`]): each reading is matched with the rules as of
 //! its time, and each evaluation uses the alarm side as of its time, like the dataflow.
 
+mod absence;
 mod baseline;
 mod correlation;
 mod rate_of_rise;
@@ -123,7 +124,25 @@ pub fn rule_transitions_over_time(
     run_state_machine(evaluations)
 }
 
-/// Every kind's evaluations over `readings`.
+/// The transitions of absence rules (and any others) over `readings`, whatever their order,
+/// with the input ending at `end` (after every reading and rule change): silences whose
+/// deadline is at or after `end` do not fire, as when the input stops. The other kinds' evaluations are those of
+/// [`rule_transitions_over_time`]; [`evaluations`] leaves absence out because it needs `end`.
+pub fn absence_transitions(
+    readings: &[Reading],
+    registry: &HashMap<EntityKey, EntityInfo>,
+    changes: &[RuleChange],
+    end: Time,
+) -> Vec<AlertTransition> {
+    let timeline = Timeline {
+        changes: changes.to_vec(),
+    };
+    let mut all = evaluations(readings, registry, changes);
+    all.extend(absence::evaluations(readings, registry, &timeline, end));
+    run_state_machine(all)
+}
+
+/// Every kind's evaluations over `readings`, except absence (see [`absence_transitions`]).
 pub fn evaluations(
     readings: &[Reading],
     registry: &HashMap<EntityKey, EntityInfo>,

@@ -7,6 +7,7 @@
 //! following a watermark of "newest arrival minus lateness", as the Kafka source does. Either
 //! way the result must equal the reference over the sorted readings.
 
+mod absence;
 mod all_kinds;
 mod baseline;
 mod correlation;
@@ -131,12 +132,15 @@ pub(crate) fn from_start(rules: &[RuleRow]) -> Vec<RuleChange> {
 }
 
 /// Runs [`rule_alerts`] over `arrivals`: `(reading, time of the input frontier when it is
-/// sent)`, in order, stepping the worker every `step_every` readings.
+/// sent)`, in order, stepping the worker every `step_every` readings. With `end`, the input
+/// then advances to `end` and the dataflow runs up to it before the input closes (timers of
+/// absence rules fire only while the input is open).
 fn run_arrivals(
     arrivals: Vec<(Reading, u64)>,
     registry: &HashMap<EntityKey, EntityInfo>,
     changes: &[RuleChange],
     step_every: usize,
+    end: Option<u64>,
 ) -> Vec<AlertTransition> {
     let registry = registry.clone();
     let changes = changes.to_vec();
@@ -175,6 +179,15 @@ fn run_arrivals(
                 worker.step();
             }
         }
+        if let Some(end) = end {
+            if end > *reading_input.time() {
+                reading_input.advance_to(end);
+            }
+            reading_input.flush();
+            while probe.less_than(&end) {
+                worker.step();
+            }
+        }
         reading_input.close();
         while !probe.done() {
             worker.step();
@@ -201,7 +214,7 @@ pub(crate) fn run(
         let frontier = batch.first().map_or(0, |r| r.time);
         arrivals.extend(batch.iter().rev().map(|r| (r.clone(), frontier)));
     }
-    run_arrivals(arrivals, registry, changes, chunk)
+    run_arrivals(arrivals, registry, changes, chunk, None)
 }
 
 /// Runs the dataflow with each reading arriving `delay` after its event time (`delay <=
@@ -214,17 +227,46 @@ pub(crate) fn run_delayed(
     changes: &[RuleChange],
     step_every: usize,
 ) -> Vec<AlertTransition> {
+    run_arrivals(
+        delayed(readings, lateness),
+        registry,
+        changes,
+        step_every,
+        None,
+    )
+}
+
+/// Each reading at `delay` (at most `lateness`) after its event time, in arrival order, with
+/// the input frontier at "newest arrival - lateness".
+fn delayed(readings: &[(Reading, u64)], lateness: u64) -> Vec<(Reading, u64)> {
     let mut ordered: Vec<(u64, usize, &Reading)> = readings
         .iter()
         .enumerate()
         .map(|(i, (r, delay))| (r.time + delay.min(&lateness), i, r))
         .collect();
     ordered.sort_by_key(|(arrival, i, _)| (*arrival, *i));
-    let arrivals = ordered
+    ordered
         .into_iter()
         .map(|(arrival, _, r)| (r.clone(), arrival.saturating_sub(lateness)))
-        .collect();
-    run_arrivals(arrivals, registry, changes, step_every)
+        .collect()
+}
+
+/// [`run_delayed`], then the input advances to `end` (after every reading) before it closes.
+pub(crate) fn run_delayed_until(
+    readings: &[(Reading, u64)],
+    lateness: u64,
+    registry: &HashMap<EntityKey, EntityInfo>,
+    changes: &[RuleChange],
+    step_every: usize,
+    end: u64,
+) -> Vec<AlertTransition> {
+    run_arrivals(
+        delayed(readings, lateness),
+        registry,
+        changes,
+        step_every,
+        Some(end),
+    )
 }
 
 /// (event time, rule, entity, state) of each transition.

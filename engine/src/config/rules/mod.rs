@@ -21,7 +21,9 @@
 //! | `rate_of_rise` | [`rate_of_rise`] | change per minute over a trailing window |
 //! | `baseline` | [`baseline`] | each reading against the entity's trailing mean |
 //! | `correlation` | [`correlation`] | two metrics of one group within a tolerance |
+//! | `absence` | [`absence`] | silence longer than a number of the entity's cadences |
 
+mod absence;
 mod baseline;
 mod common;
 mod correlation;
@@ -50,6 +52,7 @@ const KINDS: &[(&str, Compile)] = &[
     ("rate_of_rise", rate_of_rise::compile),
     ("baseline", baseline::compile),
     ("correlation", correlation::compile),
+    ("absence", absence::compile),
 ];
 
 /// The kind of a rule without `kind`.
@@ -252,7 +255,7 @@ mod tests {
         assert_eq!(
             d[0].hint.as_deref(),
             Some(
-                "did you mean `threshold`? expected one of: threshold, window, rate_of_rise, baseline, correlation"
+                "did you mean `threshold`? expected one of: threshold, window, rate_of_rise, baseline, correlation, absence"
             )
         );
     }

@@ -1,0 +1,463 @@
+//! The `absence` rule kind: a sensor or device silent for longer than a number of its expected
+//! cadences (`EntityInfo::cadence_ms` from the registry) raises `sensor silent`; its next
+//! reading resolves it.
+//!
+//! Semantics, in event time, per (rule, watched entity):
+//! - *watched*: a registry row of the rule's domain with `cadence_ms > 0`, a `kind` label equal
+//!   to the rule's metric and labels in the rule's scope, while the rule exists;
+//! - after a reading at `t`, the silence limit is `cadences × cadence_ms + for`; when no
+//!   further reading of the rule's metric arrives in `(t, t + limit]`, the rule fires at event
+//!   time `t + limit`. A reading exactly at the deadline is in time;
+//! - the next reading resolves it at the reading's event time;
+//! - an entity that was never heard from is not timed: registry rows enter the dataflow at the
+//!   ingest watermark (the initial load at time 0), which is not a time the sensor was expected
+//!   to report at;
+//! - when the entity stops being watched (registry row deleted, labels changed out of scope,
+//!   rule deleted), a firing alert resolves at that time and the entity is forgotten; when
+//!   the watch changes (rule or cadence edited), the deadline is recomputed from the last
+//!   reading with the new limit (at the earliest, the time of the change);
+//! - timers fire only while the input is open: when the input ends (shutdown, the end of a
+//!   replay), pending timers are dropped rather than reported as silences.
+//!
+//! The derived value handed to the `for`/hysteresis state machine is `1` (silent) at a timer
+//! and `0` at the resolving reading, against a fixed alarm side (at or above 1, clear below 1,
+//! no hold: `for` is part of the limit); the reported value is the silence in seconds (the
+//! limit when firing, the whole gap when resolving). So transitions get their ids, labels and
+//! summaries the same way as every other kind, plus the label `rule_kind = "absence"` (alerts
+//! already carry the entity's `kind` label, the sensor kind).
+//!
+//! Built as one frontier-driven timely operator exchanged by entity: watches (registry joined
+//! with rules) and reading instants are buffered per time and applied once the input frontier
+//! has passed it, in time order, so out-of-order readings within the allowed lateness give the
+//! in-order result; each deadline is a retained capability. State: one record per watched
+//! (rule, entity), and the pending deadlines (at most one live one per record; superseded ones
+//! are skipped when they come due).
+
+use std::collections::BTreeMap;
+
+use citybrain_model::Labels;
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use ordered_float::OrderedFloat;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::hit::{HitRow, RuleHit};
+use crate::kinds::Sources;
+use crate::matching::{Events, MatchEvents};
+use crate::rule::{Direction, RuleRow, ThresholdRule};
+use crate::{Diff, RegistryRow, Time};
+
+/// The label every alert of this kind carries, with the value `absence`.
+pub const RULE_KIND_LABEL: &str = "rule_kind";
+
+/// An absence rule as a collection row.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AbsenceRule {
+    /// Id, domain, metric (the sensor kind whose readings count), scope, `for` (added to the
+    /// limit), severity, summary and labels; the levels are not used.
+    pub alarm: ThresholdRule,
+    /// How many expected cadences without a reading make an entity silent (at least 1).
+    pub cadences: u32,
+}
+
+impl AbsenceRule {
+    /// The silence limit of an entity with `cadence_ms`: `cadences × cadence_ms + for`.
+    pub fn limit_ms(&self, cadence_ms: u64) -> u64 {
+        cadence_ms
+            .saturating_mul(u64::from(self.cadences))
+            .saturating_add(self.alarm.hold_ms)
+    }
+
+    /// True when an entity with `labels` and `cadence_ms` is watched by this rule: it has a
+    /// cadence, is of the rule's sensor kind and in its scope.
+    pub fn watches(&self, labels: &Labels, cadence_ms: u64) -> bool {
+        cadence_ms > 0
+            && labels
+                .iter()
+                .any(|(k, v)| k == "kind" && v == self.alarm.metric.as_str())
+            && self.alarm.selects(labels)
+    }
+
+    /// The alarm side the hits are compared with: silent (1) fires at once, data (0) clears.
+    pub fn hit_alarm(&self) -> ThresholdRule {
+        ThresholdRule {
+            direction: Direction::Above,
+            threshold: OrderedFloat(1.0),
+            clear: OrderedFloat(1.0),
+            hold_ms: 0,
+            ..self.alarm.clone()
+        }
+    }
+}
+
+/// A watched (rule, entity): the rule, the entity's cadence and labels.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Watch {
+    /// The rule.
+    pub rule: AbsenceRule,
+    /// The entity's expected interval between readings, milliseconds.
+    pub cadence_ms: u64,
+    /// The entity's labels.
+    pub labels: Labels,
+}
+
+impl Watch {
+    /// The silence limit, milliseconds.
+    fn limit_ms(&self) -> u64 {
+        self.rule.limit_ms(self.cadence_ms)
+    }
+}
+
+/// What the operator receives per (rule id, entity).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Input {
+    /// The entity is watched (`+1`) or no longer (`-1`).
+    Watch(Watch),
+    /// A reading at this event time (an instant: `+1` at it, `-1` a millisecond later).
+    Reading(Time),
+}
+
+/// (rule id, entity).
+type Key = (String, String);
+
+/// Where a watched (rule, entity) stands.
+#[derive(Default)]
+struct State {
+    /// The watch, if any (a record without one lives only while an update is applied).
+    watch: Option<Watch>,
+    /// Event time of the last reading.
+    last: Option<Time>,
+    /// True while the alert fires.
+    firing: bool,
+    /// The live deadline, when not firing and heard from.
+    deadline: Option<Time>,
+}
+
+/// The hit of `watch` for `entity` at `time`: silent (fires) or not (clears), reporting the
+/// silence since `last` in seconds.
+fn hit(watch: &Watch, entity: &str, time: Time, silent: bool, last: Time) -> HitRow {
+    let mut labels = watch.labels.clone();
+    labels.retain(|(k, _)| k != RULE_KIND_LABEL);
+    labels.push((RULE_KIND_LABEL.to_string(), "absence".to_string()));
+    labels.sort();
+    let seconds = time.saturating_sub(last) as f64 / 1000.0;
+    let alarm = watch.rule.hit_alarm();
+    (
+        (alarm.id.clone(), entity.to_string()),
+        RuleHit {
+            time,
+            value: OrderedFloat(if silent { 1.0 } else { 0.0 }),
+            reported: OrderedFloat(seconds),
+            labels,
+            rule: alarm,
+        },
+    )
+}
+
+/// Applies the updates of one key at `time` (watch changes, then a reading); returns the
+/// deadline to schedule, if any.
+fn apply(
+    states: &mut FxHashMap<Key, State>,
+    key: &Key,
+    time: Time,
+    changes: Vec<(Watch, Diff)>,
+    reading: bool,
+    hits: &mut Vec<HitRow>,
+) -> Option<Time> {
+    let state = states.entry(key.clone()).or_default();
+    let before = state.watch.clone();
+    for (watch, diff) in &changes {
+        if *diff < 0 && state.watch.as_ref() == Some(watch) {
+            state.watch = None;
+        }
+    }
+    if let Some((watch, _)) = changes.into_iter().rev().find(|(_, diff)| *diff > 0) {
+        state.watch = Some(watch);
+    }
+    let Some(watch) = state.watch.clone() else {
+        // Not (or no longer) watched: resolve a firing alert and forget the entity.
+        if state.firing
+            && let (Some(old), Some(last)) = (&before, state.last)
+        {
+            hits.push(hit(old, &key.1, time, false, last));
+        }
+        states.remove(key);
+        return None;
+    };
+    let schedule = if reading {
+        if state.firing
+            && let Some(last) = state.last
+        {
+            hits.push(hit(&watch, &key.1, time, false, last));
+        }
+        state.firing = false;
+        state.last = Some(time);
+        Some(time.saturating_add(watch.limit_ms()))
+    } else if before.as_ref() != Some(&watch)
+        && !state.firing
+        && let Some(last) = state.last
+    {
+        Some(last.saturating_add(watch.limit_ms()).max(time))
+    } else {
+        None
+    };
+    if schedule.is_some() {
+        state.deadline = schedule;
+    }
+    schedule
+}
+
+/// A deadline of `key` came due at `time`: fires when it is still the live one.
+fn on_timer(states: &mut FxHashMap<Key, State>, key: &Key, time: Time, hits: &mut Vec<HitRow>) {
+    let Some(state) = states.get_mut(key) else {
+        return;
+    };
+    let (Some(watch), Some(last)) = (&state.watch, state.last) else {
+        return;
+    };
+    if state.firing || state.deadline != Some(time) {
+        return;
+    }
+    hits.push(hit(watch, &key.1, time, true, last));
+    state.firing = true;
+    state.deadline = None;
+}
+
+/// Updates of one time, held until the frontier passes it, with the capability to emit at it.
+type Waiting = (Capability<Time>, Vec<((Key, Input), Diff)>);
+
+/// Deadlines of one time, with the capability to emit at it.
+type Due = (Capability<Time>, Vec<Key>);
+
+/// Times silences.
+pub trait AbsenceHits<'s> {
+    /// One hit (value 1) per (rule, entity) at the event time its silence exceeds the limit,
+    /// and one (value 0) at the reading that ends it; each reports the silence in seconds.
+    ///
+    /// ```
+    /// use citybrain_model::{Domain, EntityInfo, Metric, Severity};
+    /// use citybrain_operators::kinds::absence::{AbsenceHits, AbsenceRule};
+    /// use citybrain_operators::matching::events;
+    /// use citybrain_operators::ordered_float::OrderedFloat;
+    /// use citybrain_operators::rule::{Direction, ThresholdRule};
+    /// use differential_dataflow::input::Input;
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use timely::dataflow::operators::Probe;
+    ///
+    /// timely::execute_directly(|worker| {
+    ///     let seen = Rc::new(RefCell::new(Vec::new()));
+    ///     let sink = Rc::clone(&seen);
+    ///     let (mut readings, mut registry, mut rules, probe) = worker.dataflow::<u64, _, _>(|scope| {
+    ///         let (readings, reading_rows) = scope.new_collection();
+    ///         let (registry, registry_rows) = scope.new_collection();
+    ///         let (rules, rule_rows) = scope.new_collection();
+    ///         let (probe, _) = events(reading_rows, registry_rows.clone())
+    ///             .absence_hits(registry_rows, rule_rows)
+    ///             .inspect(move |((_, hit), time, diff)| {
+    ///                 if *diff > 0 {
+    ///                     sink.borrow_mut().push((*time, hit.value.0, hit.reported.0));
+    ///                 }
+    ///             })
+    ///             .inner
+    ///             .probe();
+    ///         (readings, registry, rules, probe)
+    ///     });
+    ///     let s1 = (Domain::Mine, "s1".to_string());
+    ///     let info = EntityInfo::new([("kind", Some("ch4".to_string()))], 1_000);
+    ///     registry.insert((s1.clone(), info));
+    ///     rules.insert(AbsenceRule {
+    ///         alarm: ThresholdRule {
+    ///             id: "ch4-silent".into(),
+    ///             domain: Domain::Mine,
+    ///             metric: Metric::Ch4,
+    ///             scope: vec![],
+    ///             direction: Direction::Above,
+    ///             threshold: OrderedFloat(1.0),
+    ///             clear: OrderedFloat(1.0),
+    ///             hold_ms: 0,
+    ///             severity: Severity::Critical,
+    ///             summary: "silent".into(),
+    ///             labels: vec![],
+    ///         },
+    ///         cadences: 3,
+    ///     });
+    ///     readings.update_at((s1.clone(), (Metric::Ch4, OrderedFloat(0.3))), 1_000, 1);
+    ///     readings.update_at((s1, (Metric::Ch4, OrderedFloat(0.3))), 10_000, 1);
+    ///     readings.advance_to(20_000);
+    ///     registry.advance_to(20_000);
+    ///     rules.advance_to(20_000);
+    ///     readings.flush();
+    ///     registry.flush();
+    ///     rules.flush();
+    ///     while probe.less_than(&20_000) {
+    ///         worker.step();
+    ///     }
+    ///     // Silent at 4 s (3 cadences after 1 s), back at 10 s, silent again at 13 s.
+    ///     assert_eq!(
+    ///         *seen.borrow(),
+    ///         vec![(4_000, 1.0, 3.0), (10_000, 0.0, 9.0), (13_000, 1.0, 3.0)]
+    ///     );
+    /// });
+    /// ```
+    fn absence_hits(
+        self,
+        registry: VecCollection<'s, Time, RegistryRow, Diff>,
+        rules: VecCollection<'s, Time, AbsenceRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff>;
+}
+
+impl<'s> AbsenceHits<'s> for Events<'s> {
+    fn absence_hits(
+        self,
+        registry: VecCollection<'s, Time, RegistryRow, Diff>,
+        rules: VecCollection<'s, Time, AbsenceRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff> {
+        let by_kind = rules.clone().map(|rule| {
+            (
+                (rule.alarm.domain, rule.alarm.metric.as_str().to_string()),
+                rule,
+            )
+        });
+        let watches = registry
+            .flat_map(|((domain, entity), info)| {
+                let kind = info.label("kind")?.to_string();
+                (info.cadence_ms > 0).then_some(((domain, kind), (entity, info)))
+            })
+            .join_map(by_kind, |_, (entity, info), rule| {
+                (
+                    (rule.alarm.id.clone(), entity.clone()),
+                    (rule.clone(), info.clone()),
+                )
+            })
+            .flat_map(|(key, (rule, info))| {
+                rule.watches(&info.labels, info.cadence_ms).then(|| {
+                    let watch = Watch {
+                        rule,
+                        cadence_ms: info.cadence_ms,
+                        labels: info.labels,
+                    };
+                    (key, Input::Watch(watch))
+                })
+            });
+        let readings = rules
+            .map(|rule| ((rule.alarm.domain, rule.alarm.metric), rule))
+            .match_events(&self, |rule, event| rule.alarm.selects(&event.labels))
+            .map(|(rule, event)| ((rule.alarm.id, event.entity), Input::Reading(event.time)));
+
+        let exchange = Exchange::new(|update: &((Key, Input), Time, Diff)| update.0.0.1.hashed());
+        watches
+            .concat(readings)
+            .inner
+            .unary_frontier(exchange, "Absence", |_capability, _info| {
+                let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
+                let mut timers: BTreeMap<Time, Due> = BTreeMap::new();
+                let mut states: FxHashMap<Key, State> = FxHashMap::default();
+                move |(input, frontier), output| {
+                    input.for_each(|capability, data| {
+                        for (update, time, diff) in data.drain(..) {
+                            waiting
+                                .entry(time)
+                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
+                                .1
+                                .push((update, diff));
+                        }
+                    });
+                    // At the end of the input nothing is silent: deadlines are dropped.
+                    let closed = frontier.is_empty();
+                    if closed {
+                        timers.clear();
+                    }
+                    loop {
+                        let next_update = waiting.keys().next().copied();
+                        let next_timer = timers.keys().next().copied();
+                        let Some(time) = next_update.into_iter().chain(next_timer).min() else {
+                            break;
+                        };
+                        if frontier.less_equal(&time) {
+                            break;
+                        }
+                        let updates = waiting.remove(&time);
+                        let due = timers.remove(&time);
+                        let capability = match (&updates, &due) {
+                            (Some((capability, _)), _) | (None, Some((capability, _))) => {
+                                capability.clone()
+                            }
+                            (None, None) => break,
+                        };
+                        let mut hits = Vec::new();
+                        let mut scheduled = Vec::new();
+                        if let Some((_, mut updates)) = updates {
+                            consolidate(&mut updates);
+                            // Sorted by key: apply each key's updates together.
+                            let mut rest = updates.as_slice();
+                            while let Some(((key, _), _)) = rest.first() {
+                                let len = rest
+                                    .iter()
+                                    .take_while(|((other, _), _)| other == key)
+                                    .count();
+                                let (group, tail) = rest.split_at(len);
+                                rest = tail;
+                                let mut changes = Vec::new();
+                                let mut reading = false;
+                                for ((_, item), diff) in group {
+                                    match item {
+                                        Input::Watch(watch) => {
+                                            changes.push((watch.clone(), *diff));
+                                        }
+                                        Input::Reading(at) if *at == time && *diff > 0 => {
+                                            reading = true;
+                                        }
+                                        Input::Reading(_) => {}
+                                    }
+                                }
+                                if let Some(deadline) =
+                                    apply(&mut states, key, time, changes, reading, &mut hits)
+                                {
+                                    scheduled.push((key.clone(), deadline));
+                                }
+                            }
+                        }
+                        if let Some((_, keys)) = due {
+                            for key in &keys {
+                                on_timer(&mut states, key, time, &mut hits);
+                            }
+                        }
+                        if !closed {
+                            for (key, deadline) in scheduled {
+                                timers
+                                    .entry(deadline)
+                                    .or_insert_with(|| (capability.delayed(&deadline), Vec::new()))
+                                    .1
+                                    .push(key);
+                            }
+                        }
+                        if !hits.is_empty() {
+                            output
+                                .session(&capability)
+                                .give_iterator(hits.iter().map(|hit| (hit.clone(), time, 1)));
+                            let next = time.saturating_add(1);
+                            output
+                                .session(&capability.delayed(&next))
+                                .give_iterator(hits.into_iter().map(|hit| (hit, next, -1)));
+                        }
+                    }
+                }
+            })
+            .as_collection()
+    }
+}
+
+/// The registry entry: the absence rows of `rules`.
+pub(crate) fn hits<'s>(
+    sources: &Sources<'s>,
+    rules: VecCollection<'s, Time, RuleRow, Diff>,
+) -> VecCollection<'s, Time, HitRow, Diff> {
+    sources.events.clone().absence_hits(
+        sources.registry.clone(),
+        rules.flat_map(|row| row.as_absence().cloned()),
+    )
+}
