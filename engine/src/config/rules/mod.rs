@@ -267,3 +267,22 @@ mod tests {
         assert_eq!(set.finish(), Ok(Vec::new()));
     }
 }
+
+/// What every kind's tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+
+    use crate::config::load_rules_str;
+
+    /// `line:col: message` of every problem in a rule file that must not load.
+    pub(crate) fn errors(text: &str) -> Vec<String> {
+        match load_rules_str(Path::new("r.toml"), text) {
+            Ok(rules) => panic!("expected errors, got {rules:?}"),
+            Err(all) => all
+                .iter()
+                .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+                .collect(),
+        }
+    }
+}

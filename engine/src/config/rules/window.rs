@@ -288,16 +288,7 @@ mod tests {
         }
     }
 
-    /// `line:col: message` of every problem.
-    fn errors(text: &str) -> Vec<String> {
-        match load_rules_str(Path::new("r.toml"), text) {
-            Ok(rules) => panic!("expected errors, got {rules:?}"),
-            Err(all) => all
-                .iter()
-                .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
-                .collect(),
-        }
-    }
+    use super::super::test_support::errors;
 
     #[test]
     fn a_full_rule_and_defaults() {
