@@ -15,7 +15,7 @@ use citybrain_operators::latest::Latest;
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::report_state::{ReportEventRow, ReportStates};
 use citybrain_operators::rule::RuleRow;
-use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time, rule_alerts};
+use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time, rule_alerts_by_clock};
 use differential_dataflow::VecCollection;
 use differential_dataflow::input::{Input, InputSession};
 use timely::dataflow::ProbeHandle;
@@ -101,13 +101,19 @@ pub fn build(
         let (rules_input, rules) = scope.new_collection::<RuleRow, Diff>();
         let (reports_input, reports) = scope.new_collection::<ReportEventRow, Diff>();
 
-        let alerts = rule_alerts(readings.clone(), registry.clone(), rules).inspect(
-            move |t: &AlertTransition| {
-                // The output thread stops only after the workers; a failed send means shutdown.
-                let _ = alerts_out.send(Output::Alert(t.clone()));
-            },
-        );
+        let (alerts, citizen_alerts) =
+            rule_alerts_by_clock(readings.clone(), registry.clone(), reports.clone(), rules);
+        let citizen_out = alerts_out.clone();
+        let alerts = alerts.inspect(move |t: &AlertTransition| {
+            // The output thread stops only after the workers; a failed send means shutdown.
+            let _ = alerts_out.send(Output::Alert(t.clone()));
+        });
         let (probe, alerts) = alerts.probe();
+        citizen_alerts
+            .inspect(move |t: &AlertTransition| {
+                let _ = citizen_out.send(Output::Alert(t.clone()));
+            })
+            .probe_with(&probe);
 
         let report_event_rows =
             reports
@@ -131,6 +137,7 @@ pub fn build(
                 registry.clone(),
             )),
             latest: with_registry_labels(reading_rows(readings.latest()), registry.clone()),
+            // Sensor alerts only: the alert KPIs follow the sensor clock.
             alerts: alerts.active_alerts(),
             reports: with_registry_labels(reports.report_states(), registry.clone()),
             report_events: insertions(with_registry_labels(report_event_rows, registry)),

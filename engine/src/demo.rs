@@ -21,6 +21,8 @@ pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 pub const MINE_RULES: &str = include_str!("../../config/rules/mine.toml");
 /// The built-in farm rules.
 pub const FARM_RULES: &str = include_str!("../../config/rules/farm.toml");
+/// The built-in citizen report rules.
+pub const CITIZEN_RULES: &str = include_str!("../../config/rules/citizen.toml");
 
 /// Options of `citybrain demo`.
 #[derive(Clone, Debug)]
@@ -105,6 +107,10 @@ pub fn demo_config(
     rules.extend(config::load_rules_str(
         Path::new("config/rules/farm.toml"),
         FARM_RULES,
+    )?);
+    rules.extend(config::load_rules_str(
+        Path::new("config/rules/citizen.toml"),
+        CITIZEN_RULES,
     )?);
     Ok(LoadedConfig {
         config,

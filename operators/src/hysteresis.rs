@@ -93,7 +93,7 @@ pub fn display_value(value: f64) -> String {
 }
 
 /// Builds the transition record: labels are the entity's, then the rule's, then `rule`,
-/// `severity`, `metric` and `domain`; `{label}` and `{value}` in the summary are filled in
+/// `severity`, `metric` (not for citizen rules) and `domain`; `{label}` and `{value}` in the summary are filled in
 /// (the value with [`display_value`]).
 pub fn make_transition(
     rule: &ThresholdRule,
@@ -108,7 +108,10 @@ pub fn make_transition(
     labels.extend(rule.labels.iter().cloned());
     labels.insert("rule".into(), rule.id.clone());
     labels.insert("severity".into(), rule.severity.as_str().into());
-    labels.insert("metric".into(), rule.metric.as_str().into());
+    // Citizen rules watch reports, which carry no metric.
+    if rule.domain != citybrain_model::Domain::Citizen {
+        labels.insert("metric".into(), rule.metric.as_str().into());
+    }
     labels.insert("domain".into(), rule.domain.as_str().into());
     labels.insert("entity".into(), entity.into());
     let mut summary = rule.summary.replace("{value}", &display_value(value));

@@ -10,7 +10,7 @@
 //! - [`enrich::Enrich`]: attaches reference-data labels (mine, face, ...) to readings.
 //! - [`matching::MatchEvents`]: joins the enriched readings, arranged once, with rules.
 //! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation,
-//!   absence): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
+//!   absence, report deadline): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
 //!   (rule, alert entity, event time).
 //! - [`hysteresis::HoldAndHysteresis`]: the per-(rule, entity) `for`/hysteresis state machine
 //!   every kind feeds, a frontier-driven timely operator that emits alert transitions.
@@ -57,28 +57,73 @@ pub type ReadingRow = (EntityKey, (Metric, OrderedFloat<f64>));
 pub type RegistryRow = (EntityKey, EntityInfo);
 
 /// Builds the pipeline of every rule kind: readings (each present at its event time only)
-/// joined with reference data and rules, each kind's derived values ([`kinds::KINDS`]), then
-/// the one `for`/hysteresis state machine.
+/// joined with reference data and rules, and citizen report events, each kind's derived values
+/// ([`kinds::KINDS`]), then the `for`/hysteresis state machine.
 ///
 /// `readings` must hold each reading as `+1` at its event time; [`instant::IntoInstants`] turns
-/// that into an instant so nothing accumulates. `rules` holds one row per rule; a reload feeds
-/// the difference between the old and the new rows.
+/// that into an instant so nothing accumulates. `reports` holds each citizen report event as
+/// `+1` at its event time (on the citizen clock). `rules` holds one row per rule; a reload
+/// feeds the difference between the old and the new rows.
+///
+/// Each kind has its own state machine (each rule belongs to one kind, so this is the same
+/// per-(rule, entity) state machine): a kind waits only for the inputs it reads, so the
+/// minutes of lateness allowed for citizen reports never delay a sensor alert.
 pub fn rule_alerts<'s>(
     readings: VecCollection<'s, Time, ReadingRow, Diff>,
     registry: VecCollection<'s, Time, RegistryRow, Diff>,
+    reports: VecCollection<'s, Time, report_state::ReportEventRow, Diff>,
     rules: VecCollection<'s, Time, rule::RuleRow, Diff>,
 ) -> StreamVec<'s, Time, AlertTransition> {
     use hysteresis::HoldAndHysteresis;
+    use timely::dataflow::operators::Concatenate;
 
     let scope = rules.scope();
     let sources = kinds::Sources {
         events: matching::events(readings, registry.clone()),
         registry,
+        reports,
     };
-    let hits = kinds::KINDS
+    let transitions: Vec<_> = kinds::KINDS
         .iter()
-        .map(|(_, hits_of)| hits_of(&sources, rules.clone()));
-    differential_dataflow::collection::concatenate(scope, hits).hold_and_hysteresis()
+        .map(|(_, hits_of)| hits_of(&sources, rules.clone()).hold_and_hysteresis())
+        .collect();
+    scope.concatenate(transitions)
+}
+
+/// [`rule_alerts`] split by clock: (transitions of the sensor kinds, transitions of the
+/// citizen-report kinds). Consumers that must follow the sensor clock (live KPIs over active
+/// alerts) take the first stream only, so report lateness never holds them back.
+pub fn rule_alerts_by_clock<'s>(
+    readings: VecCollection<'s, Time, ReadingRow, Diff>,
+    registry: VecCollection<'s, Time, RegistryRow, Diff>,
+    reports: VecCollection<'s, Time, report_state::ReportEventRow, Diff>,
+    rules: VecCollection<'s, Time, rule::RuleRow, Diff>,
+) -> (
+    StreamVec<'s, Time, AlertTransition>,
+    StreamVec<'s, Time, AlertTransition>,
+) {
+    use hysteresis::HoldAndHysteresis;
+    use timely::dataflow::operators::Concatenate;
+
+    let scope = rules.scope();
+    let sources = kinds::Sources {
+        events: matching::events(readings, registry.clone()),
+        registry,
+        reports,
+    };
+    let (mut sensor, mut citizen) = (Vec::new(), Vec::new());
+    for (name, hits_of) in kinds::KINDS {
+        let transitions = hits_of(&sources, rules.clone()).hold_and_hysteresis();
+        if kinds::CITIZEN_KINDS.contains(name) {
+            citizen.push(transitions);
+        } else {
+            sensor.push(transitions);
+        }
+    }
+    (
+        scope.clone().concatenate(sensor),
+        scope.concatenate(citizen),
+    )
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub type ReportRow = (EntityKey, KpiRow);
 const HOUR_MS: f64 = 3_600_000.0;
 
 /// The order in which events of one report at one instant apply.
-fn lifecycle_rank(kind: ReportKind) -> u8 {
+pub(crate) fn lifecycle_rank(kind: ReportKind) -> u8 {
     match kind {
         ReportKind::Created => 0,
         ReportKind::Dispatched => 1,
@@ -47,7 +47,8 @@ fn lifecycle_rank(kind: ReportKind) -> u8 {
     }
 }
 
-const LEVELS: [&str; 3] = ["village", "town", "district"];
+/// The level names, by number of escalations.
+pub(crate) const LEVELS: [&str; 3] = ["village", "town", "district"];
 
 /// What the operator keeps per report.
 #[derive(Clone, Debug)]

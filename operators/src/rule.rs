@@ -15,6 +15,7 @@ use crate::kinds::absence::AbsenceRule;
 use crate::kinds::baseline::BaselineRule;
 use crate::kinds::correlation::CorrelationRule;
 use crate::kinds::rate_of_rise::RateOfRiseRule;
+use crate::kinds::report_deadline::ReportDeadlineRule;
 use crate::kinds::window::WindowRule;
 
 /// Which side of the threshold is the alarm side.
@@ -194,6 +195,8 @@ pub enum RuleRow {
     Correlation(CorrelationRule),
     /// `kind = "absence"`: an entity silent for longer than a number of its cadences.
     Absence(AbsenceRule),
+    /// `kind = "report_deadline"`: a citizen report unresolved for longer than a deadline.
+    ReportDeadline(ReportDeadlineRule),
 }
 
 impl RuleRow {
@@ -206,6 +209,7 @@ impl RuleRow {
             RuleRow::Baseline(rule) => &rule.alarm,
             RuleRow::Correlation(rule) => &rule.alarm,
             RuleRow::Absence(rule) => &rule.alarm,
+            RuleRow::ReportDeadline(rule) => &rule.alarm,
         }
     }
 
@@ -228,6 +232,7 @@ impl RuleRow {
             RuleRow::Baseline(_) => "baseline",
             RuleRow::Correlation(_) => "correlation",
             RuleRow::Absence(_) => "absence",
+            RuleRow::ReportDeadline(_) => "report_deadline",
         }
     }
 
@@ -278,6 +283,14 @@ impl RuleRow {
             _ => None,
         }
     }
+
+    /// The report-deadline rule, if this is one.
+    pub fn as_report_deadline(&self) -> Option<&ReportDeadlineRule> {
+        match self {
+            RuleRow::ReportDeadline(rule) => Some(rule),
+            _ => None,
+        }
+    }
 }
 
 impl From<ThresholdRule> for RuleRow {
@@ -313,5 +326,11 @@ impl From<CorrelationRule> for RuleRow {
 impl From<AbsenceRule> for RuleRow {
     fn from(rule: AbsenceRule) -> Self {
         RuleRow::Absence(rule)
+    }
+}
+
+impl From<ReportDeadlineRule> for RuleRow {
+    fn from(rule: ReportDeadlineRule) -> Self {
+        RuleRow::ReportDeadline(rule)
     }
 }

@@ -360,7 +360,8 @@ mod tests {
         assert!(
             validate_files(&[
                 examples_dir().join("rules/mine.toml"),
-                examples_dir().join("rules/farm.toml")
+                examples_dir().join("rules/farm.toml"),
+                examples_dir().join("rules/citizen.toml")
             ])
             .is_empty()
         );

@@ -16,11 +16,13 @@
 //! | [`baseline`] | at each reading | reading / trailing mean | the sensor/device |
 //! | [`correlation`] | at each reading of either metric | both conditions held (as-of join) | the group |
 //! | [`absence`] | when a silence exceeds `cadences` × the entity's cadence, and at the reading ending it | silent (1) or not (0); reports the silence in seconds | the sensor/device |
+//! | [`report_deadline`] | when a citizen report is unresolved `deadline` after `created` or its last escalation, and when that ends | overdue (1) or not (0); reports the hours since the timer started | the report |
 
 pub mod absence;
 pub mod baseline;
 pub mod correlation;
 pub mod rate_of_rise;
+pub mod report_deadline;
 pub mod threshold;
 pub mod window;
 
@@ -30,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hit::HitRow;
 use crate::matching::Events;
+use crate::report_state::ReportEventRow;
 use crate::rule::RuleRow;
 use crate::{Diff, RegistryRow, Time};
 
@@ -40,6 +43,9 @@ pub struct Sources<'s> {
     /// The registry (labels and expected cadence per entity): what a kind that looks at
     /// silences, such as absence timers, needs besides the events.
     pub registry: VecCollection<'s, Time, RegistryRow, Diff>,
+    /// Citizen report lifecycle events, each `+1` at its event time (on the citizen clock):
+    /// what report kinds ([`report_deadline`]) time.
+    pub reports: VecCollection<'s, Time, ReportEventRow, Diff>,
 }
 
 /// Builds the hits of one kind from the shared sources and the whole rules collection (each
@@ -49,6 +55,9 @@ pub type HitsOf = for<'s> fn(
     VecCollection<'s, Time, RuleRow, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff>;
 
+/// The kinds that follow the citizen-report clock (the others follow the sensor clock).
+pub const CITIZEN_KINDS: &[&str] = &["report_deadline"];
+
 /// Every rule kind by its name in rule files.
 pub const KINDS: &[(&str, HitsOf)] = &[
     ("threshold", threshold::hits),
@@ -57,6 +66,7 @@ pub const KINDS: &[(&str, HitsOf)] = &[
     ("baseline", baseline::hits),
     ("correlation", correlation::hits),
     ("absence", absence::hits),
+    ("report_deadline", report_deadline::hits),
 ];
 
 /// The history of one entity's readings under one rule, for kinds that look back over a

@@ -12,6 +12,7 @@ mod all_kinds;
 mod baseline;
 mod correlation;
 mod rate_of_rise;
+mod report_deadline;
 mod threshold;
 mod window;
 
@@ -152,7 +153,8 @@ fn run_arrivals(
                 let (reading_input, readings) = scope.new_collection();
                 let (registry_input, registry) = scope.new_collection();
                 let (rule_input, rules) = scope.new_collection();
-                let (probe, _) = rule_alerts(readings, registry, rules)
+                let (_, reports) = scope.new_collection();
+                let (probe, _) = rule_alerts(readings, registry, reports, rules)
                     .inspect(move |t: &AlertTransition| sink.borrow_mut().push(t.clone()))
                     .probe();
                 (reading_input, registry_input, rule_input, probe)

@@ -22,12 +22,14 @@
 //! | `baseline` | [`baseline`] | each reading against the entity's trailing mean |
 //! | `correlation` | [`correlation`] | two metrics of one group within a tolerance |
 //! | `absence` | [`absence`] | silence longer than a number of the entity's cadences |
+//! | `report_deadline` | [`report_deadline`] | a citizen report unresolved longer than a deadline |
 
 mod absence;
 mod baseline;
 mod common;
 mod correlation;
 mod rate_of_rise;
+mod report_deadline;
 mod threshold;
 mod window;
 
@@ -53,6 +55,7 @@ const KINDS: &[(&str, Compile)] = &[
     ("baseline", baseline::compile),
     ("correlation", correlation::compile),
     ("absence", absence::compile),
+    ("report_deadline", report_deadline::compile),
 ];
 
 /// The kind of a rule without `kind`.
@@ -255,7 +258,7 @@ mod tests {
         assert_eq!(
             d[0].hint.as_deref(),
             Some(
-                "did you mean `threshold`? expected one of: threshold, window, rate_of_rise, baseline, correlation, absence"
+                "did you mean `threshold`? expected one of: threshold, window, rate_of_rise, baseline, correlation, absence, report_deadline"
             )
         );
     }

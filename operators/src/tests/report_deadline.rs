@@ -1,0 +1,194 @@
+//! Report-deadline rules: fixed cases with exact transitions (no resolve fires at the deadline,
+//! resolved in time never fires, escalation restarts the timer, resolved after firing resolves,
+//! reopened restarts, duplicates and unknown reports change nothing, categories filter).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use citybrain_model::{AlertTransition, Domain, Metric, ReportKind, Severity, TransitionState};
+use differential_dataflow::input::Input;
+use ordered_float::OrderedFloat;
+use timely::dataflow::operators::{Inspect, Probe};
+
+use crate::kinds::report_deadline::ReportDeadlineRule;
+use crate::reference::sort_transitions;
+use crate::rule::{Direction, RuleRow, ThresholdRule};
+use crate::rule_alerts;
+
+/// An hour, milliseconds.
+const H: u64 = 3_600_000;
+
+/// A 48 h deadline on land and wage disputes.
+fn rule() -> RuleRow {
+    RuleRow::ReportDeadline(ReportDeadlineRule {
+        alarm: ThresholdRule {
+            id: "report-escalation".into(),
+            domain: Domain::Citizen,
+            metric: Metric::Ch4,
+            scope: vec![],
+            direction: Direction::Above,
+            threshold: OrderedFloat(1.0),
+            clear: OrderedFloat(1.0),
+            hold_ms: 0,
+            severity: Severity::Warning,
+            summary: "Report {entity} ({category}) unresolved at {level} level".into(),
+            labels: vec![],
+        },
+        categories: vec!["land_dispute".into(), "wage_dispute".into()],
+        deadline_ms: 48 * H,
+    })
+}
+
+/// A report event: (report, kind, category, time).
+type Event = (&'static str, ReportKind, &'static str, u64);
+
+/// Runs [`rule_alerts`] with `rules` from time 0 over report `events` sent in reverse order
+/// (all before the frontier moves), up to `end`, then closes the input.
+fn run(rules: &[RuleRow], events: &[Event], end: u64) -> Vec<AlertTransition> {
+    let rules = rules.to_vec();
+    let events = events.to_vec();
+    timely::execute_directly(move |worker| {
+        let out = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&out);
+        let (mut reports, mut rule_input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (_, readings) = scope.new_collection();
+            let (_, registry) = scope.new_collection();
+            let (report_input, reports) = scope.new_collection();
+            let (rule_input, rules) = scope.new_collection();
+            let (probe, _) = rule_alerts(readings, registry, reports, rules)
+                .inspect(move |t: &AlertTransition| sink.borrow_mut().push(t.clone()))
+                .probe();
+            (report_input, rule_input, probe)
+        });
+        for rule in rules {
+            rule_input.insert(rule);
+        }
+        rule_input.close();
+        for (report, kind, category, time) in events.into_iter().rev() {
+            reports.update_at(
+                (
+                    report.to_string(),
+                    (kind, category.to_string(), "g1".to_string(), None),
+                ),
+                time,
+                1,
+            );
+        }
+        reports.advance_to(end);
+        reports.flush();
+        while probe.less_than(&end) {
+            worker.step();
+        }
+        reports.close();
+        while !probe.done() {
+            worker.step();
+        }
+        let mut result = out.borrow().clone();
+        sort_transitions(&mut result);
+        result
+    })
+}
+
+/// (event time, report, state, level label) of each transition.
+fn seen(transitions: &[AlertTransition]) -> Vec<(u64, String, TransitionState, String)> {
+    transitions
+        .iter()
+        .map(|t| {
+            (
+                t.event_time,
+                t.entity.clone(),
+                t.state,
+                t.labels.get("level").cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn firing(time: u64, report: &str, level: &str) -> (u64, String, TransitionState, String) {
+    (time, report.into(), TransitionState::Firing, level.into())
+}
+
+fn resolved(time: u64, report: &str, level: &str) -> (u64, String, TransitionState, String) {
+    (time, report.into(), TransitionState::Resolved, level.into())
+}
+
+#[test]
+fn unresolved_reports_fire_at_the_deadline_and_resolve() {
+    use ReportKind::*;
+    let events: Vec<Event> = vec![
+        // r1: never resolved: fires at 1 h + 48 h.
+        ("r1", Created, "land_dispute", H),
+        // r2: resolved before the deadline: nothing.
+        ("r2", Created, "wage_dispute", H),
+        ("r2", Dispatched, "wage_dispute", 2 * H),
+        ("r2", Resolved, "wage_dispute", 40 * H),
+        // r3: escalated at 30 h (timer restarts), fires at 78 h at town level; resolved at
+        // 100 h after firing.
+        ("r3", Created, "land_dispute", 0),
+        ("r3", Escalated, "land_dispute", 30 * H),
+        ("r3", Resolved, "land_dispute", 100 * H),
+        // r4: resolved exactly at the deadline: in time.
+        ("r4", Created, "land_dispute", 0),
+        ("r4", Resolved, "land_dispute", 48 * H),
+        // r5: fires at 48 h, escalated at 50 h (resolves, restarts), fires again at 98 h at
+        // town level; reopened after resolution restarts the timer.
+        ("r5", Created, "wage_dispute", 0),
+        ("r5", Escalated, "wage_dispute", 50 * H),
+        ("r5", Resolved, "wage_dispute", 99 * H),
+        ("r5", Reopened, "wage_dispute", 110 * H),
+        // r6: another category: not watched.
+        ("r6", Created, "noise", 0),
+        // r7: events without `created`: ignored.
+        ("r7", Escalated, "land_dispute", H),
+    ];
+    // Duplicates change nothing.
+    let mut doubled = events.clone();
+    doubled.extend(events.iter().cloned());
+    let expected = vec![
+        firing(48 * H, "r5", "village"),
+        firing(49 * H, "r1", "village"),
+        resolved(50 * H, "r5", "village"),
+        firing(78 * H, "r3", "town"),
+        firing(98 * H, "r5", "town"),
+        resolved(99 * H, "r5", "town"),
+        resolved(100 * H, "r3", "town"),
+        firing(158 * H, "r5", "town"),
+    ];
+    let end = 200 * H;
+    let once = run(&[rule()], &events, end);
+    let mut got = seen(&once);
+    got.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(got, want);
+    let mut twice = seen(&run(&[rule()], &doubled, end));
+    twice.sort();
+    assert_eq!(twice, want);
+    // Labels and summary of the first transition of r3.
+    let r3 = once.iter().find(|t| t.entity == "r3");
+    let labels = r3.map(|t| {
+        (
+            t.labels.get("category").cloned(),
+            t.labels.get("grid").cloned(),
+            t.labels.get("rule_kind").cloned(),
+            t.labels.contains_key("metric"),
+            t.summary.clone(),
+        )
+    });
+    assert_eq!(
+        labels,
+        Some((
+            Some("land_dispute".to_string()),
+            Some("g1".to_string()),
+            Some("report_deadline".to_string()),
+            false,
+            "Report r3 (land_dispute) unresolved at town level".to_string()
+        ))
+    );
+}
+
+#[test]
+fn pending_deadlines_are_dropped_at_the_end_of_the_input() {
+    let events: Vec<Event> = vec![("r1", ReportKind::Created, "land_dispute", H)];
+    assert!(run(&[rule()], &events, 10 * H).is_empty());
+}
