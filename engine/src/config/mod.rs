@@ -314,7 +314,7 @@ mod tests {
             Ok(loaded) => loaded,
             Err(all) => panic!("the example config is invalid:\n{all}"),
         };
-        assert_eq!(loaded.config.rules.files.len(), 2);
+        assert_eq!(loaded.config.rules.files.len(), 3);
         assert!(loaded.rule_files().iter().all(|f| f.exists()));
         let find = |id: &str| {
             loaded
