@@ -427,13 +427,7 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
                             }
                         }
                         if !closed {
-                            for (key, deadline) in scheduled {
-                                timers
-                                    .entry(deadline)
-                                    .or_insert_with(|| (capability.delayed(&deadline), Vec::new()))
-                                    .1
-                                    .push(key);
-                            }
+                            super::schedule(&mut timers, &capability, scheduled);
                         }
                         if !hits.is_empty() {
                             output

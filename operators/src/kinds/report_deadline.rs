@@ -422,13 +422,7 @@ impl<'s> ReportDeadlineHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff
                             }
                         }
                         if !closed {
-                            for (id, deadline) in scheduled {
-                                timers
-                                    .entry(deadline)
-                                    .or_insert_with(|| (capability.delayed(&deadline), Vec::new()))
-                                    .1
-                                    .push(id);
-                            }
+                            super::schedule(&mut timers, &capability, scheduled);
                         }
                         if !hits.is_empty() {
                             output
