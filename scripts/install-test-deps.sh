@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what citybrain's tests need beyond a Rust toolchain and a C compiler, with Debian's
-# packages: Chromium (and the DejaVu fonts the wall page names) for tests/tests/wall_browser.rs,
+# packages: Chromium (and the DejaVu fonts the wall page names) for tests/tests/end_to_end/wall_browser.rs,
 # which checks the wall page in a real headless browser. Does nothing when /usr/bin/chromium is
 # already there, so it is cheap to run before every test run. Needs root (or sudo) and apt-get.
 set -euo pipefail

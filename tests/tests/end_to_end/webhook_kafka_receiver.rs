@@ -3,10 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod webhook_support;
-
 use std::time::Duration;
 
+use crate::webhook_support::{route, transition};
 use citybrain_connectors::dispatch::{
     Dispatcher, KafkaConnection, KafkaKey, KafkaReceiverSettings, ReceiverKind, ReceiverSettings,
     Submitted,
@@ -15,7 +14,6 @@ use citybrain_model::TransitionState::{Firing, Resolved};
 use citybrain_tests::MockKafka;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use webhook_support::{route, transition};
 
 const T0: u64 = 1_795_910_400_000;
 

@@ -3,18 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod webhook_support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::webhook_support::{
+    Reply, TestReceiver, assert_all_verified, route, settings, transition, webhook,
+};
 use citybrain_connectors::dispatch::payload::derived_id;
 use citybrain_connectors::dispatch::{Dispatcher, SilenceRequest, Submitted};
 use citybrain_model::TransitionState::{Firing, Resolved};
-use webhook_support::{
-    Reply, TestReceiver, assert_all_verified, route, settings, transition, webhook,
-};
 
 const T0: u64 = 1_795_910_400_000;
 

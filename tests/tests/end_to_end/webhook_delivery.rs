@@ -4,17 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod webhook_support;
-
 use std::time::Duration;
 
+use crate::webhook_support::{
+    Reply, TestReceiver, assert_all_verified, metric, settings, transition, webhook,
+};
 use axum::http::HeaderValue;
 use citybrain_connectors::dispatch::{Dispatcher, Submitted};
 use citybrain_model::TransitionState;
 use serde_json::json;
-use webhook_support::{
-    Reply, TestReceiver, assert_all_verified, metric, settings, transition, webhook,
-};
 
 const T0: u64 = 1_795_910_400_000;
 
@@ -109,7 +107,7 @@ fn the_independent_verifier_rejects_tampered_stale_and_replayed_requests() {
     dispatcher.shutdown(Duration::from_secs(1)).unwrap();
     let request = &receiver.requests()[0];
     assert_eq!(request.verified, Ok(()));
-    let hook = standardwebhooks::Webhook::new(webhook_support::SECRET).unwrap();
+    let hook = standardwebhooks::Webhook::new(crate::webhook_support::SECRET).unwrap();
     assert!(hook.verify(&request.raw, &request.headers).is_ok());
 
     // One byte of the body changed.
@@ -134,7 +132,8 @@ fn the_independent_verifier_rejects_tampered_stale_and_replayed_requests() {
     assert_eq!(seen, vec![t.id.clone()]);
     assert!(seen.contains(&request.id));
     // And our own verifier agrees with the independent one.
-    let secret = citybrain_connectors::dispatch::Secret::parse(webhook_support::SECRET).unwrap();
+    let secret =
+        citybrain_connectors::dispatch::Secret::parse(crate::webhook_support::SECRET).unwrap();
     let signature = request.headers["webhook-signature"].to_str().unwrap();
     assert_eq!(
         citybrain_connectors::dispatch::verify(
@@ -364,7 +363,10 @@ fn alertmanager_format_and_unsigned_receivers() {
         w.secret = None;
     }
     s.receivers = vec![am];
-    s.routes = vec![webhook_support::route(&["severity = critical"], &["am"])];
+    s.routes = vec![crate::webhook_support::route(
+        &["severity = critical"],
+        &["am"],
+    )];
     let dispatcher = Dispatcher::start(s, &prometheus::Registry::new()).unwrap();
     let t = transition("ch4-alarm", "s1", TransitionState::Resolved, T0);
     dispatcher.submit(&t).unwrap();

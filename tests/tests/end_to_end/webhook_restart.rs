@@ -4,18 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod webhook_support;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::webhook_support::{
+    Reply, Request, TestReceiver, assert_all_verified, settings, transition,
+};
 use citybrain_connectors::dispatch::{Dispatcher, FsyncPolicy, Submitted};
 use citybrain_model::AlertTransition;
 use citybrain_model::TransitionState::Firing;
-use webhook_support::{Reply, Request, TestReceiver, assert_all_verified, settings, transition};
 
 const T0: u64 = 1_795_910_400_000;
 
@@ -137,7 +137,7 @@ fn sigkill_during_delivery_loses_nothing() {
     let mut child = Command::new(exe)
         .args([
             "--exact",
-            "sigkill_child_process",
+            "webhook_restart::sigkill_child_process",
             "--nocapture",
             "--test-threads=1",
         ])

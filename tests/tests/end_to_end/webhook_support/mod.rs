@@ -3,7 +3,7 @@
 //! an independent Standard Webhooks verifier (the `standardwebhooks` crate), plus helpers to
 //! build transitions and dispatcher settings with small timeouts and backoffs.
 
-#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -219,21 +219,6 @@ impl TestReceiver {
             .filter(|r| (200..300).contains(&r.answered) && !r.duplicate)
             .map(|r| r.id)
             .collect()
-    }
-
-    /// The transition ids answered 2xx, in order of acceptance (first time only).
-    pub fn accepted_transitions(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for r in self.requests() {
-            if (200..300).contains(&r.answered) && !r.duplicate {
-                for id in r.transition_ids() {
-                    if !out.contains(&id) {
-                        out.push(id);
-                    }
-                }
-            }
-        }
-        out
     }
 
     /// Waits until `done` holds for the requests (at most `timeout`); panics otherwise.

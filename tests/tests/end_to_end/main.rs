@@ -1,0 +1,16 @@
+//! citybrain's end-to-end tests, one module per area, linked into one test binary: each binary
+//! links librdkafka, timely and axum, so one binary instead of one per file keeps the build
+//! small enough for CI machines with little disk.
+
+mod http_api;
+mod kafka_end_to_end;
+mod kpi_la311;
+mod real_data_methane;
+mod rule_kinds_real_data;
+mod sse_stream;
+mod wall_browser;
+mod webhook_delivery;
+mod webhook_kafka_receiver;
+mod webhook_ordering;
+mod webhook_restart;
+mod webhook_support;
