@@ -2,8 +2,13 @@
 //! partitions of every configured topic, decoding messages into events and tracking
 //! per-partition watermarks.
 //!
-//! Reference data (compacted registry topics) is read to its end before readings are consumed,
-//! so the first readings already see their sensors' labels.
+//! Reference data (compacted registry topics) is read from its start, to its end, before
+//! readings are consumed, so the first readings already see their sensors' labels.
+//!
+//! Offsets are committed by the engine, never automatically: a reading partition's commit is
+//! the offset from which a restart re-reads everything whose outputs are not yet durable plus
+//! the history the rules' state is rebuilt from (see [`crate::commit`]). Registry partitions are
+//! never committed: they are re-read whole on every start.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,10 +21,11 @@ use citybrain_model::{
     DeadLetterReason, DecodeError, EntityInfo, Reading, RegistryKind, RegistryUpdate, ReportEvent,
 };
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::commit::CommitTracker;
 use crate::dead_letter::DeadLetter;
 use crate::watermark::{Contribution, PartitionClock, combine};
 
@@ -96,6 +102,8 @@ pub struct SourceConfig {
     pub worker_index: usize,
     /// Number of workers sharing the partitions.
     pub workers: usize,
+    /// Event-time spacing of the resume points kept per partition for offset commits.
+    pub commit_granularity: Duration,
 }
 
 /// Why the source could not start.
@@ -131,6 +139,8 @@ struct PartitionState {
     spec: usize,
     partition: i32,
     clock: PartitionClock,
+    /// Resume points for commits; `None` for registry partitions (never committed).
+    commit: Option<CommitTracker>,
 }
 
 /// A worker's Kafka consumer.
@@ -205,26 +215,29 @@ impl KafkaSource {
         for (spec_index, partition) in mine {
             let spec = &config.topics[spec_index];
             let (low, high) = consumer.fetch_watermarks(&spec.topic, partition, timeout)?;
+            let is_registry = matches!(spec.kind, StreamKind::Registry(_));
             let start = match committed
                 .find_partition(&spec.topic, partition)
                 .map(|e| e.offset())
             {
-                Some(Offset::Offset(o)) if o >= low => o,
+                Some(Offset::Offset(o)) if o >= low && !is_registry => o,
                 _ => low,
             };
             assignment.add_partition_offset(&spec.topic, partition, Offset::Offset(start))?;
             let mut clock =
                 PartitionClock::new(spec.allowed_lateness, spec.idle_timeout, high, now);
             clock.observe(start.saturating_sub(1), None, now);
-            if matches!(spec.kind, StreamKind::Registry(_)) && high > start {
+            if is_registry && high > start {
                 registry_pending.insert((spec_index, partition), high);
             }
+            let granularity = u64::try_from(config.commit_granularity.as_millis()).unwrap_or(1);
             partitions.insert(
                 (spec_index, partition),
                 PartitionState {
                     spec: spec_index,
                     partition,
                     clock,
+                    commit: (!is_registry).then(|| CommitTracker::new(start, granularity)),
                 },
             );
         }
@@ -330,6 +343,9 @@ impl KafkaSource {
             };
             if let Some(state) = self.partitions.get_mut(&(spec_index, partition)) {
                 state.clock.observe(offset, event_time, Instant::now());
+                if let Some(commit) = &mut state.commit {
+                    commit.observe(offset, event_time);
+                }
             }
             if let Some(end) = self.registry_pending.get(&(spec_index, partition))
                 && offset.saturating_add(1) >= *end
@@ -352,6 +368,28 @@ impl KafkaSource {
             }
         }
         count
+    }
+
+    /// Commits, per reading partition, the offset from which a restart re-reads every message
+    /// with an event time at or after `cutoffs[clock]` (the durable output frontier of the
+    /// partition's clock minus the history its rules need). Asynchronous: a lost commit only
+    /// means a longer replay. Returns how many partitions moved on.
+    pub fn commit(&mut self, cutoffs: [u64; 2]) -> Result<usize, SourceError> {
+        let mut list = TopicPartitionList::new();
+        for state in self.partitions.values_mut() {
+            let spec = &self.specs[state.spec];
+            let (Some(clock), Some(commit)) = (spec.kind.clock(), &mut state.commit) else {
+                continue;
+            };
+            if let Some(offset) = commit.advance(cutoffs[clock as usize]) {
+                list.add_partition_offset(&spec.topic, state.partition, Offset::Offset(offset))?;
+            }
+        }
+        let moved = list.count();
+        if moved > 0 {
+            self.consumer.commit(&list, CommitMode::Async)?;
+        }
+        Ok(moved)
     }
 
     /// Recomputes the watermarks from the partitions' clocks. `others` are the newest

@@ -2,17 +2,24 @@
 //!
 //! Alerts are keyed by `rule/entity` on Kafka so every transition of one alert lands in one
 //! partition, in order; the transition id travels as the `citybrain-id` header.
+//!
+//! [`Outputs::make_durable`] is what offset commits wait for: files synced to disk and every
+//! produced message acknowledged by the brokers (librdkafka retries failed sends itself; a
+//! message it finally gives up on fails the call, so nothing is committed past it).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use citybrain_model::AlertTransition;
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::dead_letter::DeadLetter;
 
@@ -50,6 +57,27 @@ pub enum SinkError {
     /// A topic is configured but no brokers.
     #[error("an output topic is configured but no Kafka brokers")]
     NoBrokers,
+    /// The brokers never acknowledged some produced messages.
+    #[error("kafka: {0} produced messages were not delivered")]
+    Undelivered(u64),
+}
+
+/// Counts messages librdkafka gave up delivering (after its own retries).
+#[derive(Clone, Default)]
+struct DeliveryFailures(Arc<AtomicU64>);
+
+impl ClientContext for DeliveryFailures {}
+
+impl ProducerContext for DeliveryFailures {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((error, message)) = result {
+            use rdkafka::message::Message;
+            tracing::error!(%error, topic = message.topic(), "output message not delivered");
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 struct JsonlFile {
@@ -59,17 +87,30 @@ struct JsonlFile {
 
 impl JsonlFile {
     fn open(path: &PathBuf) -> Result<Self, SinkError> {
+        let error = |source| SinkError::File {
+            path: path.clone(),
+            source,
+        };
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
-            .map_err(|source| SinkError::File {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(error)?;
+        let mut writer = BufWriter::new(file);
+        // A crash can cut the last line short: end it, so the next line stays whole.
+        let len = writer.get_ref().metadata().map_err(error)?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            std::os::unix::fs::FileExt::read_exact_at(writer.get_ref(), &mut last, len - 1)
+                .map_err(error)?;
+            if last[0] != b'\n' {
+                writer.write_all(b"\n").map_err(error)?;
+            }
+        }
         Ok(JsonlFile {
             path: path.clone(),
-            writer: BufWriter::new(file),
+            writer,
         })
     }
 
@@ -86,11 +127,25 @@ impl JsonlFile {
             source,
         })
     }
+
+    fn sync(&mut self) -> Result<(), SinkError> {
+        self.flush()?;
+        self.writer
+            .get_ref()
+            .sync_data()
+            .map_err(|source| SinkError::File {
+                path: self.path.clone(),
+                source,
+            })
+    }
 }
 
 /// The open outputs.
 pub struct Outputs {
-    producer: Option<ThreadedProducer<DefaultProducerContext>>,
+    producer: Option<ThreadedProducer<DeliveryFailures>>,
+    failures: DeliveryFailures,
+    /// Failures already reported by [`Outputs::make_durable`].
+    reported_failures: u64,
     alerts_topic: Option<String>,
     dead_letter_topic: Option<String>,
     alerts_file: Option<JsonlFile>,
@@ -100,6 +155,7 @@ pub struct Outputs {
 impl Outputs {
     /// Opens files (appending) and the producer.
     pub fn open(config: &OutputConfig) -> Result<Self, SinkError> {
+        let failures = DeliveryFailures::default();
         let producer = if config.alerts_topic.is_some() || config.dead_letter_topic.is_some() {
             let brokers = config.brokers.as_ref().ok_or(SinkError::NoBrokers)?;
             let mut client = ClientConfig::new();
@@ -110,12 +166,18 @@ impl Outputs {
             for (k, v) in &config.properties {
                 client.set(k, v);
             }
-            Some(client.create::<ThreadedProducer<DefaultProducerContext>>()?)
+            Some(
+                client.create_with_context::<_, ThreadedProducer<DeliveryFailures>>(
+                    failures.clone(),
+                )?,
+            )
         } else {
             None
         };
         Ok(Outputs {
             producer,
+            failures,
+            reported_failures: 0,
             alerts_topic: config.alerts_topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
             alerts_file: config
@@ -193,5 +255,55 @@ impl Outputs {
             producer.flush(timeout)?;
         }
         Ok(())
+    }
+
+    /// Makes everything written so far durable: files synced to disk, every produced message
+    /// acknowledged (waiting up to `timeout`). Fails when a message was given up on since the
+    /// last call, so the caller does not treat it as durable.
+    pub fn make_durable(&mut self, timeout: Duration) -> Result<(), SinkError> {
+        if let Some(file) = &mut self.alerts_file {
+            file.sync()?;
+        }
+        if let Some(file) = &mut self.dead_letter_file {
+            file.sync()?;
+        }
+        if let Some(producer) = &self.producer {
+            producer.flush(timeout)?;
+        }
+        let failed = self.failures.0.load(Ordering::Relaxed);
+        if failed > self.reported_failures {
+            let new = failed - self.reported_failures;
+            self.reported_failures = failed;
+            return Err(SinkError::Undelivered(new));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_does_not_swallow_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.jsonl");
+        std::fs::write(&path, "{\"whole\":1}\n{\"cut sh").unwrap();
+        let mut outputs = Outputs::open(&OutputConfig {
+            alerts_file: Some(path.clone()),
+            ..OutputConfig::default()
+        })
+        .unwrap();
+        outputs
+            .alerts_file
+            .as_mut()
+            .unwrap()
+            .write("{\"next\":2}")
+            .unwrap();
+        outputs.make_durable(Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"whole\":1}\n{\"cut sh\n{\"next\":2}\n"
+        );
     }
 }

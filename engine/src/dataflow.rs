@@ -35,6 +35,8 @@ pub enum Output {
     KpiUpdates(KpiClock, Vec<(KpiValue, Time, Diff)>),
     /// A worker's KPI output frontier advanced: all its updates before `time` were sent.
     KpiFrontier(KpiClock, usize, Time),
+    /// Every alert transition of the clock before `time` was sent (from every worker).
+    AlertFrontier(KpiClock, Time),
 }
 
 /// The inputs of one worker's dataflow.
@@ -82,12 +84,13 @@ fn labeled(
     ((domain, entity), (labels, OrderedFloat(value)))
 }
 
-/// Builds the dataflow in `worker`; returns its inputs and a probe on the alert output.
+/// Builds the dataflow in `worker`; returns its inputs and probes on the alert outputs of the
+/// sensor and the citizen clock, in that order.
 pub fn build(
     worker: &mut timely::worker::Worker,
     kpis: &[KpiDef],
     sender: &Sender<Output>,
-) -> (Inputs, ProbeHandle<Time>) {
+) -> (Inputs, [ProbeHandle<Time>; 2]) {
     let index = worker.index();
     let alerts_out = sender.clone();
     let kpi_out = sender.clone();
@@ -109,11 +112,11 @@ pub fn build(
             let _ = alerts_out.send(Output::Alert(t.clone()));
         });
         let (probe, alerts) = alerts.probe();
-        citizen_alerts
+        let (citizen_probe, _) = citizen_alerts
             .inspect(move |t: &AlertTransition| {
                 let _ = citizen_out.send(Output::Alert(t.clone()));
             })
-            .probe_with(&probe);
+            .probe();
 
         let report_event_rows =
             reports
@@ -174,7 +177,7 @@ pub fn build(
                 rules: rules_input,
                 reports: reports_input,
             },
-            probe,
+            [probe, citizen_probe],
         )
     })
 }

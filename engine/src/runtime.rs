@@ -7,6 +7,12 @@
 //! recompute the watermarks and advance the inputs to them; step the dataflow. Watermarks are
 //! shared between the workers of this process so a worker whose partitions are idle follows
 //! the others instead of holding the frontier back.
+//!
+//! Nothing acknowledged is lost: worker 0 reports the alert output frontier of each clock to
+//! the output thread, which every `commit_interval` makes its outputs durable and publishes the
+//! frontier as durable; the workers then commit offsets up to that frontier minus the rules'
+//! history ([`citybrain_connectors::commit`]). A restart re-reads from there and
+//! [`RecoveredAlerts`] leaves out what the alert log already holds.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +27,7 @@ use citybrain_connectors::kafka::{
 use citybrain_connectors::sink::{OutputConfig, Outputs, SinkError};
 use citybrain_model::time::now_millis;
 use citybrain_model::{AlertTransition, RegistryKind};
+use citybrain_operators::Time;
 use citybrain_operators::kpi::KpiDef;
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::rule::RuleRow;
@@ -28,10 +35,12 @@ use hdrhistogram::Histogram;
 
 use crate::board::{AlertBoard, LiveStatus};
 use crate::config::LoadedConfig;
+use crate::config::RecoveryConfig;
 use crate::dataflow::Output;
 use crate::http::{HttpServer, HttpState};
-use crate::kpi::KpiStores;
+use crate::kpi::{KpiClock, KpiStores};
 use crate::metrics::Metrics;
+use crate::recovery::RecoveredAlerts;
 use citybrain_connectors::dispatch::settings::KafkaConnection;
 use citybrain_connectors::dispatch::{DispatchSettings, Dispatcher, Submitted};
 
@@ -52,6 +61,8 @@ pub struct EngineSettings {
     pub dispatch: Option<DispatchSettings>,
     /// The bearer token of mutating API calls (from `[http] api_token_env`).
     pub api_token: Option<String>,
+    /// Offset commits and replay history.
+    pub recovery: RecoveryConfig,
 }
 
 /// The engine could not start or failed while running.
@@ -134,6 +145,7 @@ impl EngineSettings {
                 registry_load_timeout: config.registry.load_timeout,
                 worker_index: 0,
                 workers: 1,
+                commit_granularity: Duration::from_secs(1),
             },
             outputs: OutputConfig {
                 brokers: Some(brokers.clone()),
@@ -144,6 +156,7 @@ impl EngineSettings {
                 dead_letter_file: config.outputs.dead_letter_file.as_ref().map(relative),
             },
             http: config.http.enabled.then_some(config.http.bind),
+            recovery: config.recovery.clone(),
             kpis: load_kpis(loaded)?,
             api_token: std::env::var(&config.http.api_token_env)
                 .ok()
@@ -208,6 +221,8 @@ pub struct Status {
 struct Shared {
     stop: AtomicBool,
     watermarks: [AtomicU64; 2],
+    /// Per clock: every alert transition before this time is durable in the outputs.
+    durable: [AtomicU64; 2],
     failure: Mutex<Option<String>>,
     latency: Mutex<Option<Histogram<u64>>>,
     events: AtomicU64,
@@ -270,6 +285,7 @@ pub fn start(
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         watermarks: [AtomicU64::new(0), AtomicU64::new(0)],
+        durable: [AtomicU64::new(0), AtomicU64::new(0)],
         failure: Mutex::new(None),
         latency: Mutex::new(Histogram::new(3).ok()),
         events: AtomicU64::new(0),
@@ -300,6 +316,23 @@ pub fn start(
         )?),
         None => None,
     };
+    let recovered = match &settings.outputs.alerts_file {
+        Some(path) => RecoveredAlerts::load(path).map_err(|source| {
+            EngineError::Sink(SinkError::File {
+                path: path.clone(),
+                source,
+            })
+        })?,
+        None => RecoveredAlerts::default(),
+    };
+    if recovered.pending() > 0 {
+        tracing::info!(
+            alerts = recovered.pending(),
+            "alert log read: re-derived transitions it holds are left out"
+        );
+    }
+    let history = replay_history(&settings.recovery, &rules);
+    let commit_interval = settings.recovery.commit_interval;
     let mut outputs = Outputs::open(&settings.outputs)?;
     let (sender, receiver) = channel::<Output>();
     let names = settings
@@ -324,6 +357,8 @@ pub fn start(
                     &mut kpis,
                     dispatcher.as_deref(),
                     &mut on_transition,
+                    recovered,
+                    commit_interval,
                 );
                 // What is undelivered stays in the alert log for the next start. (If the HTTP
                 // server still holds a reference, dropping ours stops the dispatcher too.)
@@ -361,6 +396,10 @@ pub fn start(
                 sender,
                 &shared,
                 &metrics,
+                Commits {
+                    interval: commit_interval,
+                    history,
+                },
             ) {
                 tracing::error!(worker = worker.index(), %error, "worker failed");
                 let mut failure = shared
@@ -382,6 +421,34 @@ pub fn start(
     })
 }
 
+/// The event-time history a restart re-reads per clock (sensors, citizen), milliseconds: the
+/// configured history, or the longest a rule's state needs when longer.
+fn replay_history(config: &RecoveryConfig, rules: &[RuleRow]) -> [u64; 2] {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mut history = [
+        millis(config.sensor_history),
+        millis(config.citizen_history),
+    ];
+    for rule in rules {
+        let clock = match rule.domain() {
+            citybrain_model::Domain::Citizen => Clock::Citizen,
+            _ => Clock::Sensors,
+        };
+        let slot = &mut history[clock as usize];
+        *slot = (*slot).max(rule.history_ms());
+    }
+    history
+}
+
+/// When and how far back the workers commit offsets.
+#[derive(Clone, Copy)]
+struct Commits {
+    interval: Duration,
+    /// Per clock, milliseconds of event time re-read on restart.
+    history: [u64; 2],
+}
+
+#[allow(clippy::too_many_arguments)] // the worker's whole context, passed once at start
 fn worker_loop(
     worker: &mut timely::worker::Worker,
     source_config: &SourceConfig,
@@ -390,8 +457,11 @@ fn worker_loop(
     sender: Sender<Output>,
     shared: &Shared,
     metrics: &Metrics,
+    commits: Commits,
 ) -> Result<(), String> {
-    let (inputs, probe) = crate::dataflow::build(worker, kpis, &sender);
+    let (inputs, probes) = crate::dataflow::build(worker, kpis, &sender);
+    let mut reported = [0; 2];
+    let mut next_commit = Instant::now() + commits.interval;
     let crate::dataflow::Inputs {
         mut readings,
         mut registry,
@@ -479,6 +549,31 @@ fn worker_loop(
         rule_input.flush();
         worker.step();
         if worker.index() == 0 {
+            // Probes see every worker's progress: one worker reporting is enough.
+            for (clock, probe) in [KpiClock::Sensors, KpiClock::Citizen]
+                .into_iter()
+                .zip(&probes)
+            {
+                let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
+                let slot = &mut reported[clock as usize];
+                if frontier > *slot {
+                    *slot = frontier;
+                    let _ = sender.send(Output::AlertFrontier(clock, frontier));
+                }
+            }
+        }
+        if Instant::now() >= next_commit {
+            next_commit = Instant::now() + commits.interval;
+            let cutoffs = [0, 1].map(|i| {
+                shared.durable[i]
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(commits.history[i])
+            });
+            if let Err(error) = source.commit(cutoffs) {
+                tracing::warn!(%error, "offset commit failed; a restart re-reads more");
+            }
+        }
+        if worker.index() == 0 {
             let lag = i64::try_from(now_millis().saturating_sub(sensors)).unwrap_or(i64::MAX);
             metrics
                 .watermark_lag
@@ -486,10 +581,11 @@ fn worker_loop(
                 .set(lag);
         }
     }
-    drop(probe);
+    drop(probes);
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // the output thread's whole context, passed once at start
 fn output_loop(
     outputs: &mut Outputs,
     receiver: Receiver<Output>,
@@ -498,8 +594,14 @@ fn output_loop(
     kpis: &mut KpiStores,
     dispatcher: Option<&Dispatcher>,
     on_transition: &mut TransitionCallback,
+    mut recovered: RecoveredAlerts,
+    commit_interval: Duration,
 ) -> Result<(), EngineError> {
     let mut dirty = false;
+    // Per clock: the alert frontier received, and the one last made durable.
+    let mut received = [0u64; 2];
+    let mut published = [0u64; 2];
+    let mut next_durable = Instant::now() + commit_interval;
     let mut next_status = Instant::now();
     let mut last_kpis = Instant::now();
     loop {
@@ -512,8 +614,28 @@ fn output_loop(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        if Instant::now() >= next_durable {
+            next_durable = Instant::now() + commit_interval;
+            if received != published {
+                // Everything before `received` arrived before its frontier message: once the
+                // outputs are durable, so is everything before it.
+                outputs.make_durable(Duration::from_secs(30))?;
+                dirty = false;
+                for (slot, time) in shared.durable.iter().zip(received) {
+                    slot.store(time, Ordering::Relaxed);
+                }
+                published = received;
+            }
+        }
         match message {
+            Some(Output::AlertFrontier(clock, time)) => {
+                let slot = &mut received[clock as usize];
+                *slot = (*slot).max(time);
+            }
             Some(Output::Alert(transition)) => {
+                if !recovered.admit(&transition) {
+                    continue;
+                }
                 outputs.write_alert(&transition)?;
                 dirty = true;
                 if let Some(dispatcher) = dispatcher {
@@ -576,6 +698,12 @@ fn output_loop(
             }
             None => {}
         }
+    }
+    if recovered.left_out() > 0 {
+        tracing::info!(
+            left_out = recovered.left_out(),
+            "re-derived transitions the alert log already held"
+        );
     }
     Ok(outputs.flush(Duration::from_secs(10))?)
 }

@@ -213,6 +213,22 @@ impl RuleRow {
         }
     }
 
+    /// The event-time history the rule's state is built from (window, baseline, deadline,
+    /// tolerance, plus the `for` hold): how far back a restart must re-read its input.
+    /// Absence rules count only their hold: their silence limit depends on each entity's
+    /// cadence, which the engine's configured history covers.
+    pub fn history_ms(&self) -> u64 {
+        let own = match self {
+            RuleRow::Threshold(_) | RuleRow::Absence(_) => 0,
+            RuleRow::Window(rule) => rule.window_ms,
+            RuleRow::RateOfRise(rule) => rule.window_ms,
+            RuleRow::Baseline(rule) => rule.baseline_ms,
+            RuleRow::Correlation(rule) => rule.tolerance_ms,
+            RuleRow::ReportDeadline(rule) => rule.deadline_ms,
+        };
+        own.saturating_add(self.alarm().hold_ms)
+    }
+
     /// The rule id.
     pub fn id(&self) -> &str {
         &self.alarm().id

@@ -159,29 +159,37 @@ impl TestEngine {
     /// Starts an engine with the config and rules given as TOML text; output files go to a
     /// fresh temporary directory.
     pub fn start(config_toml: &str, rules_toml: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = config::load_str(Path::new("test.toml"), config_toml)
-            .unwrap_or_else(|d| panic!("config: {d}"));
-        let rules = config::load_rules_str(Path::new("rules.toml"), rules_toml)
-            .unwrap_or_else(|d| panic!("rules: {d}"));
-        let loaded = LoadedConfig {
-            config,
-            rules,
-            base_dir: dir.path().to_path_buf(),
-        };
+        Self::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            config_toml,
+            rules_toml,
+        )
+    }
+
+    /// Stops this engine (cleanly) and starts a new one on the same output directory, as an
+    /// operator restarting the process would.
+    pub fn restart(mut self, config_toml: &str, rules_toml: &str) -> Self {
+        if let Some(engine) = self.engine.take() {
+            engine.stop();
+            engine.wait().expect("engine ran cleanly");
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        Self::start_in(dir, config_toml, rules_toml)
+    }
+
+    fn start_in(dir: tempfile::TempDir, config_toml: &str, rules_toml: &str) -> Self {
         let transitions = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&transitions);
-        let settings = EngineSettings::from_config(&loaded).expect("settings");
-        let engine = runtime::start(
-            settings,
-            loaded.rules.clone(),
+        let engine = start_engine(
+            dir.path(),
+            config_toml,
+            rules_toml,
             Box::new(move |t: &AlertTransition| {
                 sink.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(t.clone())
             }),
-        )
-        .expect("engine start");
+        );
         TestEngine {
             engine: Some(engine),
             transitions,
@@ -233,6 +241,26 @@ impl Drop for TestEngine {
             let _ = engine.wait();
         }
     }
+}
+
+/// Starts an engine with the config and rules given as TOML text, output files in `dir`.
+pub fn start_engine(
+    dir: &Path,
+    config_toml: &str,
+    rules_toml: &str,
+    on_transition: runtime::TransitionCallback,
+) -> Engine {
+    let config = config::load_str(Path::new("test.toml"), config_toml)
+        .unwrap_or_else(|d| panic!("config: {d}"));
+    let rules = config::load_rules_str(Path::new("rules.toml"), rules_toml)
+        .unwrap_or_else(|d| panic!("rules: {d}"));
+    let loaded = LoadedConfig {
+        config,
+        rules,
+        base_dir: dir.to_path_buf(),
+    };
+    let settings = EngineSettings::from_config(&loaded).expect("settings");
+    runtime::start(settings, loaded.rules.clone(), on_transition).expect("engine start")
 }
 
 /// Reads a JSONL file (missing file: empty).

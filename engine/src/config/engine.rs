@@ -43,6 +43,40 @@ pub struct Config {
     pub dispatch: super::dispatch::DispatchConfig,
     /// `[kpis]`: the KPI definition files.
     pub kpis: KpisConfig,
+    /// `[recovery]`: offset commits and how much history a restart re-reads.
+    pub recovery: RecoveryConfig,
+}
+
+/// `[recovery]`: what a restart resumes from. Offsets are committed only up to what the alert
+/// outputs hold durably, minus the history the rules' state is rebuilt from; on restart the
+/// engine re-reads from there and leaves out the transitions its alert log already has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// How often outputs are made durable and offsets committed. Greater than zero.
+    /// Default: `"1s"`.
+    #[serde(with = "duration")]
+    pub commit_interval: Duration,
+    /// Event-time history of mine and farm readings re-read on restart, to rebuild windows,
+    /// `for` holds and silence timers. The longest window, hold or silence limit of the rules
+    /// is used when longer. Default: `"15m"`.
+    #[serde(with = "duration")]
+    pub sensor_history: Duration,
+    /// Event-time history of citizen report events re-read on restart, to rebuild the state of
+    /// open reports. The longest report deadline of the rules is used when longer.
+    /// Default: `"7d"`.
+    #[serde(with = "duration")]
+    pub citizen_history: Duration,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            commit_interval: Duration::from_secs(1),
+            sensor_history: Duration::from_secs(15 * 60),
+            citizen_history: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 /// `[kpis]`: which KPIs the engine maintains.
@@ -368,6 +402,10 @@ pub(crate) fn validate(config: &Config, root: &Spanned<DeValue<'_>>, cx: &mut Fi
     for (value, keys) in [
         (config.engine.status_interval, ["engine", "status_interval"]),
         (config.registry.load_timeout, ["registry", "load_timeout"]),
+        (
+            config.recovery.commit_interval,
+            ["recovery", "commit_interval"],
+        ),
     ] {
         if value.is_zero() {
             let p = path(&keys);
@@ -708,6 +746,24 @@ idle_timeout = 500
             hints[3],
             Some("did you mean `mine`? expected one of: mine, farm, citizen")
         );
+    }
+
+    #[test]
+    fn recovery_section() {
+        assert_eq!(
+            errors("[recovery]\ncommit_interval = \"0s\"\ncitizen_history = \"3 fortnights\"\n"),
+            vec![
+                "2:19: `recovery.commit_interval` must be greater than zero",
+                "3:19: `recovery.citizen_history`: invalid duration \"3 fortnights\": unknown time unit \"fortnights\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)",
+            ]
+        );
+        assert_eq!(
+            errors("[recovery]\ncommit_interval = \"0s\"\n"),
+            vec!["2:19: `recovery.commit_interval` must be greater than zero"]
+        );
+        let defaults = RecoveryConfig::default();
+        assert_eq!(defaults.citizen_history, Duration::from_secs(604_800));
+        assert_eq!(defaults.sensor_history, Duration::from_secs(900));
     }
 
     #[test]

@@ -35,8 +35,8 @@ pub use dispatch::{
     ReceiverConfig, ReceiverKindConfig, RouteConfig, SilenceConfig,
 };
 pub use engine::{
-    Config, EngineConfig, KafkaConfig, OutputsConfig, RegistryConfig, RulesConfig, SourceConfig,
-    SourcesConfig, default_workers,
+    Config, EngineConfig, KafkaConfig, OutputsConfig, RecoveryConfig, RegistryConfig, RulesConfig,
+    SourceConfig, SourcesConfig, default_workers,
 };
 pub use kpis::load_kpis_str;
 

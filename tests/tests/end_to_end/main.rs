@@ -6,6 +6,7 @@ mod http_api;
 mod kafka_end_to_end;
 mod kpi_la311;
 mod real_data_methane;
+mod recovery;
 mod rule_kinds_real_data;
 mod sse_stream;
 mod wall_browser;

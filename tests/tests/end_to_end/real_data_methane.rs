@@ -8,11 +8,11 @@ use citybrain_model::TransitionState;
 use citybrain_tests::{MockKafka, TOPICS, TestEngine, arff_column, shared_data, test_config};
 
 /// 2026-11-01T00:00:00Z: row i of the file is at T0 + 30 s * i.
-const T0: u64 = 1_793_491_200_000;
-const ROW_MS: u64 = 30_000;
+pub(crate) const T0: u64 = 1_793_491_200_000;
+pub(crate) const ROW_MS: u64 = 30_000;
 
 /// One expected transition: (rule, sensor, state, event time, value).
-type Expected = (String, String, TransitionState, u64, f64);
+pub(crate) type Expected = (String, String, TransitionState, u64, f64);
 
 /// The plain loop: alarm when value >= above for at least `hold_ms` (consecutive rows),
 /// clear when value < clear.
@@ -60,7 +60,7 @@ fn reference(
     out
 }
 
-const RULES: &str = r#"
+pub(crate) const RULES: &str = r#"
 [[rule]]
 id = "mm116-alarm"
 domain = "mine"
@@ -92,8 +92,8 @@ for = "120s"
 severity = "warning"
 "#;
 
-#[test]
-fn methane_mm116_and_mm31_transitions_equal_a_plain_loop_over_the_file() {
+/// The file's MM116 and MM31 columns.
+pub(crate) fn methane_columns() -> (Vec<f64>, Vec<f64>) {
     let file = shared_data().join("coalmine/methane.arff");
     let mm116 = arff_column(&file, "MM116");
     let mm31 = arff_column(&file, "MM31");
@@ -103,34 +103,44 @@ fn methane_mm116_and_mm31_transitions_equal_a_plain_loop_over_the_file() {
         6_776,
         "the data README's count"
     );
+    (mm116, mm31)
+}
 
-    let mut expected = reference("mm116-alarm", "MM116", &mm116, 1.0, 1.0, 0);
+/// What [`RULES`] must raise over the columns, in (time, rule) order.
+pub(crate) fn expected_transitions(mm116: &[f64], mm31: &[f64]) -> Vec<Expected> {
+    let mut expected = reference("mm116-alarm", "MM116", mm116, 1.0, 1.0, 0);
     expected.extend(reference(
         "mm116-power-cut",
         "MM116",
-        &mm116,
+        mm116,
         1.5,
         1.2,
         60_000,
     ));
-    expected.extend(reference("mm31-warning", "MM31", &mm31, 0.7, 0.6, 120_000));
+    expected.extend(reference("mm31-warning", "MM31", mm31, 0.7, 0.6, 120_000));
     expected.sort_by(|a, b| (a.3, &a.0).cmp(&(b.3, &b.0)));
-    assert!(
-        expected.len() > 100,
-        "the file should exercise the rules: {}",
-        expected.len()
-    );
+    expected
+}
 
-    let kafka = MockKafka::new(&TOPICS);
-    for (sensor, face) in [
-        ("MM116", "polish-mine/face-116"),
-        ("MM31", "polish-mine/face-31"),
-    ] {
-        let record =
-            format!(r#"{{"mine":"polish-mine","face":"{face}","kind":"ch4","cadence_ms":30000}}"#);
-        kafka.produce("registry.sensors", Some(sensor), Some(record.as_bytes()));
+/// Registry records of the two sensors, then one reading per sensor and row of `rows`.
+pub(crate) fn produce_methane(
+    kafka: &MockKafka,
+    mm116: &[f64],
+    mm31: &[f64],
+    rows: std::ops::Range<usize>,
+) {
+    if rows.start == 0 {
+        for (sensor, face) in [
+            ("MM116", "polish-mine/face-116"),
+            ("MM31", "polish-mine/face-31"),
+        ] {
+            let record = format!(
+                r#"{{"mine":"polish-mine","face":"{face}","kind":"ch4","cadence_ms":30000}}"#
+            );
+            kafka.produce("registry.sensors", Some(sensor), Some(record.as_bytes()));
+        }
     }
-    for i in 0..mm116.len() {
+    for i in rows {
         let t = T0 + ROW_MS * i as u64;
         for (sensor, value) in [("MM116", mm116[i]), ("MM31", mm31[i])] {
             let message =
@@ -139,6 +149,20 @@ fn methane_mm116_and_mm31_transitions_equal_a_plain_loop_over_the_file() {
         }
     }
     kafka.flush();
+}
+
+#[test]
+fn methane_mm116_and_mm31_transitions_equal_a_plain_loop_over_the_file() {
+    let (mm116, mm31) = methane_columns();
+    let expected = expected_transitions(&mm116, &mm31);
+    assert!(
+        expected.len() > 100,
+        "the file should exercise the rules: {}",
+        expected.len()
+    );
+
+    let kafka = MockKafka::new(&TOPICS);
+    produce_methane(&kafka, &mm116, &mm31, 0..mm116.len());
 
     let engine = TestEngine::start(&test_config(&kafka.brokers), RULES);
     let got = engine.wait_until(Duration::from_secs(240), |t, _| t.len() >= expected.len());
