@@ -7,6 +7,7 @@ use std::sync::mpsc::Sender;
 
 use citybrain_model::{AlertTransition, Domain, Labels};
 use citybrain_operators::active_alerts::ActiveAlerts;
+use citybrain_operators::hysteresis::FiringSeed;
 use citybrain_operators::instant::IntoInstants;
 use citybrain_operators::kpi::{
     KpiDef, KpiRow, KpiSource, KpiSources, KpiValue, insertions, kpi_values, with_registry_labels,
@@ -15,7 +16,7 @@ use citybrain_operators::latest::Latest;
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::report_state::{ReportEventRow, ReportStates};
 use citybrain_operators::rule::RuleRow;
-use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time, rule_alerts_by_clock};
+use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time, rule_alerts_by_clock_seeded};
 use differential_dataflow::VecCollection;
 use differential_dataflow::input::{Input, InputSession};
 use timely::dataflow::ProbeHandle;
@@ -86,9 +87,11 @@ fn labeled(
 
 /// Builds the dataflow in `worker`; returns its inputs and probes on the alert outputs of the
 /// sensor and the citizen clock, in that order.
+/// Alert keys in `seed` start as firing (after a restart: what the alert log last recorded).
 pub fn build(
     worker: &mut timely::worker::Worker,
     kpis: &[KpiDef],
+    seed: FiringSeed,
     sender: &Sender<Output>,
 ) -> (Inputs, [ProbeHandle<Time>; 2]) {
     let index = worker.index();
@@ -104,8 +107,13 @@ pub fn build(
         let (rules_input, rules) = scope.new_collection::<RuleRow, Diff>();
         let (reports_input, reports) = scope.new_collection::<ReportEventRow, Diff>();
 
-        let (alerts, citizen_alerts) =
-            rule_alerts_by_clock(readings.clone(), registry.clone(), reports.clone(), rules);
+        let (alerts, citizen_alerts) = rule_alerts_by_clock_seeded(
+            readings.clone(),
+            registry.clone(),
+            reports.clone(),
+            rules,
+            seed,
+        );
         let citizen_out = alerts_out.clone();
         let alerts = alerts.inspect(move |t: &AlertTransition| {
             // The output thread stops only after the workers; a failed send means shutdown.

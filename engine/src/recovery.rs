@@ -14,6 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use citybrain_model::{AlertTransition, EventTime, TransitionState};
+use rustc_hash::FxHashSet;
 use serde::Deserialize;
 
 /// The part of a logged transition recovery needs.
@@ -72,6 +73,16 @@ impl RecoveredAlerts {
     /// How many alerts the log holds a transition of (and are not yet past it).
     pub fn pending(&self) -> usize {
         self.newest.len()
+    }
+
+    /// The alerts the log last recorded as firing: their state machines start as firing, so
+    /// an alert whose start lies before the re-read history still resolves.
+    pub fn firing(&self) -> FxHashSet<(String, String)> {
+        self.newest
+            .iter()
+            .filter(|(_, (_, state))| *state == TransitionState::Firing)
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// How many transitions [`RecoveredAlerts::admit`] left out.
@@ -138,6 +149,8 @@ mod tests {
 
         let mut recovered = RecoveredAlerts::load(&path).unwrap();
         assert_eq!(recovered.pending(), 2);
+        let firing: Vec<(String, String)> = recovered.firing().into_iter().collect();
+        assert_eq!(firing, vec![("ch4-high".to_string(), "s2".to_string())]);
         let replayed = [
             (transition("s1", Firing, 1_000), false),   // repeat
             (transition("s1", Resolved, 5_000), false), // repeat

@@ -28,6 +28,7 @@ use citybrain_connectors::sink::{OutputConfig, Outputs, SinkError};
 use citybrain_model::time::now_millis;
 use citybrain_model::{AlertTransition, RegistryKind};
 use citybrain_operators::Time;
+use citybrain_operators::hysteresis::FiringSeed;
 use citybrain_operators::kpi::KpiDef;
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::rule::RuleRow;
@@ -331,6 +332,7 @@ pub fn start(
             "alert log read: re-derived transitions it holds are left out"
         );
     }
+    let seed: FiringSeed = Arc::new(Mutex::new(recovered.firing()));
     let history = replay_history(&settings.recovery, &rules);
     let commit_interval = settings.recovery.commit_interval;
     let mut outputs = Outputs::open(&settings.outputs)?;
@@ -393,6 +395,7 @@ pub fn start(
                 &source_config,
                 &rules,
                 &settings.kpis,
+                Arc::clone(&seed),
                 sender,
                 &shared,
                 &metrics,
@@ -454,12 +457,13 @@ fn worker_loop(
     source_config: &SourceConfig,
     rules: &[RuleRow],
     kpis: &[KpiDef],
+    seed: FiringSeed,
     sender: Sender<Output>,
     shared: &Shared,
     metrics: &Metrics,
     commits: Commits,
 ) -> Result<(), String> {
-    let (inputs, probes) = crate::dataflow::build(worker, kpis, &sender);
+    let (inputs, probes) = crate::dataflow::build(worker, kpis, seed, &sender);
     let mut reported = [0; 2];
     let mut next_commit = Instant::now() + commits.interval;
     let crate::dataflow::Inputs {

@@ -17,8 +17,13 @@
 //!
 //! Several evaluations of one key at one time are applied in order of their value; identical
 //! ones count once.
+//!
+//! After a restart the history re-read from Kafka may not reach back to where a firing alert
+//! started; [`HoldAndHysteresis::hold_and_hysteresis_seeded`] starts such keys as firing (the
+//! state the alert log last recorded) instead of normal, so they still resolve.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use citybrain_model::alert::transition_id;
 use citybrain_model::time::format_event_time;
@@ -26,7 +31,7 @@ use citybrain_model::{AlertTransition, Labels, TransitionState};
 use differential_dataflow::Hashable;
 use differential_dataflow::collection::vec;
 use differential_dataflow::consolidation::consolidate;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
@@ -133,6 +138,10 @@ pub fn make_transition(
     }
 }
 
+/// Alert keys `(rule id, entity)` to start as firing rather than normal, shared by the workers;
+/// each key is taken out by the worker that owns it at the key's first evaluation.
+pub type FiringSeed = Arc<Mutex<FxHashSet<(String, String)>>>;
+
 /// Updates of one time, held until the frontier passes it, with the capability to emit at it.
 type Waiting = (Capability<Time>, Vec<(HitRow, Diff)>);
 
@@ -183,16 +192,27 @@ pub trait HoldAndHysteresis<'s> {
     /// });
     /// ```
     fn hold_and_hysteresis(self) -> StreamVec<'s, Time, AlertTransition>;
+
+    /// [`HoldAndHysteresis::hold_and_hysteresis`], with the keys in `seed` starting as firing.
+    fn hold_and_hysteresis_seeded(self, seed: FiringSeed) -> StreamVec<'s, Time, AlertTransition>;
 }
 
 impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
     fn hold_and_hysteresis(self) -> StreamVec<'s, Time, AlertTransition> {
+        self.hold_and_hysteresis_seeded(FiringSeed::default())
+    }
+
+    fn hold_and_hysteresis_seeded(self, seed: FiringSeed) -> StreamVec<'s, Time, AlertTransition> {
         let exchange = Exchange::new(|update: &(HitRow, Time, Diff)| update.0.0.hashed());
         self.inner
             .unary_frontier(exchange, "HoldAndHysteresis", |_capability, _info| {
                 // Updates waiting for the frontier to pass their time, with a capability to emit at it.
                 let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
                 let mut states: FxHashMap<(String, String), AlertState> = FxHashMap::default();
+                let mut seeded = !seed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for (row, time, diff) in data.drain(..) {
@@ -232,8 +252,15 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 continue;
                             }
                             let key = (rule_id, entity);
-                            let (next, transition) =
-                                step(states.get(&key).copied(), &rule, value.0, time);
+                            let mut state = states.get(&key).copied();
+                            if state.is_none() && seeded {
+                                let mut seed = seed.lock().unwrap_or_else(PoisonError::into_inner);
+                                if seed.remove(&key) {
+                                    state = Some(AlertState::Firing);
+                                }
+                                seeded = !seed.is_empty();
+                            }
+                            let (next, transition) = step(state, &rule, value.0, time);
                             if let Some(state) = transition {
                                 session.give(make_transition(
                                     &rule, &key.1, &labels, state, reported.0, time,
@@ -251,5 +278,96 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                     }
                 }
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use citybrain_model::{Domain, Metric, Severity};
+    use differential_dataflow::input::Input;
+    use timely::dataflow::operators::{Inspect, Probe};
+
+    use super::*;
+    use crate::instant::IntoInstants;
+    use crate::ordered_float::OrderedFloat;
+    use crate::rule::Direction;
+
+    /// Transitions of rule `r` (alarm at 1.0, clear below 0.8) over `values` of s1 and s2 at
+    /// times 10, 20, ..., with `seeded` keys starting as firing; sorted.
+    fn transitions(values: &[f64], seeded: &[&str]) -> Vec<(u64, String, TransitionState)> {
+        let seed: FiringSeed = Arc::new(Mutex::new(
+            seeded
+                .iter()
+                .map(|e| ("r".to_string(), e.to_string()))
+                .collect(),
+        ));
+        let values = values.to_vec();
+        timely::execute_directly(move |worker| {
+            let out = Rc::new(RefCell::new(Vec::new()));
+            let sink = Rc::clone(&out);
+            let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, hits) = scope.new_collection();
+                let (probe, _) = hits
+                    .into_instants()
+                    .map(|(hit, _)| hit)
+                    .hold_and_hysteresis_seeded(seed)
+                    .inspect(move |t: &AlertTransition| {
+                        sink.borrow_mut()
+                            .push((t.event_time, t.entity.clone(), t.state))
+                    })
+                    .probe();
+                (input, probe)
+            });
+            let rule = ThresholdRule {
+                id: "r".into(),
+                domain: Domain::Mine,
+                metric: Metric::Ch4,
+                scope: vec![],
+                direction: Direction::Above,
+                threshold: OrderedFloat(1.0),
+                clear: OrderedFloat(0.8),
+                hold_ms: 0,
+                severity: Severity::Critical,
+                summary: "methane".into(),
+                labels: vec![],
+            };
+            for (i, value) in values.iter().enumerate() {
+                let time = 10 * (i as u64 + 1);
+                for entity in ["s1", "s2"] {
+                    let hit = RuleHit::new(time, *value, vec![], rule.clone());
+                    input.update_at((("r".to_string(), entity.to_string()), hit), time, 1);
+                }
+            }
+            input.close();
+            while !probe.done() {
+                worker.step();
+            }
+            let mut result = out.borrow().clone();
+            result.sort();
+            result
+        })
+    }
+
+    #[test]
+    fn a_seeded_key_starts_firing_so_it_resolves_out_of_the_hysteresis_band() {
+        let values = [0.9, 0.85, 0.7, 1.1];
+        assert_eq!(
+            transitions(&values, &[]),
+            vec![
+                (40, "s1".to_string(), TransitionState::Firing),
+                (40, "s2".to_string(), TransitionState::Firing),
+            ]
+        );
+        assert_eq!(
+            transitions(&values, &["s1"]),
+            vec![
+                (30, "s1".to_string(), TransitionState::Resolved),
+                (40, "s1".to_string(), TransitionState::Firing),
+                (40, "s2".to_string(), TransitionState::Firing),
+            ]
+        );
     }
 }

@@ -34,6 +34,8 @@ pub mod reference;
 pub mod report_state;
 pub mod rule;
 
+use std::sync::Arc;
+
 use citybrain_model::{AlertTransition, Domain, EntityInfo, Metric};
 use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
@@ -102,6 +104,21 @@ pub fn rule_alerts_by_clock<'s>(
     StreamVec<'s, Time, AlertTransition>,
     StreamVec<'s, Time, AlertTransition>,
 ) {
+    rule_alerts_by_clock_seeded(readings, registry, reports, rules, Default::default())
+}
+
+/// [`rule_alerts_by_clock`] after a restart: the alert keys in `seed` start as firing (see
+/// [`hysteresis::FiringSeed`]).
+pub fn rule_alerts_by_clock_seeded<'s>(
+    readings: VecCollection<'s, Time, ReadingRow, Diff>,
+    registry: VecCollection<'s, Time, RegistryRow, Diff>,
+    reports: VecCollection<'s, Time, report_state::ReportEventRow, Diff>,
+    rules: VecCollection<'s, Time, rule::RuleRow, Diff>,
+    seed: hysteresis::FiringSeed,
+) -> (
+    StreamVec<'s, Time, AlertTransition>,
+    StreamVec<'s, Time, AlertTransition>,
+) {
     use hysteresis::HoldAndHysteresis;
     use timely::dataflow::operators::Concatenate;
 
@@ -113,7 +130,8 @@ pub fn rule_alerts_by_clock<'s>(
     };
     let (mut sensor, mut citizen) = (Vec::new(), Vec::new());
     for (name, hits_of) in kinds::KINDS {
-        let transitions = hits_of(&sources, rules.clone()).hold_and_hysteresis();
+        let transitions =
+            hits_of(&sources, rules.clone()).hold_and_hysteresis_seeded(Arc::clone(&seed));
         if kinds::CITIZEN_KINDS.contains(name) {
             citizen.push(transitions);
         } else {
