@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Installs what citybrain's tests need beyond a Rust toolchain and a C compiler, with Debian's
-# packages: Chromium (and the DejaVu fonts the wall page names) for tests/tests/end_to_end/wall_browser.rs,
-# which checks the wall page in a real headless browser. Does nothing when /usr/bin/chromium is
-# already there, so it is cheap to run before every test run. Needs root (or sudo) and apt-get.
+# Installs what citybrain's tests need beyond a Rust toolchain and a C compiler:
+# - tansu, a Kafka-compatible broker the end-to-end tests also run against (cargo install,
+#   ~14 minutes once; skipped when `tansu` is in cargo's bin directory or on PATH);
+# - Chromium (and the DejaVu fonts the wall page names), with Debian's packages, for
+#   tests/tests/end_to_end/wall_browser.rs, which checks the wall page in a real headless
+#   browser (skipped when /usr/bin/chromium is there; needs root or sudo, and apt-get).
+# Cheap when both are installed, so it runs before every test run.
 set -euo pipefail
+
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if [ ! -x "$cargo_bin/tansu" ] && ! command -v tansu >/dev/null 2>&1; then
+  echo "install-test-deps: installing tansu 0.6.0 (cargo install, about 14 minutes)" >&2
+  cargo install --quiet tansu --version 0.6.0 --features dynostore
+fi
 
 if [ -x /usr/bin/chromium ]; then
   exit 0

@@ -4,7 +4,7 @@
 # Ends with one line "summary: N passed, N failed" over every test binary and doc test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-test-deps.sh || echo "test.sh: scripts/install-test-deps.sh failed; the browser test will fail" >&2
+scripts/install-test-deps.sh || echo "test.sh: scripts/install-test-deps.sh failed; tests needing tansu or chromium will fail" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -30,9 +30,11 @@ pub const TOPICS: [(&str, i32); 8] = [
     ("dead-letters", 1),
 ];
 
-/// An in-process Kafka cluster with a producer.
+/// A Kafka cluster for tests, with a producer: librdkafka's in-process mock cluster
+/// ([`MockKafka::new`]) or a real broker process, tansu ([`MockKafka::tansu`]).
 pub struct MockKafka {
-    _cluster: MockCluster<'static, DefaultProducerContext>,
+    _cluster: Option<MockCluster<'static, DefaultProducerContext>>,
+    _tansu: Option<Tansu>,
     /// `bootstrap.servers` of the cluster.
     pub brokers: String,
     producer: ThreadedProducer<DefaultProducerContext>,
@@ -48,15 +50,24 @@ impl MockKafka {
                 .expect("create topic");
         }
         let brokers = cluster.bootstrap_servers();
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("linger.ms", "1")
-            .create()
-            .expect("producer");
         MockKafka {
-            _cluster: cluster,
+            _cluster: Some(cluster),
+            _tansu: None,
+            producer: producer(&brokers),
             brokers,
-            producer,
+        }
+    }
+
+    /// Starts a tansu broker process on a free port of 127.0.0.1 with `topics` created (tansu
+    /// does not create topics on first use). `scripts/install-test-deps.sh` installs tansu.
+    pub fn tansu(topics: &[(&str, i32)]) -> Self {
+        let tansu = Tansu::start(topics);
+        let brokers = tansu.brokers.clone();
+        MockKafka {
+            _cluster: None,
+            _tansu: Some(tansu),
+            producer: producer(&brokers),
+            brokers,
         }
     }
 
@@ -110,6 +121,84 @@ impl MockKafka {
             }
         }
         out
+    }
+}
+
+fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .create()
+        .expect("producer")
+}
+
+/// A tansu broker process (in-memory storage), killed when dropped.
+struct Tansu {
+    child: std::process::Child,
+    brokers: String,
+}
+
+impl Tansu {
+    /// The tansu executable: `$TANSU`, else `tansu` in cargo's bin directory, else on `PATH`.
+    fn executable() -> PathBuf {
+        if let Some(path) = std::env::var_os("TANSU") {
+            return PathBuf::from(path);
+        }
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+        match cargo_home.map(|h| h.join("bin/tansu")) {
+            Some(path) if path.exists() => path,
+            _ => PathBuf::from("tansu"),
+        }
+    }
+
+    fn start(topics: &[(&str, i32)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let exe = Self::executable();
+        let child = std::process::Command::new(&exe)
+            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): run scripts/install-test-deps.sh",
+                    exe.display()
+                )
+            });
+        let tansu = Tansu {
+            child,
+            brokers: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {url}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (topic, partitions) in topics {
+            let status = std::process::Command::new(&exe)
+                .args(["topic", "create", topic, "--partitions"])
+                .arg(partitions.to_string())
+                .args(["--broker", &url])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("tansu topic create");
+            assert!(status.success(), "tansu topic create {topic}: {status}");
+        }
+        tansu
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -54,9 +54,18 @@ fn rfc3339(t: u64) -> String {
 
 #[test]
 fn readings_and_reference_data_in_exact_transitions_and_dead_letters_out() {
+    readings_and_reference_data_on(MockKafka::new(&TOPICS));
+}
+
+#[test]
+fn the_same_on_a_real_broker_process() {
+    readings_and_reference_data_on(MockKafka::tansu(&TOPICS));
+}
+
+#[allow(clippy::expect_used)] // the body of two tests
+fn readings_and_reference_data_on(kafka: MockKafka) {
     // An hour ago, to the second: recent enough for `max_future`, old enough to be replay.
     let t0 = (now_millis() - 3_600_000) / 1000 * 1000;
-    let kafka = MockKafka::new(&TOPICS);
     let sensor =
         |face: &str| format!(r#"{{"mine":"m1","face":"{face}","kind":"ch4","cadence_ms":1000}}"#);
     kafka.produce(

@@ -72,6 +72,16 @@ fn summary(transitions: &[AlertTransition]) -> Vec<Expected> {
 
 #[test]
 fn a_restart_resumes_from_committed_offsets_and_repeats_no_transition() {
+    restart_on(MockKafka::new(&TOPICS));
+}
+
+#[test]
+fn a_restart_on_a_real_broker_process_resumes_from_its_committed_offsets() {
+    restart_on(MockKafka::tansu(&TOPICS));
+}
+
+#[allow(clippy::expect_used)] // the body of two tests
+fn restart_on(kafka: MockKafka) {
     let (mm116, mm31) = methane_columns();
     let expected = expected_transitions(&mm116, &mm31);
     // Cut a few rows after a transition near the middle, so the history the second run
@@ -99,7 +109,6 @@ fn a_restart_resumes_from_committed_offsets_and_repeats_no_transition() {
         "the history the second run re-reads holds logged transitions it must not repeat"
     );
 
-    let kafka = MockKafka::new(&TOPICS);
     produce_methane(&kafka, &mm116, &mm31, 0..half);
     let engine = TestEngine::start(&config(&kafka.brokers), RULES);
     engine.wait_until(Duration::from_secs(120), |t, _| t.len() >= first_part);
