@@ -135,6 +135,17 @@ pub enum SourceEvent {
     DeadLetter(DeadLetter),
 }
 
+/// Where one assigned partition stands, for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionStatus {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Newest event time consumed, epoch ms (none yet, or a registry partition).
+    pub newest_event: Option<u64>,
+}
+
 struct PartitionState {
     spec: usize,
     partition: i32,
@@ -368,6 +379,21 @@ impl KafkaSource {
             }
         }
         count
+    }
+
+    /// Where each assigned partition stands.
+    pub fn partition_status(&self) -> Vec<PartitionStatus> {
+        let mut out: Vec<PartitionStatus> = self
+            .partitions
+            .values()
+            .map(|state| PartitionStatus {
+                topic: self.specs[state.spec].topic.clone(),
+                partition: state.partition,
+                newest_event: state.clock.newest_event(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        out
     }
 
     /// Commits, per reading partition, the offset from which a restart re-reads every message

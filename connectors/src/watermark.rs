@@ -56,6 +56,16 @@ impl PartitionClock {
         }
     }
 
+    /// The newest event time seen, epoch ms.
+    pub fn newest_event(&self) -> Option<u64> {
+        self.max_event
+    }
+
+    /// The next offset to read.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
     /// The allowed lateness, milliseconds.
     pub fn lateness_ms(&self) -> u64 {
         self.lateness_ms

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub alert_latency: Histogram,
     /// `citybrain_watermark_lag_milliseconds{clock}`: wall clock minus the watermark.
     pub watermark_lag: IntGaugeVec,
+    /// `citybrain_partition_event_lag_milliseconds{topic,partition}`: wall clock minus the
+    /// newest event time consumed from the partition.
+    pub partition_event_lag: IntGaugeVec,
+
     /// `citybrain_kpi_value{kpi,group}`: every KPI as a gauge (groups come from config'd
     /// labels such as districts or faces, so the label set is bounded by the city).
     pub kpi: GaugeVec,
@@ -72,6 +76,14 @@ impl Metrics {
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(alert_latency.clone()))?;
         registry.register(Box::new(watermark_lag.clone()))?;
+        let partition_event_lag = IntGaugeVec::new(
+            Opts::new(
+                "citybrain_partition_event_lag_milliseconds",
+                "Wall clock minus the newest event time consumed, per input partition.",
+            ),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(partition_event_lag.clone()))?;
         let kpi = GaugeVec::new(
             Opts::new(
                 "citybrain_kpi_value",
@@ -90,6 +102,7 @@ impl Metrics {
             transitions,
             alert_latency,
             watermark_lag,
+            partition_event_lag,
             kpi,
         })
     }

@@ -466,6 +466,7 @@ fn worker_loop(
     let (inputs, probes) = crate::dataflow::build(worker, kpis, seed, &sender);
     let mut reported = [0; 2];
     let mut next_commit = Instant::now() + commits.interval;
+    let mut next_partition_metrics = Instant::now();
     let crate::dataflow::Inputs {
         mut readings,
         mut registry,
@@ -566,6 +567,10 @@ fn worker_loop(
                 }
             }
         }
+        if Instant::now() >= next_partition_metrics {
+            next_partition_metrics = Instant::now() + Duration::from_secs(1);
+            record_partitions(&source, metrics);
+        }
         if Instant::now() >= next_commit {
             next_commit = Instant::now() + commits.interval;
             let cutoffs = [0, 1].map(|i| {
@@ -587,6 +592,22 @@ fn worker_loop(
     }
     drop(probes);
     Ok(())
+}
+
+/// Sets the per-partition gauges of this worker's partitions.
+fn record_partitions(source: &KafkaSource, metrics: &Metrics) {
+    let now = now_millis();
+    for status in source.partition_status() {
+        let partition = status.partition.to_string();
+        let labels = [status.topic.as_str(), partition.as_str()];
+        if let Some(newest) = status.newest_event {
+            let lag = i64::try_from(now.saturating_sub(newest)).unwrap_or(i64::MAX);
+            metrics
+                .partition_event_lag
+                .with_label_values(&labels)
+                .set(lag);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // the output thread's whole context, passed once at start

@@ -104,6 +104,32 @@ fn alerts_api_serves_exact_json_for_a_scripted_input() {
         "{metrics}"
     );
 
+    // Per-partition event-time lag, refreshed every second by the workers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let partition_lag = loop {
+        let (_, metrics) = http_get(addr, "/metrics");
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("citybrain_partition_event_lag_milliseconds{")
+                    && l.contains("topic=\"mine.readings\"")
+            })
+            .map(str::to_string);
+        match line {
+            Some(line) => break line,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            None => panic!("no partition lag in {metrics}"),
+        }
+    };
+    let lag: i64 = partition_lag
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1);
+    assert!(lag >= 0, "{partition_lag}");
+
     let (status, openapi) = http_get(addr, "/api/openapi.json");
     assert_eq!(status, 200);
     let openapi: Value = serde_json::from_str(&openapi).expect("openapi json");
