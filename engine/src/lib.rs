@@ -8,4 +8,5 @@ pub mod demo;
 pub mod http;
 pub mod kpi;
 pub mod metrics;
+pub mod reload;
 pub mod runtime;

@@ -32,6 +32,9 @@ use crate::dataflow::Output;
 use crate::http::{HttpServer, HttpState};
 use crate::kpi::KpiStores;
 use crate::metrics::Metrics;
+use crate::reload::{
+    FileWatcher, ReloadSettings, ReloadStatus, Reloader, RuleSetDiff, RuleSlot, RuleSource, Trigger,
+};
 use citybrain_connectors::dispatch::settings::KafkaConnection;
 use citybrain_connectors::dispatch::{DispatchSettings, Dispatcher, Submitted};
 
@@ -52,6 +55,8 @@ pub struct EngineSettings {
     pub dispatch: Option<DispatchSettings>,
     /// The bearer token of mutating API calls (from `[http] api_token_env`).
     pub api_token: Option<String>,
+    /// Live rule reload: where the rules come from, watching, the audit log.
+    pub reload: ReloadSettings,
 }
 
 /// The engine could not start or failed while running.
@@ -81,6 +86,9 @@ pub enum EngineError {
     /// Alert dispatch failed.
     #[error("dispatch: {0}")]
     Dispatch(String),
+    /// The rule files could not be watched.
+    #[error(transparent)]
+    Watch(#[from] crate::reload::WatchError),
 }
 
 impl EngineSettings {
@@ -145,6 +153,12 @@ impl EngineSettings {
             },
             http: config.http.enabled.then_some(config.http.bind),
             kpis: load_kpis(loaded)?,
+            reload: ReloadSettings {
+                source: RuleSource::Files(loaded.rule_files()),
+                watch: config.reload.watch,
+                debounce: config.reload.debounce,
+                audit_log: Some(loaded.audit_log()),
+            },
             api_token: std::env::var(&config.http.api_token_env)
                 .ok()
                 .filter(|t| !t.is_empty()),
@@ -251,6 +265,8 @@ pub struct Engine {
     workers: Option<timely::communication::WorkerGuards<()>>,
     output: Option<JoinHandle<Result<(), EngineError>>>,
     http: Option<HttpServer>,
+    reloader: Arc<Reloader>,
+    watcher: Option<FileWatcher>,
     /// The engine's metrics.
     pub metrics: Metrics,
 }
@@ -280,6 +296,16 @@ pub fn start(
         workers: settings.workers.max(1),
         board: Arc::clone(&board),
     });
+    let slot = Arc::new(RuleSlot::new(rules));
+    let reloader = Arc::new(Reloader::new(
+        settings.reload.clone(),
+        Arc::clone(&slot),
+        slot.newer_than(0)
+            .map(|(_, rules)| rules.as_ref().clone())
+            .unwrap_or_default(),
+        metrics.clone(),
+        Arc::clone(&board),
+    ));
     let dispatcher = match settings.dispatch.clone() {
         Some(dispatch) => Some(Arc::new(
             Dispatcher::start(dispatch, &metrics.registry)
@@ -296,6 +322,7 @@ pub fn start(
                 ready,
                 dispatcher: dispatcher.clone(),
                 api_token: settings.api_token.clone(),
+                reloader: Some(Arc::clone(&reloader)),
             },
         )?),
         None => None,
@@ -356,7 +383,7 @@ pub fn start(
             if let Err(error) = worker_loop(
                 worker,
                 &source_config,
-                &rules,
+                &slot,
                 &settings.kpis,
                 sender,
                 &shared,
@@ -373,11 +400,20 @@ pub fn start(
         })
         .map_err(EngineError::Timely)?
     };
+    let watcher = match settings.reload.watch {
+        true => Some(FileWatcher::start(
+            Arc::clone(&reloader),
+            settings.reload.debounce,
+        )?),
+        false => None,
+    };
     Ok(Engine {
         shared,
         workers: Some(workers),
         output: Some(output),
         http,
+        reloader,
+        watcher,
         metrics,
     })
 }
@@ -385,7 +421,7 @@ pub fn start(
 fn worker_loop(
     worker: &mut timely::worker::Worker,
     source_config: &SourceConfig,
-    rules: &[RuleRow],
+    rule_slot: &RuleSlot,
     kpis: &[KpiDef],
     sender: Sender<Output>,
     shared: &Shared,
@@ -398,11 +434,9 @@ fn worker_loop(
         rules: mut rule_input,
         mut reports,
     } = inputs;
-    if worker.index() == 0 {
-        for rule in rules {
-            rule_input.insert(rule.clone());
-        }
-    }
+    // Worker 0 feeds the rules: the set at start, then the difference to each reloaded set.
+    let mut running_rules: Vec<RuleRow> = Vec::new();
+    let mut running_version = 0;
     let mut source = KafkaSource::connect(source_config).map_err(|e| e.to_string())?;
     let mut events = Vec::new();
     let mut busy = false;
@@ -472,6 +506,17 @@ fn worker_loop(
         if newest > *registry.time() {
             registry.advance_to(newest);
             rule_input.advance_to(newest);
+        }
+        if worker.index() == 0
+            && let Some((version, rules)) = rule_slot.newer_than(running_version)
+        {
+            // At the input's current time: readings from here on meet the new rules.
+            for (row, diff) in RuleSetDiff::between(&running_rules, &rules).updates {
+                rule_input.update(row, diff);
+            }
+            running_rules = rules.as_ref().clone();
+            running_version = version;
+            rule_slot.mark_applied(version, *rule_input.time());
         }
         readings.flush();
         reports.flush();
@@ -607,6 +652,24 @@ impl Engine {
         self.http.as_ref().map(|h| h.addr)
     }
 
+    /// Loads and validates the rule files and applies them when valid (what a changed file,
+    /// `SIGHUP` and `POST /api/config/reload` do); invalid files leave the running rules in
+    /// place. Returns the status after the attempt.
+    pub fn reload(&self, trigger: Trigger) -> ReloadStatus {
+        self.reloader.reload(trigger)
+    }
+
+    /// Replaces the running rules with `rules`: worker 0 feeds the difference into the
+    /// dataflow at its next logical time. Returns the status after the change.
+    pub fn reload_rules(&self, rules: Vec<RuleRow>) -> ReloadStatus {
+        self.reloader.apply(rules, Trigger::Call)
+    }
+
+    /// The reloader (for triggers outside the engine, such as a signal handler).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
+    }
+
     /// The alert board (active alerts, recent transitions, KPIs, live feed).
     pub fn board(&self) -> Arc<AlertBoard> {
         Arc::clone(&self.shared.board)
@@ -615,6 +678,9 @@ impl Engine {
     /// Waits for the workers and the output thread to finish (after [`Engine::stop`] or a
     /// failure); returns the first failure.
     pub fn wait(mut self) -> Result<(), EngineError> {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.shutdown();
+        }
         if let Some(http) = self.http.take() {
             http.shutdown();
         }

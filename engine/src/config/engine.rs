@@ -43,6 +43,36 @@ pub struct Config {
     pub dispatch: super::dispatch::DispatchConfig,
     /// `[kpis]`: the KPI definition files.
     pub kpis: KpisConfig,
+    /// `[reload]`: live reload of the rule files.
+    pub reload: ReloadConfig,
+}
+
+/// `[reload]`: live reload of the rule files without a restart. A reload is triggered by a
+/// change of a rule file or of this file's `[rules] files` (when `watch` is on), by `SIGHUP`
+/// and by `POST /api/config/reload`; invalid files leave the running rules in place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the rule files and this file for changes. Default: `true`.
+    pub watch: bool,
+    /// Quiet time after the last change of a watched file before reloading, so an editor's
+    /// burst of writes is one reload. Greater than zero. Default: `"200ms"`.
+    #[serde(with = "duration")]
+    pub debounce: Duration,
+    /// JSON-lines file every applied rule change is appended to (time, files, content hash,
+    /// added/removed/changed rule ids), relative to the directory of this file.
+    /// Default: `"citybrain-audit.jsonl"`.
+    pub audit_log: PathBuf,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            debounce: Duration::from_millis(200),
+            audit_log: PathBuf::from("citybrain-audit.jsonl"),
+        }
+    }
 }
 
 /// `[kpis]`: which KPIs the engine maintains.
@@ -368,6 +398,7 @@ pub(crate) fn validate(config: &Config, root: &Spanned<DeValue<'_>>, cx: &mut Fi
     for (value, keys) in [
         (config.engine.status_interval, ["engine", "status_interval"]),
         (config.registry.load_timeout, ["registry", "load_timeout"]),
+        (config.reload.debounce, ["reload", "debounce"]),
     ] {
         if value.is_zero() {
             let p = path(&keys);
@@ -476,6 +507,13 @@ pub(crate) fn validate(config: &Config, root: &Spanned<DeValue<'_>>, cx: &mut Fi
             p.push(Seg::Index(i));
             cx.error(span(&p), "rule file paths must not be empty", None);
         }
+    }
+    if config.reload.audit_log.as_os_str().is_empty() {
+        cx.error(
+            span(&path(&["reload", "audit_log"])),
+            "`reload.audit_log` must not be empty",
+            Some("leave it out for the default \"citybrain-audit.jsonl\"".to_string()),
+        );
     }
     for (file, key) in [
         (&config.outputs.alerts_file, "alerts_file"),
@@ -735,6 +773,40 @@ idle_timeout = 500
                 "5:21: `sources.farm.max_message_bytes` must be at least 1",
                 "7:16: topic `registry.grids` is used by both `registry.grids` and `outputs.alerts_topic`",
                 "9:20: `outputs.dead_letter_file` is the same file as `outputs.alerts_file`",
+            ]
+        );
+    }
+
+    #[test]
+    fn reload_section_defaults_and_errors() {
+        let config = valid("[kafka]\nbrokers = \"b:9092\"\n");
+        assert_eq!(config.reload, ReloadConfig::default());
+        assert!(config.reload.watch);
+        assert_eq!(config.reload.debounce, Duration::from_millis(200));
+        assert_eq!(
+            config.reload.audit_log,
+            PathBuf::from("citybrain-audit.jsonl")
+        );
+        let set = valid(
+            "[reload]\nwatch = false\ndebounce = \"1s\"\naudit_log = \"audit/rules.jsonl\"\n",
+        );
+        assert_eq!(
+            set.reload,
+            ReloadConfig {
+                watch: false,
+                debounce: Duration::from_secs(1),
+                audit_log: PathBuf::from("audit/rules.jsonl"),
+            }
+        );
+        assert_eq!(
+            errors(
+                "[reload]\nwatch = \"yes\"\ndebounce = \"0s\"\naudit_log = \"\"\nwatched = true\n"
+            ),
+            vec![
+                "2:9: `reload.watch` must be a boolean, found string \"yes\"",
+                "3:12: `reload.debounce` must be greater than zero",
+                "4:13: `reload.audit_log` must not be empty",
+                "5:1: unknown field `reload.watched`",
             ]
         );
     }

@@ -7,6 +7,7 @@ mod kafka_end_to_end;
 mod kpi_la311;
 mod real_data_methane;
 mod rule_kinds_real_data;
+mod rule_reload;
 mod sse_stream;
 mod wall_browser;
 mod webhook_delivery;
