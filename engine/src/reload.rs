@@ -524,7 +524,9 @@ impl FileWatcher {
                     match received.recv_timeout(wait) {
                         Ok(Ok(event)) => {
                             // Editors replace files by renaming: watch directories, match names.
-                            if event.paths.iter().any(|p| files.contains(p)) {
+                            if changes_content(&event.kind)
+                                && event.paths.iter().any(|p| files.contains(p))
+                            {
                                 due = Some(Instant::now() + debounce);
                             }
                         }
@@ -566,6 +568,20 @@ impl FileWatcher {
 impl Drop for FileWatcher {
     fn drop(&mut self) {
         self.stop_thread();
+    }
+}
+
+/// True for events that can change what a file holds. Reading a file (as every reload does)
+/// causes access events, which must not cause another reload.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Other => false,
     }
 }
 
@@ -658,6 +674,169 @@ mod tests {
         assert_eq!(end.removed, vec!["a", "b"]);
         assert!(end.changed.is_empty());
         assert!(end.updates.iter().all(|(_, d)| *d == -1));
+    }
+
+    fn write(path: &Path, text: &str) {
+        if let Some(dir) = path.parent()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            panic!("{}: {e}", dir.display());
+        }
+        if let Err(e) = std::fs::write(path, text) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+
+    fn rule_text(id: &str, above: f64) -> String {
+        format!("[[rule]]\nid = \"{id}\"\ndomain = \"mine\"\nmetric = \"ch4\"\nabove = {above}\n")
+    }
+
+    fn reloader(dir: &Path, source: RuleSource, rules: Vec<RuleRow>) -> (Reloader, Arc<RuleSlot>) {
+        let slot = Arc::new(RuleSlot::new(rules.clone()));
+        let metrics = match Metrics::new() {
+            Ok(metrics) => metrics,
+            Err(e) => panic!("{e}"),
+        };
+        let settings = ReloadSettings {
+            source,
+            watch: false,
+            debounce: Duration::from_millis(50),
+            audit_log: Some(dir.join("audit/rules.jsonl")),
+        };
+        let reloader = Reloader::new(
+            settings,
+            Arc::clone(&slot),
+            rules,
+            metrics,
+            Arc::new(AlertBoard::new()),
+        );
+        (reloader, slot)
+    }
+
+    fn audit(dir: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("audit/rules.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    #[test]
+    fn a_config_source_follows_its_list_of_rule_files() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("no temp dir");
+        };
+        let config = dir.path().join("citybrain.toml");
+        write(&config, "[rules]\nfiles = [\"a.toml\"]\n");
+        write(&dir.path().join("a.toml"), &rule_text("a", 1.0));
+        write(&dir.path().join("b.toml"), &rule_text("b", 2.0));
+        let loaded = match crate::config::load(&config) {
+            Ok(loaded) => loaded,
+            Err(e) => panic!("{e}"),
+        };
+        let source = RuleSource::Config {
+            config: config.clone(),
+            files: loaded.rule_files(),
+        };
+        let (reloader, slot) = reloader(dir.path(), source, loaded.rules.clone());
+        assert_eq!(
+            reloader.watched_files(),
+            vec![dir.path().join("a.toml"), config.clone()]
+        );
+        // Nothing changed: success, no new version, nothing audited.
+        let status = reloader.reload(Trigger::Signal);
+        assert!(status.success);
+        assert_eq!((status.version, slot.version()), (1, 1));
+        assert!(audit(dir.path()).is_empty());
+
+        // A second file in the list: its rules are added and it is watched from now on.
+        write(&config, "[rules]\nfiles = [\"a.toml\", \"b.toml\"]\n");
+        let status = reloader.reload(Trigger::FileChange);
+        assert_eq!((status.success, status.version, status.rules), (true, 2, 2));
+        assert_eq!(
+            status.last_change.as_ref().map(|c| c.added.clone()),
+            Some(vec!["b".to_string()])
+        );
+        assert!(
+            reloader
+                .watched_files()
+                .contains(&dir.path().join("b.toml"))
+        );
+        assert_eq!(
+            slot.newer_than(1).map(|(v, rules)| (v, rules.len())),
+            Some((2, 2))
+        );
+
+        // A broken main config is a failed reload like a broken rule file.
+        write(&config, "[rules]\nfiles = [\"a.toml\", \"missing.toml\"]\n");
+        let status = reloader.reload(Trigger::Api);
+        assert!(!status.success);
+        assert_eq!(status.version, 2);
+        assert_eq!(
+            status.error.as_deref().and_then(|e| e.lines().next()),
+            Some(
+                format!(
+                    "{}:2:20: error: rule file `{}` not found",
+                    config.display(),
+                    dir.path().join("missing.toml").display()
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(reloader.metrics.config_last_reload_successful.get(), 0);
+
+        let records = audit(dir.path());
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0]["trigger"], "file_change");
+        assert_eq!(records[0]["added"], serde_json::json!(["b"]));
+        assert_eq!(
+            records[0]["previous_hash"],
+            rules_hash(&loaded.rules).as_str()
+        );
+        assert_eq!(records[0]["hash"], status.rules_hash.as_str());
+    }
+
+    #[test]
+    fn the_watcher_reloads_once_after_a_burst_of_writes() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("no temp dir");
+        };
+        let file = dir.path().join("rules/a.toml");
+        write(&file, &rule_text("a", 1.0));
+        let rules = match crate::config::load_rule_files(std::slice::from_ref(&file)) {
+            Ok(rules) => rules,
+            Err(e) => panic!("{e}"),
+        };
+        let (reloader, slot) = reloader(dir.path(), RuleSource::Files(vec![file.clone()]), rules);
+        let reloader = Arc::new(reloader);
+        let watcher = match FileWatcher::start(Arc::clone(&reloader), Duration::from_millis(500)) {
+            Ok(watcher) => watcher,
+            Err(e) => panic!("{e}"),
+        };
+        // An unrelated file in the same directory changes nothing.
+        write(&dir.path().join("rules/notes.txt"), "x");
+        for above in [1.1, 1.2, 1.3, 1.4, 1.5] {
+            write(&file, &rule_text("a", above));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while slot.version() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Long enough for a second reload, were there one.
+        std::thread::sleep(Duration::from_millis(800));
+        watcher.shutdown();
+        let success = reloader
+            .metrics
+            .config_reloads
+            .with_label_values(&["success"])
+            .get();
+        assert_eq!((slot.version(), success), (2, 1));
+        let running = slot.newer_than(0).map(|(_, rules)| rules.as_ref().clone());
+        assert_eq!(
+            running.and_then(|r| r.first().map(|r| r.alarm().threshold.0)),
+            Some(1.5)
+        );
     }
 
     #[test]
