@@ -434,9 +434,18 @@ fn worker_loop(
         rules: mut rule_input,
         mut reports,
     } = inputs;
-    // Worker 0 feeds the rules: the set at start, then the difference to each reloaded set.
+    // Worker 0 feeds the rules: the set at start (at time 0, before any reading), then the
+    // difference to each reloaded set.
     let mut running_rules: Vec<RuleRow> = Vec::new();
     let mut running_version = 0;
+    if worker.index() == 0 {
+        apply_rule_changes(
+            &mut rule_input,
+            rule_slot,
+            &mut running_rules,
+            &mut running_version,
+        );
+    }
     let mut source = KafkaSource::connect(source_config).map_err(|e| e.to_string())?;
     let mut events = Vec::new();
     let mut busy = false;
@@ -507,16 +516,13 @@ fn worker_loop(
             registry.advance_to(newest);
             rule_input.advance_to(newest);
         }
-        if worker.index() == 0
-            && let Some((version, rules)) = rule_slot.newer_than(running_version)
-        {
-            // At the input's current time: readings from here on meet the new rules.
-            for (row, diff) in RuleSetDiff::between(&running_rules, &rules).updates {
-                rule_input.update(row, diff);
-            }
-            running_rules = rules.as_ref().clone();
-            running_version = version;
-            rule_slot.mark_applied(version, *rule_input.time());
+        if worker.index() == 0 {
+            apply_rule_changes(
+                &mut rule_input,
+                rule_slot,
+                &mut running_rules,
+                &mut running_version,
+            );
         }
         readings.flush();
         reports.flush();
@@ -533,6 +539,29 @@ fn worker_loop(
     }
     drop(probe);
     Ok(())
+}
+
+/// Feeds the difference between the running rules and a newer published version into the rules
+/// input, at the input's current time: readings from there on meet the new rules.
+fn apply_rule_changes(
+    rule_input: &mut differential_dataflow::input::InputSession<
+        citybrain_operators::Time,
+        RuleRow,
+        citybrain_operators::Diff,
+    >,
+    slot: &RuleSlot,
+    running_rules: &mut Vec<RuleRow>,
+    running_version: &mut u64,
+) {
+    let Some((version, rules)) = slot.newer_than(*running_version) else {
+        return;
+    };
+    for (row, diff) in RuleSetDiff::between(running_rules, &rules).updates {
+        rule_input.update(row, diff);
+    }
+    *running_rules = rules.as_ref().clone();
+    *running_version = version;
+    slot.mark_applied(version, *rule_input.time());
 }
 
 fn output_loop(
