@@ -1,7 +1,7 @@
 // citybrain wall display: live over Server-Sent Events, no dependencies, no CDN.
 "use strict";
 
-const state = { alerts: new Map(), kpis: { time: 0, values: {} }, status: null, lastMessage: 0, fresh: new Set() };
+const state = { alerts: new Map(), kpis: { time: 0, values: {} }, status: null, config: null, lastMessage: 0, fresh: new Set() };
 const HISTORY_MS = 3600 * 1000;
 const history = new Map(); // tile id -> [[wall ms, value]]
 
@@ -201,7 +201,22 @@ function renderMeta() {
   }
 }
 
-function render() { renderTiles(); renderAlerts(); renderMines(); renderDistricts(); renderMeta(); }
+// While the last rule reload failed, the previous rules keep running: say so, with the first
+// problem (file:line:column), until a reload succeeds.
+function renderConfig() {
+  const banner = document.getElementById("config-banner");
+  const c = state.config;
+  if (c && !c.success) {
+    const first = (c.error || "").split("\n")[0];
+    banner.textContent = `RULE RELOAD FAILED — previous rules still running: ${first}`;
+    banner.title = c.error || "";
+    banner.classList.remove("hidden");
+  } else {
+    banner.classList.add("hidden");
+  }
+}
+
+function render() { renderTiles(); renderAlerts(); renderMines(); renderDistricts(); renderMeta(); renderConfig(); }
 
 function applyAlert(t) {
   const key = t.rule + "|" + t.entity;
@@ -218,7 +233,7 @@ function connect() {
     state.alerts.clear();
     for (const t of snap.alerts.active) applyAlert(t);
     state.fresh.clear();
-    state.kpis = snap.kpis; state.status = snap.status; state.lastMessage = Date.now();
+    state.kpis = snap.kpis; state.status = snap.status; state.config = snap.config; state.lastMessage = Date.now();
     pill.textContent = "live"; pill.className = "pill live"; retry = 1000;
     render();
   });
@@ -228,6 +243,7 @@ function connect() {
   });
   source.addEventListener("kpis", e => { state.kpis = JSON.parse(e.data).snapshot; state.lastMessage = Date.now(); });
   source.addEventListener("status", e => { state.status = JSON.parse(e.data).status; state.lastMessage = Date.now(); });
+  source.addEventListener("config", e => { state.config = JSON.parse(e.data).status; state.lastMessage = Date.now(); renderConfig(); });
   source.addEventListener("lagged", () => { source.close(); connect(); });
   source.onerror = () => {
     // The engine restarted or went away: reconnect with backoff and take a fresh snapshot.

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::kpi::KpiSnapshot;
+use crate::reload::ReloadStatus;
 
 /// How many recent transitions the board keeps.
 pub const RECENT_TRANSITIONS: usize = 200;
@@ -56,6 +57,11 @@ pub enum FeedEvent {
         /// The status.
         status: LiveStatus,
     },
+    /// The outcome of a rule reload attempt (the wall shows a banner while it failed).
+    Config {
+        /// The reload status.
+        status: ReloadStatus,
+    },
 }
 
 /// The alerts served by `/api/alerts`.
@@ -75,6 +81,7 @@ struct BoardState {
     recent: VecDeque<AlertTransition>,
     status: LiveStatus,
     kpis: KpiSnapshot,
+    config: Option<ReloadStatus>,
 }
 
 /// Active alerts, recent transitions, status, and the feed.
@@ -136,6 +143,24 @@ impl AlertBoard {
             .unwrap_or_else(PoisonError::into_inner)
             .kpis = snapshot.clone();
         let _ = self.feed.send(FeedEvent::Kpis { snapshot });
+    }
+
+    /// Records and publishes the outcome of a rule reload attempt.
+    pub fn set_config(&self, status: ReloadStatus) {
+        self.state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .config = Some(status.clone());
+        let _ = self.feed.send(FeedEvent::Config { status });
+    }
+
+    /// The latest rule reload status, once the engine has started.
+    pub fn config(&self) -> Option<ReloadStatus> {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .config
+            .clone()
     }
 
     /// The latest KPI snapshot.

@@ -155,11 +155,11 @@ pub fn run(
             .map_err(|e| DemoError::Simulator(e.to_string()))?
     };
 
-    let engine = runtime::start(
-        EngineSettings::from_config(&loaded)?,
-        loaded.rules.clone(),
-        on_transition,
-    )?;
+    let mut settings = EngineSettings::from_config(&loaded)?;
+    // The demo's rules are embedded in the binary: there are no files to watch or reload.
+    settings.reload.source = crate::reload::RuleSource::Fixed;
+    settings.reload.watch = false;
+    let engine = runtime::start(settings, loaded.rules.clone(), on_transition)?;
     on_started(engine.http_addr());
     let started = Instant::now();
     let mut next_status = started + status_interval;

@@ -11,6 +11,8 @@
 //! | `GET /api/silences` | silences of alert dispatch |
 //! | `POST /api/silences`, `DELETE /api/silences/{id}` | add or expire a silence (bearer token) |
 //! | `GET /api/dispatch` | dispatch status: queues, receivers disabled by 410 Gone |
+//! | `GET /api/config/status` | the last rule reload: when, success, errors with file:line:column, rules hash, version |
+//! | `POST /api/config/reload` | reload the rule files now (bearer token) |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (registry loaded, workers running) |
 //! | `GET /metrics` | Prometheus text format |
 
@@ -37,6 +39,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::board::{AlertBoard, AlertsView, FeedEvent, LiveStatus};
 use crate::kpi::KpiSnapshot;
 use crate::metrics::Metrics;
+use crate::reload::{ReloadStatus, Reloader, Trigger};
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const WALL_JS: &str = include_str!("../assets/wall.js");
@@ -56,6 +59,8 @@ pub struct HttpState {
     pub dispatcher: Option<Arc<Dispatcher>>,
     /// The bearer token mutating calls need; `None` refuses them.
     pub api_token: Option<String>,
+    /// Rule reloads.
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 /// A running HTTP server.
@@ -117,6 +122,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/silences", get(silences).post(add_silence))
         .route("/api/silences/{id}", axum::routing::delete(expire_silence))
         .route("/api/dispatch", get(dispatch_status))
+        .route("/api/config/status", get(config_status))
+        .route("/api/config/reload", axum::routing::post(config_reload))
         .with_state(state)
 }
 
@@ -228,6 +235,42 @@ async fn dispatch_status(State(state): State<HttpState>) -> Response {
     }
 }
 
+fn no_reloader() -> Response {
+    (StatusCode::NOT_FOUND, "rule reload is not available\n").into_response()
+}
+
+async fn config_status(State(state): State<HttpState>) -> Response {
+    match &state.reloader {
+        Some(reloader) => Json(reloader.status()).into_response(),
+        None => no_reloader(),
+    }
+}
+
+/// Reloads the rule files: 200 with the status when they were valid (applied, or unchanged),
+/// 422 with the status and its diagnostics when they were not (the previous rules keep running).
+async fn config_reload(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&state, &headers) {
+        return refused;
+    }
+    let Some(reloader) = state.reloader.clone() else {
+        return no_reloader();
+    };
+    // Reading and compiling files blocks: keep it off the async workers.
+    let status: ReloadStatus =
+        match tokio::task::spawn_blocking(move || reloader.reload(Trigger::Api)).await {
+            Ok(status) => status,
+            Err(error) => {
+                return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response();
+            }
+        };
+    let code = if status.success {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (code, Json(status)).into_response()
+}
+
 async fn readyz(State(state): State<HttpState>) -> Response {
     if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
@@ -258,6 +301,8 @@ struct Snapshot {
     alerts: AlertsView,
     kpis: KpiSnapshot,
     status: LiveStatus,
+    /// The last rule reload, so a page opened after a failed one shows its banner.
+    config: Option<ReloadStatus>,
 }
 
 fn event_of(feed: &FeedEvent) -> Event {
@@ -265,6 +310,7 @@ fn event_of(feed: &FeedEvent) -> Event {
         FeedEvent::Alert { .. } => "alert",
         FeedEvent::Kpis { .. } => "kpis",
         FeedEvent::Status { .. } => "status",
+        FeedEvent::Config { .. } => "config",
     };
     Event::default()
         .event(name)
@@ -282,6 +328,7 @@ async fn stream(
         alerts: board.alerts(),
         kpis: board.kpis(),
         status: board.status(),
+        config: board.config(),
     };
     let first = Event::default()
         .event("snapshot")

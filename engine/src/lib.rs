@@ -9,4 +9,5 @@ pub mod http;
 pub mod kpi;
 pub mod metrics;
 pub mod recovery;
+pub mod reload;
 pub mod runtime;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use citybrain_connectors::simulate::{SimulationProducer, SimulationTopics, run_real_time};
 use citybrain_connectors::simulator::{Scale, Simulator, SimulatorConfig};
+use citybrain_engine::reload::{Reloader, RuleSource, Trigger};
 use citybrain_engine::runtime::{self, EngineSettings, Status};
 use citybrain_engine::{config, demo};
 use citybrain_model::time::{format_event_time, now_millis};
@@ -125,6 +126,31 @@ fn stop_on_ctrl_c() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// Reloads the rule files on every `SIGHUP`, from a thread of its own for the process's life.
+fn reload_on_sighup(reloader: Arc<Reloader>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    let mut hangups = runtime
+        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
+        .context("installing the SIGHUP handler")?;
+    std::thread::Builder::new()
+        .name("citybrain-sighup".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the rule files");
+                    let reloader = Arc::clone(&reloader);
+                    let _ =
+                        tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await;
+                }
+            });
+        })
+        .context("starting the SIGHUP thread")?;
+    Ok(())
+}
+
 fn print_transition(t: &AlertTransition) {
     let mark = match t.state {
         TransitionState::Firing => "FIRING  ",
@@ -187,11 +213,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config::load(&path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?;
             let stop = stop_on_ctrl_c()?;
             let status_interval = loaded.config.engine.status_interval;
-            let engine = runtime::start(
-                EngineSettings::from_config(&loaded)?,
-                loaded.rules.clone(),
-                Box::new(print_transition),
-            )?;
+            let mut settings = EngineSettings::from_config(&loaded)?;
+            // Reloads re-read the config too, so a rule file added to its list is picked up.
+            settings.reload.source = RuleSource::Config {
+                config: path.clone(),
+                files: loaded.rule_files(),
+            };
+            let engine =
+                runtime::start(settings, loaded.rules.clone(), Box::new(print_transition))?;
+            reload_on_sighup(engine.reloader())?;
             tracing::info!(
                 rules = loaded.rules.len(),
                 "engine running; Ctrl-C stops it"

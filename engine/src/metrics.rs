@@ -2,7 +2,9 @@
 //! and bounded (stream kind, dead-letter reason, rule id from config, transition state).
 
 use citybrain_model::DeadLetterReason;
-use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::kpi::KpiSnapshot;
 
@@ -28,6 +30,11 @@ pub struct Metrics {
     /// `citybrain_kpi_value{kpi,group}`: every KPI as a gauge (groups come from config'd
     /// labels such as districts or faces, so the label set is bounded by the city).
     pub kpi: GaugeVec,
+    /// `citybrain_config_last_reload_successful`: 1 when the last rule reload (or the load at
+    /// start) succeeded, 0 while the last one failed and the previous rules keep running.
+    pub config_last_reload_successful: IntGauge,
+    /// `citybrain_config_reloads_total{result}`: rule reload attempts, `success` or `failure`.
+    pub config_reloads: IntCounterVec,
 }
 
 /// A metric could not be registered (a programming error: duplicate name).
@@ -92,6 +99,22 @@ impl Metrics {
             &["kpi", "group"],
         )?;
         registry.register(Box::new(kpi.clone()))?;
+        let config_last_reload_successful = IntGauge::new(
+            "citybrain_config_last_reload_successful",
+            "1 when the last rule reload succeeded, 0 while the previous rules keep running after a failed one.",
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "citybrain_config_reloads_total",
+                "Rule reload attempts, per result (success, failure).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(config_last_reload_successful.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
         for reason in DeadLetterReason::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
@@ -104,6 +127,8 @@ impl Metrics {
             watermark_lag,
             partition_event_lag,
             kpi,
+            config_last_reload_successful,
+            config_reloads,
         })
     }
 

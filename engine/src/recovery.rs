@@ -129,6 +129,7 @@ mod tests {
             event_time: time,
             event_time_rfc3339: String::new(),
             labels: Default::default(),
+            reason: None,
         }
     }
 

@@ -42,6 +42,9 @@ use crate::http::{HttpServer, HttpState};
 use crate::kpi::{KpiClock, KpiStores};
 use crate::metrics::Metrics;
 use crate::recovery::RecoveredAlerts;
+use crate::reload::{
+    FileWatcher, ReloadSettings, ReloadStatus, Reloader, RuleSetDiff, RuleSlot, RuleSource, Trigger,
+};
 use citybrain_connectors::dispatch::settings::KafkaConnection;
 use citybrain_connectors::dispatch::{DispatchSettings, Dispatcher, Submitted};
 
@@ -64,6 +67,8 @@ pub struct EngineSettings {
     pub api_token: Option<String>,
     /// Offset commits and replay history.
     pub recovery: RecoveryConfig,
+    /// Live rule reload: where the rules come from, watching, the audit log.
+    pub reload: ReloadSettings,
 }
 
 /// The engine could not start or failed while running.
@@ -93,6 +98,9 @@ pub enum EngineError {
     /// Alert dispatch failed.
     #[error("dispatch: {0}")]
     Dispatch(String),
+    /// The rule files could not be watched.
+    #[error(transparent)]
+    Watch(#[from] crate::reload::WatchError),
 }
 
 impl EngineSettings {
@@ -159,6 +167,12 @@ impl EngineSettings {
             http: config.http.enabled.then_some(config.http.bind),
             recovery: config.recovery.clone(),
             kpis: load_kpis(loaded)?,
+            reload: ReloadSettings {
+                source: RuleSource::Files(loaded.rule_files()),
+                watch: config.reload.watch,
+                debounce: config.reload.debounce,
+                audit_log: Some(loaded.audit_log()),
+            },
             api_token: std::env::var(&config.http.api_token_env)
                 .ok()
                 .filter(|t| !t.is_empty()),
@@ -267,6 +281,8 @@ pub struct Engine {
     workers: Option<timely::communication::WorkerGuards<()>>,
     output: Option<JoinHandle<Result<(), EngineError>>>,
     http: Option<HttpServer>,
+    reloader: Arc<Reloader>,
+    watcher: Option<FileWatcher>,
     /// The engine's metrics.
     pub metrics: Metrics,
 }
@@ -297,6 +313,18 @@ pub fn start(
         workers: settings.workers.max(1),
         board: Arc::clone(&board),
     });
+    // From the rules at start: a reload that lengthens a window takes effect on the next start.
+    let history = replay_history(&settings.recovery, &rules);
+    let slot = Arc::new(RuleSlot::new(rules));
+    let reloader = Arc::new(Reloader::new(
+        settings.reload.clone(),
+        Arc::clone(&slot),
+        slot.newer_than(0)
+            .map(|(_, rules)| rules.as_ref().clone())
+            .unwrap_or_default(),
+        metrics.clone(),
+        Arc::clone(&board),
+    ));
     let dispatcher = match settings.dispatch.clone() {
         Some(dispatch) => Some(Arc::new(
             Dispatcher::start(dispatch, &metrics.registry)
@@ -313,6 +341,7 @@ pub fn start(
                 ready,
                 dispatcher: dispatcher.clone(),
                 api_token: settings.api_token.clone(),
+                reloader: Some(Arc::clone(&reloader)),
             },
         )?),
         None => None,
@@ -333,7 +362,6 @@ pub fn start(
         );
     }
     let seed: FiringSeed = Arc::new(Mutex::new(recovered.firing()));
-    let history = replay_history(&settings.recovery, &rules);
     let commit_interval = settings.recovery.commit_interval;
     let mut outputs = Outputs::open(&settings.outputs)?;
     let (sender, receiver) = channel::<Output>();
@@ -393,7 +421,7 @@ pub fn start(
             if let Err(error) = worker_loop(
                 worker,
                 &source_config,
-                &rules,
+                &slot,
                 &settings.kpis,
                 Arc::clone(&seed),
                 sender,
@@ -415,11 +443,20 @@ pub fn start(
         })
         .map_err(EngineError::Timely)?
     };
+    let watcher = match settings.reload.watch {
+        true => Some(FileWatcher::start(
+            Arc::clone(&reloader),
+            settings.reload.debounce,
+        )?),
+        false => None,
+    };
     Ok(Engine {
         shared,
         workers: Some(workers),
         output: Some(output),
         http,
+        reloader,
+        watcher,
         metrics,
     })
 }
@@ -455,7 +492,7 @@ struct Commits {
 fn worker_loop(
     worker: &mut timely::worker::Worker,
     source_config: &SourceConfig,
-    rules: &[RuleRow],
+    rule_slot: &RuleSlot,
     kpis: &[KpiDef],
     seed: FiringSeed,
     sender: Sender<Output>,
@@ -473,10 +510,17 @@ fn worker_loop(
         rules: mut rule_input,
         mut reports,
     } = inputs;
+    // Worker 0 feeds the rules: the set at start (at time 0, before any reading), then the
+    // difference to each reloaded set.
+    let mut running_rules: Vec<RuleRow> = Vec::new();
+    let mut running_version = 0;
     if worker.index() == 0 {
-        for rule in rules {
-            rule_input.insert(rule.clone());
-        }
+        apply_rule_changes(
+            &mut rule_input,
+            rule_slot,
+            &mut running_rules,
+            &mut running_version,
+        );
     }
     let mut source = KafkaSource::connect(source_config).map_err(|e| e.to_string())?;
     let mut events = Vec::new();
@@ -548,6 +592,14 @@ fn worker_loop(
             registry.advance_to(newest);
             rule_input.advance_to(newest);
         }
+        if worker.index() == 0 {
+            apply_rule_changes(
+                &mut rule_input,
+                rule_slot,
+                &mut running_rules,
+                &mut running_version,
+            );
+        }
         readings.flush();
         reports.flush();
         registry.flush();
@@ -608,6 +660,29 @@ fn record_partitions(source: &KafkaSource, metrics: &Metrics) {
                 .set(lag);
         }
     }
+}
+
+/// Feeds the difference between the running rules and a newer published version into the rules
+/// input, at the input's current time: readings from there on meet the new rules.
+fn apply_rule_changes(
+    rule_input: &mut differential_dataflow::input::InputSession<
+        citybrain_operators::Time,
+        RuleRow,
+        citybrain_operators::Diff,
+    >,
+    slot: &RuleSlot,
+    running_rules: &mut Vec<RuleRow>,
+    running_version: &mut u64,
+) {
+    let Some((version, rules)) = slot.newer_than(*running_version) else {
+        return;
+    };
+    for (row, diff) in RuleSetDiff::between(running_rules, &rules).updates {
+        rule_input.update(row, diff);
+    }
+    *running_rules = rules.as_ref().clone();
+    *running_version = version;
+    slot.mark_applied(version, *rule_input.time());
 }
 
 #[allow(clippy::too_many_arguments)] // the output thread's whole context, passed once at start
@@ -760,6 +835,24 @@ impl Engine {
         self.http.as_ref().map(|h| h.addr)
     }
 
+    /// Loads and validates the rule files and applies them when valid (what a changed file,
+    /// `SIGHUP` and `POST /api/config/reload` do); invalid files leave the running rules in
+    /// place. Returns the status after the attempt.
+    pub fn reload(&self, trigger: Trigger) -> ReloadStatus {
+        self.reloader.reload(trigger)
+    }
+
+    /// Replaces the running rules with `rules`: worker 0 feeds the difference into the
+    /// dataflow at its next logical time. Returns the status after the change.
+    pub fn reload_rules(&self, rules: Vec<RuleRow>) -> ReloadStatus {
+        self.reloader.apply(rules, Trigger::Call)
+    }
+
+    /// The reloader (for triggers outside the engine, such as a signal handler).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
+    }
+
     /// The alert board (active alerts, recent transitions, KPIs, live feed).
     pub fn board(&self) -> Arc<AlertBoard> {
         Arc::clone(&self.shared.board)
@@ -768,6 +861,9 @@ impl Engine {
     /// Waits for the workers and the output thread to finish (after [`Engine::stop`] or a
     /// failure); returns the first failure.
     pub fn wait(mut self) -> Result<(), EngineError> {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.shutdown();
+        }
         if let Some(http) = self.http.take() {
             http.shutdown();
         }

@@ -77,7 +77,16 @@ pub struct AlertTransition {
     pub event_time_rfc3339: String,
     /// Entity labels (mine, face, ...), the rule's labels, plus `rule`, `severity`, `metric`.
     pub labels: BTreeMap<String, String>,
+    /// Why the alert changed when it was not the rule's own condition, e.g.
+    /// [`RULE_REMOVED`] for a firing alert resolved because a reload removed its rule.
+    /// Absent (and not serialized) for transitions the rule's condition caused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
+
+/// The [`AlertTransition::reason`] of an alert resolved because its rule was removed by a
+/// rule reload.
+pub const RULE_REMOVED: &str = "rule removed";
 
 /// The deterministic transition id: a hash of rule, entity, state and event time.
 pub fn transition_id(

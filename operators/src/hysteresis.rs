@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use citybrain_model::alert::transition_id;
+use citybrain_model::alert::{RULE_REMOVED, transition_id};
 use citybrain_model::time::format_event_time;
 use citybrain_model::{AlertTransition, Labels, TransitionState};
 use differential_dataflow::Hashable;
@@ -33,12 +33,13 @@ use differential_dataflow::collection::vec;
 use differential_dataflow::consolidation::consolidate;
 use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
 
 use crate::hit::{HitRow, RuleHit};
-use crate::rule::ThresholdRule;
+use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
 
 /// Where an alert key stands; keys in the normal state are not stored.
@@ -135,6 +136,7 @@ pub fn make_transition(
         event_time: time,
         event_time_rfc3339: format_event_time(time),
         labels,
+        reason: None,
     }
 }
 
@@ -142,12 +144,29 @@ pub fn make_transition(
 /// each key is taken out by the worker that owns it at the key's first evaluation.
 pub type FiringSeed = Arc<Mutex<FxHashSet<(String, String)>>>;
 
-/// Updates of one time, held until the frontier passes it, with the capability to emit at it.
-type Waiting = (Capability<Time>, Vec<(HitRow, Diff)>);
+/// What waits for the frontier to pass one time: the capability to emit at it, the rule hits
+/// and the rule-row changes of that time.
+struct Waiting {
+    capability: Capability<Time>,
+    hits: Vec<(HitRow, Diff)>,
+    rule_changes: Vec<(RuleRow, Diff)>,
+}
+
+/// What a firing alert was raised with, to resolve it when its rule is removed.
+struct Fired {
+    labels: Labels,
+    value: f64,
+}
 
 /// Runs the state machine over rule hits.
 pub trait HoldAndHysteresis<'s> {
     /// Emits alert transitions, each at the logical time of the evaluation that caused it.
+    ///
+    /// `rules` are the rule rows of the kind whose hits these are. When a reload removes a rule
+    /// (its id has no row any more), every alert of it that is firing resolves at the time of
+    /// the removal with reason [`RULE_REMOVED`], reporting the value it fired with; its
+    /// pending alerts are forgotten. A rule whose row is replaced by another with the same id
+    /// (an edit) keeps its alerts' states, and its next evaluation uses the new alarm side.
     ///
     /// ```
     /// use citybrain_model::{Domain, Metric, Severity, TransitionState};
@@ -155,15 +174,16 @@ pub trait HoldAndHysteresis<'s> {
     /// use citybrain_operators::hysteresis::HoldAndHysteresis;
     /// use citybrain_operators::instant::IntoInstants;
     /// use citybrain_operators::ordered_float::OrderedFloat;
-    /// use citybrain_operators::rule::{Direction, ThresholdRule};
+    /// use citybrain_operators::rule::{Direction, RuleRow, ThresholdRule};
     /// use differential_dataflow::input::Input;
     /// use timely::dataflow::operators::Inspect;
     ///
     /// timely::example(|scope| {
     ///     let (mut input, hits) = scope.new_collection();
+    ///     let (mut rules, rule_rows) = scope.new_collection();
     ///     hits.into_instants()
     ///         .map(|(hit, _)| hit)
-    ///         .hold_and_hysteresis()
+    ///         .hold_and_hysteresis(rule_rows)
     ///         .inspect(|t| {
     ///             let expected = if t.event_time == 20 {
     ///                 TransitionState::Firing // held for 10 ms
@@ -185,58 +205,94 @@ pub trait HoldAndHysteresis<'s> {
     ///         summary: "methane".into(),
     ///         labels: vec![],
     ///     };
+    ///     rules.insert(RuleRow::Threshold(rule.clone()));
     ///     for (time, value) in [(10, 1.1), (20, 1.2), (30, 0.9), (40, 0.7)] {
     ///         let hit = RuleHit::new(time, value, vec![], rule.clone());
     ///         input.update_at((("r".to_string(), "s1".to_string()), hit), time, 1);
     ///     }
+    ///     rules.advance_to(50);
+    ///     input.advance_to(50);
     /// });
     /// ```
-    fn hold_and_hysteresis(self) -> StreamVec<'s, Time, AlertTransition>;
+    fn hold_and_hysteresis(
+        self,
+        rules: vec::Collection<'s, Time, RuleRow, Diff>,
+    ) -> StreamVec<'s, Time, AlertTransition>;
 
     /// [`HoldAndHysteresis::hold_and_hysteresis`], with the keys in `seed` starting as firing.
-    fn hold_and_hysteresis_seeded(self, seed: FiringSeed) -> StreamVec<'s, Time, AlertTransition>;
+    fn hold_and_hysteresis_seeded(
+        self,
+        rules: vec::Collection<'s, Time, RuleRow, Diff>,
+        seed: FiringSeed,
+    ) -> StreamVec<'s, Time, AlertTransition>;
 }
 
 impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
-    fn hold_and_hysteresis(self) -> StreamVec<'s, Time, AlertTransition> {
-        self.hold_and_hysteresis_seeded(FiringSeed::default())
+    fn hold_and_hysteresis(
+        self,
+        rules: vec::Collection<'s, Time, RuleRow, Diff>,
+    ) -> StreamVec<'s, Time, AlertTransition> {
+        self.hold_and_hysteresis_seeded(rules, FiringSeed::default())
     }
 
-    fn hold_and_hysteresis_seeded(self, seed: FiringSeed) -> StreamVec<'s, Time, AlertTransition> {
+    fn hold_and_hysteresis_seeded(
+        self,
+        rules: vec::Collection<'s, Time, RuleRow, Diff>,
+        seed: FiringSeed,
+    ) -> StreamVec<'s, Time, AlertTransition> {
         let exchange = Exchange::new(|update: &(HitRow, Time, Diff)| update.0.0.hashed());
-        self.inner
-            .unary_frontier(exchange, "HoldAndHysteresis", |_capability, _info| {
-                // Updates waiting for the frontier to pass their time, with a capability to emit at it.
+        // Alert states are spread over the workers by key: every worker needs every rule change
+        // to find the alerts of a removed rule among its keys.
+        let rule_changes = rules.inner.broadcast();
+        self.inner.binary_frontier(
+            rule_changes,
+            exchange,
+            Pipeline,
+            "HoldAndHysteresis",
+            |_capability, _info| {
                 let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
                 let mut states: FxHashMap<(String, String), AlertState> = FxHashMap::default();
                 let mut seeded = !seed
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .is_empty();
-                move |(input, frontier), output| {
-                    input.for_each(|capability, data| {
+                let mut fired: FxHashMap<(String, String), Fired> = FxHashMap::default();
+                // Rows per rule id, over every time processed so far.
+                let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
+                move |(hits, hits_frontier), (rules, rules_frontier), output| {
+                    hits.for_each(|capability, data| {
                         for (row, time, diff) in data.drain(..) {
-                            waiting
-                                .entry(time)
-                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
-                                .1
+                            waiting_at(&mut waiting, time, || capability.delayed(&time, 0))
+                                .hits
+                                .push((row, diff));
+                        }
+                    });
+                    rules.for_each(|capability, data| {
+                        for (row, time, diff) in data.drain(..) {
+                            waiting_at(&mut waiting, time, || capability.delayed(&time, 0))
+                                .rule_changes
                                 .push((row, diff));
                         }
                     });
                     while let Some(entry) = waiting.first_entry() {
                         let time = *entry.key();
-                        if frontier.less_equal(&time) {
+                        if hits_frontier.less_equal(&time) || rules_frontier.less_equal(&time) {
                             break;
                         }
-                        let (capability, mut updates) = entry.remove();
+                        let Waiting {
+                            capability,
+                            mut hits,
+                            rule_changes,
+                        } = entry.remove();
+                        let mut session = output.session(&capability);
                         // Insertions and retractions of one row at one time cancel; only net
                         // insertions are evaluations (see `instant`: a hit carries its event
                         // time, so the retraction of one never cancels the next).
-                        consolidate(&mut updates);
-                        let mut session = output.session(&capability);
+                        consolidate(&mut hits);
+                        let removed = removed_rules(&mut rule_rows, rule_changes);
                         for (
                             (
-                                (rule_id, entity),
+                                key,
                                 RuleHit {
                                     value,
                                     reported,
@@ -246,25 +302,54 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 },
                             ),
                             diff,
-                        ) in updates
+                        ) in hits
                         {
                             if diff <= 0 {
                                 continue;
                             }
-                            let key = (rule_id, entity);
                             let mut state = states.get(&key).copied();
                             if state.is_none() && seeded {
                                 let mut seed = seed.lock().unwrap_or_else(PoisonError::into_inner);
                                 if seed.remove(&key) {
                                     state = Some(AlertState::Firing);
+                                    fired.insert(
+                                        key.clone(),
+                                        Fired {
+                                            labels: labels.clone(),
+                                            value: reported.0,
+                                        },
+                                    );
                                 }
                                 seeded = !seed.is_empty();
                             }
                             let (next, transition) = step(state, &rule, value.0, time);
+                            match transition {
+                                Some(TransitionState::Firing) => {
+                                    fired.insert(
+                                        key.clone(),
+                                        Fired {
+                                            labels: labels.clone(),
+                                            value: reported.0,
+                                        },
+                                    );
+                                }
+                                Some(TransitionState::Resolved) => {
+                                    fired.remove(&key);
+                                }
+                                None => {}
+                            }
                             if let Some(state) = transition {
-                                session.give(make_transition(
+                                let mut transition = make_transition(
                                     &rule, &key.1, &labels, state, reported.0, time,
-                                ));
+                                );
+                                // A kind that evaluates its alerts at the removal itself
+                                // (absence) resolves them here: it is still the removal.
+                                if state == TransitionState::Resolved
+                                    && removed.iter().any(|r| r.id == key.0)
+                                {
+                                    transition.reason = Some(RULE_REMOVED.to_string());
+                                }
+                                session.give(transition);
                             }
                             match next {
                                 Some(next) => {
@@ -275,10 +360,83 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 }
                             }
                         }
+                        for rule in removed {
+                            let mut resolved = Vec::new();
+                            states.retain(|key, state| {
+                                if key.0 != rule.id {
+                                    return true;
+                                }
+                                if *state == AlertState::Firing {
+                                    resolved.push(key.clone());
+                                }
+                                false
+                            });
+                            // Keys in order, so the output does not depend on hashing.
+                            resolved.sort();
+                            for key in resolved {
+                                let Some(Fired { labels, value }) = fired.remove(&key) else {
+                                    continue;
+                                };
+                                let mut transition = make_transition(
+                                    &rule,
+                                    &key.1,
+                                    &labels,
+                                    TransitionState::Resolved,
+                                    value,
+                                    time,
+                                );
+                                transition.reason = Some(RULE_REMOVED.to_string());
+                                session.give(transition);
+                            }
+                        }
                     }
                 }
-            })
+            },
+        )
     }
+}
+
+/// The entry of `time`, created with the capability `capability` gives when it is new.
+fn waiting_at(
+    waiting: &mut BTreeMap<Time, Waiting>,
+    time: Time,
+    capability: impl FnOnce() -> Capability<Time>,
+) -> &mut Waiting {
+    waiting.entry(time).or_insert_with(|| Waiting {
+        capability: capability(),
+        hits: Vec::new(),
+        rule_changes: Vec::new(),
+    })
+}
+
+/// Applies the rule-row changes of one time to the row count per rule id; returns the alarm
+/// side of each rule whose last row went away (its alerts must be resolved). An edit retracts
+/// one row and inserts another with the same id, so its count never reaches zero.
+fn removed_rules(
+    rule_rows: &mut FxHashMap<String, Diff>,
+    mut changes: Vec<(RuleRow, Diff)>,
+) -> Vec<ThresholdRule> {
+    consolidate(&mut changes);
+    let mut touched: BTreeMap<String, ThresholdRule> = BTreeMap::new();
+    for (row, diff) in changes {
+        let alarm = row.alarm();
+        *rule_rows.entry(alarm.id.clone()).or_default() += diff;
+        if diff < 0 || !touched.contains_key(&alarm.id) {
+            // The retracted row names the rule as it was while its alerts fired.
+            touched.insert(alarm.id.clone(), alarm.clone());
+        }
+    }
+    touched
+        .into_iter()
+        .filter(|(id, _)| {
+            let gone = rule_rows.get(id).is_none_or(|n| *n <= 0);
+            if gone {
+                rule_rows.remove(id);
+            }
+            gone
+        })
+        .map(|(_, rule)| rule)
+        .collect()
 }
 
 #[cfg(test)]
@@ -310,10 +468,11 @@ mod tests {
             let sink = Rc::clone(&out);
             let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
                 let (input, hits) = scope.new_collection();
+                let (_, rules) = scope.new_collection::<RuleRow, Diff>();
                 let (probe, _) = hits
                     .into_instants()
                     .map(|(hit, _)| hit)
-                    .hold_and_hysteresis_seeded(seed)
+                    .hold_and_hysteresis_seeded(rules, seed)
                     .inspect(move |t: &AlertTransition| {
                         sink.borrow_mut()
                             .push((t.event_time, t.entity.clone(), t.state))

@@ -87,7 +87,9 @@ pub fn rule_alerts<'s>(
     };
     let transitions: Vec<_> = kinds::KINDS
         .iter()
-        .map(|(_, hits_of)| hits_of(&sources, rules.clone()).hold_and_hysteresis())
+        .map(|(name, hits_of)| {
+            hits_of(&sources, rules.clone()).hold_and_hysteresis(rules_of_kind(&rules, name))
+        })
         .collect();
     scope.concatenate(transitions)
 }
@@ -130,8 +132,8 @@ pub fn rule_alerts_by_clock_seeded<'s>(
     };
     let (mut sensor, mut citizen) = (Vec::new(), Vec::new());
     for (name, hits_of) in kinds::KINDS {
-        let transitions =
-            hits_of(&sources, rules.clone()).hold_and_hysteresis_seeded(Arc::clone(&seed));
+        let transitions = hits_of(&sources, rules.clone())
+            .hold_and_hysteresis_seeded(rules_of_kind(&rules, name), Arc::clone(&seed));
         if kinds::CITIZEN_KINDS.contains(name) {
             citizen.push(transitions);
         } else {
@@ -142,6 +144,15 @@ pub fn rule_alerts_by_clock_seeded<'s>(
         scope.clone().concatenate(sensor),
         scope.concatenate(citizen),
     )
+}
+
+/// The rows of one kind: what its state machine watches for removed rules (a rule whose kind
+/// changed is removed from its old kind).
+fn rules_of_kind<'s>(
+    rules: &VecCollection<'s, Time, rule::RuleRow, Diff>,
+    kind: &'static str,
+) -> VecCollection<'s, Time, rule::RuleRow, Diff> {
+    rules.clone().filter(move |row| row.kind() == kind)
 }
 
 #[cfg(test)]

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use citybrain_connectors::dead_letter::DeadLetter;
 use citybrain_engine::config::{self, LoadedConfig};
+use citybrain_engine::reload::RuleSource;
 use citybrain_engine::runtime::{self, Engine, EngineSettings};
 use citybrain_model::AlertTransition;
+use citybrain_operators::rule::RuleRow;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -246,7 +248,7 @@ dead_letter_file = "dead-letters.jsonl"
 
 impl TestEngine {
     /// Starts an engine with the config and rules given as TOML text; output files go to a
-    /// fresh temporary directory.
+    /// fresh temporary directory. The rules are fixed (nothing to watch or reload).
     pub fn start(config_toml: &str, rules_toml: &str) -> Self {
         Self::start_in(
             tempfile::tempdir().expect("tempdir"),
@@ -267,23 +269,57 @@ impl TestEngine {
     }
 
     fn start_in(dir: tempfile::TempDir, config_toml: &str, rules_toml: &str) -> Self {
+        let (settings, rules) = fixed_rules(dir.path(), config_toml, rules_toml);
+        Self::launch(dir, settings, rules)
+    }
+
+    /// Starts an engine with the config given as TOML text and rule files written to a fresh
+    /// temporary directory (`(name, text)`, listed in `[rules] files`, which is appended to
+    /// the config): rule reload watches them as in production. The audit log is
+    /// `citybrain-audit.jsonl` there unless the config says otherwise.
+    pub fn start_with_rule_files(config_toml: &str, files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            write_file(&dir.path().join(name), text);
+        }
+        let names: Vec<String> = files.iter().map(|(name, _)| format!("{name:?}")).collect();
+        let config_toml = format!("{config_toml}\n[rules]\nfiles = [{}]\n", names.join(", "));
+        let config = config::load_str(Path::new("test.toml"), &config_toml)
+            .unwrap_or_else(|d| panic!("config: {d}"));
+        let mut loaded = LoadedConfig {
+            config,
+            rules: Vec::new(),
+            base_dir: dir.path().to_path_buf(),
+        };
+        loaded.rules =
+            config::load_rule_files(&loaded.rule_files()).unwrap_or_else(|d| panic!("rules: {d}"));
+        let settings = EngineSettings::from_config(&loaded).expect("settings");
+        Self::launch(dir, settings, loaded.rules)
+    }
+
+    fn launch(dir: tempfile::TempDir, settings: EngineSettings, rules: Vec<RuleRow>) -> Self {
         let transitions = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&transitions);
-        let engine = start_engine(
-            dir.path(),
-            config_toml,
-            rules_toml,
+        let engine = runtime::start(
+            settings,
+            rules,
             Box::new(move |t: &AlertTransition| {
                 sink.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(t.clone())
             }),
-        );
+        )
+        .expect("engine start");
         TestEngine {
             engine: Some(engine),
             transitions,
             dir,
         }
+    }
+
+    /// The running engine.
+    pub fn engine(&self) -> &Engine {
+        self.engine.as_ref().expect("engine running")
     }
 
     /// The transitions so far.
@@ -332,13 +368,9 @@ impl Drop for TestEngine {
     }
 }
 
-/// Starts an engine with the config and rules given as TOML text, output files in `dir`.
-pub fn start_engine(
-    dir: &Path,
-    config_toml: &str,
-    rules_toml: &str,
-    on_transition: runtime::TransitionCallback,
-) -> Engine {
+/// Engine settings and rules of the config and rules given as TOML text, output files in `dir`;
+/// the rules are fixed (nothing to watch or reload).
+fn fixed_rules(dir: &Path, config_toml: &str, rules_toml: &str) -> (EngineSettings, Vec<RuleRow>) {
     let config = config::load_str(Path::new("test.toml"), config_toml)
         .unwrap_or_else(|d| panic!("config: {d}"));
     let rules = config::load_rules_str(Path::new("rules.toml"), rules_toml)
@@ -348,8 +380,32 @@ pub fn start_engine(
         rules,
         base_dir: dir.to_path_buf(),
     };
-    let settings = EngineSettings::from_config(&loaded).expect("settings");
-    runtime::start(settings, loaded.rules.clone(), on_transition).expect("engine start")
+    let mut settings = EngineSettings::from_config(&loaded).expect("settings");
+    settings.reload.source = RuleSource::Fixed;
+    settings.reload.watch = false;
+    (settings, loaded.rules)
+}
+
+/// Starts an engine with the config and rules given as TOML text, output files in `dir`.
+pub fn start_engine(
+    dir: &Path,
+    config_toml: &str,
+    rules_toml: &str,
+    on_transition: runtime::TransitionCallback,
+) -> Engine {
+    let (settings, rules) = fixed_rules(dir, config_toml, rules_toml);
+    runtime::start(settings, rules, on_transition).expect("engine start")
+}
+
+/// Writes `text` to `path` at once (a temporary file renamed over it, as editors save), creating
+/// its directory.
+pub fn write_file(path: &Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("create dir");
+    }
+    let temporary = path.with_extension("tmp-write");
+    std::fs::write(&temporary, text).expect("write");
+    std::fs::rename(&temporary, path).expect("rename");
 }
 
 /// Reads a JSONL file (missing file: empty).

@@ -847,6 +847,7 @@ mod tests {
             event_time: time,
             event_time_rfc3339: citybrain_model::time::format_event_time(time),
             labels: BTreeMap::from([("mine".to_string(), "jungar-1".to_string())]),
+            reason: None,
         }
     }
 

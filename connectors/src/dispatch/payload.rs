@@ -168,6 +168,9 @@ fn alertmanager(receiver: &str, members: &[Member<'_>], external_url: &str) -> V
         annotations.insert("value".into(), json!(t.value.to_string()));
         annotations.insert("event_time".into(), json!(t.event_time_rfc3339));
         annotations.insert("transition_id".into(), json!(t.id));
+        if let Some(reason) = &t.reason {
+            annotations.insert("reason".into(), json!(reason));
+        }
         let starts_at = format_event_time(m.starts_at.unwrap_or(t.event_time));
         let ends_at = match t.state {
             TransitionState::Firing => ZERO_TIME.to_string(),
@@ -237,6 +240,7 @@ mod tests {
                 ("rule".to_string(), "ch4-alarm".to_string()),
                 ("face".to_string(), format!("jungar-1/{entity}")),
             ]),
+            reason: None,
         }
     }
 

@@ -45,6 +45,8 @@ pub struct Config {
     pub kpis: KpisConfig,
     /// `[recovery]`: offset commits and how much history a restart re-reads.
     pub recovery: RecoveryConfig,
+    /// `[reload]`: live reload of the rule files.
+    pub reload: ReloadConfig,
 }
 
 /// `[recovery]`: what a restart resumes from. Offsets are committed only up to what the alert
@@ -75,6 +77,34 @@ impl Default for RecoveryConfig {
             commit_interval: Duration::from_secs(1),
             sensor_history: Duration::from_secs(15 * 60),
             citizen_history: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// `[reload]`: live reload of the rule files without a restart. A reload is triggered by a
+/// change of a rule file or of this file's `[rules] files` (when `watch` is on), by `SIGHUP`
+/// and by `POST /api/config/reload`; invalid files leave the running rules in place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the rule files and this file for changes. Default: `true`.
+    pub watch: bool,
+    /// Quiet time after the last change of a watched file before reloading, so an editor's
+    /// burst of writes is one reload. Greater than zero. Default: `"200ms"`.
+    #[serde(with = "duration")]
+    pub debounce: Duration,
+    /// JSON-lines file every applied rule change is appended to (time, files, content hash,
+    /// added/removed/changed rule ids), relative to the directory of this file.
+    /// Default: `"citybrain-audit.jsonl"`.
+    pub audit_log: PathBuf,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            debounce: Duration::from_millis(200),
+            audit_log: PathBuf::from("citybrain-audit.jsonl"),
         }
     }
 }
@@ -406,6 +436,7 @@ pub(crate) fn validate(config: &Config, root: &Spanned<DeValue<'_>>, cx: &mut Fi
             config.recovery.commit_interval,
             ["recovery", "commit_interval"],
         ),
+        (config.reload.debounce, ["reload", "debounce"]),
     ] {
         if value.is_zero() {
             let p = path(&keys);
@@ -514,6 +545,13 @@ pub(crate) fn validate(config: &Config, root: &Spanned<DeValue<'_>>, cx: &mut Fi
             p.push(Seg::Index(i));
             cx.error(span(&p), "rule file paths must not be empty", None);
         }
+    }
+    if config.reload.audit_log.as_os_str().is_empty() {
+        cx.error(
+            span(&path(&["reload", "audit_log"])),
+            "`reload.audit_log` must not be empty",
+            Some("leave it out for the default \"citybrain-audit.jsonl\"".to_string()),
+        );
     }
     for (file, key) in [
         (&config.outputs.alerts_file, "alerts_file"),
@@ -791,6 +829,40 @@ idle_timeout = 500
                 "5:21: `sources.farm.max_message_bytes` must be at least 1",
                 "7:16: topic `registry.grids` is used by both `registry.grids` and `outputs.alerts_topic`",
                 "9:20: `outputs.dead_letter_file` is the same file as `outputs.alerts_file`",
+            ]
+        );
+    }
+
+    #[test]
+    fn reload_section_defaults_and_errors() {
+        let config = valid("[kafka]\nbrokers = \"b:9092\"\n");
+        assert_eq!(config.reload, ReloadConfig::default());
+        assert!(config.reload.watch);
+        assert_eq!(config.reload.debounce, Duration::from_millis(200));
+        assert_eq!(
+            config.reload.audit_log,
+            PathBuf::from("citybrain-audit.jsonl")
+        );
+        let set = valid(
+            "[reload]\nwatch = false\ndebounce = \"1s\"\naudit_log = \"audit/rules.jsonl\"\n",
+        );
+        assert_eq!(
+            set.reload,
+            ReloadConfig {
+                watch: false,
+                debounce: Duration::from_secs(1),
+                audit_log: PathBuf::from("audit/rules.jsonl"),
+            }
+        );
+        assert_eq!(
+            errors(
+                "[reload]\nwatch = \"yes\"\ndebounce = \"0s\"\naudit_log = \"\"\nwatched = true\n"
+            ),
+            vec![
+                "2:9: `reload.watch` must be a boolean, found string \"yes\"",
+                "3:12: `reload.debounce` must be greater than zero",
+                "4:13: `reload.audit_log` must not be empty",
+                "5:1: unknown field `reload.watched`",
             ]
         );
     }

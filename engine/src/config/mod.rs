@@ -35,8 +35,8 @@ pub use dispatch::{
     ReceiverConfig, ReceiverKindConfig, RouteConfig, SilenceConfig,
 };
 pub use engine::{
-    Config, EngineConfig, KafkaConfig, OutputsConfig, RecoveryConfig, RegistryConfig, RulesConfig,
-    SourceConfig, SourcesConfig, default_workers,
+    Config, EngineConfig, KafkaConfig, OutputsConfig, RecoveryConfig, RegistryConfig, ReloadConfig,
+    RulesConfig, SourceConfig, SourcesConfig, default_workers,
 };
 pub use kpis::load_kpis_str;
 
@@ -71,6 +71,11 @@ impl LoadedConfig {
             .iter()
             .map(|f| self.resolve(f))
             .collect()
+    }
+
+    /// `reload.audit_log`, resolved.
+    pub fn audit_log(&self) -> PathBuf {
+        self.resolve(&self.config.reload.audit_log)
     }
 
     /// `outputs.alerts_file`, resolved.

@@ -19,6 +19,7 @@ mod window;
 
 use std::collections::{BTreeMap, HashMap};
 
+use citybrain_model::alert::RULE_REMOVED;
 use citybrain_model::{AlertTransition, EntityInfo, Labels, Reading};
 
 use crate::hysteresis::make_transition;
@@ -121,7 +122,7 @@ pub fn rule_transitions_over_time(
     changes: &[RuleChange],
 ) -> Vec<AlertTransition> {
     let evaluations = evaluations(readings, registry, changes);
-    run_state_machine(evaluations)
+    with_rule_removals(run_state_machine(evaluations), changes)
 }
 
 /// The transitions of absence rules (and any others) over `readings`, whatever their order,
@@ -139,7 +140,68 @@ pub fn absence_transitions(
     };
     let mut all = evaluations(readings, registry, changes);
     all.extend(absence::evaluations(readings, registry, &timeline, end));
-    run_state_machine(all)
+    with_rule_removals(run_state_machine(all), changes)
+}
+
+/// Resolves the alerts of removed rules: when a rule's last row (of its kind) goes away at a
+/// time, each of its alerts still firing then resolves at that time with reason
+/// [`RULE_REMOVED`], reporting the value it fired with; one its own evaluation resolves at
+/// that very time carries the reason too. (A rule removed and added again later is not
+/// modelled: its alerts would start afresh in the dataflow.)
+pub fn with_rule_removals(
+    mut transitions: Vec<AlertTransition>,
+    changes: &[RuleChange],
+) -> Vec<AlertTransition> {
+    use citybrain_model::TransitionState::{Firing, Resolved};
+
+    let mut sorted = changes.to_vec();
+    sorted.sort_by_key(|(time, _, _)| *time);
+    let mut rows: BTreeMap<(&str, String), isize> = BTreeMap::new();
+    let mut removals: Vec<(Time, ThresholdRule)> = Vec::new();
+    for (i, (time, row, diff)) in sorted.iter().enumerate() {
+        let key = (row.kind(), row.id().to_string());
+        *rows.entry(key.clone()).or_default() += diff;
+        let last_of_time = sorted.get(i + 1).is_none_or(|next| next.0 != *time);
+        if !last_of_time {
+            continue;
+        }
+        // Every rule touched at this time whose rows are all gone now.
+        let touched: Vec<&RuleRow> = sorted
+            .iter()
+            .filter(|(t, _, d)| t == time && *d < 0)
+            .map(|(_, r, _)| r)
+            .collect();
+        for row in touched {
+            let key = (row.kind(), row.id().to_string());
+            if rows.get(&key).is_some_and(|n| *n <= 0)
+                && !removals.iter().any(|(t, r)| t == time && r.id == row.id())
+            {
+                removals.push((*time, row.alarm().clone()));
+            }
+        }
+    }
+    for (time, rule) in removals {
+        let mut last: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, t) in transitions.iter().enumerate() {
+            if t.rule == rule.id && t.event_time <= time {
+                last.insert(t.entity.clone(), i);
+            }
+        }
+        for (entity, i) in last {
+            let t = &mut transitions[i];
+            if t.state == Resolved && t.event_time == time {
+                t.reason = Some(RULE_REMOVED.to_string());
+            } else if t.state == Firing {
+                let labels: Labels = t.labels.clone().into_iter().collect();
+                let mut resolved =
+                    make_transition(&rule, &entity, &labels, Resolved, t.value, time);
+                resolved.reason = Some(RULE_REMOVED.to_string());
+                transitions.push(resolved);
+            }
+        }
+    }
+    sort_transitions(&mut transitions);
+    transitions
 }
 
 /// Every kind's evaluations over `readings`, except absence (see [`absence_transitions`]).

@@ -166,3 +166,54 @@ proptest! {
         prop_assert_eq!(got, rule_transitions(&plain, &registry(), &rules));
     }
 }
+
+#[test]
+fn a_removed_rule_resolves_its_firing_alerts_an_edit_keeps_state() {
+    use TransitionState::{Firing, Resolved};
+    use citybrain_model::alert::RULE_REMOVED;
+    let high = th("ch4-high", Direction::Above, 1.0, 0.8, 0, &[]);
+    let held = th("ch4-held", Direction::Above, 1.0, 0.8, 30, &[]);
+    // The edit lowers the level of `ch4-held` at 25: its hold, pending since 10, goes on.
+    let held_lower = th("ch4-held", Direction::Above, 0.6, 0.5, 30, &[]);
+    let changes = vec![
+        (0, RuleRow::Threshold(high.clone()), 1),
+        (0, RuleRow::Threshold(held.clone()), 1),
+        (25, RuleRow::Threshold(held), -1),
+        (25, RuleRow::Threshold(held_lower), 1),
+        (55, RuleRow::Threshold(high), -1),
+    ];
+    let readings = vec![
+        reading("s1", 10, 1.2), // ch4-high fires; ch4-held pending
+        reading("s2", 10, 0.7),
+        reading("s1", 20, 1.1),
+        reading("s1", 30, 0.85), // ch4-held (0.6 now) still on the alarm side; ch4-high stays firing
+        reading("s1", 40, 0.9),  // held 30 ms since 10: fires under the edited level
+        reading("s2", 60, 1.5),  // ch4-high is gone
+    ];
+    let got = run(&readings, &registry(), &changes, 2);
+    let seen: Vec<_> = got
+        .iter()
+        .map(|t| {
+            (
+                t.event_time,
+                t.rule.as_str(),
+                t.entity.as_str(),
+                t.state,
+                t.value,
+                t.reason.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (10, "ch4-high", "s1", Firing, 1.2, None),
+            (40, "ch4-held", "s1", Firing, 0.9, None),
+            (55, "ch4-high", "s1", Resolved, 1.2, Some(RULE_REMOVED)),
+        ]
+    );
+    assert_eq!(
+        got,
+        crate::reference::rule_transitions_over_time(&readings, &registry(), &changes)
+    );
+}

@@ -9,6 +9,7 @@ mod kpi_la311;
 mod real_data_methane;
 mod recovery;
 mod rule_kinds_real_data;
+mod rule_reload;
 mod sse_stream;
 mod wall_browser;
 mod webhook_delivery;

@@ -261,6 +261,7 @@ pub fn transition(rule: &str, entity: &str, state: TransitionState, time: u64) -
             ("rule".to_string(), rule.to_string()),
             ("severity".to_string(), "critical".to_string()),
         ]),
+        reason: None,
     }
 }
 
