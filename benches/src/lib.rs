@@ -1,4 +1,11 @@
-//! Shared inputs of citybrain's benches: synthetic mine readings shaped like the simulator's.
+//! Shared inputs and pipelines of citybrain's benches: synthetic mine readings shaped like the
+//! simulator's ([`ch4_readings`], [`workload`]), the hand-written timely + differential floor
+//! the engine's operators are compared with ([`floor`]), and the driver that feeds either the
+//! way the engine does ([`pipeline`]).
+
+pub mod floor;
+pub mod pipeline;
+pub mod workload;
 
 use citybrain_model::{Domain, Metric, Reading};
 

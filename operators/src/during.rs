@@ -3,16 +3,25 @@
 //! `[from, until)` with `t <= from < until`, e.g. the history of the last 24 hours
 //! (`[t + 1, t + 24 h + 1)`) or the end of the window it belongs to (`[end, end + 1)`).
 //!
-//! The move is linear (each update on its own, no state): the insertion at `t` moves to
+//! The move is linear (each update on its own): the insertion at `t` moves to
 //! `from`, the retraction at `t + 1` to `until`, and any update at a later time `t + 1 + d`
 //! (e.g. the join of the instant with a reference-data change that cancels out) to
 //! `until + d`, so whatever cancelled before still cancels. A collection built this way holds
 //! only what is inside its windows: memory grows with live keys and window lengths, not with
 //! events seen.
+//!
+//! Moved updates are held back in the operator until the input frontier reaches their new
+//! time. Handed on at once, they would wait in the merge batcher of the next arrangement,
+//! which merges everything it holds again at every frontier advance: with a minute of
+//! readings waiting for a window's end, each step cost time linear in that minute
+//! (`benches/README.md` has the profile). Here they wait in a map by time instead.
+
+use std::collections::BTreeMap;
 
 use differential_dataflow::collection::vec;
 use differential_dataflow::{AsCollection, Data, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::{Diff, Time};
@@ -74,17 +83,43 @@ impl<'s, D: Data> During<'s, D> for vec::Collection<'s, Time, D, Diff> {
         F: FnMut(&D) -> Span + 'static,
     {
         self.inner
-            .unary(Pipeline, "During", move |_, _| {
-                move |input, output| {
+            .unary_frontier(Pipeline, "During", move |_, _| {
+                // Moved updates by their new time, not yet reached by the input frontier.
+                let mut future: BTreeMap<Time, Vec<(D, Time, Diff)>> = BTreeMap::new();
+                // A capability no later than every time in `future` (none when it is empty).
+                let mut held: Option<Capability<Time>> = None;
+                move |(input, frontier), output| {
                     input.for_each(|capability, data| {
-                        // New times are never before the old ones, so the message's own
-                        // capabilities cover them.
-                        for (datum, time, _) in data.iter_mut() {
-                            *time = span(datum).retime(*time).max(*time);
+                        // New times are never before the old ones, so the message's least
+                        // capability covers them.
+                        let Some(least) = capability.retain_least(output.output_index()) else {
+                            return;
+                        };
+                        if held.as_ref().is_none_or(|h| least.time() < h.time()) {
+                            held = Some(least);
                         }
-                        let capabilities = capability.retain_stamp(output.output_index());
-                        output.session(&capabilities).give_container(data);
+                        for (datum, time, diff) in data.drain(..) {
+                            let time = span(&datum).retime(time).max(time);
+                            future.entry(time).or_default().push((datum, time, diff));
+                        }
                     });
+                    let Some(capability) = held.as_mut() else {
+                        return;
+                    };
+                    let mut ready = Vec::new();
+                    while let Some(entry) = future.first_entry() {
+                        if frontier.less_than(entry.key()) {
+                            break;
+                        }
+                        ready.append(&mut entry.remove());
+                    }
+                    if !ready.is_empty() {
+                        output.session(&*capability).give_container(&mut ready);
+                    }
+                    match future.keys().next() {
+                        Some(next) => capability.downgrade(next),
+                        None => held = None,
+                    }
                 }
             })
             .as_collection()

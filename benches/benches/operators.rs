@@ -1,0 +1,177 @@
+//! Throughput of citybrain's rule operators against the hand-written timely + differential
+//! floor on the same events (`operators`), and of decoding wire JSON plus the operators on two
+//! workers (`bytes_to_alerts`). See `benches/README.md` for the workload and the results.
+#![allow(missing_docs)]
+// criterion_group! generates undocumented items
+// A bench whose setup fails should stop loudly rather than report numbers of nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use citybrain_benches::pipeline::{Pipeline, build, feed_batch, finish, load};
+use citybrain_benches::workload::{Workload, engine_rules};
+use citybrain_model::decode::decode_mine_reading;
+use citybrain_operators::ordered_float::OrderedFloat;
+use citybrain_operators::{ReadingRow, RegistryRow, Time};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+
+/// Readings per measured run: 100 s of event time at 1k sensors, 10 s at 10k, one reading per
+/// sensor at 100k; few enough that the engine's slowest run stays within seconds.
+const EVENTS: usize = 100_000;
+
+/// (sensors, readings per logical time) of the operator benches.
+const SHAPES: [(usize, usize); 4] = [
+    (1_000, 1_000),
+    (10_000, 1_000),
+    (10_000, 10_000),
+    (100_000, 10_000),
+];
+
+type Batches = Vec<(Time, Vec<ReadingRow>)>;
+
+/// One run of `pipeline` on a fresh worker: builds the dataflow and loads the registry and
+/// rules untimed, then times feeding every batch and draining the dataflow.
+fn timed_run(
+    pipeline: Pipeline,
+    registry: Arc<Vec<RegistryRow>>,
+    batches: Arc<Batches>,
+) -> Duration {
+    timely::execute_directly(move |worker| {
+        let mut handles = build(worker, pipeline, false);
+        load(worker, &mut handles, &registry, &engine_rules());
+        let batches: Batches = (*batches).clone();
+        let start = Instant::now();
+        for (time, rows) in batches {
+            feed_batch(
+                worker,
+                &mut handles,
+                time,
+                rows.into_iter().map(|row| (row, time)),
+            );
+        }
+        drop(finish(worker, handles));
+        start.elapsed()
+    })
+}
+
+fn operators(c: &mut Criterion) {
+    let mut group = c.benchmark_group("operators");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8));
+    for (sensors, batch) in SHAPES {
+        let workload = Workload {
+            sensors,
+            batch,
+            events: EVENTS,
+        };
+        let registry = Arc::new(workload.registry());
+        let batches = Arc::new(workload.batches());
+        group.throughput(Throughput::Elements(workload.events as u64));
+        let shape = format!("{}k_sensors/{}k_batch", sensors / 1_000, batch / 1_000);
+        for pipeline in [Pipeline::Engine, Pipeline::Floor] {
+            group.bench_function(BenchmarkId::new(pipeline.name(), &shape), |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| timed_run(pipeline, Arc::clone(&registry), Arc::clone(&batches)))
+                        .sum()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+type Messages = Vec<(Time, Vec<Vec<u8>>)>;
+
+/// One run of `pipeline` on `workers` workers fed wire JSON: each worker decodes every
+/// `workers`-th message of each batch and feeds the readings. Times from a barrier after the
+/// untimed setup to the last worker done.
+fn timed_bytes_run(
+    pipeline: Pipeline,
+    workers: usize,
+    registry: Arc<Vec<RegistryRow>>,
+    messages: Arc<Messages>,
+) -> Duration {
+    let barrier = Arc::new(Barrier::new(workers));
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut handles = build(worker, pipeline, false);
+        let (registry, rules) = if index == 0 {
+            (registry.as_slice(), engine_rules())
+        } else {
+            (&[][..], Vec::new())
+        };
+        load(worker, &mut handles, registry, &rules);
+        barrier.wait();
+        let start = Instant::now();
+        for (time, batch) in messages.iter() {
+            let readings = batch.iter().skip(index).step_by(peers).filter_map(|bytes| {
+                let reading = decode_mine_reading(bytes).ok()?;
+                let row = (
+                    (reading.domain, reading.entity),
+                    (reading.metric, OrderedFloat(reading.value)),
+                );
+                Some((row, reading.time))
+            });
+            feed_batch(worker, &mut handles, *time, readings);
+        }
+        drop(finish(worker, handles));
+        start.elapsed()
+    })
+    .expect("timely workers start");
+    guards
+        .join()
+        .into_iter()
+        .map(|elapsed| elapsed.expect("worker finishes"))
+        .max()
+        .unwrap_or_default()
+}
+
+fn bytes_to_alerts(c: &mut Criterion) {
+    let workload = Workload {
+        sensors: 10_000,
+        batch: 10_000,
+        events: EVENTS,
+    };
+    let registry = Arc::new(workload.registry());
+    let messages = Arc::new(workload.messages());
+    let mut group = c.benchmark_group("bytes_to_alerts");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Elements(workload.events as u64));
+    for pipeline in [Pipeline::Engine, Pipeline::Floor] {
+        for workers in [1, 2] {
+            let id = BenchmarkId::new(
+                pipeline.name(),
+                format!("10k_sensors/10k_batch/{workers}_workers"),
+            );
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            timed_bytes_run(
+                                pipeline,
+                                workers,
+                                Arc::clone(&registry),
+                                Arc::clone(&messages),
+                            )
+                        })
+                        .sum()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, operators, bytes_to_alerts);
+criterion_main!(benches);
