@@ -15,6 +15,9 @@
 //! | `POST /api/config/reload` | reload the rule files now (bearer token) |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (registry loaded, workers running) |
 //! | `GET /metrics` | Prometheus text format |
+//!
+//! Request bodies are limited to [`MAX_BODY_BYTES`] (larger ones get 413): the only bodies the
+//! API takes are silences, a few hundred bytes each.
 
 use std::convert::Infallible;
 use std::future::IntoFuture;
@@ -79,6 +82,9 @@ pub struct HttpError {
     source: std::io::Error,
 }
 
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// The API's routes.
 pub fn router(state: HttpState) -> Router {
     Router::new()
@@ -124,6 +130,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/dispatch", get(dispatch_status))
         .route("/api/config/status", get(config_status))
         .route("/api/config/reload", axum::routing::post(config_reload))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -195,6 +195,18 @@ receivers = ["duty"]
         body,
     );
     assert_eq!(status, 201, "{created}");
+    let huge = format!(
+        r#"{{"matchers":["mine = \"m1\""],"duration":"2h","created_by":"x","comment":"{}"}}"#,
+        "x".repeat(100_000)
+    );
+    let (status, _) = citybrain_tests::http_request(
+        addr,
+        "POST",
+        "/api/silences",
+        &[("Authorization", &bearer)],
+        &huge,
+    );
+    assert_eq!(status, 413, "a body over 64 KiB");
     let created: Value = serde_json::from_str(&created).expect("json");
     let id = created["id"].as_str().expect("id").to_string();
 
