@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use citybrain_model::TransitionState;
+use citybrain_model::{AlertTransition, TransitionState};
 use citybrain_tests::{MockKafka, TOPICS, TestEngine, arff_column, shared_data, test_config};
 
 /// 2026-11-01T00:00:00Z: row i of the file is at T0 + 30 s * i.
@@ -122,6 +122,24 @@ pub(crate) fn expected_transitions(mm116: &[f64], mm31: &[f64]) -> Vec<Expected>
     expected
 }
 
+/// Transitions as [`Expected`] rows, in (time, rule) order.
+pub(crate) fn summary(transitions: &[AlertTransition]) -> Vec<Expected> {
+    let mut out: Vec<Expected> = transitions
+        .iter()
+        .map(|t| {
+            (
+                t.rule.clone(),
+                t.entity.clone(),
+                t.state,
+                t.event_time,
+                t.value,
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| (a.3, &a.0).cmp(&(b.3, &b.0)));
+    out
+}
+
 /// Registry records of the two sensors, then one reading per sensor and row of `rows`.
 pub(crate) fn produce_methane(
     kafka: &MockKafka,
@@ -174,19 +192,7 @@ fn methane_mm116_and_mm31_transitions_equal_a_plain_loop_over_the_file() {
         "no dead letters expected: {dead_letters:?}"
     );
 
-    let mut got: Vec<Expected> = got
-        .iter()
-        .map(|t| {
-            (
-                t.rule.clone(),
-                t.entity.clone(),
-                t.state,
-                t.event_time,
-                t.value,
-            )
-        })
-        .collect();
-    got.sort_by(|a, b| (a.3, &a.0).cmp(&(b.3, &b.0)));
+    let got = summary(&got);
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected);
     assert_eq!(

@@ -17,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::real_data_methane::{
-    Expected, ROW_MS, RULES, T0, expected_transitions, methane_columns, produce_methane,
+    ROW_MS, RULES, T0, expected_transitions, methane_columns, produce_methane, summary,
 };
 
 fn config(brokers: &str) -> String {
@@ -51,23 +51,6 @@ fn committed(brokers: &str) -> Vec<Option<i64>> {
             }
         })
         .collect()
-}
-
-fn summary(transitions: &[AlertTransition]) -> Vec<Expected> {
-    let mut out: Vec<Expected> = transitions
-        .iter()
-        .map(|t| {
-            (
-                t.rule.clone(),
-                t.entity.clone(),
-                t.state,
-                t.event_time,
-                t.value,
-            )
-        })
-        .collect();
-    out.sort_by(|a, b| (a.3, &a.0).cmp(&(b.3, &b.0)));
-    out
 }
 
 #[test]
