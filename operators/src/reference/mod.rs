@@ -14,6 +14,7 @@ mod absence;
 mod baseline;
 mod correlation;
 mod rate_of_rise;
+mod report_deadline;
 mod threshold;
 mod window;
 
@@ -25,6 +26,8 @@ use citybrain_model::{AlertTransition, EntityInfo, Labels, Reading};
 use crate::hysteresis::make_transition;
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::{EntityKey, Time};
+
+pub use report_deadline::{DeadlineTransition, ReportEventAt, report_deadline_transitions};
 
 /// A change of the rules collection: `(time, row, +1 | -1)`.
 pub type RuleChange = (Time, RuleRow, isize);

@@ -1,6 +1,7 @@
 //! Report-deadline rules: fixed cases with exact transitions (no resolve fires at the deadline,
 //! resolved in time never fires, escalation restarts the timer, resolved after firing resolves,
-//! reopened restarts, duplicates and unknown reports change nothing, categories filter).
+//! reopened restarts, duplicates and unknown reports change nothing, categories filter), and
+//! random report lifecycles, sent out of order, against the plain-loop reference.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,7 +12,7 @@ use ordered_float::OrderedFloat;
 use timely::dataflow::operators::{Inspect, Probe};
 
 use crate::kinds::report_deadline::ReportDeadlineRule;
-use crate::reference::sort_transitions;
+use crate::reference::{report_deadline_transitions, sort_transitions};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::rule_alerts;
 
@@ -191,4 +192,50 @@ fn unresolved_reports_fire_at_the_deadline_and_resolve() {
 fn pending_deadlines_are_dropped_at_the_end_of_the_input() {
     let events: Vec<Event> = vec![("r1", ReportKind::Created, "land_dispute", H)];
     assert!(run(&[rule()], &events, 10 * H).is_empty());
+}
+
+/// The rule of [`rule`], as its kind's row.
+fn deadline_rule() -> ReportDeadlineRule {
+    match rule() {
+        RuleRow::ReportDeadline(rule) => rule,
+        _ => unreachable!("rule() is a report deadline rule"),
+    }
+}
+
+const REPORTS: [&str; 5] = ["r0", "r1", "r2", "r3", "r4"];
+const KINDS: [ReportKind; 6] = [
+    ReportKind::Created,
+    ReportKind::Dispatched,
+    ReportKind::Escalated,
+    ReportKind::Resolved,
+    ReportKind::Reopened,
+    ReportKind::FollowedUp,
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    #[test]
+    fn random_lifecycles_match_the_reference(
+        raw in proptest::collection::vec((0usize..5, 0usize..6, 0u64..160), 1..40),
+        end_hours in 100u64..260,
+    ) {
+        // Times on a coarse grid of hours, so events of one report often share an instant
+        // and deadlines (48 h) often fall exactly on an event. Even reports are watched.
+        let events: Vec<Event> = raw
+            .iter()
+            .map(|&(report, kind, hour)| {
+                let category = if report % 2 == 0 { "land_dispute" } else { "noise" };
+                (REPORTS[report], KINDS[kind], category, hour * H)
+            })
+            .collect();
+        let end = end_hours * H;
+        let mut got = seen(&run(&[rule()], &events, end));
+        got.sort();
+        let owned: Vec<_> = events
+            .iter()
+            .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
+            .collect();
+        let expected = report_deadline_transitions(&deadline_rule(), &owned, end);
+        proptest::prop_assert_eq!(got, expected);
+    }
 }
