@@ -257,26 +257,44 @@ impl Outputs {
         Ok(())
     }
 
+    /// Flushes the files' buffers (the producer sends in the background).
+    pub fn flush_files(&mut self) -> Result<(), SinkError> {
+        if let Some(file) = &mut self.alerts_file {
+            file.flush()?;
+        }
+        if let Some(file) = &mut self.dead_letter_file {
+            file.flush()?;
+        }
+        Ok(())
+    }
+
     /// Makes everything written so far durable: files synced to disk, every produced message
-    /// acknowledged (waiting up to `timeout`). Fails when a message was given up on since the
-    /// last call, so the caller does not treat it as durable.
-    pub fn make_durable(&mut self, timeout: Duration) -> Result<(), SinkError> {
+    /// acknowledged. Returns `false` when the brokers have not acknowledged everything within
+    /// `timeout` (e.g. during a broker outage: librdkafka keeps retrying; call again later).
+    /// Fails when a message was given up on since the last call, so the caller does not
+    /// treat it as durable.
+    pub fn make_durable(&mut self, timeout: Duration) -> Result<bool, SinkError> {
         if let Some(file) = &mut self.alerts_file {
             file.sync()?;
         }
         if let Some(file) = &mut self.dead_letter_file {
             file.sync()?;
         }
-        if let Some(producer) = &self.producer {
-            producer.flush(timeout)?;
-        }
+        let acknowledged = match &self.producer {
+            Some(producer) => match producer.flush(timeout) {
+                Ok(()) => true,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => false,
+                Err(error) => return Err(error.into()),
+            },
+            None => true,
+        };
         let failed = self.failures.0.load(Ordering::Relaxed);
         if failed > self.reported_failures {
             let new = failed - self.reported_failures;
             self.reported_failures = failed;
             return Err(SinkError::Undelivered(new));
         }
-        Ok(())
+        Ok(acknowledged)
     }
 }
 
@@ -300,7 +318,7 @@ mod tests {
             .unwrap()
             .write("{\"next\":2}")
             .unwrap();
-        outputs.make_durable(Duration::from_secs(1)).unwrap();
+        assert!(outputs.make_durable(Duration::from_secs(1)).unwrap());
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"whole\":1}\n{\"cut sh\n{\"next\":2}\n"

@@ -702,6 +702,8 @@ fn output_loop(
     let mut received = [0u64; 2];
     let mut published = [0u64; 2];
     let mut next_durable = Instant::now() + commit_interval;
+    // True while the brokers have not acknowledged the outputs (logged once per episode).
+    let mut waiting_for_kafka = false;
     let mut next_status = Instant::now();
     let mut last_kpis = Instant::now();
     loop {
@@ -719,12 +721,21 @@ fn output_loop(
             if received != published {
                 // Everything before `received` arrived before its frontier message: once the
                 // outputs are durable, so is everything before it.
-                outputs.make_durable(Duration::from_secs(30))?;
-                dirty = false;
-                for (slot, time) in shared.durable.iter().zip(received) {
-                    slot.store(time, Ordering::Relaxed);
+                // Waiting here holds the output thread back (backpressure) for at most a
+                // commit interval; during a broker outage offsets simply wait.
+                if outputs.make_durable(commit_interval)? {
+                    for (slot, time) in shared.durable.iter().zip(received) {
+                        slot.store(time, Ordering::Relaxed);
+                    }
+                    published = received;
+                    waiting_for_kafka = false;
+                } else if !waiting_for_kafka {
+                    waiting_for_kafka = true;
+                    tracing::warn!(
+                        "alert outputs not yet acknowledged by Kafka; offset commits wait for them"
+                    );
                 }
-                published = received;
+                dirty = false;
             }
         }
         match message {
@@ -793,7 +804,7 @@ fn output_loop(
                 }
             }
             None if dirty => {
-                outputs.flush(Duration::from_secs(5))?;
+                outputs.flush_files()?;
                 dirty = false;
             }
             None => {}

@@ -73,6 +73,11 @@ impl MockKafka {
         }
     }
 
+    /// The in-process mock cluster, to inject faults (`None` on tansu).
+    pub fn mock_cluster(&self) -> Option<&MockCluster<'static, DefaultProducerContext>> {
+        self._cluster.as_ref()
+    }
+
     /// Produces one message (a `None` payload is a tombstone).
     pub fn produce(&self, topic: &str, key: Option<&str>, payload: Option<&[u8]>) {
         let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);

@@ -5,6 +5,7 @@
 mod hostile_input;
 mod http_api;
 mod kafka_end_to_end;
+mod kafka_faults;
 mod kpi_la311;
 mod real_data_methane;
 mod recovery;
