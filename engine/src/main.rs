@@ -1,4 +1,4 @@
-//! The `citybrain` command line: run, validate, demo, simulate.
+//! The `citybrain` command line: run, validate, demo, simulate, schema.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -77,6 +77,12 @@ enum Command {
         /// Stop after this many seconds (default: until Ctrl-C).
         #[arg(long)]
         seconds: Option<u64>,
+    },
+    /// Write the JSON Schemas of the config, rule and KPI files (for editors).
+    Schema {
+        /// Directory to write them to.
+        #[arg(long, default_value = config::schema::SCHEMA_DIR)]
+        out: PathBuf,
     },
 }
 
@@ -187,6 +193,15 @@ fn print_status(status: &Status) {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Schema { out } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for (name, schema) in config::schema::generate() {
+                let path = out.join(name);
+                std::fs::write(&path, schema)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { files, format } => {
             let diagnostics = config::validate_files(&files);
             match format {

@@ -407,6 +407,42 @@ impl<'de> Deserialize<'de> for WordOrPairs {
     }
 }
 
+impl schemars::JsonSchema for SpannedPairs {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StringTable".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "additionalProperties": { "type": "string" },
+        })
+    }
+}
+
+impl schemars::JsonSchema for WordOrPairs {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "WordOrStringTable".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                { "type": "string", "enum": ["all"] },
+                generator.subschema_for::<SpannedPairs>(),
+            ],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -42,6 +42,7 @@ use citybrain_connectors::dispatch::{
     KafkaReceiverSettings, Matcher, PayloadFormat, ReceiverKind, ReceiverSettings, RetrySettings,
     RouteSettings, Secret, SilenceRecord, WebhookSettings, is_valid_receiver_name, validate_url,
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -51,7 +52,7 @@ use super::diagnostic::{FileCx, one_of_hint};
 use super::duration;
 
 /// `[dispatch]`. Every field is optional.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
     /// Directory of the alert log (`outbox/`) and of the per-receiver dead-letter files
@@ -64,12 +65,15 @@ pub struct DispatchConfig {
     pub fsync: FsyncMode,
     /// The flush interval of `fsync = "interval"`. Greater than zero. Default: `"100ms"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub fsync_interval: Duration,
     /// Compact the alert log when its active segment exceeds this many bytes. At least 4096.
     /// Default: 67108864 (64 MiB).
+    #[schemars(range(min = 4096))]
     pub segment_bytes: u64,
     /// How many recent transition ids are remembered to drop transitions a replay repeats.
     /// At least 1. Default: 100000.
+    #[schemars(range(min = 1))]
     pub dedupe_ids: usize,
     /// Link to this engine's UI, sent as Alertmanager's `externalURL`. Default: `""`.
     pub external_url: String,
@@ -106,7 +110,7 @@ impl Default for DispatchConfig {
 }
 
 /// `fsync`: when the alert log is flushed to disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FsyncMode {
     /// After every transition.
@@ -118,7 +122,7 @@ pub enum FsyncMode {
 }
 
 /// `kind` of a receiver.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiverKindConfig {
     /// A signed HTTP POST.
@@ -129,7 +133,7 @@ pub enum ReceiverKindConfig {
 }
 
 /// `format` of a webhook receiver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FormatConfig {
     /// citybrain's JSON (see `connectors::dispatch::payload`).
@@ -139,7 +143,7 @@ pub enum FormatConfig {
 }
 
 /// `key` of a Kafka receiver's messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KafkaKeyConfig {
     /// `rule/entity`.
@@ -151,7 +155,7 @@ pub enum KafkaKeyConfig {
 }
 
 /// A signing secret written in the config; never shown by `Debug` or serialization.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct ConfigSecret(pub String);
 
@@ -167,31 +171,8 @@ impl Serialize for ConfigSecret {
     }
 }
 
-/// Optional durations, written as humantime strings.
-mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer};
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        super::duration::option::deserialize(deserializer)
-    }
-
-    pub(crate) fn serialize<S: Serializer>(
-        value: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(d) => super::duration::serialize(d, serializer),
-            None => serializer.serialize_none(),
-        }
-    }
-}
-
 /// `[dispatch.receivers.NAME]`: one receiver.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReceiverConfig {
     /// `webhook` or `kafka`. Default: `"webhook"`.
@@ -218,34 +199,42 @@ pub struct ReceiverConfig {
     /// Longest wait for one request (webhook: the whole exchange; Kafka: the broker's
     /// acknowledgement). Greater than zero. Default: `"5s"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub timeout: Duration,
     /// Requests in flight at once. At least 1. Default: 4.
+    #[schemars(range(min = 1))]
     pub max_concurrency: usize,
     /// Most transitions in one grouped request (see `group_wait`). At least 1. Default: 100.
+    #[schemars(range(min = 1))]
     pub max_batch: usize,
     /// The first retry waits up to this (full jitter); each retry doubles it. Greater than
     /// zero. Default: `"500ms"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub retry_base: Duration,
     /// The retry wait is capped at this. At least `retry_base`. Default: `"1m"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub retry_max: Duration,
     /// A receiver's `Retry-After` is honoured up to this long. Default: `"10m"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub max_retry_after: Duration,
     /// Give up on a request first tried this long ago and dead-letter it. Default: never
     /// (retry until delivered).
     #[serde(
         default,
-        with = "opt_duration",
+        with = "duration::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<duration::DurationString>")]
     pub give_up_after: Option<Duration>,
     /// Failed attempts in a row that open the circuit breaker; 0 disables it. Default: 5.
     pub breaker_failures: u32,
     /// How long the open breaker holds requests back before one probe. Greater than zero.
     /// Default: `"30s"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub breaker_cooldown: Duration,
 }
 
@@ -277,7 +266,7 @@ impl Default for ReceiverConfig {
 /// `[[dispatch.route]]`: one route. A transition goes to the receivers of the first route
 /// whose matchers all match its labels, and of later matching routes while the matched ones
 /// say `continue = true`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteConfig {
     /// Label matchers, all of which must match: `label = "value"`, `!=`, `=~ "regex"`,
@@ -292,20 +281,22 @@ pub struct RouteConfig {
     /// Webhook receivers get the transitions arriving within this window in one request.
     /// Default: `"0s"` (each on its own).
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub group_wait: Duration,
     /// Remind receivers of an alert still firing this long after the last notification.
     /// Default: no reminders.
     #[serde(
         default,
-        with = "opt_duration",
+        with = "duration::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<duration::DurationString>")]
     pub repeat_interval: Option<Duration>,
 }
 
 /// `[[dispatch.silence]]`: transitions matching every matcher between `starts_at` and
 /// `ends_at` go to no receiver (they are still logged).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SilenceConfig {
     /// Label matchers, as in routes. At least one.

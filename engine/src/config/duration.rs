@@ -46,16 +46,52 @@ pub(crate) fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Resul
     serializer.collect_str(&humantime::format_duration(*value))
 }
 
-/// The same for `Option<Duration>` (deserializing only); use with `#[serde(default)]`.
+/// The same for `Option<Duration>`; use with `#[serde(default)]`.
 pub(crate) mod option {
     use std::time::Duration;
 
-    use serde::Deserializer;
+    use serde::{Deserializer, Serializer};
+
+    /// Serializes a present duration as a humantime string, an absent one as none.
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(duration) => super::serialize(duration, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
 
     /// Deserializes a present duration string as `Some`.
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
         super::deserialize(deserializer).map(Some)
+    }
+}
+
+/// The JSON Schema of a duration string, for `#[schemars(with = "duration::DurationString")]`
+/// on duration fields (their Rust type is [`Duration`], their TOML form a string).
+pub(crate) struct DurationString;
+
+/// What every duration string matches: numbers each followed by a unit, e.g. `"1h 30m"`.
+pub(crate) const PATTERN: &str = r"^\s*([0-9]+\s*[a-zA-Zµ]+\s*)+$";
+
+impl schemars::JsonSchema for DurationString {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DurationString".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": PATTERN,
+            "examples": ["250ms", "30s", "5m", "1h 30m"],
+        })
     }
 }

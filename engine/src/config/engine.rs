@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use citybrain_model::Domain;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -20,7 +21,7 @@ use super::diagnostic::FileCx;
 use super::duration;
 
 /// The main config file. Every section is optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[engine]`: worker threads and status logging.
@@ -52,22 +53,25 @@ pub struct Config {
 /// `[recovery]`: what a restart resumes from. Offsets are committed only up to what the alert
 /// outputs hold durably, minus the history the rules' state is rebuilt from; on restart the
 /// engine re-reads from there and leaves out the transitions its alert log already has.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecoveryConfig {
     /// How often outputs are made durable and offsets committed. Greater than zero.
     /// Default: `"1s"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub commit_interval: Duration,
     /// Event-time history of mine and farm readings re-read on restart, to rebuild windows,
     /// `for` holds and silence timers. The longest window, hold or silence limit of the rules
     /// is used when longer. Default: `"15m"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub sensor_history: Duration,
     /// Event-time history of citizen report events re-read on restart, to rebuild the state of
     /// open reports. The longest report deadline of the rules is used when longer.
     /// Default: `"7d"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub citizen_history: Duration,
 }
 
@@ -84,7 +88,7 @@ impl Default for RecoveryConfig {
 /// `[reload]`: live reload of the rule files without a restart. A reload is triggered by a
 /// change of a rule file or of this file's `[rules] files` (when `watch` is on), by `SIGHUP`
 /// and by `POST /api/config/reload`; invalid files leave the running rules in place.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReloadConfig {
     /// Watch the rule files and this file for changes. Default: `true`.
@@ -92,6 +96,7 @@ pub struct ReloadConfig {
     /// Quiet time after the last change of a watched file before reloading, so an editor's
     /// burst of writes is one reload. Greater than zero. Default: `"200ms"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub debounce: Duration,
     /// JSON-lines file every applied rule change is appended to (time, files, content hash,
     /// added/removed/changed rule ids), relative to the directory of this file.
@@ -110,7 +115,7 @@ impl Default for ReloadConfig {
 }
 
 /// `[kpis]`: which KPIs the engine maintains.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KpisConfig {
     /// KPI files (`[[kpi]]` tables), relative to the directory of this file.
@@ -120,7 +125,7 @@ pub struct KpisConfig {
 
 /// `[http]`: the JSON API, Server-Sent Events stream, wall display page and Prometheus
 /// `/metrics`, served by the engine.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Serve HTTP at all. Default: `true`.
@@ -145,15 +150,17 @@ impl Default for HttpConfig {
 }
 
 /// `[engine]`: worker threads and status logging.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
     /// Number of timely worker threads in this process. At least 1.
     /// Default: the number of available CPU cores (at least 1).
+    #[schemars(range(min = 1))]
     pub workers: usize,
     /// How often the status line (throughput, lag, watermarks) is logged. Greater than zero.
     /// Default: `"5s"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub status_interval: Duration,
 }
 
@@ -172,7 +179,7 @@ impl Default for EngineConfig {
 }
 
 /// `[kafka]`: how to reach the brokers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma-separated `host:port` (librdkafka `bootstrap.servers`).
@@ -208,7 +215,7 @@ const MANAGED_PROPERTIES: [(&str, &str); 3] = [
 ];
 
 /// `[sources.*]`: one input topic per domain. Each sub-table is optional.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(from = "RawSources")]
 pub struct SourcesConfig {
     /// `[sources.mine]`: mine sensor readings.
@@ -241,7 +248,7 @@ impl Default for SourcesConfig {
 }
 
 /// One input topic and how its events are admitted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct SourceConfig {
     /// Kafka topic. Default: `"mine.readings"`, `"farm.readings"` or `"citizen.reports"`.
     pub topic: String,
@@ -249,10 +256,12 @@ pub struct SourceConfig {
     /// watermark trails the newest event by this much, older events are dead-lettered as
     /// late. Default: `"250ms"` for mine and farm, `"5m"` for citizen.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub allowed_lateness: Duration,
     /// A partition that has caught up and stays silent this long stops holding the watermark
     /// back. Default: `"500ms"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub idle_timeout: Duration,
     /// Largest accepted message, in bytes; larger ones are dead-lettered as oversized. At
     /// least 1. Default: 65536 (64 KiB).
@@ -260,6 +269,7 @@ pub struct SourceConfig {
     /// Events whose time is more than this ahead of the wall clock are dead-lettered as out of
     /// range. Default: `"1h"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub max_future: Duration,
 }
 
@@ -282,30 +292,50 @@ impl SourceConfig {
 }
 
 /// `[sources]` as written: defaults depend on the domain, so they are filled in afterwards.
-#[derive(Deserialize)]
+/// Each sub-table is optional.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Sources")]
 struct RawSources {
+    /// `[sources.mine]`: mine sensor readings.
     #[serde(default)]
     mine: Option<RawSource>,
+    /// `[sources.farm]`: farm and ranch device readings.
     #[serde(default)]
     farm: Option<RawSource>,
+    /// `[sources.citizen]`: citizen report events.
     #[serde(default)]
     citizen: Option<RawSource>,
 }
 
-/// `[sources.*]` as written.
-#[derive(Deserialize)]
+/// `[sources.*]` as written: one input topic and how its events are admitted.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Source")]
 struct RawSource {
+    /// Kafka topic. Default: `"mine.readings"`, `"farm.readings"` or `"citizen.reports"`.
     #[serde(default)]
     topic: Option<String>,
+    /// How far behind the newest event time an event may arrive and still count; the
+    /// watermark trails the newest event by this much, older events are dead-lettered as
+    /// late. Default: `"250ms"` for mine and farm, `"5m"` for citizen.
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "Option<duration::DurationString>")]
     allowed_lateness: Option<Duration>,
+    /// A partition that has caught up and stays silent this long stops holding the watermark
+    /// back. Default: `"500ms"`.
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "Option<duration::DurationString>")]
     idle_timeout: Option<Duration>,
+    /// Largest accepted message, in bytes; larger ones are dead-lettered as oversized. At
+    /// least 1. Default: 65536 (64 KiB).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     max_message_bytes: Option<usize>,
+    /// Events whose time is more than this ahead of the wall clock are dead-lettered as out of
+    /// range. Default: `"1h"`.
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "Option<duration::DurationString>")]
     max_future: Option<Duration>,
 }
 
@@ -339,7 +369,7 @@ impl From<RawSources> for SourcesConfig {
 }
 
 /// `[registry]`: the compacted reference-data topics, read to their end at start-up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
     /// Topic of mine sensors (sensor id to mine, face, kind). Default: `"registry.sensors"`.
@@ -353,6 +383,7 @@ pub struct RegistryConfig {
     /// Longest wait for reading the registry topics to their end at start-up. Greater than
     /// zero. Default: `"30s"`.
     #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
     pub load_timeout: Duration,
 }
 
@@ -368,7 +399,7 @@ impl Default for RegistryConfig {
 }
 
 /// `[rules]`: the rule files.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     /// Rule files, relative to the directory of the config file (absolute paths are kept).
@@ -377,7 +408,7 @@ pub struct RulesConfig {
 }
 
 /// `[outputs]`: where alert transitions and dead letters go. Every output is optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputsConfig {
     /// Kafka topic alert transitions are written to. Default: none.

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use citybrain_model::Labels;
 use citybrain_operators::kpi::{Aggregate, KpiDef, KpiSource};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -45,22 +46,42 @@ const AGGREGATES: [&str; 11] = [
 ];
 
 /// One `[[kpi]]` table as written.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct KpiTable {
+#[schemars(rename = "Kpi", description = "One KPI maintained by the engine.")]
+pub(crate) struct KpiTable {
+    /// Required, unique: the key in `/api/kpis` and the gauge label.
+    #[schemars(required)]
     name: Option<String>,
+    /// A title for people. Optional.
     #[serde(default)]
     #[allow(dead_code)] // shown by the wall page through the config, not used by the dataflow
     title: Option<String>,
+    /// Required: where the rows come from: `readings`, `latest`, `alerts`, `reports` or
+    /// `report_events`.
+    #[schemars(
+        required,
+        with = "String",
+        extend("enum" = ["readings", "latest", "alerts", "reports", "report_events"])
+    )]
     source: Option<KpiSource>,
+    /// Rows must carry these labels (`"*"`: any value). Default: none.
     #[serde(default)]
     filter: BTreeMap<String, String>,
+    /// One value per distinct value of this label. Default: one value in all.
     group_by: Option<String>,
+    /// Required: `count`, `distinct_count`, `sum`, `avg`, `min`, `max`, `p50`, `p90`, `p99`,
+    /// `ratio` or `rate_per_minute`.
+    #[schemars(required, extend("enum" = AGGREGATES))]
     aggregate: Option<String>,
+    /// `distinct_count`: the label whose distinct values are counted.
     field: Option<String>,
+    /// `ratio`: the share of rows carrying these labels. Default: none.
     #[serde(default)]
     numerator: BTreeMap<String, String>,
+    /// `readings` and `report_events` (required there): how long an event counts.
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "Option<duration::DurationString>")]
     window: Option<Duration>,
 }
 

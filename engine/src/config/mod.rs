@@ -22,6 +22,7 @@ mod duration;
 mod engine;
 mod kpis;
 mod rules;
+pub mod schema;
 
 use std::path::{Path, PathBuf};
 

@@ -26,6 +26,7 @@ use std::time::Duration;
 use citybrain_model::Metric;
 use citybrain_operators::kinds::absence::{AbsenceRule, RULE_KIND_LABEL};
 use citybrain_operators::rule::{Direction, RuleRow};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -33,36 +34,60 @@ use toml::de::DeValue;
 use super::common::{Alarm, Fields, hold_words, millis};
 use crate::config::de::{SpannedPairs, WordOrPairs, deserialize_reporting};
 use crate::config::diagnostic::FileCx;
-use crate::config::duration;
+use crate::config::duration::{self, DurationString};
 
 /// The number of cadences without `cadences`.
 const DEFAULT_CADENCES: u32 = 3;
 
 /// A `[[rule]]` table of kind `absence` as written; everything optional so that [`compile`]
 /// reports every problem.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawAbsence {
+#[schemars(
+    rename = "AbsenceRule",
+    extend("required" = ["id", "kind", "domain", "metric"]),
+    description = "An `absence` rule: a sensor or device silent for longer than a number of its expected cadences raises `sensor silent`; its next reading resolves it."
+)]
+pub(super) struct RawAbsence {
+    /// Rule id: required, unique across all rule files.
     #[serde(default)]
     id: Option<String>,
+    /// Rule kind.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schemars(with = "String", extend("const" = "absence"))]
     kind: Option<String>,
+    /// The domain whose events the rule evaluates: `mine` or `farm`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["mine", "farm"]))]
     domain: Option<Spanned<String>>,
+    /// The sensor kind whose readings count as data.
     #[serde(default)]
+    #[schemars(with = "String")]
     metric: Option<Spanned<String>>,
+    /// `"all"` (the default) or label selectors such as `{ mine = "jungar-1" }`.
     #[serde(default)]
+    #[schemars(with = "WordOrPairs")]
     scope: Option<Spanned<WordOrPairs>>,
+    /// Silent after this many expected cadences without a reading. At least 1. Default: 3.
     #[serde(default)]
+    #[schemars(with = "i64")]
+    #[schemars(range(min = 1))]
     cadences: Option<Spanned<i64>>,
+    /// Added to the silence limit. Default: `"0s"`.
     #[serde(default, rename = "for", with = "duration::option")]
+    #[schemars(with = "DurationString")]
     hold: Option<Duration>,
+    /// `info`, `warning` or `critical`. Default: `"warning"`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["info", "warning", "critical"]))]
     severity: Option<Spanned<String>>,
+    /// Alert summary; `{label}` and `{value}` placeholders are filled in. Default: generated.
     #[serde(default)]
     summary: Option<String>,
+    /// Extra alert labels, name to value, e.g. `{ team = "ventilation" }`. Default: none.
     #[serde(default)]
+    #[schemars(with = "SpannedPairs")]
     labels: Option<SpannedPairs>,
 }
 

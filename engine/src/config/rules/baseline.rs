@@ -24,6 +24,7 @@ use std::time::Duration;
 use citybrain_model::Metric;
 use citybrain_operators::kinds::baseline::BaselineRule;
 use citybrain_operators::rule::{Direction, RuleRow};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -33,7 +34,7 @@ use super::common::{
 };
 use crate::config::de::{SpannedPairs, WordOrPairs, deserialize_reporting};
 use crate::config::diagnostic::FileCx;
-use crate::config::duration;
+use crate::config::duration::{self, DurationString};
 
 /// The levels of a baseline rule are ratios.
 const RATIO_LEVELS: LevelNames<'static> = LevelNames {
@@ -46,35 +47,64 @@ const RATIO_LEVELS: LevelNames<'static> = LevelNames {
 
 /// A `[[rule]]` table of kind `baseline` as written; everything optional so that [`compile`]
 /// reports every problem.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawBaseline {
+#[schemars(
+    rename = "BaselineRule",
+    extend("required" = ["id", "kind", "domain", "metric", "baseline"]),
+    description = "A `baseline` rule: each reading against the entity's own trailing mean."
+)]
+pub(super) struct RawBaseline {
+    /// Rule id: required, unique across all rule files.
     #[serde(default)]
     id: Option<String>,
+    /// Rule kind.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schemars(with = "String", extend("const" = "baseline"))]
     kind: Option<String>,
+    /// The domain whose events the rule evaluates: `mine` or `farm`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["mine", "farm"]))]
     domain: Option<Spanned<String>>,
+    /// A metric of the domain (e.g. `ch4`, `co`, `humidity`).
     #[serde(default)]
+    #[schemars(with = "String")]
     metric: Option<Spanned<String>>,
+    /// `"all"` (the default) or label selectors such as `{ mine = "jungar-1" }`.
     #[serde(default)]
+    #[schemars(with = "WordOrPairs")]
     scope: Option<Spanned<WordOrPairs>>,
+    /// Required: the trailing window of the entity's mean.
     #[serde(default)]
+    #[schemars(with = "DurationString")]
     baseline: Option<Spanned<DurationValue>>,
+    /// Alarm when reading / mean is at or above this. Exactly one of `above_ratio` / `below_ratio`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     above_ratio: Option<Spanned<f64>>,
+    /// Alarm when reading / mean is at or below this. Exactly one of `above_ratio` / `below_ratio`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     below_ratio: Option<Spanned<f64>>,
+    /// Resolve once the ratio is back past this. Default: the alarm ratio.
     #[serde(default)]
+    #[schemars(with = "f64")]
     clear: Option<Spanned<f64>>,
+    /// Hold time: on the alarm side this long before firing. Default: `"0s"`.
     #[serde(default, rename = "for", with = "duration::option")]
+    #[schemars(with = "DurationString")]
     hold: Option<Duration>,
+    /// `info`, `warning` or `critical`. Default: `"warning"`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["info", "warning", "critical"]))]
     severity: Option<Spanned<String>>,
+    /// Alert summary; `{label}` and `{value}` placeholders are filled in. Default: generated.
     #[serde(default)]
     summary: Option<String>,
+    /// Extra alert labels, name to value, e.g. `{ team = "ventilation" }`. Default: none.
     #[serde(default)]
+    #[schemars(with = "SpannedPairs")]
     labels: Option<SpannedPairs>,
 }
 

@@ -29,6 +29,7 @@ use std::time::Duration;
 use citybrain_model::Metric;
 use citybrain_operators::kinds::correlation::{Condition, CorrelationRule};
 use citybrain_operators::rule::{Direction, GroupBy, RuleRow};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -39,7 +40,7 @@ use super::common::{
 };
 use crate::config::de::{SpannedPairs, WordOrPairs, deserialize_reporting};
 use crate::config::diagnostic::FileCx;
-use crate::config::duration;
+use crate::config::duration::{self, DurationString};
 
 /// The levels of the second condition.
 const WITH_LEVELS: LevelNames<'static> = LevelNames {
@@ -52,53 +53,101 @@ const WITH_LEVELS: LevelNames<'static> = LevelNames {
 
 /// A `[[rule]]` table of kind `correlation` as written; everything optional so that
 /// [`compile`] reports every problem.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawCorrelation {
+#[schemars(
+    rename = "CorrelationRule",
+    extend("required" = ["id", "kind", "domain", "metric", "with", "group_by", "tolerance"]),
+    description = "A `correlation` rule: two metrics of the same location group on their alarm sides together, within a time tolerance."
+)]
+pub(super) struct RawCorrelation {
+    /// Rule id: required, unique across all rule files.
     #[serde(default)]
     id: Option<String>,
+    /// Rule kind.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schemars(with = "String", extend("const" = "correlation"))]
     kind: Option<String>,
+    /// The domain whose events the rule evaluates: `mine` or `farm`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["mine", "farm"]))]
     domain: Option<Spanned<String>>,
+    /// The first condition: a metric of the domain, with exactly one of `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "String")]
     metric: Option<Spanned<String>>,
+    /// Label selectors such as `{ mine = "jungar-1" }`, or `"all"` (the default).
     #[serde(default)]
+    #[schemars(with = "WordOrPairs")]
     scope: Option<Spanned<WordOrPairs>>,
+    /// Alarm at or above this level. Exactly one of `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     above: Option<Spanned<f64>>,
+    /// Alarm at or below this level. Exactly one of `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     below: Option<Spanned<f64>>,
+    /// Resolve once back past this level (hysteresis); `above`: at most `above`, `below`: at least
+    /// `below`. Default: the alarm level.
     #[serde(default)]
+    #[schemars(with = "f64")]
     clear: Option<Spanned<f64>>,
+    /// The second condition: `{ metric = "...", above|below = ..., clear = ... }`.
     #[serde(default)]
+    #[schemars(with = "RawCondition")]
     with: Option<Spanned<RawCondition>>,
+    /// Required: the location group both metrics are joined on: `mine`, `face` (mine); `farm`,
+    /// `greenhouse`, `herd`, `animal` (farm).
     #[serde(default)]
+    #[schemars(with = "String")]
     group_by: Option<Spanned<String>>,
+    /// Required: how old a side's latest reading may be.
     #[serde(default)]
+    #[schemars(with = "DurationString")]
     tolerance: Option<Spanned<DurationValue>>,
+    /// Both conditions held on every evaluation this long before firing. Default: `"0s"`.
     #[serde(default, rename = "for", with = "duration::option")]
+    #[schemars(with = "DurationString")]
     hold: Option<Duration>,
+    /// `info`, `warning` or `critical`. Default: `"warning"`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["info", "warning", "critical"]))]
     severity: Option<Spanned<String>>,
+    /// Alert summary; `{label}` and `{value}` placeholders are filled in. Default: generated.
     #[serde(default)]
     summary: Option<String>,
+    /// Extra alert labels, name to value, e.g. `{ team = "ventilation" }`. Default: none.
     #[serde(default)]
+    #[schemars(with = "SpannedPairs")]
     labels: Option<SpannedPairs>,
 }
 
 /// The `with` table: the second condition.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawCondition {
+#[schemars(
+    rename = "CorrelationCondition",
+    description = "The second condition of a `correlation` rule: a metric with exactly one of `above` / `below`."
+)]
+pub(super) struct RawCondition {
+    /// A metric of the domain.
     #[serde(default)]
+    #[schemars(with = "String")]
     metric: Option<Spanned<String>>,
+    /// Alarm at or above this level. Exactly one of `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     above: Option<Spanned<f64>>,
+    /// Alarm at or below this level. Exactly one of `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     below: Option<Spanned<f64>>,
+    /// Resolve once back past this level (hysteresis); `above`: at most `above`, `below`: at least
+    /// `below`. Default: the alarm level.
     #[serde(default)]
+    #[schemars(with = "f64")]
     clear: Option<Spanned<f64>>,
 }
 

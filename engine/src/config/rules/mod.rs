@@ -33,10 +33,12 @@ mod report_deadline;
 mod threshold;
 mod window;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
 use citybrain_operators::rule::RuleRow;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_spanned::Spanned;
 use toml::de::DeValue;
 
@@ -62,8 +64,34 @@ const KINDS: &[(&str, Compile)] = &[
 const DEFAULT_KIND: Compile = threshold::compile;
 
 /// The names of the rule kinds.
-fn kind_names() -> Vec<&'static str> {
+pub(crate) fn kind_names() -> Vec<&'static str> {
     KINDS.iter().map(|(name, _)| *name).collect()
+}
+
+/// One `[[rule]]` table, for the JSON Schema of rule files: exactly one of the kinds, told
+/// apart by `kind` (which only `threshold`, the default, may leave out).
+pub(crate) struct RuleTable;
+
+impl JsonSchema for RuleTable {
+    fn schema_name() -> Cow<'static, str> {
+        "Rule".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        // One entry per kind of `KINDS`, in the same order (a test in `config::schema` checks).
+        json_schema!({
+            "description": "A rule: the fields of its kind, chosen by `kind` (default \"threshold\").",
+            "oneOf": [
+                generator.subschema_for::<threshold::RawThreshold>(),
+                generator.subschema_for::<window::RawWindow>(),
+                generator.subschema_for::<rate_of_rise::RawRateOfRise>(),
+                generator.subschema_for::<baseline::RawBaseline>(),
+                generator.subschema_for::<correlation::RawCorrelation>(),
+                generator.subschema_for::<absence::RawAbsence>(),
+                generator.subschema_for::<report_deadline::RawReportDeadline>(),
+            ],
+        })
+    }
 }
 
 /// The rules of several files loaded together, and every problem found in them.

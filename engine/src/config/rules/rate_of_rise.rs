@@ -25,6 +25,7 @@ use std::time::Duration;
 use citybrain_model::Metric;
 use citybrain_operators::kinds::rate_of_rise::RateOfRiseRule;
 use citybrain_operators::rule::{Direction, RuleRow};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -35,41 +36,75 @@ use super::common::{
 };
 use crate::config::de::{SpannedPairs, WordOrPairs, deserialize_reporting};
 use crate::config::diagnostic::FileCx;
-use crate::config::duration;
+use crate::config::duration::{self, DurationString};
 
 /// A `[[rule]]` table of kind `rate_of_rise` as written; everything optional so that
 /// [`compile`] reports every problem.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawRateOfRise {
+#[schemars(
+    rename = "RateOfRiseRule",
+    extend("required" = ["id", "kind", "domain", "metric", "window"]),
+    description = "A `rate_of_rise` rule: how fast a metric changes, per minute, at each reading."
+)]
+pub(super) struct RawRateOfRise {
+    /// Rule id: required, unique across all rule files.
     #[serde(default)]
     id: Option<String>,
+    /// Rule kind.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schemars(with = "String", extend("const" = "rate_of_rise"))]
     kind: Option<String>,
+    /// The domain whose events the rule evaluates: `mine` or `farm`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["mine", "farm"]))]
     domain: Option<Spanned<String>>,
+    /// A metric of the domain (e.g. `ch4`, `co`, `humidity`).
     #[serde(default)]
+    #[schemars(with = "String")]
     metric: Option<Spanned<String>>,
+    /// `"all"` (the default) or label selectors such as `{ mine = "jungar-1" }`.
     #[serde(default)]
+    #[schemars(with = "WordOrPairs")]
     scope: Option<Spanned<WordOrPairs>>,
+    /// Required: how far back the first reading of the rate may be.
     #[serde(default)]
+    #[schemars(with = "DurationString")]
     window: Option<Spanned<DurationValue>>,
+    /// How far back the first reading must at least be. Default: half the window.
     #[serde(default)]
+    #[schemars(with = "DurationString")]
     min_span: Option<Spanned<DurationValue>>,
+    /// Alarm when the change per minute, in the metric's unit, is at or above this. Exactly one of
+    /// `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     above: Option<Spanned<f64>>,
+    /// Alarm when the change per minute, in the metric's unit, is at or below this. Exactly one of
+    /// `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     below: Option<Spanned<f64>>,
+    /// Resolve once back past this level (hysteresis); `above`: at most `above`, `below`: at least
+    /// `below`. Default: the alarm level.
     #[serde(default)]
+    #[schemars(with = "f64")]
     clear: Option<Spanned<f64>>,
+    /// Hold time: on the alarm side this long before firing. Default: `"0s"`.
     #[serde(default, rename = "for", with = "duration::option")]
+    #[schemars(with = "DurationString")]
     hold: Option<Duration>,
+    /// `info`, `warning` or `critical`. Default: `"warning"`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["info", "warning", "critical"]))]
     severity: Option<Spanned<String>>,
+    /// Alert summary; `{label}` and `{value}` placeholders are filled in. Default: generated.
     #[serde(default)]
     summary: Option<String>,
+    /// Extra alert labels, name to value, e.g. `{ team = "ventilation" }`. Default: none.
     #[serde(default)]
+    #[schemars(with = "SpannedPairs")]
     labels: Option<SpannedPairs>,
 }
 

@@ -22,6 +22,7 @@ use citybrain_operators::kinds::absence::RULE_KIND_LABEL;
 use citybrain_operators::kinds::report_deadline::ReportDeadlineRule;
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::rule::{Direction, RuleRow, ThresholdRule};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -29,31 +30,51 @@ use toml::de::DeValue;
 use super::common::{DurationValue, Fields, duration_words};
 use crate::config::de::{SpannedPairs, deserialize_reporting};
 use crate::config::diagnostic::{FileCx, one_of_hint};
+use crate::config::duration::DurationString;
 
 /// Labels the alerts of this kind carry already.
 const OWN_LABELS: [&str; 4] = [RULE_KIND_LABEL, "category", "grid", "level"];
 
 /// A `[[rule]]` table of kind `report_deadline` as written; everything optional so that
 /// [`compile`] reports every problem.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawReportDeadline {
+#[schemars(
+    rename = "ReportDeadlineRule",
+    extend("required" = ["id", "kind", "domain", "deadline"]),
+    description = "A `report_deadline` rule: a citizen report left unresolved for longer than a deadline raises an alert; its `resolved` event resolves it."
+)]
+pub(super) struct RawReportDeadline {
+    /// Rule id: required, unique across all rule files.
     #[serde(default)]
     id: Option<String>,
+    /// Rule kind.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schemars(with = "String", extend("const" = "report_deadline"))]
     kind: Option<String>,
+    /// `citizen`, the only domain with reports.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["citizen"]))]
     domain: Option<Spanned<String>>,
+    /// Report categories the rule watches. Default: every category.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     categories: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Required: unresolved this long after the report's timer started.
     #[serde(default)]
+    #[schemars(with = "DurationString")]
     deadline: Option<Spanned<DurationValue>>,
+    /// `info`, `warning` or `critical`. Default: `"warning"`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["info", "warning", "critical"]))]
     severity: Option<Spanned<String>>,
+    /// Alert summary; `{label}` and `{value}` placeholders are filled in. Default: generated.
     #[serde(default)]
     summary: Option<String>,
+    /// Extra alert labels, name to value, e.g. `{ team = "ventilation" }`. Default: none.
     #[serde(default)]
+    #[schemars(with = "SpannedPairs")]
     labels: Option<SpannedPairs>,
 }
 

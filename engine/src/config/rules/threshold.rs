@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use citybrain_model::Metric;
 use citybrain_operators::rule::{Direction, RuleRow};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -27,39 +28,70 @@ use toml::de::DeValue;
 use super::common::{Alarm, Fields, PLAIN_LEVELS, hold_words, side_words, with_unit};
 use crate::config::de::{SpannedPairs, WordOrPairs, deserialize_reporting};
 use crate::config::diagnostic::FileCx;
-use crate::config::duration;
+use crate::config::duration::{self, DurationString};
 
 /// A `[[rule]]` table of kind `threshold` as written. Everything is optional here so that
 /// every problem, including missing fields, is reported by [`compile`] with a clear message.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawThreshold {
+#[schemars(
+    rename = "ThresholdRule",
+    extend("required" = ["id", "domain", "metric"]),
+    description = "A `threshold` rule: an alert when a metric stays on the alarm side of a level for a hold time, resolved when it crosses back past a clear level."
+)]
+pub(super) struct RawThreshold {
     /// Checked for uniqueness by the rule-file layer.
     #[serde(default)]
+    #[schemars(description = "Rule id: required, unique across all rule files.")]
     id: Option<String>,
     /// Selects the kind (read by the rule-file layer); only its type is checked here.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schemars(
+        with = "String",
+        extend("const" = "threshold"),
+        description = "Rule kind; optional for this kind, the default."
+    )]
     kind: Option<String>,
+    /// The domain whose events the rule evaluates: `mine` or `farm`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["mine", "farm"]))]
     domain: Option<Spanned<String>>,
+    /// A metric of the domain (e.g. `ch4`, `co`, `humidity`).
     #[serde(default)]
+    #[schemars(with = "String")]
     metric: Option<Spanned<String>>,
+    /// `"all"` (the default) or label selectors such as `{ mine = "jungar-1" }`.
     #[serde(default)]
+    #[schemars(with = "WordOrPairs")]
     scope: Option<Spanned<WordOrPairs>>,
+    /// Alarm at or above this level. Exactly one of `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     above: Option<Spanned<f64>>,
+    /// Alarm at or below this level. Exactly one of `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     below: Option<Spanned<f64>>,
+    /// Resolve once back past this level (hysteresis); `above`: at most `above`, `below`: at least
+    /// `below`. Default: the alarm level.
     #[serde(default)]
+    #[schemars(with = "f64")]
     clear: Option<Spanned<f64>>,
+    /// Hold time: on the alarm side this long before firing. Default: `"0s"`.
     #[serde(default, rename = "for", with = "duration::option")]
+    #[schemars(with = "DurationString")]
     hold: Option<Duration>,
+    /// `info`, `warning` or `critical`. Default: `"warning"`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["info", "warning", "critical"]))]
     severity: Option<Spanned<String>>,
+    /// Alert summary; `{label}` and `{value}` placeholders are filled in. Default: generated.
     #[serde(default)]
     summary: Option<String>,
+    /// Extra alert labels, name to value, e.g. `{ team = "ventilation" }`. Default: none.
     #[serde(default)]
+    #[schemars(with = "SpannedPairs")]
     labels: Option<SpannedPairs>,
 }
 

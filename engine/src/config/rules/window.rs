@@ -29,6 +29,7 @@ use std::time::Duration;
 use citybrain_model::Metric;
 use citybrain_operators::kinds::window::{Aggregate, WindowRule};
 use citybrain_operators::rule::{Direction, GroupBy, RuleRow};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -39,7 +40,7 @@ use super::common::{
 };
 use crate::config::de::{SpannedPairs, WordOrPairs, deserialize_reporting};
 use crate::config::diagnostic::{FileCx, one_of_hint};
-use crate::config::duration;
+use crate::config::duration::{self, DurationString};
 
 /// The most windows one reading may belong to (`window / hop`): each is a copy in memory.
 const MAX_WINDOWS_PER_READING: u64 = 1000;
@@ -49,41 +50,78 @@ const AGGREGATES: [&str; 8] = ["count", "sum", "avg", "min", "max", "p50", "p90"
 
 /// A `[[rule]]` table of kind `window` as written; everything optional so that [`compile`]
 /// reports every problem.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawWindow {
+#[schemars(
+    rename = "WindowRule",
+    extend("required" = ["id", "kind", "domain", "metric", "window", "aggregate"]),
+    description = "A `window` rule: an aggregate over tumbling or hopping event-time windows, per entity or per location group, compared with a level at each window's end."
+)]
+pub(super) struct RawWindow {
+    /// Rule id: required, unique across all rule files.
     #[serde(default)]
     id: Option<String>,
+    /// Rule kind.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schemars(with = "String", extend("const" = "window"))]
     kind: Option<String>,
+    /// The domain whose events the rule evaluates: `mine` or `farm`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["mine", "farm"]))]
     domain: Option<Spanned<String>>,
+    /// A metric of the domain (e.g. `ch4`, `co`, `humidity`).
     #[serde(default)]
+    #[schemars(with = "String")]
     metric: Option<Spanned<String>>,
+    /// `"all"` (the default) or label selectors such as `{ mine = "jungar-1" }`.
     #[serde(default)]
+    #[schemars(with = "WordOrPairs")]
     scope: Option<Spanned<WordOrPairs>>,
+    /// Required: the window length.
     #[serde(default)]
+    #[schemars(with = "DurationString")]
     window: Option<Spanned<DurationValue>>,
+    /// Distance between window starts. Default: the window (tumbling windows).
     #[serde(default)]
+    #[schemars(with = "DurationString")]
     hop: Option<Spanned<DurationValue>>,
+    /// `entity` (the default), or a location: `mine`, `face` (mine); `farm`, `greenhouse`, `herd`,
+    /// `animal` (farm).
     #[serde(default)]
+    #[schemars(with = "String")]
     group_by: Option<Spanned<String>>,
+    /// Required: `count`, `sum`, `avg`, `min`, `max` or a percentile `pNN` (e.g. `p90`).
     #[serde(default)]
+    #[schemars(with = "String")]
     aggregate: Option<Spanned<String>>,
+    /// Alarm when the aggregate is at or above this. Exactly one of `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     above: Option<Spanned<f64>>,
+    /// Alarm when the aggregate is at or below this. Exactly one of `above` / `below`.
     #[serde(default)]
+    #[schemars(with = "f64")]
     below: Option<Spanned<f64>>,
+    /// Resolve once back past this level (hysteresis); `above`: at most `above`, `below`: at least
+    /// `below`. Default: the alarm level.
     #[serde(default)]
+    #[schemars(with = "f64")]
     clear: Option<Spanned<f64>>,
+    /// Consecutive windows on the alarm side for this long before firing. Default: `"0s"`.
     #[serde(default, rename = "for", with = "duration::option")]
+    #[schemars(with = "DurationString")]
     hold: Option<Duration>,
+    /// `info`, `warning` or `critical`. Default: `"warning"`.
     #[serde(default)]
+    #[schemars(with = "String", extend("enum" = ["info", "warning", "critical"]))]
     severity: Option<Spanned<String>>,
+    /// Alert summary; `{label}` and `{value}` placeholders are filled in. Default: generated.
     #[serde(default)]
     summary: Option<String>,
+    /// Extra alert labels, name to value, e.g. `{ team = "ventilation" }`. Default: none.
     #[serde(default)]
+    #[schemars(with = "SpannedPairs")]
     labels: Option<SpannedPairs>,
 }
 
