@@ -245,12 +245,7 @@ impl Outputs {
 
     /// Flushes files and waits (up to `timeout`) for the producer's queue to drain.
     pub fn flush(&mut self, timeout: Duration) -> Result<(), SinkError> {
-        if let Some(file) = &mut self.alerts_file {
-            file.flush()?;
-        }
-        if let Some(file) = &mut self.dead_letter_file {
-            file.flush()?;
-        }
+        self.flush_files()?;
         if let Some(producer) = &self.producer {
             producer.flush(timeout)?;
         }

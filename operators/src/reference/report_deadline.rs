@@ -36,21 +36,13 @@ pub fn report_deadline_transitions(
     end: Time,
 ) -> Vec<DeadlineTransition> {
     // Duplicates count once; per report, in (time, lifecycle) order.
-    let mut by_report: BTreeMap<&str, BTreeSet<(Time, u8, &str)>> = BTreeMap::new();
+    let mut by_report: BTreeMap<&str, BTreeSet<(Time, u8, ReportKind, &str)>> = BTreeMap::new();
     for (report, kind, category, time) in events {
         by_report
             .entry(report)
             .or_default()
-            .insert((*time, rank(*kind), category));
+            .insert((*time, rank(*kind), *kind, category));
     }
-    let kind_of = |r: u8| match r {
-        0 => ReportKind::Created,
-        1 => ReportKind::Dispatched,
-        2 => ReportKind::Escalated,
-        3 => ReportKind::Resolved,
-        4 => ReportKind::Reopened,
-        _ => ReportKind::FollowedUp,
-    };
     let mut out = Vec::new();
     for (report, events) in by_report {
         let mut known = false;
@@ -63,7 +55,7 @@ pub fn report_deadline_transitions(
         let mut emit = |time: Time, state: TransitionState, level: usize| {
             out.push((time, report.to_string(), state, LEVELS[level].to_string()));
         };
-        for (time, r, category) in events {
+        for (time, _, kind, category) in events {
             // A deadline strictly before this event fired first (if the input was still open).
             if let Some(s) = start
                 && s + rule.deadline_ms < time.min(end)
@@ -72,7 +64,7 @@ pub fn report_deadline_transitions(
                 firing = true;
                 start = None;
             }
-            match kind_of(r) {
+            match kind {
                 ReportKind::Created if !known => {
                     known = true;
                     watched = rule.watches(category);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use citybrain_model::TransitionState;
 use citybrain_model::time::now_millis;
-use citybrain_tests::{MockKafka, TOPICS, TestEngine, test_config};
+use citybrain_tests::{MockKafka, SeededRandom, TOPICS, TestEngine, test_config};
 
 const RULES: &str = r#"
 [[rule]]
@@ -22,23 +22,6 @@ above = 1.0
 clear = 0.8
 severity = "critical"
 "#;
-
-/// A fixed-seed generator, so a failure reproduces.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn reading(sensor: &str, time: u64, value: &str) -> String {
     format!(r#"{{"sensor":"{sensor}","ts":{time},"metric":"ch4","value":{value}}}"#)
@@ -62,7 +45,7 @@ fn hostile_messages_become_dead_letters_and_good_ones_give_exactly_their_alerts(
         kafka.produce("registry.sensors", Some(sensor), Some(record.as_bytes()));
     }
     let t0 = now_millis() - 3_600_000;
-    let mut rng = Lcg(20_261_129);
+    let mut rng = SeededRandom(20_261_129);
     let mut expected_alerts = Vec::new();
     let mut expected_dead: BTreeMap<&str, usize> = BTreeMap::new();
     let mut firing = [false, false];
@@ -76,7 +59,7 @@ fn hostile_messages_become_dead_letters_and_good_ones_give_exactly_their_alerts(
             let value = ((0.9 + 0.25 * phase) * 100.0).round() / 100.0;
             let message = reading(sensor, time, &value.to_string());
             kafka.produce("mine.readings", Some(sensor), Some(message.as_bytes()));
-            if rng.below(10) == 0 {
+            if rng.between(0, 10) == 0 {
                 // A duplicate changes nothing.
                 kafka.produce("mine.readings", Some(sensor), Some(message.as_bytes()));
             }
@@ -88,14 +71,14 @@ fn hostile_messages_become_dead_letters_and_good_ones_give_exactly_their_alerts(
                 expected_alerts.push((time, sensor.to_string(), TransitionState::Resolved));
             }
         }
-        let (reason, hostile): (&str, Vec<u8>) = match rng.below(12) {
+        let (reason, hostile): (&str, Vec<u8>) = match rng.between(0, 12) {
             0 => {
                 let mut bytes = vec![0xFF];
-                bytes.extend((0..rng.below(200)).map(|_| rng.below(256) as u8));
+                bytes.extend((0..rng.between(0, 200)).map(|_| rng.between(0, 256) as u8));
                 ("malformed_json", bytes)
             }
             1 => {
-                let cut = 1 + rng.below(good_json.len() as u64 - 1) as usize;
+                let cut = 1 + rng.between(0, good_json.len() as u64 - 1) as usize;
                 ("malformed_json", good_json.as_bytes()[..cut].to_vec())
             }
             2 => {

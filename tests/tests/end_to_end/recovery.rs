@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use citybrain_model::AlertTransition;
-use citybrain_tests::{MockKafka, TOPICS, TestEngine, read_jsonl, start_engine, test_config};
+use citybrain_tests::{
+    MockKafka, SeededRandom, TOPICS, TestEngine, read_jsonl, start_engine, test_config,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -162,19 +164,6 @@ fn engine_child_process() {
     }
 }
 
-/// A fixed-seed generator of kill delays, so a failure reproduces.
-struct Delays(u64);
-
-impl Delays {
-    fn next_ms(&mut self, low: u64, high: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        low + (self.0 >> 33) % (high - low)
-    }
-}
-
 #[test]
 fn twenty_kill_9s_at_random_points_log_what_one_uninterrupted_run_logs() {
     let (mm116, mm31) = methane_columns();
@@ -210,7 +199,7 @@ fn twenty_kill_9s_at_random_points_log_what_one_uninterrupted_run_logs() {
     // random point once it has logged something new (or after 8 s).
     let kills = 20;
     let rows = mm116.len();
-    let mut delays = Delays(20_261_129);
+    let mut delays = SeededRandom(20_261_129);
     let mut progress = Vec::new();
     for round in 0..kills {
         produce_methane(
@@ -225,7 +214,7 @@ fn twenty_kill_9s_at_random_points_log_what_one_uninterrupted_run_logs() {
         while logged().len() == before && started.elapsed() < Duration::from_secs(8) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(delays.next_ms(0, 400)));
+        std::thread::sleep(Duration::from_millis(delays.between(0, 400)));
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
         progress.push(logged().len());
