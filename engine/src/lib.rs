@@ -10,4 +10,5 @@ pub mod kpi;
 pub mod metrics;
 pub mod recovery;
 pub mod reload;
+pub mod replay;
 pub mod runtime;

@@ -1,4 +1,4 @@
-//! The `citybrain` command line: run, validate, demo, simulate, schema.
+//! The `citybrain` command line: run, validate, replay, demo, simulate, schema.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use citybrain_connectors::simulate::{SimulationProducer, SimulationTopics, run_r
 use citybrain_connectors::simulator::{Scale, Simulator, SimulatorConfig};
 use citybrain_engine::reload::{Reloader, RuleSource, Trigger};
 use citybrain_engine::runtime::{self, EngineSettings, Status};
-use citybrain_engine::{config, demo};
+use citybrain_engine::{config, demo, replay};
 use citybrain_model::time::{format_event_time, now_millis};
 use citybrain_model::{AlertTransition, TransitionState};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -77,6 +77,30 @@ enum Command {
         /// Stop after this many seconds (default: until Ctrl-C).
         #[arg(long)]
         seconds: Option<u64>,
+    },
+    /// Run the rules over recorded data, far faster than real time; write the alert
+    /// transitions and final KPIs. With --compare, run proposed rules too and print what would
+    /// change per rule.
+    Replay {
+        /// The engine config (TOML): rules, KPIs, allowed lateness, topic names.
+        #[arg(long)]
+        config: PathBuf,
+        /// Recorded events: FILE.jsonl (messages as on the topics), MAPPING.toml (a CSV or ARFF
+        /// file through a mapping, see config/replay/), or MAPPING.toml=DATA.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<String>,
+        /// Proposed rule files, run side by side with the config's rules.
+        #[arg(long, num_args = 1..)]
+        compare: Vec<PathBuf>,
+        /// Where to write alerts.jsonl, kpis.json and dead-letters.jsonl.
+        #[arg(long, default_value = "replay-out")]
+        out: PathBuf,
+        /// Timely worker threads (default: the config's).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Output format of the summary.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Write the JSON Schemas of the config, rule and KPI files (for editors).
     Schema {
@@ -191,6 +215,188 @@ fn print_status(status: &Status) {
     );
 }
 
+/// A progress bar on a terminal's stderr (none when stderr is not a terminal).
+fn progress_bar(events: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(events);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix:>9} [{bar:40}] {pos}/{len} events, {per_sec}, {eta} left",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// A count per key, as "key n, key n".
+fn counts<'a>(keys: impl Iterator<Item = &'a str>) -> String {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for key in keys {
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn replay(
+    path: &std::path::Path,
+    inputs: &[String],
+    compare: &[PathBuf],
+    out: &std::path::Path,
+    workers: Option<usize>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?;
+    let proposed = match compare.is_empty() {
+        true => None,
+        false => Some(
+            config::load_rule_files(compare)
+                .map_err(|d| anyhow::anyhow!("invalid proposed rules:\n{d}"))?,
+        ),
+    };
+    let settings = replay::settings(&loaded, workers)?;
+    let loading = std::time::Instant::now();
+    let schedule = replay::schedule(&loaded, inputs, settings.lateness)?;
+    let loading = loading.elapsed();
+    replay::write_dead_letters(out, &schedule)
+        .with_context(|| format!("writing to {}", out.display()))?;
+    let mut runs = vec![("current", loaded.rules.clone())];
+    if let Some(rules) = proposed {
+        runs.push(("proposed", rules));
+    }
+    let mut results = Vec::new();
+    for (name, rules) in &runs {
+        let bar = progress_bar(schedule.events, name);
+        let run = replay::run(&schedule, &settings, rules, &bar)?;
+        bar.finish_and_clear();
+        let dir = if runs.len() > 1 {
+            out.join(name)
+        } else {
+            out.to_path_buf()
+        };
+        replay::write_run(&dir, &run).with_context(|| format!("writing to {}", dir.display()))?;
+        results.push((*name, dir, run));
+    }
+    let changes = match results.as_slice() {
+        [(_, _, current), (_, _, proposed)] => {
+            Some(replay::compare(&current.transitions, &proposed.transitions))
+        }
+        _ => None,
+    };
+    if let Some(changes) = &changes {
+        std::fs::write(
+            out.join("compare.json"),
+            serde_json::to_vec_pretty(changes)?,
+        )
+        .with_context(|| format!("writing to {}", out.display()))?;
+    }
+    match format {
+        Format::Json => {
+            let runs: Vec<serde_json::Value> = results
+                .iter()
+                .map(|(name, dir, run)| {
+                    serde_json::json!({
+                        "rules": name,
+                        "out": dir,
+                        "transitions": run.transitions.len(),
+                        "seconds": run.elapsed.as_secs_f64(),
+                        "events_per_second": schedule.events as f64 / run.elapsed.as_secs_f64().max(1e-9),
+                        "kpis": run.kpis,
+                    })
+                })
+                .collect();
+            let summary = serde_json::json!({
+                "events": schedule.events,
+                "dead_letters": schedule.dead_letters.len(),
+                "empty_cells": schedule.empty_cells,
+                "end": schedule.end,
+                "runs": runs,
+                "compare": changes,
+            });
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Format::Text => {
+            println!(
+                "replay: {} events read in {:.1} s, {} dead letters ({}), {} empty cells; data ends at {}",
+                schedule.events,
+                loading.as_secs_f64(),
+                schedule.dead_letters.len(),
+                counts(schedule.dead_letters.iter().map(|d| d.reason.as_str())),
+                schedule.empty_cells,
+                format_event_time(schedule.end.saturating_sub(1)),
+            );
+            for (name, dir, run) in &results {
+                let seconds = run.elapsed.as_secs_f64();
+                println!(
+                    "{name} rules: {} transitions ({}) in {seconds:.2} s, {:.0} events/s -> {}",
+                    run.transitions.len(),
+                    counts(run.transitions.iter().map(|t| t.rule.as_str())),
+                    schedule.events as f64 / seconds.max(1e-9),
+                    dir.display()
+                );
+            }
+            if let Some(changes) = &changes {
+                print_changes(changes);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The per-rule table of `--compare`, with a few examples of each change.
+fn print_changes(changes: &[replay::RuleChange]) {
+    println!(
+        "{:<36} {:>7} {:>7} {:>9} {:>6} {:>7} {:>7}",
+        "rule", "before", "after", "unchanged", "added", "removed", "shifted"
+    );
+    for c in changes {
+        println!(
+            "{:<36} {:>7} {:>7} {:>9} {:>6} {:>7} {:>7}",
+            c.rule,
+            c.before,
+            c.after,
+            c.unchanged,
+            c.added.len(),
+            c.removed.len(),
+            c.shifted.len()
+        );
+    }
+    const EXAMPLES: usize = 3;
+    for c in changes.iter().filter(|c| !c.is_unchanged()) {
+        println!("{}:", c.rule);
+        for e in c.added.iter().take(EXAMPLES) {
+            println!("  + {} fires at {}", e.entity, format_event_time(e.start));
+        }
+        for e in c.removed.iter().take(EXAMPLES) {
+            println!(
+                "  - {} no longer fires at {}",
+                e.entity,
+                format_event_time(e.start)
+            );
+        }
+        for (before, after) in c.shifted.iter().take(EXAMPLES) {
+            let shift = after.start as i64 - before.start as i64;
+            println!(
+                "  ~ {} fires at {} instead of {} ({:+} s)",
+                after.entity,
+                format_event_time(after.start),
+                format_event_time(before.start),
+                shift / 1000
+            );
+        }
+        let more = (c.added.len() + c.removed.len() + c.shifted.len()).saturating_sub(
+            c.added.len().min(EXAMPLES)
+                + c.removed.len().min(EXAMPLES)
+                + c.shifted.len().min(EXAMPLES),
+        );
+        if more > 0 {
+            println!("  ... and {more} more (compare.json has all)");
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Schema { out } => {
@@ -202,6 +408,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replay {
+            config: path,
+            inputs,
+            compare,
+            out,
+            workers,
+            format,
+        } => replay(&path, &inputs, &compare, &out, workers, format),
         Command::Validate { files, format } => {
             let diagnostics = config::validate_files(&files);
             match format {

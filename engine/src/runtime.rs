@@ -199,7 +199,7 @@ impl EngineSettings {
 pub const BUILT_IN_KPIS: &str = include_str!("../../config/kpis.toml");
 
 /// The KPIs of the config's `[kpis] files`, or the built-in set.
-fn load_kpis(loaded: &LoadedConfig) -> Result<Vec<KpiDef>, EngineError> {
+pub fn load_kpis(loaded: &LoadedConfig) -> Result<Vec<KpiDef>, EngineError> {
     let fail = |d: crate::config::Diagnostics| EngineError::Config(d.to_string());
     if loaded.config.kpis.files.is_empty() {
         return crate::config::load_kpis_str(

@@ -21,6 +21,7 @@ mod dispatch;
 mod duration;
 mod engine;
 mod kpis;
+mod mapping;
 mod rules;
 pub mod schema;
 
@@ -40,6 +41,10 @@ pub use engine::{
     RulesConfig, SourceConfig, SourcesConfig, default_workers,
 };
 pub use kpis::load_kpis_str;
+pub use mapping::{
+    DataFormat, Mapping, ReadingMapping, RegistryMapping, ReportMapping, RowTime, Template,
+    TimeColumns, load_mapping, load_mapping_str,
+};
 
 use de::{Seg, deserialize_all, parse_document, path, value_at};
 use diagnostic::{FileCx, dedup};

@@ -1,0 +1,377 @@
+//! Driving the engine's dataflow over recorded events, as fast as it goes.
+//!
+//! The inputs are merged by event time (each input in its own file order, like partitions of a
+//! topic) into a [`Schedule`] built once: every event with the watermarks after it, decided the
+//! way the live source decides them (per clock, the newest event time less the domain's allowed
+//! lateness), so out-of-order data beyond the lateness is dead-lettered as `late` exactly as it
+//! would be live. A run feeds the schedule into [`crate::dataflow::build`], the same dataflow
+//! `citybrain run` builds, with a given rule set; runs of several rule sets over one schedule
+//! see identical input. Replay ends at the newest event time: timers due later (a sensor that
+//! would fall silent, a report deadline) do not fire.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use citybrain_connectors::dead_letter::DeadLetter;
+use citybrain_model::{AlertTransition, DeadLetterReason, Domain, EntityInfo, RegistryUpdate};
+use citybrain_operators::Time;
+use citybrain_operators::hysteresis::FiringSeed;
+use citybrain_operators::kpi::KpiDef;
+use citybrain_operators::ordered_float::OrderedFloat;
+use citybrain_operators::rule::RuleRow;
+
+use super::input::{LoadedInput, ReplayEvent};
+use crate::dataflow::{Output, clock_of};
+use crate::kpi::{KpiClock, KpiSnapshot, KpiStores};
+
+/// Events fed between two advances of the inputs.
+const CHUNK: usize = 4096;
+
+/// How a replay runs.
+#[derive(Clone, Debug)]
+pub struct ReplaySettings {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// The KPIs to maintain.
+    pub kpis: Vec<KpiDef>,
+    /// Allowed lateness per domain: mine, farm, citizen.
+    pub lateness: [Duration; 3],
+}
+
+/// One chunk of the schedule: events in feeding order, then the watermarks of the sensor and the
+/// citizen clock.
+struct Step {
+    events: Vec<ReplayEvent>,
+    watermarks: [Time; 2],
+}
+
+/// The merged inputs, ready to feed any number of runs.
+pub struct Schedule {
+    /// Reference data as the inputs leave it (the last record per key wins).
+    registry: Vec<((Domain, String), EntityInfo)>,
+    steps: Vec<Step>,
+    /// Unusable lines and rows, and events behind the watermark.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Events fed (not counting dead letters).
+    pub events: u64,
+    /// Empty value cells in mapped files.
+    pub empty_cells: u64,
+    /// Where replay ends: one past the newest event time.
+    pub end: Time,
+}
+
+fn clock_of_domain(domain: Domain) -> usize {
+    match domain {
+        Domain::Citizen => KpiClock::Citizen as usize,
+        Domain::Mine | Domain::Farm => KpiClock::Sensors as usize,
+    }
+}
+
+fn domain_of(event: &ReplayEvent) -> Domain {
+    match event {
+        ReplayEvent::Reading(r) => r.domain,
+        ReplayEvent::Report(_) => Domain::Citizen,
+    }
+}
+
+impl Schedule {
+    /// Merges the streams of `inputs` by event time, keeping each stream's own order.
+    pub fn build(inputs: Vec<LoadedInput>, lateness: [Duration; 3]) -> Schedule {
+        let lateness_ms = lateness.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
+        let mut registry: BTreeMap<(Domain, String), Option<EntityInfo>> = BTreeMap::new();
+        let mut dead_letters = Vec::new();
+        let mut empty_cells = 0;
+        let mut names = Vec::new();
+        let mut queues = Vec::new();
+        for input in inputs {
+            for RegistryUpdate { kind, key, info } in input.registry {
+                registry.insert((kind.domain(), key), info);
+            }
+            dead_letters.extend(input.dead_letters);
+            empty_cells += input.empty_cells;
+            for stream in input.streams {
+                names.push(input.name.clone());
+                queues.push(
+                    stream
+                        .into_iter()
+                        .enumerate()
+                        .collect::<Vec<_>>()
+                        .into_iter(),
+                );
+            }
+        }
+        // The head of each input, smallest event time first (ties: the earlier input).
+        let mut heads = BinaryHeap::new();
+        let mut pending: Vec<Option<(usize, ReplayEvent)>> = Vec::new();
+        for (input, queue) in queues.iter_mut().enumerate() {
+            let head = queue.next();
+            if let Some((_, event)) = &head {
+                heads.push(Reverse((event.time(), input)));
+            }
+            pending.push(head);
+        }
+        let mut watermarks: [Time; 2] = [0, 0];
+        let mut newest: Option<Time> = None;
+        let mut steps = Vec::new();
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut events = 0;
+        while let Some(Reverse((_, input))) = heads.pop() {
+            let Some((index, event)) = pending[input].take() else {
+                continue;
+            };
+            let next = queues[input].next();
+            if let Some((_, next_event)) = &next {
+                heads.push(Reverse((next_event.time(), input)));
+            }
+            pending[input] = next;
+            let domain = domain_of(&event);
+            let clock = clock_of_domain(domain);
+            let time = event.time();
+            if time < watermarks[clock] {
+                dead_letters.push(late_letter(&names[input], index, &event, watermarks[clock]));
+                continue;
+            }
+            let allowed = lateness_ms[match domain {
+                Domain::Mine => 0,
+                Domain::Farm => 1,
+                Domain::Citizen => 2,
+            }];
+            watermarks[clock] = watermarks[clock].max(time.saturating_sub(allowed));
+            newest = Some(newest.map_or(time, |n| n.max(time)));
+            chunk.push(event);
+            events += 1;
+            if chunk.len() == CHUNK {
+                steps.push(Step {
+                    events: std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
+                    watermarks,
+                });
+            }
+        }
+        if !chunk.is_empty() {
+            steps.push(Step {
+                events: chunk,
+                watermarks,
+            });
+        }
+        Schedule {
+            registry: registry
+                .into_iter()
+                .filter_map(|(key, info)| info.map(|info| (key, info)))
+                .collect(),
+            steps,
+            dead_letters,
+            events,
+            empty_cells,
+            end: newest.map_or(0, |n| n.saturating_add(1)),
+        }
+    }
+}
+
+fn late_letter(input: &str, index: usize, event: &ReplayEvent, watermark: Time) -> DeadLetter {
+    let payload = match event {
+        ReplayEvent::Reading(r) => serde_json::json!({
+            "entity": r.entity, "ts": r.time, "metric": r.metric.as_str(), "value": r.value,
+        }),
+        ReplayEvent::Report(r) => serde_json::json!({
+            "report": r.report, "ts": r.time, "kind": r.kind, "category": r.category,
+            "grid": r.grid,
+        }),
+    };
+    DeadLetter::new(
+        DeadLetterReason::Late,
+        format!(
+            "event time {} is behind the watermark {watermark} (event {} of the input)",
+            event.time(),
+            index + 1
+        ),
+        input,
+        0,
+        i64::try_from(index + 1).unwrap_or(i64::MAX),
+        None,
+        payload.to_string().as_bytes(),
+    )
+}
+
+/// What one run produced.
+#[derive(Clone, Debug)]
+pub struct ReplayRun {
+    /// Every alert transition before the end, sorted by event time, rule, entity.
+    pub transitions: Vec<AlertTransition>,
+    /// The KPIs at the end.
+    pub kpis: KpiSnapshot,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+}
+
+/// A run could not execute.
+#[derive(Debug, thiserror::Error)]
+#[error("replay: {0}")]
+pub struct ReplayError(String);
+
+impl ReplayError {
+    /// An error saying `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        ReplayError(message.into())
+    }
+}
+
+/// Runs `rules` over `schedule`; `progress` is told how many events were fed.
+pub fn run(
+    schedule: &Arc<Schedule>,
+    settings: &ReplaySettings,
+    rules: &[RuleRow],
+    progress: &indicatif::ProgressBar,
+) -> Result<ReplayRun, ReplayError> {
+    let started = Instant::now();
+    let (sender, receiver) = channel();
+    let workers = settings.workers.max(1);
+    let names = settings
+        .kpis
+        .iter()
+        .map(|d| (d.name.clone(), clock_of(d)))
+        .collect();
+    let end = schedule.end;
+    let collector = std::thread::Builder::new()
+        .name("replay-outputs".into())
+        .spawn(move || collect(receiver, KpiStores::new(workers, names), end))
+        .map_err(|e| ReplayError(e.to_string()))?;
+    let shared = Arc::new(Mutex::new(sender));
+    let schedule = Arc::clone(schedule);
+    let kpis = settings.kpis.clone();
+    let rules = rules.to_vec();
+    let progress = progress.clone();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let sender: Sender<Output> = shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        feed(worker, &schedule, &kpis, &rules, &sender, &progress);
+    })
+    .map_err(ReplayError)?;
+    for result in guards.join() {
+        result.map_err(ReplayError)?;
+    }
+    let (transitions, kpis) = collector
+        .join()
+        .map_err(|_| ReplayError("the output thread panicked".into()))?;
+    Ok(ReplayRun {
+        transitions,
+        kpis,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// One worker's part: its share of every step, then the end.
+fn feed(
+    worker: &mut timely::worker::Worker,
+    schedule: &Schedule,
+    kpis: &[KpiDef],
+    rules: &[RuleRow],
+    sender: &Sender<Output>,
+    progress: &indicatif::ProgressBar,
+) {
+    let (mut inputs, probes) = crate::dataflow::build(worker, kpis, FiringSeed::default(), sender);
+    let (index, peers) = (worker.index(), worker.peers());
+    if index == 0 {
+        for row in &schedule.registry {
+            inputs.registry.insert(row.clone());
+        }
+        for rule in rules {
+            inputs.rules.insert(rule.clone());
+        }
+    }
+    for step in &schedule.steps {
+        for (i, event) in step.events.iter().enumerate() {
+            if i % peers != index {
+                continue;
+            }
+            match event {
+                ReplayEvent::Reading(r) => inputs.readings.update_at(
+                    (
+                        (r.domain, r.entity.clone()),
+                        (r.metric, OrderedFloat(r.value)),
+                    ),
+                    r.time,
+                    1,
+                ),
+                ReplayEvent::Report(r) => inputs.reports.update_at(
+                    (
+                        r.report.clone(),
+                        (r.kind, r.category.clone(), r.grid.clone(), r.unit.clone()),
+                    ),
+                    r.time,
+                    1,
+                ),
+            }
+        }
+        advance(worker, &mut inputs, &probes, step.watermarks);
+        if index == 0 {
+            progress.inc(step.events.len() as u64);
+        }
+    }
+    advance(worker, &mut inputs, &probes, [schedule.end, schedule.end]);
+    // Closing the inputs lets the dataflow finish; what it emits at or after the end (timers
+    // due later) is left out by the collector.
+}
+
+/// Advances the inputs to the clocks' watermarks and steps until the outputs caught up.
+fn advance(
+    worker: &mut timely::worker::Worker,
+    inputs: &mut crate::dataflow::Inputs,
+    probes: &[timely::dataflow::ProbeHandle<Time>; 2],
+    [sensors, citizen]: [Time; 2],
+) {
+    let readings = sensors.max(*inputs.readings.time());
+    let reports = citizen.max(*inputs.reports.time());
+    let newest = readings.max(reports).max(*inputs.registry.time());
+    inputs.readings.advance_to(readings);
+    inputs.reports.advance_to(reports);
+    inputs.registry.advance_to(newest);
+    inputs.rules.advance_to(newest);
+    inputs.readings.flush();
+    inputs.reports.flush();
+    inputs.registry.flush();
+    inputs.rules.flush();
+    let [sensor_probe, citizen_probe] = probes;
+    while sensor_probe.less_than(&readings) || citizen_probe.less_than(&reports) {
+        worker.step();
+    }
+}
+
+/// Collects the outputs of a run: the transitions before `end`, and the KPIs at `end`.
+fn collect(
+    receiver: Receiver<Output>,
+    mut kpis: KpiStores,
+    end: Time,
+) -> (Vec<AlertTransition>, KpiSnapshot) {
+    let mut transitions = Vec::new();
+    while let Ok(output) = receiver.recv() {
+        match output {
+            Output::Alert(t) if t.event_time < end => transitions.push(t),
+            Output::KpiUpdates(clock, updates) => kpis.push(
+                clock,
+                updates
+                    .into_iter()
+                    .filter(|(_, time, _)| *time < end)
+                    .map(|((key, value), time, diff)| (key, value.0, time, diff as i64))
+                    .collect(),
+            ),
+            Output::KpiFrontier(clock, worker, time) => {
+                kpis.frontier(clock, worker, time.min(end));
+            }
+            Output::Alert(_) | Output::DeadLetter(_) | Output::AlertFrontier(..) => {}
+        }
+    }
+    transitions.sort_by(|a, b| {
+        (a.event_time, &a.rule, &a.entity, a.state as u8).cmp(&(
+            b.event_time,
+            &b.rule,
+            &b.entity,
+            b.state as u8,
+        ))
+    });
+    (transitions, kpis.snapshot())
+}
