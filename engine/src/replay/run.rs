@@ -21,6 +21,7 @@ use citybrain_operators::Time;
 use citybrain_operators::hysteresis::FiringSeed;
 use citybrain_operators::kpi::KpiDef;
 use citybrain_operators::ordered_float::OrderedFloat;
+use citybrain_operators::reference::sort_transitions;
 use citybrain_operators::rule::RuleRow;
 
 use super::input::{LoadedInput, ReplayEvent};
@@ -198,7 +199,7 @@ fn late_letter(input: &str, index: usize, event: &ReplayEvent, watermark: Time) 
 /// What one run produced.
 #[derive(Clone, Debug)]
 pub struct ReplayRun {
-    /// Every alert transition before the end, sorted by event time, rule, entity.
+    /// Every alert transition before the end, sorted by event time, rule, entity, state.
     pub transitions: Vec<AlertTransition>,
     /// The KPIs at the end.
     pub kpis: KpiSnapshot,
@@ -365,13 +366,6 @@ fn collect(
             Output::Alert(_) | Output::DeadLetter(_) | Output::AlertFrontier(..) => {}
         }
     }
-    transitions.sort_by(|a, b| {
-        (a.event_time, &a.rule, &a.entity, a.state as u8).cmp(&(
-            b.event_time,
-            &b.rule,
-            &b.entity,
-            b.state as u8,
-        ))
-    });
+    sort_transitions(&mut transitions);
     (transitions, kpis.snapshot())
 }

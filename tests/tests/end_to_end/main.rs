@@ -9,6 +9,7 @@ mod kafka_faults;
 mod kpi_la311;
 mod real_data_methane;
 mod recovery;
+mod replay_real_data;
 mod rule_kinds_real_data;
 mod rule_reload;
 mod sse_stream;

@@ -26,7 +26,7 @@ const ROW_MS: u64 = 30_000;
 
 const FACE: &str = "polish-mine/face-116";
 
-const MINE_RULES: &str = r#"
+pub(crate) const MINE_RULES: &str = r#"
 [[rule]]
 id = "ch4-avg-5m"
 kind = "window"
@@ -84,7 +84,7 @@ severity = "critical"
 summary = "Ventilation failure with methane on {face}: CH4 {ch4}%, air velocity {air_velocity} m/s"
 "#;
 
-const FARM_RULES: &str = r#"
+pub(crate) const FARM_RULES: &str = r#"
 [[rule]]
 id = "cow-inactive"
 kind = "baseline"
