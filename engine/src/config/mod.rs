@@ -262,8 +262,16 @@ fn is_rule_file(text: &str) -> bool {
     root.get_ref().contains_key("rule")
 }
 
+/// True when `text` looks like a replay mapping file: top-level `file` and `time` keys.
+fn is_mapping_file(text: &str) -> bool {
+    let (root, _) = toml::de::DeTable::parse_recoverable(text);
+    let root = root.get_ref();
+    root.contains_key("file") && root.contains_key("time")
+}
+
 /// Checks files for `citybrain validate FILE...`: a file with `[[rule]]` tables is a rule file,
-/// any other a main config (whose rule files are checked too). Rule files given directly share
+/// one with `file` and `[time]` a replay mapping file, any other a main config (whose rule
+/// files are checked too). Rule files given directly share
 /// one id space. Returns every problem found; empty when all files are valid.
 pub fn validate_files(paths: &[PathBuf]) -> Diagnostics {
     let mut out = Vec::new();
@@ -278,6 +286,10 @@ pub fn validate_files(paths: &[PathBuf]) -> Diagnostics {
         };
         if is_rule_file(&text) {
             rules.add_text(path, &text);
+        } else if is_mapping_file(&text) {
+            if let Err(d) = load_mapping_str(path, &text) {
+                out.extend(d.0);
+            }
         } else {
             out.extend(load_text(path, &text).1);
         }

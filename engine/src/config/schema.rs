@@ -10,6 +10,7 @@
 //! | `citybrain.schema.json` | the main config file ([`Config`](super::Config), `[dispatch]` included) |
 //! | `rules.schema.json` | rule files: `[[rule]]` tables, one `oneOf` branch per rule kind |
 //! | `kpis.schema.json` | KPI files: `[[kpi]]` tables |
+//! | `replay.schema.json` | replay mapping files (`config/replay/`) |
 //!
 //! The schemas describe the shape of the files (fields, types, enumerations, defaults, unknown
 //! fields); what depends on several fields or on the domain (e.g. exactly one of `above` /
@@ -21,6 +22,7 @@ use serde_json::Value;
 
 use super::Config;
 use super::kpis::KpiTable;
+use super::mapping::MappingFile;
 use super::rules::RuleTable;
 
 /// Where the generated schemas are checked in, relative to the workspace root.
@@ -34,6 +36,9 @@ pub const RULES_SCHEMA_FILE: &str = "rules.schema.json";
 
 /// File name of the KPI files' schema.
 pub const KPIS_SCHEMA_FILE: &str = "kpis.schema.json";
+
+/// File name of the replay mapping files' schema.
+pub const REPLAY_SCHEMA_FILE: &str = "replay.schema.json";
 
 /// A rule file as written: only `[[rule]]` tables.
 #[derive(JsonSchema)]
@@ -141,6 +146,10 @@ pub fn generate() -> Vec<(&'static str, String)> {
             KPIS_SCHEMA_FILE,
             file_schema::<KpiFile>("citybrain KPI file"),
         ),
+        (
+            REPLAY_SCHEMA_FILE,
+            file_schema::<MappingFile>("citybrain replay mapping file"),
+        ),
     ]
     .into_iter()
     .map(|(name, schema)| (name, format!("{schema:#}\n")))
@@ -235,6 +244,12 @@ mod tests {
             (RULES_SCHEMA_FILE, "rules/farm.toml"),
             (RULES_SCHEMA_FILE, "rules/citizen.toml"),
             (KPIS_SCHEMA_FILE, "kpis.toml"),
+            (REPLAY_SCHEMA_FILE, "replay/methane.toml"),
+            (REPLAY_SCHEMA_FILE, "replay/la311.toml"),
+            (REPLAY_SCHEMA_FILE, "replay/greenhouse-climate.toml"),
+            (REPLAY_SCHEMA_FILE, "replay/greenhouse-water.toml"),
+            (REPLAY_SCHEMA_FILE, "replay/greenhouse-soil-temp.toml"),
+            (REPLAY_SCHEMA_FILE, "replay/cows.toml"),
         ];
         let all: Vec<String> = cases
             .iter()

@@ -311,7 +311,7 @@ fn read_arff(mapping: &Mapping, text: &str) -> Result<Table, InputError> {
         let comment = record
             .get(0)
             .is_some_and(|c| c.trim_start().starts_with('%'));
-        if !comment && !(record.len() == 1 && record.get(0).is_some_and(|c| c.trim().is_empty())) {
+        if !comment {
             rows.push((line, record));
         }
     }

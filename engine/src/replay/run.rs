@@ -369,3 +369,80 @@ fn collect(
     sort_transitions(&mut transitions);
     (transitions, kpis.snapshot())
 }
+
+#[cfg(test)]
+mod tests {
+    use citybrain_model::{Metric, Reading, ReportEvent, ReportKind};
+
+    use super::*;
+
+    fn reading(time: u64) -> ReplayEvent {
+        ReplayEvent::Reading(Reading {
+            domain: Domain::Mine,
+            entity: "s".into(),
+            metric: Metric::Ch4,
+            value: 1.0,
+            time,
+        })
+    }
+
+    fn report(time: u64) -> ReplayEvent {
+        ReplayEvent::Report(ReportEvent {
+            report: "r".into(),
+            time,
+            kind: ReportKind::Created,
+            category: "c".into(),
+            grid: "g".into(),
+            unit: None,
+        })
+    }
+
+    fn input(streams: Vec<Vec<ReplayEvent>>) -> LoadedInput {
+        LoadedInput {
+            name: "in".into(),
+            streams,
+            ..LoadedInput::default()
+        }
+    }
+
+    #[test]
+    fn streams_merge_by_time_and_events_behind_their_clock_are_late() {
+        let lateness = [
+            Duration::from_millis(100),
+            Duration::ZERO,
+            Duration::from_secs(60),
+        ];
+        let schedule = Schedule::build(
+            vec![
+                // 1_150 arrives after 1_200 (within 100 ms: kept); 900 after 1_100 is late.
+                input(vec![vec![
+                    reading(1_000),
+                    reading(1_200),
+                    reading(1_150),
+                    reading(1_300),
+                ]]),
+                input(vec![
+                    vec![reading(1_100), reading(900)],
+                    vec![report(500), report(2_000)],
+                ]),
+            ],
+            lateness,
+        );
+        let fed: Vec<u64> = schedule
+            .steps
+            .iter()
+            .flat_map(|s| s.events.iter().map(ReplayEvent::time))
+            .collect();
+        assert_eq!(fed, [500, 1_000, 1_100, 1_200, 1_150, 1_300, 2_000]);
+        let late: Vec<(DeadLetterReason, &str, i64)> = schedule
+            .dead_letters
+            .iter()
+            .map(|d| (d.reason, d.topic.as_str(), d.offset))
+            .collect();
+        assert_eq!(late, [(DeadLetterReason::Late, "in", 2)]);
+        assert_eq!(schedule.events, 7);
+        assert_eq!(schedule.end, 2_001);
+        // Reports follow their own clock with their own lateness (a minute).
+        assert_eq!(schedule.steps[0].watermarks, [1_200, 0]);
+    }
+}
