@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use citybrain_connectors::simulate::{SimulationProducer, SimulationTopics, run_real_time};
 use citybrain_connectors::simulator::{Scale, Simulator, SimulatorConfig};
-use citybrain_engine::reload::{Reloader, RuleSource, Trigger};
+use citybrain_engine::reload::{RuleSource, reload_on_sighup};
 use citybrain_engine::runtime::{self, EngineSettings, Status};
 use citybrain_engine::{config, demo, replay};
 use citybrain_model::time::{format_event_time, now_millis};
@@ -154,31 +154,6 @@ fn stop_on_ctrl_c() -> anyhow::Result<Arc<AtomicBool>> {
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
     Ok(stop)
-}
-
-/// Reloads the rule files on every `SIGHUP`, from a thread of its own for the process's life.
-fn reload_on_sighup(reloader: Arc<Reloader>) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal handler")?;
-    let mut hangups = runtime
-        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
-        .context("installing the SIGHUP handler")?;
-    std::thread::Builder::new()
-        .name("citybrain-sighup".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                while hangups.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reloading the rule files");
-                    let reloader = Arc::clone(&reloader);
-                    let _ =
-                        tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await;
-                }
-            });
-        })
-        .context("starting the SIGHUP thread")?;
-    Ok(())
 }
 
 fn print_transition(t: &AlertTransition) {
@@ -450,7 +425,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let engine =
                 runtime::start(settings, loaded.rules.clone(), Box::new(print_transition))?;
-            reload_on_sighup(engine.reloader())?;
+            reload_on_sighup(engine.reloader()).context("installing the SIGHUP handler")?;
             tracing::info!(
                 rules = loaded.rules.len(),
                 "engine running; Ctrl-C stops it"

@@ -608,6 +608,30 @@ fn watch_dirs(
     Ok(())
 }
 
+/// Reloads the rule files on every `SIGHUP` to this process, from a thread of its own for the
+/// process's life (`kill -HUP <pid>`, as daemons are told to re-read their config).
+pub fn reload_on_sighup(reloader: Arc<Reloader>) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut hangups = runtime.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    })?;
+    std::thread::Builder::new()
+        .name("citybrain-sighup".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the rule files");
+                    let reloader = Arc::clone(&reloader);
+                    let _ =
+                        tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await;
+                }
+            });
+        })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use citybrain_model::{Domain, Metric, Severity};

@@ -88,6 +88,14 @@ pub struct AlertTransition {
 /// rule reload.
 pub const RULE_REMOVED: &str = "rule removed";
 
+/// The [`AlertTransition::reason`] of an alert resolved because a rule reload changed its rule
+/// to watch another kind, domain or metric.
+pub const RULE_CHANGED: &str = "rule changed";
+
+/// The [`AlertTransition::reason`] of an alert resolved because a rule reload changed its rule's
+/// scope so that it no longer selects the alert's entity.
+pub const OUT_OF_SCOPE: &str = "out of scope";
+
 /// The deterministic transition id: a hash of rule, entity, state and event time.
 pub fn transition_id(
     rule: &str,

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use citybrain_model::alert::{RULE_REMOVED, transition_id};
+use citybrain_model::alert::{OUT_OF_SCOPE, RULE_CHANGED, RULE_REMOVED, transition_id};
 use citybrain_model::time::format_event_time;
 use citybrain_model::{AlertTransition, Labels, TransitionState};
 use differential_dataflow::Hashable;
@@ -289,7 +289,24 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                         // insertions are evaluations (see `instant`: a hit carries its event
                         // time, so the retraction of one never cancels the next).
                         consolidate(&mut hits);
-                        let removed = removed_rules(&mut rule_rows, rule_changes);
+                        let RuleEdits { removed, changed } =
+                            rule_edits(&mut rule_rows, rule_changes);
+                        // An edited rule first lets go of the alerts it no longer covers; then
+                        // this time's hits meet the new rule.
+                        let mut ended = Vec::new();
+                        for (before, after) in &changed {
+                            for (key, Fired { labels, .. }) in &fired {
+                                if key.0 != before.id() {
+                                    continue;
+                                }
+                                if let Some(reason) = resolved_by_edit(before, after, labels) {
+                                    ended.push((key.clone(), before.alarm().clone(), reason));
+                                }
+                            }
+                        }
+                        for transition in end_alerts(ended, &mut states, &mut fired, time) {
+                            session.give(transition);
+                        }
                         for (
                             (
                                 key,
@@ -360,34 +377,17 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 }
                             }
                         }
+                        let mut ended = Vec::new();
                         for rule in removed {
-                            let mut resolved = Vec::new();
-                            states.retain(|key, state| {
-                                if key.0 != rule.id {
-                                    return true;
-                                }
-                                if *state == AlertState::Firing {
-                                    resolved.push(key.clone());
-                                }
-                                false
-                            });
-                            // Keys in order, so the output does not depend on hashing.
-                            resolved.sort();
-                            for key in resolved {
-                                let Some(Fired { labels, value }) = fired.remove(&key) else {
-                                    continue;
-                                };
-                                let mut transition = make_transition(
-                                    &rule,
-                                    &key.1,
-                                    &labels,
-                                    TransitionState::Resolved,
-                                    value,
-                                    time,
-                                );
-                                transition.reason = Some(RULE_REMOVED.to_string());
-                                session.give(transition);
-                            }
+                            ended.extend(
+                                states
+                                    .keys()
+                                    .filter(|key| key.0 == rule.id)
+                                    .map(|key| (key.clone(), rule.clone(), RULE_REMOVED)),
+                            );
+                        }
+                        for transition in end_alerts(ended, &mut states, &mut fired, time) {
+                            session.give(transition);
                         }
                     }
                 }
@@ -409,34 +409,93 @@ fn waiting_at(
     })
 }
 
-/// Applies the rule-row changes of one time to the row count per rule id; returns the alarm
-/// side of each rule whose last row went away (its alerts must be resolved). An edit retracts
-/// one row and inserts another with the same id, so its count never reaches zero.
-fn removed_rules(
+/// Resolves the alerts `ended` (key, the rule as they fired under it, the reason) at `time`:
+/// their state goes; the firing ones give a resolved transition with the reason, in key
+/// order so the output does not depend on hashing.
+fn end_alerts(
+    mut ended: Vec<((String, String), ThresholdRule, &'static str)>,
+    states: &mut FxHashMap<(String, String), AlertState>,
+    fired: &mut FxHashMap<(String, String), Fired>,
+    time: Time,
+) -> Vec<AlertTransition> {
+    ended.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    for (key, rule, reason) in ended {
+        let state = states.remove(&key);
+        let Some(Fired { labels, value }) = fired.remove(&key) else {
+            continue;
+        };
+        if state != Some(AlertState::Firing) {
+            continue;
+        }
+        let mut transition = make_transition(
+            &rule,
+            &key.1,
+            &labels,
+            TransitionState::Resolved,
+            value,
+            time,
+        );
+        transition.reason = Some(reason.to_string());
+        out.push(transition);
+    }
+    out
+}
+
+/// What the rule-row changes of one time do to the rules' alerts.
+#[derive(Default)]
+struct RuleEdits {
+    /// The alarm side of each rule whose last row went away (its alerts must be resolved).
+    removed: Vec<ThresholdRule>,
+    /// Rules edited in place: (the row before, the row after).
+    changed: Vec<(RuleRow, RuleRow)>,
+}
+
+/// Applies the rule-row changes of one time to the row count per rule id. An edit retracts one
+/// row and inserts another with the same id, so its count never reaches zero: it is a change.
+fn rule_edits(
     rule_rows: &mut FxHashMap<String, Diff>,
     mut changes: Vec<(RuleRow, Diff)>,
-) -> Vec<ThresholdRule> {
+) -> RuleEdits {
     consolidate(&mut changes);
-    let mut touched: BTreeMap<String, ThresholdRule> = BTreeMap::new();
+    let mut retracted: BTreeMap<String, RuleRow> = BTreeMap::new();
+    let mut inserted: BTreeMap<String, RuleRow> = BTreeMap::new();
     for (row, diff) in changes {
-        let alarm = row.alarm();
-        *rule_rows.entry(alarm.id.clone()).or_default() += diff;
-        if diff < 0 || !touched.contains_key(&alarm.id) {
+        let id = row.id().to_string();
+        *rule_rows.entry(id.clone()).or_default() += diff;
+        if diff < 0 {
             // The retracted row names the rule as it was while its alerts fired.
-            touched.insert(alarm.id.clone(), alarm.clone());
+            retracted.insert(id, row);
+        } else {
+            inserted.insert(id, row);
         }
     }
-    touched
-        .into_iter()
-        .filter(|(id, _)| {
-            let gone = rule_rows.get(id).is_none_or(|n| *n <= 0);
-            if gone {
-                rule_rows.remove(id);
-            }
-            gone
-        })
-        .map(|(_, rule)| rule)
-        .collect()
+    let mut edits = RuleEdits::default();
+    for (id, before) in retracted {
+        let gone = rule_rows.get(&id).is_none_or(|n| *n <= 0);
+        if gone {
+            rule_rows.remove(&id);
+            edits.removed.push(before.alarm().clone());
+        } else if let Some(after) = inserted.remove(&id) {
+            edits.changed.push((before, after));
+        }
+    }
+    edits
+}
+
+/// Why a firing alert of an edited rule resolves now, if it does: the rule now watches another
+/// kind, domain or metric ([`RULE_CHANGED`]), or its scope no longer selects the alert's entity
+/// ([`OUT_OF_SCOPE`]). Otherwise the alert keeps its state and meets the new rule at its next
+/// evaluation.
+fn resolved_by_edit(before: &RuleRow, after: &RuleRow, labels: &Labels) -> Option<&'static str> {
+    let (old, new) = (before.alarm(), after.alarm());
+    if before.kind() != after.kind() || old.domain != new.domain || old.metric != new.metric {
+        Some(RULE_CHANGED)
+    } else if old.scope != new.scope && !new.selects(labels) {
+        Some(OUT_OF_SCOPE)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -527,6 +586,103 @@ mod tests {
                 (40, "s1".to_string(), TransitionState::Firing),
                 (40, "s2".to_string(), TransitionState::Firing),
             ]
+        );
+    }
+
+    /// Transitions (time, entity, state, reason) when rule `r` fires for s1 (face f1) and s2
+    /// (face f2) at time 10 and is replaced by `edited` at time 20.
+    fn after_edit(
+        edited: impl Fn(&mut ThresholdRule),
+    ) -> Vec<(u64, String, TransitionState, Option<String>)> {
+        let rule = ThresholdRule {
+            id: "r".into(),
+            domain: Domain::Mine,
+            metric: Metric::Ch4,
+            scope: vec![],
+            direction: Direction::Above,
+            threshold: OrderedFloat(1.0),
+            clear: OrderedFloat(0.8),
+            hold_ms: 0,
+            severity: Severity::Critical,
+            summary: "methane".into(),
+            labels: vec![],
+        };
+        let mut new_rule = rule.clone();
+        edited(&mut new_rule);
+        timely::execute_directly(move |worker| {
+            let out = Rc::new(RefCell::new(Vec::new()));
+            let sink = Rc::clone(&out);
+            let (mut input, mut rules, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, hits) = scope.new_collection();
+                let (rules, rule_rows) = scope.new_collection::<RuleRow, Diff>();
+                let (probe, _) = hits
+                    .into_instants()
+                    .map(|(hit, _)| hit)
+                    .hold_and_hysteresis(rule_rows)
+                    .inspect(move |t: &AlertTransition| {
+                        sink.borrow_mut().push((
+                            t.event_time,
+                            t.entity.clone(),
+                            t.state,
+                            t.reason.clone(),
+                        ))
+                    })
+                    .probe();
+                (input, rules, probe)
+            });
+            rules.insert(RuleRow::Threshold(rule.clone()));
+            for (entity, face) in [("s1", "f1"), ("s2", "f2")] {
+                let labels = vec![("face".to_string(), face.to_string())];
+                let hit = RuleHit::new(10, 1.2, labels, rule.clone());
+                input.update_at((("r".to_string(), entity.to_string()), hit), 10, 1);
+            }
+            rules.advance_to(20);
+            rules.remove(RuleRow::Threshold(rule.clone()));
+            rules.insert(RuleRow::Threshold(new_rule.clone()));
+            input.close();
+            rules.close();
+            while !probe.done() {
+                worker.step();
+            }
+            let mut result = out.borrow().clone();
+            result.sort();
+            result
+        })
+    }
+
+    #[test]
+    fn an_edit_resolves_the_alerts_its_new_scope_leaves_out_and_keeps_the_rest() {
+        let fired = |entity: &str| (10, entity.to_string(), TransitionState::Firing, None);
+        assert_eq!(
+            after_edit(|r| r.scope = vec![("face".into(), "f2".into())]),
+            vec![
+                fired("s1"),
+                fired("s2"),
+                (
+                    20,
+                    "s1".to_string(),
+                    TransitionState::Resolved,
+                    Some(OUT_OF_SCOPE.to_string())
+                ),
+            ]
+        );
+        // A new threshold keeps every alert: each meets the new rule at its next reading.
+        assert_eq!(
+            after_edit(|r| r.threshold = OrderedFloat(1.1)),
+            vec![fired("s1"), fired("s2")]
+        );
+        // Another metric is another rule in all but its id.
+        let changed = |entity: &str| {
+            (
+                20,
+                entity.to_string(),
+                TransitionState::Resolved,
+                Some(RULE_CHANGED.to_string()),
+            )
+        };
+        assert_eq!(
+            after_edit(|r| r.metric = Metric::Co),
+            vec![fired("s1"), fired("s2"), changed("s1"), changed("s2")]
         );
     }
 }

@@ -149,8 +149,10 @@ pub fn absence_transitions(
 /// Resolves the alerts of removed rules: when a rule's last row (of its kind) goes away at a
 /// time, each of its alerts still firing then resolves at that time with reason
 /// [`RULE_REMOVED`], reporting the value it fired with; one its own evaluation resolves at
-/// that very time carries the reason too. (A rule removed and added again later is not
-/// modelled: its alerts would start afresh in the dataflow.)
+/// that very time carries the reason too. (Not modelled: a rule removed and added again later,
+/// whose alerts would start afresh in the dataflow, and an edit that changes a rule's scope,
+/// kind, domain or metric, which resolves the alerts it no longer covers with reason
+/// `out of scope` or `rule changed`; `hysteresis`'s unit tests check those.)
 pub fn with_rule_removals(
     mut transitions: Vec<AlertTransition>,
     changes: &[RuleChange],

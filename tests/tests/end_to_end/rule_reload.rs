@@ -498,3 +498,34 @@ fn an_invalid_edit_changes_nothing_is_reported_and_fixing_it_applies() {
         "only applied changes are audited: {audit:?}"
     );
 }
+
+#[test]
+fn sighup_reloads_the_rule_files() {
+    let kafka = MockKafka::new(&TOPICS);
+    // No file watching: only the signal can pick up the edit.
+    let engine = TestEngine::start_with_rule_files(
+        &config(&kafka.brokers).replace(
+            "debounce = \"100ms\"",
+            "debounce = \"100ms\"\nwatch = false",
+        ),
+        &[("rules/mine.toml", &alarm(1.0, 0.9))],
+    );
+    let reloader = engine.engine().reloader();
+    citybrain_engine::reload::reload_on_sighup(reloader.clone()).expect("SIGHUP handler");
+    write_file(&engine.dir.path().join("rules/mine.toml"), &alarm(1.2, 0.9));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        reloader.status().version,
+        1,
+        "not reloaded before the signal"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = wait_for_version(&engine, 2);
+    assert_eq!(status.trigger, citybrain_engine::reload::Trigger::Signal);
+    assert!(status.success);
+    engine.stop();
+}
