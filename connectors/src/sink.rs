@@ -162,7 +162,11 @@ impl Outputs {
             client
                 .set("bootstrap.servers", brokers)
                 .set("linger.ms", "5")
-                .set("enable.idempotence", "false");
+                // Retries must not reorder an alert's transitions on its partition: one request
+                // in flight per broker. (Idempotence would allow more, but tansu 0.6.0 kept only
+                // the first of ten idempotent dead letters.)
+                .set("enable.idempotence", "false")
+                .set("max.in.flight.requests.per.connection", "1");
             for (k, v) in &config.properties {
                 client.set(k, v);
             }

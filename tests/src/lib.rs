@@ -131,10 +131,15 @@ impl MockKafka {
     }
 }
 
+/// A producer that keeps each partition in the order messages were sent, also when a request
+/// fails and is retried: without idempotence librdkafka retries a failed batch after later
+/// batches were appended, which reorders the partition (a batch of 10,000 readings behind newer
+/// ones, far beyond any allowed lateness). Sensor gateways must do the same.
 fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "1")
+        .set("enable.idempotence", "true")
         .create()
         .expect("producer")
 }
@@ -558,12 +563,9 @@ pub struct TestProducer {
 impl TestProducer {
     /// Connects to `brokers`.
     pub fn new(brokers: &str) -> Self {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("linger.ms", "1")
-            .create()
-            .expect("producer");
-        TestProducer { producer }
+        TestProducer {
+            producer: producer(brokers),
+        }
     }
 
     /// Produces one keyed message and waits for it to be acknowledged.

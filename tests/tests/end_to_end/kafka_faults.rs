@@ -72,7 +72,6 @@ fn the_broker_going_away_for_three_seconds_loses_nothing() {
 }
 
 #[test]
-#[ignore = "flaky under load: once logged 435 of 539 transitions within 120 s; cause not yet found (issue 7 note)"]
 fn injected_fetch_produce_and_commit_errors_lose_nothing() {
     let (mm116, mm31) = methane_columns();
     let expected = expected_transitions(&mm116, &mm31);
@@ -100,6 +99,10 @@ fn injected_fetch_produce_and_commit_errors_lose_nothing() {
 
     let log = log_of(&engine, expected.len());
     std::thread::sleep(Duration::from_millis(500));
-    drop(engine);
+    let (_, dead_letters) = engine.stop();
+    // Before the test producer kept its partitions in order (enable.idempotence), an injected
+    // Produce error reordered a batch of 10,000 readings behind newer ones: 10,000 late dead
+    // letters and 435 of the 539 transitions.
+    assert!(dead_letters.is_empty(), "{dead_letters:?}");
     assert_exact(&log, &expected);
 }
