@@ -13,7 +13,7 @@
 //! | `GET /api/dispatch` | dispatch status: queues, receivers disabled by 410 Gone |
 //! | `GET /api/config/status` | the last rule reload: when, success, errors with file:line:column, rules hash, version |
 //! | `POST /api/config/reload` | reload the rule files now (bearer token) |
-//! | `GET /healthz`, `GET /readyz` | liveness; readiness (registry loaded, workers running) |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (registry loaded, brokers answering, outputs writable; 503 with the reasons) |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Request bodies are limited to [`MAX_BODY_BYTES`] (larger ones get 413): the only bodies the
@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::board::{AlertBoard, AlertsView, FeedEvent, LiveStatus};
+use crate::health::Health;
 use crate::kpi::KpiSnapshot;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadStatus, Reloader, Trigger};
@@ -64,6 +65,8 @@ pub struct HttpState {
     pub api_token: Option<String>,
     /// Rule reloads.
     pub reloader: Option<Arc<Reloader>>,
+    /// Ongoing problems (brokers away, outputs not writable): `/readyz` says 503 while any lasts.
+    pub health: Arc<Health>,
 }
 
 /// A running HTTP server.
@@ -278,11 +281,19 @@ async fn config_reload(State(state): State<HttpState>, headers: HeaderMap) -> Re
     (code, Json(status)).into_response()
 }
 
+/// 200 `ready`, or 503 with one line per reason: the registry is still loading, the Kafka
+/// brokers are away, the outputs cannot be written.
 async fn readyz(State(state): State<HttpState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
+    let mut reasons = state.health.reasons();
+    if !state.ready.load(Ordering::Relaxed) {
+        reasons.insert(0, "loading reference data".to_string());
+    }
+    if reasons.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading reference data\n").into_response()
+        let mut body = reasons.join("\n");
+        body.push('\n');
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }
 

@@ -78,6 +78,19 @@ impl MockKafka {
         self._cluster.as_ref()
     }
 
+    /// Sends `signal` (`"STOP"`, `"CONT"`) to the tansu broker process: a stopped broker
+    /// keeps its data and connections but answers nothing, as a hung or partitioned one.
+    /// Panics on the mock cluster (use [`MockKafka::mock_cluster`] there).
+    pub fn signal_broker(&self, signal: &str) {
+        let tansu = self._tansu.as_ref().expect("a tansu broker");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(tansu.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal}: {status}");
+    }
+
     /// Produces one message (a `None` payload is a tombstone).
     pub fn produce(&self, topic: &str, key: Option<&str>, payload: Option<&[u8]>) {
         let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);

@@ -192,6 +192,14 @@ pub struct KafkaConfig {
     /// `{ "session.timeout.ms" = "6000" }`. `bootstrap.servers`, `group.id` and
     /// `enable.auto.commit` are managed by the engine and rejected here. Default: none.
     pub properties: BTreeMap<String, String>,
+    /// How often the brokers' end offsets of the reading partitions are fetched, on a thread of
+    /// their own. A partition counts as caught up, and may go idle, only when it has read up to
+    /// an end offset fetched at most 8 times this (and at least 2 s) ago; while a fetch fails
+    /// the brokers count as away (`/readyz`, `citybrain_kafka_brokers_up`, the wall's banner).
+    /// Default: `"250ms"`.
+    #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
+    pub end_offsets_refresh: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -200,6 +208,7 @@ impl Default for KafkaConfig {
             brokers: None,
             group_id: "citybrain".to_string(),
             properties: BTreeMap::new(),
+            end_offsets_refresh: Duration::from_millis(250),
         }
     }
 }
