@@ -296,12 +296,36 @@ pub struct Engine {
 /// Called by the output thread for every transition after it was written to the outputs.
 pub type TransitionCallback = Box<dyn FnMut(&AlertTransition) + Send>;
 
+/// Makes a file-size limit (`ulimit -f`, `RLIMIT_FSIZE`) fail the write that crosses it, as
+/// a full disk does, instead of killing the process with `SIGXFSZ`: the output thread then
+/// holds and retries until the limit is raised. Installed once for the process's life.
+fn survive_file_size_limit() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let installed = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .and_then(|runtime| {
+                runtime.block_on(async {
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
+                        libc::SIGXFSZ,
+                    ))
+                    .map(drop)
+                })
+            });
+        if let Err(error) = installed {
+            tracing::warn!(%error, "cannot handle SIGXFSZ: a file-size limit would end the process");
+        }
+    });
+}
+
 /// Starts the workers and the output thread.
 pub fn start(
     settings: EngineSettings,
     rules: Vec<RuleRow>,
     mut on_transition: TransitionCallback,
 ) -> Result<Engine, EngineError> {
+    survive_file_size_limit();
     let metrics = Metrics::new()?;
     let board = Arc::new(AlertBoard::new());
     let ready = Arc::new(AtomicBool::new(false));
