@@ -245,7 +245,10 @@ let source = null;
 let retry = 1000;
 function connect() {
   const pill = document.getElementById("connection");
-  source = new EventSource("/api/stream");
+  // A read token in the page's URL (/?token=...) goes on to the stream: EventSource cannot
+  // send an Authorization header.
+  const token = new URLSearchParams(location.search).get("token");
+  source = new EventSource(token ? "/api/stream?token=" + encodeURIComponent(token) : "/api/stream");
   source.addEventListener("snapshot", e => {
     const snap = JSON.parse(e.data);
     state.alerts.clear();

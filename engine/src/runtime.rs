@@ -66,6 +66,8 @@ pub struct EngineSettings {
     pub dispatch: Option<DispatchSettings>,
     /// The bearer token of mutating API calls (from `[http] api_token_env`).
     pub api_token: Option<String>,
+    /// The bearer token read endpoints require, if any (from `[http] read_token_env`).
+    pub read_token: Option<String>,
     /// Offset commits and replay history.
     pub recovery: RecoveryConfig,
     /// Live rule reload: where the rules come from, watching, the audit log.
@@ -178,6 +180,19 @@ impl EngineSettings {
             api_token: std::env::var(&config.http.api_token_env)
                 .ok()
                 .filter(|t| !t.is_empty()),
+            read_token: match &config.http.read_token_env {
+                Some(name) => Some(
+                    std::env::var(name)
+                        .ok()
+                        .filter(|t| !t.is_empty())
+                        .ok_or_else(|| {
+                            EngineError::Config(format!(
+                                "[http] read_token_env names `{name}`, which holds no token"
+                            ))
+                        })?,
+                ),
+                None => None,
+            },
             dispatch: match config.dispatch.is_enabled() {
                 true => Some(
                     config
@@ -376,6 +391,7 @@ pub fn start(
                 ready,
                 dispatcher: dispatcher.clone(),
                 api_token: settings.api_token.clone(),
+                read_token: settings.read_token.clone(),
                 reloader: Some(Arc::clone(&reloader)),
                 health,
             },
