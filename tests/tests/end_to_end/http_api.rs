@@ -239,6 +239,7 @@ receivers = ["duty"]
 }
 
 /// The status code of a GET, read from the status line alone (the stream never ends).
+#[allow(clippy::expect_used)] // a test helper: a server that cannot answer fails the test
 fn status_of(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
     use std::io::{BufRead, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
@@ -344,9 +345,8 @@ fn a_read_token_variable_without_a_token_stops_the_start() {
         rules: Vec::new(),
         base_dir: std::env::temp_dir(),
     };
-    let error = citybrain_engine::runtime::EngineSettings::from_config(&loaded)
-        .err()
-        .expect("refused");
+    let error =
+        citybrain_engine::runtime::EngineSettings::from_config(&loaded).expect_err("refused");
     assert!(
         error
             .to_string()
