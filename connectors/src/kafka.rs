@@ -27,6 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::commit::CommitTracker;
 use crate::dead_letter::DeadLetter;
+use crate::end_offsets::EndOffsets;
 use crate::watermark::{Contribution, PartitionClock, combine};
 
 /// What a topic carries.
@@ -104,7 +105,21 @@ pub struct SourceConfig {
     pub workers: usize,
     /// Event-time spacing of the resume points kept per partition for offset commits.
     pub commit_granularity: Duration,
+    /// How often the brokers' end offsets of the reading partitions are fetched (on a thread
+    /// of the source's own): a partition counts as caught up, and may go idle, only when it
+    /// has read up to an end offset fetched within [`end_offsets_fresh_for`] of this; the
+    /// brokers count as away while a fetch fails.
+    pub end_offsets_refresh: Duration,
 }
+
+/// How long a fetched end offset says anything: 8 refresh periods, at least 2 s (a round
+/// delayed by a busy machine then holds the watermark back instead of letting it run ahead).
+pub fn end_offsets_fresh_for(refresh: Duration) -> Duration {
+    (refresh * 8).max(Duration::from_secs(2))
+}
+
+/// How long one end-offset request may wait for the brokers before they count as away.
+const END_OFFSET_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the source could not start.
 #[derive(Debug, thiserror::Error)]
@@ -164,12 +179,18 @@ pub struct KafkaSource {
     registry_pending: HashMap<(usize, i32), i64>,
     registry_deadline: Instant,
     readings_paused: bool,
+    /// Readings paused by the engine ([`KafkaSource::hold`]).
+    held: bool,
     /// Latest registry value per (kind, key), to retract on update or tombstone.
     registry: HashMap<(RegistryKind, String), EntityInfo>,
     watermarks: [u64; 2],
     drained: bool,
     /// Messages skipped because their offset was already consumed.
     redelivered: u64,
+    /// The brokers' end offsets of the reading partitions, fetched in the background.
+    end_offsets: Option<EndOffsets>,
+    /// The reading partitions, in the order [`EndOffsets`] reports them.
+    end_offset_keys: Vec<(usize, i32)>,
 }
 
 impl KafkaSource {
@@ -222,6 +243,9 @@ impl KafkaSource {
             consumer.committed_offsets(wanted, timeout)?
         };
         let now = Instant::now();
+        let fresh_for = end_offsets_fresh_for(config.end_offsets_refresh);
+        let mut ends: Vec<(String, i32, i64)> = Vec::new();
+        let mut end_offset_keys = Vec::new();
         let mut assignment = TopicPartitionList::new();
         let mut partitions = HashMap::new();
         let mut registry_pending = HashMap::new();
@@ -237,8 +261,17 @@ impl KafkaSource {
                 _ => low,
             };
             assignment.add_partition_offset(&spec.topic, partition, Offset::Offset(start))?;
-            let mut clock =
-                PartitionClock::new(spec.allowed_lateness, spec.idle_timeout, high, now);
+            let mut clock = PartitionClock::new(
+                spec.allowed_lateness,
+                spec.idle_timeout,
+                high,
+                fresh_for,
+                now,
+            );
+            if !is_registry {
+                ends.push((spec.topic.clone(), partition, high));
+                end_offset_keys.push((spec_index, partition));
+            }
             clock.observe(start.saturating_sub(1), None, now);
             if is_registry && high > start {
                 registry_pending.insert((spec_index, partition), high);
@@ -255,6 +288,16 @@ impl KafkaSource {
             );
         }
         consumer.assign(&assignment)?;
+        let end_offsets = if ends.is_empty() {
+            None
+        } else {
+            Some(EndOffsets::start(
+                &client,
+                ends,
+                config.end_offsets_refresh,
+                END_OFFSET_TIMEOUT,
+            )?)
+        };
         let by_topic = config
             .topics
             .iter()
@@ -269,10 +312,13 @@ impl KafkaSource {
             registry_pending,
             registry_deadline: now + config.registry_load_timeout,
             readings_paused: false,
+            held: false,
             registry: HashMap::new(),
             watermarks: [0; 2],
             drained: false,
             redelivered: 0,
+            end_offsets,
+            end_offset_keys,
         };
         if !source.registry_pending.is_empty() {
             source.set_readings_paused(true)?;
@@ -292,16 +338,34 @@ impl KafkaSource {
     }
 
     fn set_readings_paused(&mut self, paused: bool) -> Result<(), SourceError> {
+        self.apply_pause(paused, self.held)
+    }
+
+    /// Pauses reading partitions while the registry loads or the engine holds them.
+    fn apply_pause(&mut self, loading: bool, held: bool) -> Result<(), SourceError> {
+        let before = self.readings_paused || self.held;
+        let after = loading || held;
         let list = self.readings_list();
-        if list.count() > 0 {
-            if paused {
+        if before != after && list.count() > 0 {
+            if after {
                 self.consumer.pause(&list)?;
             } else {
                 self.consumer.resume(&list)?;
             }
         }
-        self.readings_paused = paused;
+        self.readings_paused = loading;
+        self.held = held;
         Ok(())
+    }
+
+    /// Stops (`true`) or resumes consuming readings, e.g. while the outputs cannot be written:
+    /// the partitions are paused and the watermarks stand still, so what the brokers receive
+    /// meanwhile is read, not late, once consumption resumes.
+    pub fn hold(&mut self, held: bool) -> Result<(), SourceError> {
+        if held == self.held {
+            return Ok(());
+        }
+        self.apply_pause(self.readings_paused, held)
     }
 
     /// True once the registry topics were read to their end (or the load timed out).
@@ -397,6 +461,14 @@ impl KafkaSource {
         self.redelivered
     }
 
+    /// Since when (epoch ms) the brokers have not answered, and the last error; `None` while
+    /// they answer (or this source has no reading partitions).
+    pub fn brokers_away(&self) -> Option<(u64, String)> {
+        self.end_offsets
+            .as_ref()
+            .and_then(|e| e.with_known(|known| known.away.clone()))
+    }
+
     /// Where each assigned partition stands.
     pub fn partition_status(&self) -> Vec<PartitionStatus> {
         let mut out: Vec<PartitionStatus> = self
@@ -437,10 +509,21 @@ impl KafkaSource {
     /// Recomputes the watermarks from the partitions' clocks. `others` are the newest
     /// watermarks other workers published (see [`combine`]). Returns the new watermarks.
     pub fn advance_watermarks(&mut self, others: [u64; 2]) -> [u64; 2] {
-        if self.readings_paused {
+        if self.readings_paused || self.held {
             return self.watermarks;
         }
         let now = Instant::now();
+        if let Some(end_offsets) = &self.end_offsets {
+            let partitions = &mut self.partitions;
+            let keys = &self.end_offset_keys;
+            end_offsets.with_known(|known| {
+                for (key, &(end, fetched)) in keys.iter().zip(&known.ends) {
+                    if let Some(state) = partitions.get_mut(key) {
+                        state.clock.set_end(end, fetched);
+                    }
+                }
+            });
+        }
         for clock in Clock::ALL {
             let contributions: Vec<Contribution> = self
                 .partitions

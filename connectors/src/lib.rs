@@ -4,6 +4,7 @@
 pub mod commit;
 pub mod dead_letter;
 pub mod dispatch;
+pub mod end_offsets;
 pub mod kafka;
 pub mod simulate;
 pub mod simulator;

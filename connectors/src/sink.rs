@@ -6,9 +6,13 @@
 //! [`Outputs::make_durable`] is what offset commits wait for: files synced to disk and every
 //! produced message acknowledged by the brokers (librdkafka retries failed sends itself; a
 //! message it finally gives up on fails the call, so nothing is committed past it).
+//!
+//! A file that cannot be written (disk full, a file-size limit, an I/O error) fails the calls
+//! that write it with [`SinkError::File`] but loses nothing: its lines stay buffered, a partly
+//! written line is cut off again, and the next successful flush writes them whole.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,10 +84,20 @@ impl ProducerContext for DeliveryFailures {
     }
 }
 
+/// An appended JSONL file. Lines are buffered in memory and written by [`JsonlFile::flush`];
+/// a write that fails (disk full, file-size limit, I/O error) is undone (the file is cut back
+/// to its last whole line) and the lines stay buffered, so a later flush writes them whole.
 struct JsonlFile {
     path: PathBuf,
-    writer: BufWriter<File>,
+    file: File,
+    /// Lines not yet written to the file.
+    pending: Vec<u8>,
+    /// The file's length after the last successful write.
+    written: u64,
 }
+
+/// Buffered lines beyond this are written at once rather than at the next flush.
+const FLUSH_AT_BYTES: usize = 1 << 20;
 
 impl JsonlFile {
     fn open(path: &PathBuf) -> Result<Self, SinkError> {
@@ -97,46 +111,70 @@ impl JsonlFile {
             .append(true)
             .open(path)
             .map_err(error)?;
-        let mut writer = BufWriter::new(file);
+        let written = file.metadata().map_err(error)?.len();
+        let mut jsonl = JsonlFile {
+            path: path.clone(),
+            file,
+            pending: Vec::new(),
+            written,
+        };
         // A crash can cut the last line short: end it, so the next line stays whole.
-        let len = writer.get_ref().metadata().map_err(error)?.len();
-        if len > 0 {
+        if written > 0 {
             let mut last = [0u8];
-            std::os::unix::fs::FileExt::read_exact_at(writer.get_ref(), &mut last, len - 1)
+            std::os::unix::fs::FileExt::read_exact_at(&jsonl.file, &mut last, written - 1)
                 .map_err(error)?;
             if last[0] != b'\n' {
-                writer.write_all(b"\n").map_err(error)?;
+                jsonl.pending.push(b'\n');
             }
         }
-        Ok(JsonlFile {
-            path: path.clone(),
-            writer,
-        })
+        Ok(jsonl)
     }
 
-    fn write(&mut self, line: &str) -> Result<(), SinkError> {
-        writeln!(self.writer, "{line}").map_err(|source| SinkError::File {
+    fn error(&self, source: std::io::Error) -> SinkError {
+        SinkError::File {
             path: self.path.clone(),
             source,
-        })
+        }
+    }
+
+    /// Buffers one line; writes the buffer when it is large.
+    fn write(&mut self, line: &str) -> Result<(), SinkError> {
+        self.pending.extend_from_slice(line.as_bytes());
+        self.pending.push(b'\n');
+        if self.pending.len() >= FLUSH_AT_BYTES {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().map_err(|source| SinkError::File {
-            path: self.path.clone(),
-            source,
-        })
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match self.file.write_all(&self.pending) {
+            Ok(()) => {
+                self.written += self.pending.len() as u64;
+                self.pending.clear();
+                Ok(())
+            }
+            Err(source) => {
+                // Part of the buffer may have been written: cut it off, so the file holds
+                // whole lines only and the retry writes them once.
+                if let Err(error) = self.file.set_len(self.written) {
+                    tracing::warn!(path = %self.path.display(), %error, "cannot cut back a partly written line");
+                }
+                Err(self.error(source))
+            }
+        }
     }
 
     fn sync(&mut self) -> Result<(), SinkError> {
         self.flush()?;
-        self.writer
-            .get_ref()
-            .sync_data()
-            .map_err(|source| SinkError::File {
-                path: self.path.clone(),
-                source,
-            })
+        self.file.sync_data().map_err(|source| self.error(source))
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.pending.len()
     }
 }
 
@@ -162,7 +200,11 @@ impl Outputs {
             client
                 .set("bootstrap.servers", brokers)
                 .set("linger.ms", "5")
-                .set("enable.idempotence", "false");
+                // Retries must not reorder an alert's transitions on its partition: one request
+                // in flight per broker. (Idempotence would allow more, but tansu 0.6.0 kept only
+                // the first of ten idempotent dead letters.)
+                .set("enable.idempotence", "false")
+                .set("max.in.flight.requests.per.connection", "1");
             for (k, v) in &config.properties {
                 client.set(k, v);
             }
@@ -220,27 +262,31 @@ impl Outputs {
     /// Writes one alert transition to every alert output.
     pub fn write_alert(&mut self, transition: &AlertTransition) -> Result<(), SinkError> {
         let line = serde_json::to_string(transition).unwrap_or_default();
-        if let Some(file) = &mut self.alerts_file {
-            file.write(&line)?;
-        }
+        // A file that cannot be written keeps the line buffered: send it on regardless.
+        let written = match &mut self.alerts_file {
+            Some(file) => file.write(&line),
+            None => Ok(()),
+        };
         if let Some(topic) = &self.alerts_topic {
             let key = format!("{}/{}", transition.rule, transition.entity);
             self.send(topic, &key, &line, &transition.id)?;
         }
-        Ok(())
+        written
     }
 
     /// Writes one dead letter to every dead-letter output.
     pub fn write_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), SinkError> {
         let line = serde_json::to_string(letter).unwrap_or_default();
-        if let Some(file) = &mut self.dead_letter_file {
-            file.write(&line)?;
-        }
+        // A file that cannot be written keeps the line buffered: send it on regardless.
+        let written = match &mut self.dead_letter_file {
+            Some(file) => file.write(&line),
+            None => Ok(()),
+        };
         if let Some(topic) = &self.dead_letter_topic {
             let id = format!("{}/{}/{}", letter.topic, letter.partition, letter.offset);
             self.send(topic, &id, &line, &id)?;
         }
-        Ok(())
+        written
     }
 
     /// Flushes files and waits (up to `timeout`) for the producer's queue to drain.
@@ -250,6 +296,16 @@ impl Outputs {
             producer.flush(timeout)?;
         }
         Ok(())
+    }
+
+    /// Bytes of lines buffered for the files and not yet written (they stay buffered while a
+    /// file cannot be written).
+    pub fn pending_file_bytes(&self) -> usize {
+        [&self.alerts_file, &self.dead_letter_file]
+            .into_iter()
+            .flatten()
+            .map(JsonlFile::pending_bytes)
+            .sum()
     }
 
     /// Flushes the files' buffers (the producer sends in the background).
@@ -296,6 +352,28 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_cannot_be_written_keeps_its_lines_for_the_next_flush() {
+        // /dev/full fails every write with ENOSPC, like a full disk.
+        let mut full = JsonlFile::open(&PathBuf::from("/dev/full")).unwrap();
+        full.write("{\"a\":1}").unwrap();
+        let error = full.flush().unwrap_err();
+        assert!(error.to_string().contains("/dev/full"), "{error}");
+        assert_eq!(full.pending_bytes(), 8);
+        // The same lines, moved to a writable file, are written whole, once.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.jsonl");
+        let mut file = JsonlFile::open(&path).unwrap();
+        file.pending = std::mem::take(&mut full.pending);
+        file.write("{\"b\":2}").unwrap();
+        file.sync().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
+        assert_eq!(file.pending_bytes(), 0);
+    }
 
     #[test]
     fn a_line_cut_short_by_a_crash_does_not_swallow_the_next_one() {

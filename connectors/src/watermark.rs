@@ -2,7 +2,10 @@
 //!
 //! A partition's watermark is its newest event time minus the allowed lateness. The source's
 //! watermark is the least over its *active* partitions; a partition that is caught up (it has
-//! no backlog) and has been silent for the idle timeout stops holding the watermark back. When
+//! read up to the broker's end offset, as fetched recently) and has been silent for the idle
+//! timeout stops holding the watermark back. A partition whose end offset is unknown or stale
+//! (its broker does not answer) or lies ahead of what was read (fetches stall) is never idle:
+//! its readings would turn late when they finally arrive. When
 //! every partition is idle, event time moves on with wall-clock time from the newest event
 //! (less the idle timeout), so a quiet stream still completes its windows and `for` timers.
 
@@ -15,9 +18,13 @@ pub struct PartitionClock {
     max_event: Option<u64>,
     /// When the last message (any, decodable or not) arrived.
     last_message: Instant,
-    /// Offset up to which the partition had a backlog at assignment (exclusive); until the
-    /// consumer reaches it the partition is never idle.
-    backlog_end: i64,
+    /// The broker's end offset (exclusive) as last fetched; until the consumer reaches it the
+    /// partition is never idle.
+    end: i64,
+    /// When that end offset was fetched.
+    end_fetched: Instant,
+    /// An end offset fetched longer ago than this says nothing: the partition is not idle.
+    end_fresh_for: Duration,
     /// Next offset to read.
     next_offset: i64,
     lateness_ms: u64,
@@ -35,12 +42,21 @@ pub enum Contribution {
 }
 
 impl PartitionClock {
-    /// A clock for a partition with a backlog up to `backlog_end` (its high watermark at assignment).
-    pub fn new(lateness: Duration, idle_timeout: Duration, backlog_end: i64, now: Instant) -> Self {
+    /// A clock for a partition whose end offset was `end` at `now` (fetched at assignment);
+    /// end offsets older than `end_fresh_for` do not count (see [`PartitionClock::set_end`]).
+    pub fn new(
+        lateness: Duration,
+        idle_timeout: Duration,
+        end: i64,
+        end_fresh_for: Duration,
+        now: Instant,
+    ) -> Self {
         PartitionClock {
             max_event: None,
             last_message: now,
-            backlog_end,
+            end,
+            end_fetched: now,
+            end_fresh_for,
             next_offset: 0,
             lateness_ms: u64::try_from(lateness.as_millis()).unwrap_or(u64::MAX),
             idle_timeout,
@@ -54,6 +70,20 @@ impl PartitionClock {
         if let Some(t) = event_time {
             self.max_event = Some(self.max_event.map_or(t, |m| m.max(t)));
         }
+    }
+
+    /// Records the broker's end offset as fetched at `fetched` (older news is ignored).
+    pub fn set_end(&mut self, end: i64, fetched: Instant) {
+        if fetched >= self.end_fetched {
+            self.end = end;
+            self.end_fetched = fetched;
+        }
+    }
+
+    /// True when the partition has read up to an end offset fetched within `end_fresh_for`.
+    pub fn caught_up(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.end_fetched) <= self.end_fresh_for
+            && self.next_offset >= self.end
     }
 
     /// The newest event time seen, epoch ms.
@@ -75,8 +105,7 @@ impl PartitionClock {
     /// nothing buffered, i.e. no message is waiting locally.
     pub fn contribution(&self, now: Instant, drained: bool) -> Contribution {
         let silent = now.saturating_duration_since(self.last_message);
-        let caught_up = self.next_offset >= self.backlog_end;
-        if caught_up && drained && silent >= self.idle_timeout {
+        if self.caught_up(now) && drained && silent >= self.idle_timeout {
             // Only the silence beyond the idle timeout moves event time on: deliveries that
             // come in bursts up to `idle_timeout + lateness` apart never produce late events.
             let beyond = silent.saturating_sub(self.idle_timeout);
@@ -126,11 +155,12 @@ mod tests {
 
     const LATE: Duration = Duration::from_millis(250);
     const IDLE: Duration = Duration::from_millis(500);
+    const FRESH: Duration = Duration::from_secs(3600);
 
     #[test]
     fn active_partition_trails_its_newest_event_by_the_lateness() {
         let t0 = Instant::now();
-        let mut p = PartitionClock::new(LATE, IDLE, 0, t0);
+        let mut p = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
         p.observe(0, Some(10_000), t0);
         p.observe(1, Some(9_000), t0);
         assert_eq!(p.contribution(t0, true), Contribution::Active(Some(9_750)));
@@ -140,8 +170,8 @@ mod tests {
     #[test]
     fn the_slowest_active_partition_holds_the_watermark() {
         let t0 = Instant::now();
-        let mut a = PartitionClock::new(LATE, IDLE, 0, t0);
-        let mut b = PartitionClock::new(LATE, IDLE, 0, t0);
+        let mut a = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
+        let mut b = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
         a.observe(0, Some(10_000), t0);
         b.observe(0, Some(5_000), t0);
         let c = [a.contribution(t0, true), b.contribution(t0, true)];
@@ -151,8 +181,8 @@ mod tests {
     #[test]
     fn idle_partitions_do_not_hold_back_and_time_moves_when_all_are_idle() {
         let t0 = Instant::now();
-        let mut a = PartitionClock::new(LATE, IDLE, 0, t0);
-        let mut b = PartitionClock::new(LATE, IDLE, 0, t0);
+        let mut a = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
+        let mut b = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
         a.observe(0, Some(10_000), t0);
         b.observe(0, Some(5_000), t0);
         let later = t0 + Duration::from_millis(600);
@@ -173,7 +203,7 @@ mod tests {
     #[test]
     fn a_partition_with_backlog_is_never_idle() {
         let t0 = Instant::now();
-        let p = PartitionClock::new(LATE, IDLE, 100, t0);
+        let p = PartitionClock::new(LATE, IDLE, 100, FRESH, t0);
         let later = t0 + Duration::from_secs(10);
         assert_eq!(p.contribution(later, true), Contribution::Active(None));
         assert_eq!(combine(42, [p.contribution(later, true)], 1_000), 42);
@@ -182,10 +212,46 @@ mod tests {
     #[test]
     fn a_source_with_only_idle_partitions_follows_the_others_and_never_goes_back() {
         let t0 = Instant::now();
-        let p = PartitionClock::new(LATE, IDLE, 0, t0);
+        let p = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
         let later = t0 + Duration::from_secs(1);
         assert_eq!(combine(0, [p.contribution(later, true)], 7_000), 7_000);
         assert_eq!(combine(8_000, [], 7_000), 8_000);
         assert_eq!(combine(0, [p.contribution(later, false)], 7_000), 0);
+    }
+
+    #[test]
+    fn a_silent_partition_behind_its_current_end_offset_is_not_idle() {
+        // Fetch errors stall a partition that the broker says has new messages.
+        let t0 = Instant::now();
+        let mut p = PartitionClock::new(LATE, IDLE, 1, Duration::from_secs(2), t0);
+        p.observe(0, Some(10_000), t0);
+        let later = t0 + Duration::from_secs(1);
+        assert!(matches!(p.contribution(later, true), Contribution::Idle(_)));
+        p.set_end(5, later);
+        assert_eq!(
+            p.contribution(later, true),
+            Contribution::Active(Some(9_750))
+        );
+        // Older news does not undo it.
+        p.set_end(1, t0);
+        assert_eq!(
+            p.contribution(later, true),
+            Contribution::Active(Some(9_750))
+        );
+    }
+
+    #[test]
+    fn a_partition_whose_end_offset_is_stale_is_not_idle() {
+        // The broker does not answer: nothing says the partition has nothing more to read.
+        let t0 = Instant::now();
+        let mut p = PartitionClock::new(LATE, IDLE, 1, Duration::from_secs(2), t0);
+        p.observe(0, Some(10_000), t0);
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(
+            p.contribution(later, true),
+            Contribution::Active(Some(9_750))
+        );
+        p.set_end(1, later);
+        assert!(matches!(p.contribution(later, true), Contribution::Idle(_)));
     }
 }

@@ -216,7 +216,25 @@ function renderConfig() {
   }
 }
 
-function render() { renderTiles(); renderAlerts(); renderMines(); renderDistricts(); renderMeta(); renderConfig(); }
+// While the Kafka brokers are away or the alert log cannot be written, the engine waits (and
+// loses nothing): say what it waits for, and since when, until it is back.
+function renderHealth() {
+  const banner = document.getElementById("health-banner");
+  const st = state.status || {};
+  const since = p => Math.max(0, Math.round(((st.wall_time || Date.now()) - p.since) / 1000));
+  const parts = [];
+  if (st.kafka_away) parts.push(`KAFKA BROKERS AWAY for ${since(st.kafka_away)} s — waiting, nothing is lost`);
+  if (st.outputs_blocked) parts.push(`ALERT LOG NOT WRITABLE for ${since(st.outputs_blocked)} s — intake paused`);
+  if (parts.length) {
+    banner.textContent = parts.join(" · ");
+    banner.title = [st.kafka_away, st.outputs_blocked].filter(Boolean).map(p => p.reason).join("\n");
+    banner.classList.remove("hidden");
+  } else {
+    banner.classList.add("hidden");
+  }
+}
+
+function render() { renderTiles(); renderAlerts(); renderMines(); renderDistricts(); renderMeta(); renderConfig(); renderHealth(); }
 
 function applyAlert(t) {
   const key = t.rule + "|" + t.entity;
@@ -227,7 +245,10 @@ let source = null;
 let retry = 1000;
 function connect() {
   const pill = document.getElementById("connection");
-  source = new EventSource("/api/stream");
+  // A read token in the page's URL (/?token=...) goes on to the stream: EventSource cannot
+  // send an Authorization header.
+  const token = new URLSearchParams(location.search).get("token");
+  source = new EventSource(token ? "/api/stream?token=" + encodeURIComponent(token) : "/api/stream");
   source.addEventListener("snapshot", e => {
     const snap = JSON.parse(e.data);
     state.alerts.clear();
@@ -242,7 +263,7 @@ function connect() {
     renderAlerts(); renderMines(); renderTiles();
   });
   source.addEventListener("kpis", e => { state.kpis = JSON.parse(e.data).snapshot; state.lastMessage = Date.now(); });
-  source.addEventListener("status", e => { state.status = JSON.parse(e.data).status; state.lastMessage = Date.now(); });
+  source.addEventListener("status", e => { state.status = JSON.parse(e.data).status; state.lastMessage = Date.now(); renderHealth(); });
   source.addEventListener("config", e => { state.config = JSON.parse(e.data).status; state.lastMessage = Date.now(); renderConfig(); });
   source.addEventListener("lagged", () => { source.close(); connect(); });
   source.onerror = () => {

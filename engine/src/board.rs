@@ -11,6 +11,7 @@ use citybrain_model::{AlertTransition, TransitionState};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::health::Problem;
 use crate::kpi::KpiSnapshot;
 use crate::reload::ReloadStatus;
 
@@ -36,6 +37,10 @@ pub struct LiveStatus {
     pub latency_p99_ms: Option<u64>,
     /// Wall clock when this status was taken (epoch ms).
     pub wall_time: u64,
+    /// Since when and why the Kafka brokers do not answer (the engine waits for them).
+    pub kafka_away: Option<Problem>,
+    /// Since when and why the outputs cannot be written (the engine does not consume).
+    pub outputs_blocked: Option<Problem>,
 }
 
 /// One message of the live feed.

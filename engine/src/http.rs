@@ -13,8 +13,12 @@
 //! | `GET /api/dispatch` | dispatch status: queues, receivers disabled by 410 Gone |
 //! | `GET /api/config/status` | the last rule reload: when, success, errors with file:line:column, rules hash, version |
 //! | `POST /api/config/reload` | reload the rule files now (bearer token) |
-//! | `GET /healthz`, `GET /readyz` | liveness; readiness (registry loaded, workers running) |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (registry loaded, brokers answering, outputs writable; 503 with the reasons) |
 //! | `GET /metrics` | Prometheus text format |
+//!
+//! With `[http] read_token_env` set, `/api/*` and `/metrics` need a bearer token too (the
+//! read token or the API token); `/api/stream` also takes it as `?token=`, which the wall page
+//! passes on from its own URL (`/?token=...`).
 //!
 //! Request bodies are limited to [`MAX_BODY_BYTES`] (larger ones get 413): the only bodies the
 //! API takes are silences, a few hundred bytes each.
@@ -40,6 +44,7 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::board::{AlertBoard, AlertsView, FeedEvent, LiveStatus};
+use crate::health::Health;
 use crate::kpi::KpiSnapshot;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadStatus, Reloader, Trigger};
@@ -62,8 +67,12 @@ pub struct HttpState {
     pub dispatcher: Option<Arc<Dispatcher>>,
     /// The bearer token mutating calls need; `None` refuses them.
     pub api_token: Option<String>,
+    /// The bearer token read endpoints need (the API token also does); `None`: reads are open.
+    pub read_token: Option<String>,
     /// Rule reloads.
     pub reloader: Option<Arc<Reloader>>,
+    /// Ongoing problems (brokers away, outputs not writable): `/readyz` says 503 while any lasts.
+    pub health: Arc<Health>,
 }
 
 /// A running HTTP server.
@@ -121,6 +130,14 @@ pub fn router(state: HttpState) -> Router {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(api(state.clone()))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The routes that serve data or change something: behind the read token when one is set.
+fn api(state: HttpState) -> Router<HttpState> {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/api/alerts", get(alerts))
         .route("/api/kpis", get(kpis))
@@ -130,8 +147,67 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/dispatch", get(dispatch_status))
         .route("/api/config/status", get(config_status))
         .route("/api/config/reload", axum::routing::post(config_reload))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            require_read_token,
+        ))
+}
+
+/// Compares two tokens in constant time (for equal lengths).
+fn same_token(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Lets a request through when no read token is configured, or it carries the read (or API)
+/// token: as a bearer header, or on `/api/stream` as `?token=` (`EventSource` cannot send
+/// headers). Otherwise 401.
+async fn require_read_token(
+    State(state): State<HttpState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(expected) = state.read_token.as_deref() else {
+        return next.run(request).await;
+    };
+    let query = (request.uri().path() == "/api/stream")
+        .then(|| {
+            axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+                request.uri(),
+            )
+            .ok()
+            .and_then(|q| q.0.get("token").cloned())
+        })
+        .flatten();
+    let accepted = |token: &str| {
+        same_token(token, expected)
+            || state
+                .api_token
+                .as_deref()
+                .is_some_and(|api| same_token(token, api))
+    };
+    if bearer(request.headers()).is_some_and(accepted) || query.as_deref().is_some_and(accepted) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid read token is required (Authorization: Bearer, or ?token= on /api/stream)\n",
+        )
+            .into_response()
+    }
 }
 
 /// Checks `Authorization: Bearer <token>` against the configured token (constant time);
@@ -146,18 +222,7 @@ fn refusal(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
                 .into_response(),
         );
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    if same_token(bearer(headers).unwrap_or_default(), expected) {
         None
     } else {
         Some(
@@ -278,11 +343,19 @@ async fn config_reload(State(state): State<HttpState>, headers: HeaderMap) -> Re
     (code, Json(status)).into_response()
 }
 
+/// 200 `ready`, or 503 with one line per reason: the registry is still loading, the Kafka
+/// brokers are away, the outputs cannot be written.
 async fn readyz(State(state): State<HttpState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
+    let mut reasons = state.health.reasons();
+    if !state.ready.load(Ordering::Relaxed) {
+        reasons.insert(0, "loading reference data".to_string());
+    }
+    if reasons.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading reference data\n").into_response()
+        let mut body = reasons.join("\n");
+        body.push('\n');
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }
 

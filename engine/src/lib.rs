@@ -5,6 +5,7 @@ pub mod board;
 pub mod config;
 pub mod dataflow;
 pub mod demo;
+pub mod health;
 pub mod http;
 pub mod kpi;
 pub mod metrics;

@@ -35,6 +35,11 @@ pub struct Metrics {
     pub config_last_reload_successful: IntGauge,
     /// `citybrain_config_reloads_total{result}`: rule reload attempts, `success` or `failure`.
     pub config_reloads: IntCounterVec,
+    /// `citybrain_kafka_brokers_up`: 1 while the brokers answer, 0 while they are away.
+    pub kafka_brokers_up: IntGauge,
+    /// `citybrain_outputs_writable`: 1 while the alert and dead-letter files can be written,
+    /// 0 while they cannot (consumption stops until they can).
+    pub outputs_writable: IntGauge,
 }
 
 /// A metric could not be registered (a programming error: duplicate name).
@@ -112,6 +117,16 @@ impl Metrics {
         )?;
         registry.register(Box::new(config_last_reload_successful.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
+        let kafka_brokers_up = IntGauge::new(
+            "citybrain_kafka_brokers_up",
+            "1 while the Kafka brokers answer the engine's end-offset requests, 0 while they are away (the engine waits).",
+        )?;
+        let outputs_writable = IntGauge::new(
+            "citybrain_outputs_writable",
+            "1 while the alert and dead-letter files can be written, 0 while they cannot (the engine stops consuming until they can).",
+        )?;
+        registry.register(Box::new(kafka_brokers_up.clone()))?;
+        registry.register(Box::new(outputs_writable.clone()))?;
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -129,6 +144,8 @@ impl Metrics {
             kpi,
             config_last_reload_successful,
             config_reloads,
+            kafka_brokers_up,
+            outputs_writable,
         })
     }
 

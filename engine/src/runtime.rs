@@ -38,6 +38,7 @@ use crate::board::{AlertBoard, LiveStatus};
 use crate::config::LoadedConfig;
 use crate::config::RecoveryConfig;
 use crate::dataflow::Output;
+use crate::health::Health;
 use crate::http::{HttpServer, HttpState};
 use crate::kpi::{KpiClock, KpiStores};
 use crate::metrics::Metrics;
@@ -65,6 +66,8 @@ pub struct EngineSettings {
     pub dispatch: Option<DispatchSettings>,
     /// The bearer token of mutating API calls (from `[http] api_token_env`).
     pub api_token: Option<String>,
+    /// The bearer token read endpoints require, if any (from `[http] read_token_env`).
+    pub read_token: Option<String>,
     /// Offset commits and replay history.
     pub recovery: RecoveryConfig,
     /// Live rule reload: where the rules come from, watching, the audit log.
@@ -155,6 +158,7 @@ impl EngineSettings {
                 worker_index: 0,
                 workers: 1,
                 commit_granularity: Duration::from_secs(1),
+                end_offsets_refresh: config.kafka.end_offsets_refresh,
             },
             outputs: OutputConfig {
                 brokers: Some(brokers.clone()),
@@ -176,6 +180,19 @@ impl EngineSettings {
             api_token: std::env::var(&config.http.api_token_env)
                 .ok()
                 .filter(|t| !t.is_empty()),
+            read_token: match &config.http.read_token_env {
+                Some(name) => Some(
+                    std::env::var(name)
+                        .ok()
+                        .filter(|t| !t.is_empty())
+                        .ok_or_else(|| {
+                            EngineError::Config(format!(
+                                "[http] read_token_env names `{name}`, which holds no token"
+                            ))
+                        })?,
+                ),
+                None => None,
+            },
             dispatch: match config.dispatch.is_enabled() {
                 true => Some(
                     config
@@ -248,6 +265,8 @@ struct Shared {
     ready: Arc<AtomicBool>,
     workers: usize,
     board: Arc<AlertBoard>,
+    /// Ongoing problems: brokers away, outputs not writable.
+    health: Arc<Health>,
 }
 
 impl Shared {
@@ -271,6 +290,8 @@ impl Shared {
             latency_p50_ms: latency.map(|l| l.0),
             latency_p99_ms: latency.map(|l| l.1),
             wall_time: now_millis(),
+            kafka_away: self.health.kafka_away(),
+            outputs_blocked: self.health.outputs_blocked(),
         }
     }
 }
@@ -290,15 +311,43 @@ pub struct Engine {
 /// Called by the output thread for every transition after it was written to the outputs.
 pub type TransitionCallback = Box<dyn FnMut(&AlertTransition) + Send>;
 
+/// Makes a file-size limit (`ulimit -f`, `RLIMIT_FSIZE`) fail the write that crosses it, as
+/// a full disk does, instead of killing the process with `SIGXFSZ`: the output thread then
+/// holds and retries until the limit is raised. Installed once for the process's life.
+fn survive_file_size_limit() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let installed = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .and_then(|runtime| {
+                runtime.block_on(async {
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
+                        libc::SIGXFSZ,
+                    ))
+                    .map(drop)
+                })
+            });
+        if let Err(error) = installed {
+            tracing::warn!(%error, "cannot handle SIGXFSZ: a file-size limit would end the process");
+        }
+    });
+}
+
 /// Starts the workers and the output thread.
 pub fn start(
     settings: EngineSettings,
     rules: Vec<RuleRow>,
     mut on_transition: TransitionCallback,
 ) -> Result<Engine, EngineError> {
+    survive_file_size_limit();
     let metrics = Metrics::new()?;
     let board = Arc::new(AlertBoard::new());
     let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::new(
+        metrics.kafka_brokers_up.clone(),
+        metrics.outputs_writable.clone(),
+    ));
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         watermarks: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -312,6 +361,7 @@ pub fn start(
         ready: Arc::clone(&ready),
         workers: settings.workers.max(1),
         board: Arc::clone(&board),
+        health: Arc::clone(&health),
     });
     // From the rules at start: a reload that lengthens a window takes effect on the next start.
     let history = replay_history(&settings.recovery, &rules);
@@ -341,7 +391,9 @@ pub fn start(
                 ready,
                 dispatcher: dispatcher.clone(),
                 api_token: settings.api_token.clone(),
+                read_token: settings.read_token.clone(),
                 reloader: Some(Arc::clone(&reloader)),
+                health,
             },
         )?),
         None => None,
@@ -504,6 +556,7 @@ fn worker_loop(
     let mut reported = [0; 2];
     let mut next_commit = Instant::now() + commits.interval;
     let mut next_partition_metrics = Instant::now();
+    let mut next_health = Instant::now();
     let crate::dataflow::Inputs {
         mut readings,
         mut registry,
@@ -532,6 +585,16 @@ fn worker_loop(
         } else {
             Duration::from_millis(5)
         };
+        // While the outputs cannot be written, read nothing more (backpressure).
+        if let Err(error) = source.hold(shared.health.consumption_held()) {
+            tracing::warn!(%error, "cannot pause or resume the reading partitions");
+        }
+        if Instant::now() >= next_health {
+            next_health = Instant::now() + Duration::from_millis(250);
+            shared
+                .health
+                .set_kafka_away(worker.index(), source.brokers_away());
+        }
         let batch = 4096;
         let read = source.poll(batch, wait, &mut events);
         busy = read == batch;
@@ -706,10 +769,29 @@ fn output_loop(
     let mut waiting_for_kafka = false;
     let mut next_status = Instant::now();
     let mut last_kpis = Instant::now();
+    // True while a file cannot be written: the workers hold, this thread retries.
+    let mut blocked = false;
     loop {
         if Instant::now() >= next_status {
             shared.board.set_status(shared.live_status());
             next_status += Duration::from_secs(1);
+        }
+        if blocked {
+            // What arrived stays in the channel; what was taken stays buffered in the outputs.
+            if shared.stop.load(Ordering::Relaxed) {
+                let reason = shared.health.outputs_blocked().map(|p| p.reason);
+                return Err(EngineError::Worker(format!(
+                    "stopped while the outputs could not be written ({}); a restart re-derives what they lack",
+                    reason.unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(OUTPUT_RETRY);
+            if unless_blocked(outputs.flush_files(), &shared.health)?.is_some() {
+                blocked = false;
+                shared.health.set_outputs_blocked(None);
+                tracing::info!("the outputs can be written again; consuming again");
+            }
+            continue;
         }
         let message = match receiver.recv_timeout(Duration::from_millis(50)) {
             Ok(message) => Some(message),
@@ -723,17 +805,22 @@ fn output_loop(
                 // outputs are durable, so is everything before it.
                 // Waiting here holds the output thread back (backpressure) for at most a
                 // commit interval; during a broker outage offsets simply wait.
-                if outputs.make_durable(commit_interval)? {
-                    for (slot, time) in shared.durable.iter().zip(received) {
-                        slot.store(time, Ordering::Relaxed);
+                match unless_blocked(outputs.make_durable(commit_interval), &shared.health)? {
+                    Some(true) => {
+                        for (slot, time) in shared.durable.iter().zip(received) {
+                            slot.store(time, Ordering::Relaxed);
+                        }
+                        published = received;
+                        waiting_for_kafka = false;
                     }
-                    published = received;
-                    waiting_for_kafka = false;
-                } else if !waiting_for_kafka {
-                    waiting_for_kafka = true;
-                    tracing::warn!(
-                        "alert outputs not yet acknowledged by Kafka; offset commits wait for them"
-                    );
+                    Some(false) if !waiting_for_kafka => {
+                        waiting_for_kafka = true;
+                        tracing::warn!(
+                            "alert outputs not yet acknowledged by Kafka; offset commits wait for them"
+                        );
+                    }
+                    Some(false) => {}
+                    None => blocked = true,
                 }
                 dirty = false;
             }
@@ -747,7 +834,10 @@ fn output_loop(
                 if !recovered.admit(&transition) {
                     continue;
                 }
-                outputs.write_alert(&transition)?;
+                if unless_blocked(outputs.write_alert(&transition), &shared.health)?.is_none() {
+                    // Buffered: it is written when the file can be; go on delivering it.
+                    blocked = true;
+                }
                 dirty = true;
                 if let Some(dispatcher) = dispatcher {
                     // Durable in the alert log before anything else sees it.
@@ -781,7 +871,9 @@ fn output_loop(
                     .with_label_values(&[letter.reason.as_str()])
                     .inc();
                 shared.dead_letters.fetch_add(1, Ordering::Relaxed);
-                outputs.write_dead_letter(&letter)?;
+                if unless_blocked(outputs.write_dead_letter(&letter), &shared.health)?.is_none() {
+                    blocked = true;
+                }
                 dirty = true;
             }
             Some(Output::KpiUpdates(clock, updates)) => {
@@ -804,7 +896,7 @@ fn output_loop(
                 }
             }
             None if dirty => {
-                outputs.flush_files()?;
+                blocked = unless_blocked(outputs.flush_files(), &shared.health)?.is_none();
                 dirty = false;
             }
             None => {}
@@ -817,6 +909,31 @@ fn output_loop(
         );
     }
     Ok(outputs.flush(Duration::from_secs(10))?)
+}
+
+/// How often the output thread retries writing a file that could not be written.
+const OUTPUT_RETRY: Duration = Duration::from_millis(250);
+
+/// `Some` with the result when an output call succeeded; `None` when a file could not be
+/// written (recorded in `health`, so the workers stop consuming; the lines stay buffered);
+/// other failures stop the engine.
+fn unless_blocked<T>(
+    result: Result<T, SinkError>,
+    health: &Health,
+) -> Result<Option<T>, EngineError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(error @ SinkError::File { .. }) => {
+            if health.set_outputs_blocked(Some(error.to_string())) {
+                tracing::error!(
+                    %error,
+                    "cannot write the outputs: consuming stops until they can be written; offsets are committed only up to what is durable"
+                );
+            }
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 impl Engine {

@@ -78,6 +78,19 @@ impl MockKafka {
         self._cluster.as_ref()
     }
 
+    /// Sends `signal` (`"STOP"`, `"CONT"`) to the tansu broker process: a stopped broker
+    /// keeps its data and connections but answers nothing, as a hung or partitioned one.
+    /// Panics on the mock cluster (use [`MockKafka::mock_cluster`] there).
+    pub fn signal_broker(&self, signal: &str) {
+        let tansu = self._tansu.as_ref().expect("a tansu broker");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(tansu.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal}: {status}");
+    }
+
     /// Produces one message (a `None` payload is a tombstone).
     pub fn produce(&self, topic: &str, key: Option<&str>, payload: Option<&[u8]>) {
         let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);
@@ -131,10 +144,15 @@ impl MockKafka {
     }
 }
 
+/// A producer that keeps each partition in the order messages were sent, also when a request
+/// fails and is retried: without idempotence librdkafka retries a failed batch after later
+/// batches were appended, which reorders the partition (a batch of 10,000 readings behind newer
+/// ones, far beyond any allowed lateness). Sensor gateways must do the same.
 fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "1")
+        .set("enable.idempotence", "true")
         .create()
         .expect("producer")
 }
@@ -558,12 +576,9 @@ pub struct TestProducer {
 impl TestProducer {
     /// Connects to `brokers`.
     pub fn new(brokers: &str) -> Self {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("linger.ms", "1")
-            .create()
-            .expect("producer");
-        TestProducer { producer }
+        TestProducer {
+            producer: producer(brokers),
+        }
     }
 
     /// Produces one keyed message and waits for it to be acknowledged.

@@ -137,6 +137,14 @@ pub struct HttpConfig {
     /// require (`Authorization: Bearer <token>`). Default: `"CITYBRAIN_API_TOKEN"`; when the
     /// variable is unset or empty, those calls are refused (403).
     pub api_token_env: String,
+    /// Environment variable holding the bearer token that read endpoints require too
+    /// (`/api/*`, `/metrics`; not the wall page and its assets, `/healthz`, `/readyz` or the
+    /// OpenAPI document). The API token is accepted as well. `/api/stream` also takes it as
+    /// `?token=`, since a browser's `EventSource` cannot send headers: open the wall as
+    /// `/?token=...`. Default: none (reads are open to whoever reaches the bind address); when
+    /// set, the variable must hold a non-empty token or the engine does not start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_token_env: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -145,6 +153,7 @@ impl Default for HttpConfig {
             enabled: true,
             bind: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token_env: "CITYBRAIN_API_TOKEN".to_string(),
+            read_token_env: None,
         }
     }
 }
@@ -192,6 +201,14 @@ pub struct KafkaConfig {
     /// `{ "session.timeout.ms" = "6000" }`. `bootstrap.servers`, `group.id` and
     /// `enable.auto.commit` are managed by the engine and rejected here. Default: none.
     pub properties: BTreeMap<String, String>,
+    /// How often the brokers' end offsets of the reading partitions are fetched, on a thread of
+    /// their own. A partition counts as caught up, and may go idle, only when it has read up to
+    /// an end offset fetched at most 8 times this (and at least 2 s) ago; while a fetch fails
+    /// the brokers count as away (`/readyz`, `citybrain_kafka_brokers_up`, the wall's banner).
+    /// Default: `"250ms"`.
+    #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
+    pub end_offsets_refresh: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -200,6 +217,7 @@ impl Default for KafkaConfig {
             brokers: None,
             group_id: "citybrain".to_string(),
             properties: BTreeMap::new(),
+            end_offsets_refresh: Duration::from_millis(250),
         }
     }
 }

@@ -237,3 +237,120 @@ receivers = ["duty"]
     assert_eq!(http_get(addr, "/api/dispatch").0, 200);
     engine.stop();
 }
+
+/// The status code of a GET, read from the status line alone (the stream never ends).
+#[allow(clippy::expect_used)] // a test helper: a server that cannot answer fails the test
+fn status_of(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("status line");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn read_endpoints_refuse_requests_without_the_read_token() {
+    // An environment variable every test process has, so no test has to set one.
+    let token = env!("CARGO_PKG_NAME");
+    let api_token = env!("CARGO_MANIFEST_DIR");
+    let kafka = MockKafka::new(&TOPICS);
+    let config = test_config(&kafka.brokers).replace(
+        "bind = \"127.0.0.1:0\"",
+        "bind = \"127.0.0.1:0\"\napi_token_env = \"CARGO_MANIFEST_DIR\"\nread_token_env = \"CARGO_PKG_NAME\"",
+    );
+    let engine = TestEngine::start(&config, RULES);
+    let addr = engine.http_addr();
+    let bearer = format!("Bearer {token}");
+    let reads = [
+        "/api/alerts",
+        "/api/kpis",
+        "/api/stream",
+        "/api/silences",
+        "/api/config/status",
+        "/metrics",
+    ];
+    for path in reads {
+        assert_eq!(status_of(addr, path, &[]), 401, "{path} without a token");
+        assert_eq!(
+            status_of(addr, path, &[("Authorization", "Bearer wrong")]),
+            401,
+            "{path} with a wrong token"
+        );
+        assert_eq!(
+            status_of(addr, path, &[("Authorization", &bearer)]),
+            200,
+            "{path} with the read token"
+        );
+        let api = format!("Bearer {api_token}");
+        assert_eq!(
+            status_of(addr, path, &[("Authorization", &api)]),
+            200,
+            "{path} with the API token"
+        );
+    }
+    // The stream, which a browser's EventSource opens, takes the token in its query too;
+    // nothing else does (query strings end up in logs).
+    assert_eq!(
+        status_of(addr, &format!("/api/stream?token={token}"), &[]),
+        200
+    );
+    assert_eq!(status_of(addr, "/api/stream?token=wrong", &[]), 401);
+    assert_eq!(
+        status_of(addr, &format!("/api/alerts?token={token}"), &[]),
+        401
+    );
+    // A write needs the API token; the read token is not enough.
+    let (status, _) = citybrain_tests::http_request(
+        addr,
+        "POST",
+        "/api/config/reload",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 401, "a write with the read token");
+    // The page, its assets, probes and the API description stay open.
+    for path in ["/", "/assets/wall.js", "/healthz", "/api/openapi.json"] {
+        assert_eq!(status_of(addr, path, &[]), 200, "{path}");
+    }
+    assert_ne!(status_of(addr, "/readyz", &[]), 401);
+    engine.stop();
+}
+
+#[test]
+fn a_read_token_variable_without_a_token_stops_the_start() {
+    let config = citybrain_engine::config::load_str(
+        std::path::Path::new("test.toml"),
+        &test_config("127.0.0.1:9").replace(
+            "bind = \"127.0.0.1:0\"",
+            "bind = \"127.0.0.1:0\"\nread_token_env = \"CITYBRAIN_TEST_UNSET_READ_TOKEN\"",
+        ),
+    )
+    .expect("config");
+    let loaded = citybrain_engine::config::LoadedConfig {
+        config,
+        rules: Vec::new(),
+        base_dir: std::env::temp_dir(),
+    };
+    let error =
+        citybrain_engine::runtime::EngineSettings::from_config(&loaded).expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("CITYBRAIN_TEST_UNSET_READ_TOKEN"),
+        "{error}"
+    );
+}

@@ -13,6 +13,7 @@ mod replay_real_data;
 mod rule_kinds_real_data;
 mod rule_reload;
 mod sse_stream;
+mod unwritable_outputs;
 mod wall_browser;
 mod webhook_delivery;
 mod webhook_kafka_receiver;
