@@ -41,6 +41,10 @@ pub enum Metric {
     Airflow,
     /// Temperature, degrees C (mine).
     Temperature,
+    /// Seismic energy released in a shift, joules (mine; rock-burst hazard).
+    SeismicEnergy,
+    /// Seismic bumps registered in a shift, count (mine).
+    SeismicBumps,
     /// Greenhouse air temperature, degrees C (farm).
     AirTemp,
     /// Relative humidity, % (farm).
@@ -57,12 +61,14 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in declaration order.
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 13] = [
         Metric::Ch4,
         Metric::Co,
         Metric::AirVelocity,
         Metric::Airflow,
         Metric::Temperature,
+        Metric::SeismicEnergy,
+        Metric::SeismicBumps,
         Metric::AirTemp,
         Metric::Humidity,
         Metric::SoilWater,
@@ -78,7 +84,9 @@ impl Metric {
             | Metric::Co
             | Metric::AirVelocity
             | Metric::Airflow
-            | Metric::Temperature => Domain::Mine,
+            | Metric::Temperature
+            | Metric::SeismicEnergy
+            | Metric::SeismicBumps => Domain::Mine,
             _ => Domain::Farm,
         }
     }
@@ -91,6 +99,8 @@ impl Metric {
             Metric::AirVelocity => "air_velocity",
             Metric::Airflow => "airflow",
             Metric::Temperature => "temperature",
+            Metric::SeismicEnergy => "seismic_energy",
+            Metric::SeismicBumps => "seismic_bumps",
             Metric::AirTemp => "air_temp",
             Metric::Humidity => "humidity",
             Metric::SoilWater => "soil_water",
@@ -110,6 +120,8 @@ impl Metric {
             Metric::Temperature | Metric::AirTemp | Metric::SoilTemp | Metric::BodyTemp => "C",
             Metric::Humidity | Metric::SoilWater => "%",
             Metric::Activity => "index/min",
+            Metric::SeismicEnergy => "J",
+            Metric::SeismicBumps => "count",
         }
     }
 

@@ -250,6 +250,7 @@ mod tests {
             (REPLAY_SCHEMA_FILE, "replay/greenhouse-water.toml"),
             (REPLAY_SCHEMA_FILE, "replay/greenhouse-soil-temp.toml"),
             (REPLAY_SCHEMA_FILE, "replay/cows.toml"),
+            (REPLAY_SCHEMA_FILE, "replay/seismic-bumps.toml"),
         ];
         let all: Vec<String> = cases
             .iter()

@@ -413,3 +413,78 @@ fn compare_shows_alerts_added_removed_and_shifted_per_rule() {
         }]
     );
 }
+
+#[test]
+fn seismic_bumps_replay_equals_the_reference() {
+    let file = shared_data().join("coalmine/seismic-bumps.arff");
+    let face = "polish-mine-2/longwall";
+    let t0 = 1_735_711_200_000; // 2025-01-01T06:00:00Z, the mapping's start
+    let shift = 8 * 3_600_000;
+    let mut readings = Vec::new();
+    let mut registry = HashMap::new();
+    for (column, metric, sensor) in [
+        ("genergy", Metric::SeismicEnergy, "geophone-max"),
+        ("nbumps", Metric::SeismicBumps, "bumps"),
+        ("senergy", Metric::SeismicEnergy, "bumps-energy"),
+    ] {
+        let entity = format!("{face}/{sensor}");
+        let record = SensorRecord {
+            sensor: None,
+            mine: "polish-mine-2".into(),
+            face: face.into(),
+            kind: metric,
+            cadence_ms: shift,
+        };
+        registry.insert((Domain::Mine, entity.clone()), EntityInfo::from(record));
+        for (i, value) in arff_column(&file, column).into_iter().enumerate() {
+            readings.push(Reading {
+                domain: Domain::Mine,
+                entity: entity.clone(),
+                metric,
+                value,
+                time: t0 + shift * i as u64,
+            });
+        }
+    }
+    assert_eq!(readings.len(), 3 * 2_584);
+    let rules = r#"
+[[rule]]
+id = "bumps-in-a-shift"
+domain = "mine"
+metric = "seismic_bumps"
+above = 3
+clear = 1
+
+[[rule]]
+id = "bumps-per-day"
+kind = "window"
+domain = "mine"
+metric = "seismic_bumps"
+window = "24h"
+group_by = "face"
+aggregate = "sum"
+above = 5
+clear = 2
+
+[[rule]]
+id = "energy-rising"
+kind = "baseline"
+domain = "mine"
+metric = "seismic_energy"
+baseline = "7d"
+above_ratio = 5
+clear = 2
+"#;
+    let loaded = loaded("", rules);
+    let input = mapped("seismic-bumps.toml", "coalmine/seismic-bumps.arff");
+    let (schedule, run) = replay(&loaded, &[input]);
+    assert!(schedule.dead_letters.is_empty());
+    let expected = reference(&readings, &registry, &loaded, schedule.end);
+    for rule in ["bumps-in-a-shift", "bumps-per-day", "energy-rising"] {
+        assert!(
+            expected.iter().any(|t| t.rule == rule),
+            "{rule} fires on this data"
+        );
+    }
+    assert_eq!(run.transitions, expected);
+}

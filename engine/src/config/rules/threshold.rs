@@ -288,7 +288,7 @@ labels = { team = "ventilation", shift = "night" }
         assert_eq!(
             hints(text),
             vec![
-                Some("`soil_water` is a farm metric; mine metrics: ch4, co, air_velocity, airflow, temperature".into()),
+                Some("`soil_water` is a farm metric; mine metrics: ch4, co, air_velocity, airflow, temperature, seismic_energy, seismic_bumps".into()),
                 Some("did you mean `critical`? expected one of: info, warning, critical".into()),
                 Some("did you mean `mine`? expected one of: mine, farm".into()),
                 Some(
