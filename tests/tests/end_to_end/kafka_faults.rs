@@ -73,6 +73,32 @@ fn the_broker_going_away_for_three_seconds_loses_nothing() {
 }
 
 #[test]
+fn half_second_round_trips_and_a_thirty_second_outage_lose_nothing() {
+    let (mm116, mm31) = methane_columns();
+    let expected = expected_transitions(&mm116, &mm31);
+    let kafka = MockKafka::new(&TOPICS);
+    let cluster = kafka.mock_cluster().expect("mock cluster");
+    let half = mm116.len() / 2;
+    produce_methane(&kafka, &mm116, &mm31, 0..half);
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(500))
+        .expect("round trip time");
+    let engine = TestEngine::start(&config(&kafka.brokers), RULES);
+    engine.wait_until(Duration::from_secs(60), |t, _| !t.is_empty());
+
+    cluster.broker_down(1).expect("broker down");
+    std::thread::sleep(Duration::from_secs(30));
+    cluster.broker_up(1).expect("broker up");
+    produce_methane(&kafka, &mm116, &mm31, half..mm116.len());
+
+    let log = log_of(&engine, expected.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, dead_letters) = engine.stop();
+    assert!(dead_letters.is_empty(), "{dead_letters:?}");
+    assert_exact(&log, &expected);
+}
+
+#[test]
 fn injected_fetch_produce_and_commit_errors_lose_nothing() {
     let (mm116, mm31) = methane_columns();
     let expected = expected_transitions(&mm116, &mm31);
