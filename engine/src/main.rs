@@ -17,6 +17,11 @@ use citybrain_model::time::{format_event_time, now_millis};
 use citybrain_model::{AlertTransition, TransitionState};
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// glibc's malloc spent over half of a replay's time allocating and freeing the dataflow's many
+/// small records (measured with perf); mimalloc serves them from thread-local free lists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// citybrain: a real-time stream-processing engine for a city control room.
 #[derive(Parser)]
 #[command(version, about)]
