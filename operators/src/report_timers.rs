@@ -9,6 +9,8 @@
 //! the end of a replay), pending timers are dropped.
 //!
 //! Every hit the logic emits is an instant: `+1` at its time and `-1` one millisecond later.
+//! Hits carrying a `grid` label get the labels of that grid from the registry (`village`,
+//! `town`, `district`) as of their time, so an alert can be routed to the level it names.
 //! Reports that are idle (no timer, no firing alert) and whose last event is older than the
 //! retention are forgotten ([`ReportTimerLogic::prune`]), so the state is one record per live
 //! report.
@@ -16,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use citybrain_model::ReportKind;
+use citybrain_model::{Labels, ReportKind};
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,7 @@ use timely::dataflow::operators::generic::Operator;
 use crate::hit::HitRow;
 use crate::report_state::{ReportEventRow, lifecycle_rank};
 use crate::{Diff, Time};
+use rustc_hash::FxHashMap;
 
 /// What one step of a [`ReportTimerLogic`] produces: hits to emit at the current time, and
 /// timers to set as (report id, due time); a due time not after the current time fires at the
@@ -73,6 +76,8 @@ enum Input<R> {
     Rule(R),
     /// A report event.
     Event(ReportEventRow),
+    /// A grid's registry labels (one copy per worker).
+    Grid(String, Labels),
 }
 
 /// Updates of one time, held until the frontier passes it, with the capability to emit at it.
@@ -86,8 +91,9 @@ const PRUNE_EVERY_MS: Time = 3_600_000;
 
 /// Runs a [`ReportTimerLogic`] over report events and rules.
 pub trait ReportTimerHits<'s> {
-    /// The hits `logic` emits over these report events and `rules`; reports idle for
-    /// `retention_ms` of event time are forgotten.
+    /// The hits `logic` emits over these report events and `rules`, with the labels of their
+    /// grid in `grids` (grid id, labels); reports idle for `retention_ms` of event time are
+    /// forgotten.
     ///
     /// ```
     /// use citybrain_model::{Domain, Metric, ReportKind, Severity};
@@ -125,8 +131,9 @@ pub trait ReportTimerHits<'s> {
     /// timely::example(|scope| {
     ///     let (mut events, reports) = scope.new_collection();
     ///     let (_, rules) = scope.new_collection::<String, Diff>();
+    ///     let (_, grids) = scope.new_collection();
     ///     reports
-    ///         .report_timer_hits(rules, Ten(vec![]), "Ten", 1000)
+    ///         .report_timer_hits(rules, grids, Ten(vec![]), "Ten", 1000)
     ///         .inspect(|((key, hit), time, diff)| {
     ///             assert_eq!((key.1.as_str(), hit.time), ("R-1", 15));
     ///             assert!((*time, *diff) == (15, 1) || (*time, *diff) == (16, -1));
@@ -139,6 +146,7 @@ pub trait ReportTimerHits<'s> {
     fn report_timer_hits<L: ReportTimerLogic>(
         self,
         rules: VecCollection<'s, Time, L::Rule, Diff>,
+        grids: VecCollection<'s, Time, (String, Labels), Diff>,
         logic: L,
         name: &str,
         retention_ms: Time,
@@ -149,6 +157,7 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
     fn report_timer_hits<L: ReportTimerLogic>(
         self,
         rules: VecCollection<'s, Time, L::Rule, Diff>,
+        grids: VecCollection<'s, Time, (String, Labels), Diff>,
         mut logic: L,
         name: &str,
         retention_ms: Time,
@@ -158,15 +167,20 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
         let rules = rules.flat_map(move |rule| {
             (0..peers).map(move |worker| (worker, Input::Rule(rule.clone())))
         });
+        let grids = grids.flat_map(move |(grid, labels)| {
+            (0..peers).map(move |worker| (worker, Input::Grid(grid.clone(), labels.clone())))
+        });
         let events = self.map(|row| (row.0.hashed(), Input::Event(row)));
         let exchange = Exchange::new(|update: &((u64, Input<L::Rule>), Time, Diff)| update.0.0);
         rules
+            .concat(grids)
             .concat(events)
             .inner
             .unary_frontier(exchange, name, move |_capability, _info| {
                 let mut waiting: BTreeMap<Time, Waiting<L::Rule>> = BTreeMap::new();
                 let mut timers: BTreeMap<Time, Due> = BTreeMap::new();
                 let mut next_prune: Time = 0;
+                let mut grid_labels: FxHashMap<String, Labels> = FxHashMap::default();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for ((_, update), time, diff) in data.drain(..) {
@@ -209,6 +223,14 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                                     Input::Rule(rule) => changes.push((rule, diff)),
                                     Input::Event(row) if diff > 0 => events.push(row),
                                     Input::Event(_) => {}
+                                    Input::Grid(grid, labels) if diff > 0 => {
+                                        grid_labels.insert(grid, labels);
+                                    }
+                                    Input::Grid(grid, labels) => {
+                                        if grid_labels.get(&grid) == Some(&labels) {
+                                            grid_labels.remove(&grid);
+                                        }
+                                    }
                                 }
                             }
                             if !changes.is_empty() {
@@ -242,7 +264,10 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                                     .push(id);
                             }
                         }
-                        let hits = effects.hits;
+                        let mut hits = effects.hits;
+                        for (_, hit) in &mut hits {
+                            with_grid_labels(&mut hit.labels, &grid_labels);
+                        }
                         if !hits.is_empty() {
                             output
                                 .session(&capability)
@@ -256,5 +281,24 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                 }
             })
             .as_collection()
+    }
+}
+
+/// Adds the registry labels of the hit's grid to `labels` (those it does not carry already).
+fn with_grid_labels(labels: &mut Labels, grids: &FxHashMap<String, Labels>) {
+    let Some(grid) = labels.iter().find(|(k, _)| k == "grid").map(|(_, v)| v) else {
+        return;
+    };
+    let Some(extra) = grids.get(grid) else {
+        return;
+    };
+    let added: Labels = extra
+        .iter()
+        .filter(|(k, _)| !labels.iter().any(|(have, _)| have == k))
+        .cloned()
+        .collect();
+    if !added.is_empty() {
+        labels.extend(added);
+        labels.sort();
     }
 }

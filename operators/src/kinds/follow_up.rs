@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 
-use citybrain_model::{Domain, ReportKind};
+use citybrain_model::{Domain, Labels, ReportKind};
 use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
@@ -293,7 +293,8 @@ impl ReportTimerLogic for FollowUps {
 pub trait FollowUpHits<'s> {
     /// One hit (value 1) per (rule, report) at the event time its return visit is overdue, and
     /// one (value 0) when that ends (`followed_up`, `reopened`, rule deleted); each reports
-    /// the hours since the report was resolved. Reports idle for `retention_ms` are forgotten.
+    /// the hours since the report was resolved; they carry the registry labels of the report's
+    /// grid in `grids`. Reports idle for `retention_ms` are forgotten.
     ///
     /// ```
     /// use citybrain_model::{Domain, Metric, ReportKind, Severity};
@@ -307,8 +308,9 @@ pub trait FollowUpHits<'s> {
     /// timely::example(|scope| {
     ///     let (mut events, reports) = scope.new_collection();
     ///     let (mut rules, rule_rows) = scope.new_collection::<FollowUpRule, Diff>();
+    ///     let (_, grids) = scope.new_collection();
     ///     reports
-    ///         .follow_up_hits(rule_rows, 1_000_000)
+    ///         .follow_up_hits(rule_rows, grids, 1_000_000)
     ///         .inspect(|((key, hit), _time, diff)| {
     ///             if *diff > 0 {
     ///                 // Resolved at 20, due 15 later, visited at 50.
@@ -338,6 +340,7 @@ pub trait FollowUpHits<'s> {
     fn follow_up_hits(
         self,
         rules: VecCollection<'s, Time, FollowUpRule, Diff>,
+        grids: VecCollection<'s, Time, (String, Labels), Diff>,
         retention_ms: Time,
     ) -> VecCollection<'s, Time, HitRow, Diff>;
 }
@@ -346,9 +349,10 @@ impl<'s> FollowUpHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
     fn follow_up_hits(
         self,
         rules: VecCollection<'s, Time, FollowUpRule, Diff>,
+        grids: VecCollection<'s, Time, (String, Labels), Diff>,
         retention_ms: Time,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        self.report_timer_hits(rules, FollowUps::default(), "FollowUp", retention_ms)
+        self.report_timer_hits(rules, grids, FollowUps::default(), "FollowUp", retention_ms)
     }
 }
 
@@ -359,6 +363,7 @@ pub(crate) fn hits<'s>(
 ) -> VecCollection<'s, Time, HitRow, Diff> {
     sources.reports.clone().follow_up_hits(
         rules.flat_map(|row| row.as_follow_up().cloned()),
+        sources.citizen_grids(),
         sources.report_retention_ms,
     )
 }

@@ -53,6 +53,18 @@ pub struct Sources<'s> {
     pub report_retention_ms: Time,
 }
 
+impl<'s> Sources<'s> {
+    /// The citizen grids of the registry: grid id -> its labels (`village`, `town`,
+    /// `district`), what the report kinds add to their alerts.
+    pub fn citizen_grids(
+        &self,
+    ) -> VecCollection<'s, Time, (String, citybrain_model::Labels), Diff> {
+        self.registry.clone().flat_map(|((domain, grid), info)| {
+            (domain == Domain::Citizen).then_some((grid, info.labels))
+        })
+    }
+}
+
 /// Builds the hits of one kind from the shared sources and the whole rules collection (each
 /// kind picks its own rows).
 pub type HitsOf = for<'s> fn(

@@ -451,7 +451,8 @@ pub trait ReportDeadlineHits<'s> {
     /// for its category's deadline since its timer started, one (value 0) when that ends
     /// (resolved, escalated, rule deleted), and at each step of the escalation ladder one of
     /// each (the old level resolves, the new one fires); each reports the hours since the
-    /// timer started. Reports idle for `retention_ms` are forgotten.
+    /// timer started; they carry the registry labels of the report's grid in `grids`. Reports
+    /// idle for `retention_ms` are forgotten.
     ///
     /// ```
     /// use citybrain_model::{Domain, Metric, ReportKind, Severity};
@@ -467,8 +468,9 @@ pub trait ReportDeadlineHits<'s> {
     /// timely::example(|scope| {
     ///     let (mut events, reports) = scope.new_collection();
     ///     let (mut rules, rule_rows) = scope.new_collection::<ReportDeadlineRule, Diff>();
+    ///     let (_, grids) = scope.new_collection();
     ///     reports
-    ///         .report_deadline_hits(rule_rows, 1_000_000)
+    ///         .report_deadline_hits(rule_rows, grids, 1_000_000)
     ///         .inspect(|((_, hit), _time, diff)| {
     ///             if *diff > 0 {
     ///                 let level = &hit.labels.iter().find(|(k, _)| k == "level").unwrap().1;
@@ -500,6 +502,7 @@ pub trait ReportDeadlineHits<'s> {
     fn report_deadline_hits(
         self,
         rules: VecCollection<'s, Time, ReportDeadlineRule, Diff>,
+        grids: VecCollection<'s, Time, (String, Labels), Diff>,
         retention_ms: Time,
     ) -> VecCollection<'s, Time, HitRow, Diff>;
 }
@@ -508,9 +511,16 @@ impl<'s> ReportDeadlineHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff
     fn report_deadline_hits(
         self,
         rules: VecCollection<'s, Time, ReportDeadlineRule, Diff>,
+        grids: VecCollection<'s, Time, (String, Labels), Diff>,
         retention_ms: Time,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        self.report_timer_hits(rules, Deadlines::default(), "ReportDeadline", retention_ms)
+        self.report_timer_hits(
+            rules,
+            grids,
+            Deadlines::default(),
+            "ReportDeadline",
+            retention_ms,
+        )
     }
 }
 
@@ -521,6 +531,7 @@ pub(crate) fn hits<'s>(
 ) -> VecCollection<'s, Time, HitRow, Diff> {
     sources.reports.clone().report_deadline_hits(
         rules.flat_map(|row| row.as_report_deadline().cloned()),
+        sources.citizen_grids(),
         sources.report_retention_ms,
     )
 }

@@ -7,7 +7,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use citybrain_model::{AlertTransition, Domain, Metric, ReportKind, Severity, TransitionState};
+use citybrain_model::{
+    AlertTransition, Domain, EntityInfo, Metric, ReportKind, Severity, TransitionState,
+};
 use differential_dataflow::input::Input;
 use ordered_float::OrderedFloat;
 use timely::dataflow::operators::{Inspect, Probe};
@@ -71,7 +73,8 @@ fn ladder_rule() -> ReportDeadlineRule {
 pub(super) type Event = (&'static str, ReportKind, &'static str, u64);
 
 /// Runs [`rule_alerts`] with `rules` from time 0 over report `events` sent in reverse order
-/// (all before the frontier moves), up to `end`, then closes the input.
+/// (all before the frontier moves), up to `end`, then closes the input. Every report is in
+/// grid `g1`, registered in town `t1` of district `d1`.
 pub(super) fn run(rules: &[RuleRow], events: &[Event], end: u64) -> Vec<AlertTransition> {
     let rules = rules.to_vec();
     let events = events.to_vec();
@@ -80,7 +83,16 @@ pub(super) fn run(rules: &[RuleRow], events: &[Event], end: u64) -> Vec<AlertTra
         let sink = Rc::clone(&out);
         let (mut reports, mut rule_input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (_, readings) = scope.new_collection();
-            let (_, registry) = scope.new_collection();
+            let grid = EntityInfo::new(
+                [
+                    ("village", Some("g1".to_string())),
+                    ("town", Some("t1".to_string())),
+                    ("district", Some("d1".to_string())),
+                ],
+                0,
+            );
+            let (_, registry) =
+                scope.new_collection_from(vec![((Domain::Citizen, "g1".to_string()), grid)]);
             let (report_input, reports) = scope.new_collection();
             let (rule_input, rules) = scope.new_collection();
             let (probe, _) = rule_alerts(readings, registry, reports, rules)
@@ -282,6 +294,12 @@ fn the_ladder_hands_overdue_reports_up_per_category_deadline() {
         .filter(|t| t.entity == "a" && t.event_time == 48 * H)
         .map(|t| (t.state, t.labels.get("level").cloned(), t.value))
         .collect();
+    // The registry labels of the report's grid name where the alert is routed.
+    assert!(
+        got.iter()
+            .all(|t| t.labels.get("town").map(String::as_str) == Some("t1")
+                && t.labels.get("district").map(String::as_str) == Some("d1"))
+    );
     at_town.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(
         at_town,

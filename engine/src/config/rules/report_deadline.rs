@@ -493,7 +493,10 @@ mod tests {
         assert_eq!(r.deadline_ms, None);
         assert_eq!(
             r.category_deadlines,
-            vec![("noise".to_string(), 2 * day), ("road_damage".to_string(), day)]
+            vec![
+                ("noise".to_string(), 2 * day),
+                ("road_damage".to_string(), day)
+            ]
         );
         assert_eq!(
             r.escalation,
@@ -508,7 +511,10 @@ mod tests {
                 },
             ]
         );
-        assert_eq!((r.deadline_for("noise"), r.deadline_for("other")), (Some(2 * day), None));
+        assert_eq!(
+            (r.deadline_for("noise"), r.deadline_for("other")),
+            (Some(2 * day), None)
+        );
         assert_eq!(
             r.alarm.summary,
             "Report {entity} ({category}) unresolved for {value} h, at {level} level"
