@@ -28,6 +28,37 @@ pub struct DeadLetter {
     pub payload_utf8: Option<String>,
 }
 
+/// Where an input message came from, with its exact bytes: kept for messages that may still
+/// turn out unusable after decoding (a citizen report event of an unknown report).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// The original key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The original value.
+    pub payload: Vec<u8>,
+}
+
+impl Origin {
+    /// The dead-letter record of this message.
+    pub fn dead_letter(&self, reason: DeadLetterReason, detail: impl Into<String>) -> DeadLetter {
+        DeadLetter::new(
+            reason,
+            detail,
+            &self.topic,
+            self.partition,
+            self.offset,
+            self.key.as_deref(),
+            &self.payload,
+        )
+    }
+}
+
 impl DeadLetter {
     /// Builds a record from the original message.
     pub fn new(

@@ -26,7 +26,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::commit::CommitTracker;
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, Origin};
 use crate::end_offsets::EndOffsets;
 use crate::watermark::{Contribution, PartitionClock, combine};
 
@@ -137,8 +137,9 @@ pub enum SourceError {
 pub enum SourceEvent {
     /// A mine or farm reading.
     Reading(Reading),
-    /// A citizen report event.
-    Report(ReportEvent),
+    /// A citizen report event, and the message it came from (it becomes a dead letter when
+    /// the report turns out unknown).
+    Report(ReportEvent, Origin),
     /// A registry change; `previous` is what it replaces (to retract), if anything.
     Registry {
         /// The update as read.
@@ -424,7 +425,7 @@ impl KafkaSource {
             );
             let event_time = match &event {
                 SourceEvent::Reading(r) => Some(r.time),
-                SourceEvent::Report(r) => Some(r.time),
+                SourceEvent::Report(r, _) => Some(r.time),
                 _ => None,
             };
             if let Some(state) = self.partitions.get_mut(&(spec_index, partition)) {
@@ -574,7 +575,16 @@ fn decode(
     let decoded = match spec.kind {
         StreamKind::Mine => decode_mine_reading(bytes).map(SourceEvent::Reading),
         StreamKind::Farm => decode_farm_reading(bytes).map(SourceEvent::Reading),
-        StreamKind::Citizen => decode_report(bytes).map(SourceEvent::Report),
+        StreamKind::Citizen => decode_report(bytes).map(|report| {
+            let origin = Origin {
+                topic: spec.topic.clone(),
+                partition,
+                offset,
+                key: key.map(<[u8]>::to_vec),
+                payload: bytes.to_vec(),
+            };
+            SourceEvent::Report(report, origin)
+        }),
         StreamKind::Registry(kind) => decode_registry(kind, key, payload).map(|update| {
             let slot = (kind, update.key.clone());
             let previous = match &update.info {
@@ -590,7 +600,7 @@ fn decode(
     };
     let time = match &event {
         SourceEvent::Reading(r) => r.time,
-        SourceEvent::Report(r) => r.time,
+        SourceEvent::Report(r, _) => r.time,
         _ => return event,
     };
     let horizon =

@@ -1,7 +1,8 @@
 //! The per-worker dataflow: every rule kind over readings, reference data and rules, and every
 //! KPI over latest readings, active alerts and citizen report states. Outputs leave through
 //! channels to the output thread: alert transitions, and KPI updates with each worker's
-//! frontier so the KPI store can apply them one complete logical time at a time.
+//! frontier so the KPI store can apply them one complete logical time at a time; and the
+//! events of unknown citizen reports, which the output thread turns into dead letters.
 
 use std::sync::mpsc::Sender;
 
@@ -14,7 +15,7 @@ use citybrain_operators::kpi::{
 };
 use citybrain_operators::latest::Latest;
 use citybrain_operators::ordered_float::OrderedFloat;
-use citybrain_operators::report_state::{ReportEventRow, ReportStates};
+use citybrain_operators::report_state::{ReportEventRow, ReportStates, UnknownReportEvent};
 use citybrain_operators::rule::RuleRow;
 use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time, rule_alerts_by_clock_seeded};
 use differential_dataflow::VecCollection;
@@ -32,6 +33,17 @@ pub enum Output {
     Alert(AlertTransition),
     /// An unusable input message.
     DeadLetter(citybrain_connectors::dead_letter::DeadLetter),
+    /// A citizen report event entered the dataflow from this message (kept until the citizen
+    /// clock passes its time, in case the report turns out unknown).
+    ReportOrigin(
+        Time,
+        String,
+        citybrain_model::ReportKind,
+        citybrain_connectors::dead_letter::Origin,
+    ),
+    /// An event of a report the dataflow does not know (sent before the citizen alert frontier
+    /// passes its time).
+    UnknownReport(UnknownReportEvent),
     /// KPI updates of one worker.
     KpiUpdates(KpiClock, Vec<(KpiValue, Time, Diff)>),
     /// A worker's KPI output frontier advanced: all its updates before `time` were sent.
@@ -86,12 +98,16 @@ fn labeled(
 }
 
 /// Builds the dataflow in `worker`; returns its inputs and probes on the alert outputs of the
-/// sensor and the citizen clock, in that order.
-/// Alert keys in `seed` start as firing (after a restart: what the alert log last recorded).
+/// sensor and the citizen clock, in that order (the citizen probe also covers the unknown
+/// report events).
+/// Alert keys in `seed` start as firing (after a restart: what the alert log last recorded);
+/// citizen reports that need nothing more are forgotten `report_retention_ms` after their
+/// last event.
 pub fn build(
     worker: &mut timely::worker::Worker,
     kpis: &[KpiDef],
     seed: FiringSeed,
+    report_retention_ms: Time,
     sender: &Sender<Output>,
 ) -> (Inputs, [ProbeHandle<Time>; 2]) {
     let index = worker.index();
@@ -113,6 +129,7 @@ pub fn build(
             reports.clone(),
             rules,
             seed,
+            report_retention_ms,
         );
         let citizen_out = alerts_out.clone();
         let alerts = alerts.inspect(move |t: &AlertTransition| {
@@ -125,6 +142,13 @@ pub fn build(
                 let _ = citizen_out.send(Output::Alert(t.clone()));
             })
             .probe();
+        let (report_states, unknown) = reports.clone().report_states_checked(report_retention_ms);
+        let unknown_out = sender.clone();
+        unknown
+            .inspect(move |event: &UnknownReportEvent| {
+                let _ = unknown_out.send(Output::UnknownReport(event.clone()));
+            })
+            .probe_with(&citizen_probe);
 
         let report_event_rows =
             reports
@@ -150,7 +174,7 @@ pub fn build(
             latest: with_registry_labels(reading_rows(readings.latest()), registry.clone()),
             // Sensor alerts only: the alert KPIs follow the sensor clock.
             alerts: alerts.active_alerts(),
-            reports: with_registry_labels(reports.report_states(), registry.clone()),
+            reports: with_registry_labels(report_states, registry.clone()),
             report_events: insertions(with_registry_labels(report_event_rows, registry)),
         };
         for (clock, defs) in [

@@ -240,8 +240,6 @@ fn replay(
     let loading = std::time::Instant::now();
     let schedule = replay::schedule(&loaded, inputs, settings.lateness)?;
     let loading = loading.elapsed();
-    replay::write_dead_letters(out, &schedule)
-        .with_context(|| format!("writing to {}", out.display()))?;
     let mut runs = vec![("current", loaded.rules.clone())];
     if let Some(rules) = proposed {
         runs.push(("proposed", rules));
@@ -258,6 +256,10 @@ fn replay(
         };
         replay::write_run(&dir, &run).with_context(|| format!("writing to {}", dir.display()))?;
         results.push((*name, dir, run));
+    }
+    if let Some((_, _, first)) = results.first() {
+        replay::write_dead_letters(out, &schedule, first)
+            .with_context(|| format!("writing to {}", out.display()))?;
     }
     let changes = match results.as_slice() {
         [(_, _, current), (_, _, proposed)] => {
@@ -281,6 +283,7 @@ fn replay(
                         "rules": name,
                         "out": dir,
                         "transitions": run.transitions.len(),
+                        "unknown_reports": run.unknown_reports.len(),
                         "seconds": run.elapsed.as_secs_f64(),
                         "events_per_second": schedule.events as f64 / run.elapsed.as_secs_f64().max(1e-9),
                         "kpis": run.kpis,
@@ -310,9 +313,10 @@ fn replay(
             for (name, dir, run) in &results {
                 let seconds = run.elapsed.as_secs_f64();
                 println!(
-                    "{name} rules: {} transitions ({}) in {seconds:.2} s, {:.0} events/s -> {}",
+                    "{name} rules: {} transitions ({}), {} events of unknown reports, in {seconds:.2} s, {:.0} events/s -> {}",
                     run.transitions.len(),
                     counts(run.transitions.iter().map(|t| t.rule.as_str())),
+                    run.unknown_reports.len(),
                     schedule.events as f64 / seconds.max(1e-9),
                     dir.display()
                 );

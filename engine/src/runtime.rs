@@ -21,16 +21,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use citybrain_connectors::dead_letter::{DeadLetter, Origin};
 use citybrain_connectors::kafka::{
     Clock, KafkaSource, SourceConfig, SourceEvent, StreamKind, TopicSpec,
 };
 use citybrain_connectors::sink::{OutputConfig, Outputs, SinkError};
 use citybrain_model::time::now_millis;
-use citybrain_model::{AlertTransition, RegistryKind};
+use citybrain_model::{AlertTransition, DeadLetterReason, RegistryKind, ReportKind};
 use citybrain_operators::Time;
 use citybrain_operators::hysteresis::FiringSeed;
 use citybrain_operators::kpi::KpiDef;
 use citybrain_operators::ordered_float::OrderedFloat;
+use citybrain_operators::report_state::UnknownReportEvent;
 use citybrain_operators::rule::RuleRow;
 use hdrhistogram::Histogram;
 
@@ -515,7 +517,9 @@ pub fn start(
 
 /// The event-time history a restart re-reads per clock (sensors, citizen), milliseconds: the
 /// configured history, or the longest a rule's state needs when longer.
-fn replay_history(config: &RecoveryConfig, rules: &[RuleRow]) -> [u64; 2] {
+/// Per clock (sensors, citizen), the milliseconds of event time a restart re-reads: the
+/// configured history, or the rules' longest window, hold or deadline when longer.
+pub fn replay_history(config: &RecoveryConfig, rules: &[RuleRow]) -> [u64; 2] {
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let mut history = [
         millis(config.sensor_history),
@@ -552,7 +556,8 @@ fn worker_loop(
     metrics: &Metrics,
     commits: Commits,
 ) -> Result<(), String> {
-    let (inputs, probes) = crate::dataflow::build(worker, kpis, seed, &sender);
+    let retention = commits.history[Clock::Citizen as usize];
+    let (inputs, probes) = crate::dataflow::build(worker, kpis, seed, retention, &sender);
     let mut reported = [0; 2];
     let mut next_commit = Instant::now() + commits.interval;
     let mut next_partition_metrics = Instant::now();
@@ -615,8 +620,14 @@ fn worker_loop(
                         1,
                     );
                 }
-                SourceEvent::Report(r) => {
+                SourceEvent::Report(r, origin) => {
                     metrics.events.with_label_values(&["citizen"]).inc();
+                    let _ = sender.send(Output::ReportOrigin(
+                        r.time,
+                        r.report.clone(),
+                        r.kind,
+                        origin,
+                    ));
                     reports.update_at((r.report, (r.kind, r.category, r.grid, r.unit)), r.time, 1);
                 }
                 SourceEvent::Registry { update, previous } => {
@@ -771,6 +782,7 @@ fn output_loop(
     let mut last_kpis = Instant::now();
     // True while a file cannot be written: the workers hold, this thread retries.
     let mut blocked = false;
+    let mut origins = ReportOrigins::default();
     loop {
         if Instant::now() >= next_status {
             shared.board.set_status(shared.live_status());
@@ -829,6 +841,23 @@ fn output_loop(
             Some(Output::AlertFrontier(clock, time)) => {
                 let slot = &mut received[clock as usize];
                 *slot = (*slot).max(time);
+                if clock == KpiClock::Citizen {
+                    origins.forget_before(time);
+                }
+            }
+            Some(Output::ReportOrigin(time, report, kind, origin)) => {
+                origins.keep(time, report, kind, origin);
+            }
+            Some(Output::UnknownReport(event)) => {
+                for letter in origins.dead_letters(&event) {
+                    metrics
+                        .dead_letters
+                        .with_label_values(&[letter.reason.as_str()])
+                        .inc();
+                    shared.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    outputs.write_dead_letter(&letter)?;
+                    dirty = true;
+                }
             }
             Some(Output::Alert(transition)) => {
                 if !recovered.admit(&transition) {
@@ -934,6 +963,83 @@ fn unless_blocked<T>(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The messages citizen report events came from, by event time, until the citizen clock
+/// passes it: what an unknown report's dead letter is made of.
+#[derive(Default)]
+struct ReportOrigins {
+    by_time: std::collections::BTreeMap<Time, Vec<(String, ReportKind, Origin)>>,
+}
+
+impl ReportOrigins {
+    /// Keeps the message of one event.
+    fn keep(&mut self, time: Time, report: String, kind: ReportKind, origin: Origin) {
+        self.by_time
+            .entry(time)
+            .or_default()
+            .push((report, kind, origin));
+    }
+
+    /// Forgets the messages of events before `time`: their reports are judged.
+    fn forget_before(&mut self, time: Time) {
+        self.by_time = self.by_time.split_off(&time);
+    }
+
+    /// The dead letters of an unknown report's event: one per message that carried it (a
+    /// duplicate is judged once but was sent twice). Without its message (e.g. a replay that
+    /// re-read it before a restart), one record of the event as decoded.
+    fn dead_letters(
+        &mut self,
+        ((report, (kind, category, grid, unit)), time): &UnknownReportEvent,
+    ) -> Vec<DeadLetter> {
+        let detail = format!(
+            "report `{report}` was never created (or was forgotten): its `{}` event at {} is not applied",
+            kind_name(*kind),
+            citybrain_model::time::format_event_time(*time)
+        );
+        let mut letters = Vec::new();
+        if let Some(entries) = self.by_time.get_mut(time) {
+            entries.retain(|(r, k, origin)| {
+                if r == report && k == kind {
+                    letters
+                        .push(origin.dead_letter(DeadLetterReason::UnknownReport, detail.clone()));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if letters.is_empty() {
+            let payload = serde_json::json!({
+                "report": report,
+                "ts": time,
+                "kind": kind_name(*kind),
+                "category": category,
+                "grid": grid,
+                "unit": unit,
+            })
+            .to_string();
+            letters.push(DeadLetter::new(
+                DeadLetterReason::UnknownReport,
+                detail,
+                "",
+                -1,
+                -1,
+                Some(report.as_bytes()),
+                payload.as_bytes(),
+            ));
+        }
+        letters
+    }
+}
+
+/// The wire name of a report event kind (`created`, `followed_up`, ...).
+fn kind_name(kind: ReportKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 impl Engine {

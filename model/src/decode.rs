@@ -39,11 +39,16 @@ pub enum DeadLetterReason {
     Oversized,
     /// A message without the key a compacted registry topic requires.
     MissingKey,
+    /// A citizen report event (other than `created`) of a report whose `created` was never
+    /// seen, judged once the report clock has passed its event time (so a `created` arriving
+    /// later within the allowed lateness counts), or of a report forgotten after the
+    /// retention.
+    UnknownReport,
 }
 
 impl DeadLetterReason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [DeadLetterReason; 10] = [
+    pub const ALL: [DeadLetterReason; 11] = [
         DeadLetterReason::MalformedJson,
         DeadLetterReason::MissingField,
         DeadLetterReason::WrongType,
@@ -54,6 +59,7 @@ impl DeadLetterReason {
         DeadLetterReason::Late,
         DeadLetterReason::Oversized,
         DeadLetterReason::MissingKey,
+        DeadLetterReason::UnknownReport,
     ];
 
     /// The snake_case name.
@@ -69,6 +75,7 @@ impl DeadLetterReason {
             DeadLetterReason::Late => "late",
             DeadLetterReason::Oversized => "oversized",
             DeadLetterReason::MissingKey => "missing_key",
+            DeadLetterReason::UnknownReport => "unknown_report",
         }
     }
 }

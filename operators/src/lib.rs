@@ -10,7 +10,7 @@
 //! - [`enrich::Enrich`]: attaches reference-data labels (mine, face, ...) to readings.
 //! - [`matching::MatchEvents`]: joins the enriched readings, arranged once, with rules.
 //! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation,
-//!   absence, report deadline): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
+//!   absence, report deadline, follow-up): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
 //!   (rule, alert entity, event time).
 //! - [`hysteresis::HoldAndHysteresis`]: the per-(rule, entity) `for`/hysteresis state machine
 //!   every kind feeds, a frontier-driven timely operator that emits alert transitions.
@@ -32,6 +32,7 @@ pub mod latest;
 pub mod matching;
 pub mod reference;
 pub mod report_state;
+pub mod report_timers;
 pub mod rule;
 
 use std::sync::Arc;
@@ -57,6 +58,11 @@ pub type ReadingRow = (EntityKey, (Metric, OrderedFloat<f64>));
 
 /// A registry row: entity -> what we know about it.
 pub type RegistryRow = (EntityKey, EntityInfo);
+
+/// How long the citizen-report operators remember a report that needs nothing more (no timer,
+/// no firing alert) after its last event, by default: 7 days of event time, the default
+/// `[recovery] citizen_history`.
+pub const DEFAULT_REPORT_RETENTION_MS: Time = 7 * 24 * 3_600_000;
 
 /// Builds the pipeline of every rule kind: readings (each present at its event time only)
 /// joined with reference data and rules, and citizen report events, each kind's derived values
@@ -84,6 +90,7 @@ pub fn rule_alerts<'s>(
         events: matching::events(readings, registry.clone()),
         registry,
         reports,
+        report_retention_ms: DEFAULT_REPORT_RETENTION_MS,
     };
     let transitions: Vec<_> = kinds::KINDS
         .iter()
@@ -106,17 +113,26 @@ pub fn rule_alerts_by_clock<'s>(
     StreamVec<'s, Time, AlertTransition>,
     StreamVec<'s, Time, AlertTransition>,
 ) {
-    rule_alerts_by_clock_seeded(readings, registry, reports, rules, Default::default())
+    rule_alerts_by_clock_seeded(
+        readings,
+        registry,
+        reports,
+        rules,
+        Default::default(),
+        DEFAULT_REPORT_RETENTION_MS,
+    )
 }
 
 /// [`rule_alerts_by_clock`] after a restart: the alert keys in `seed` start as firing (see
-/// [`hysteresis::FiringSeed`]).
+/// [`hysteresis::FiringSeed`]); the citizen-report kinds forget a report that needs nothing
+/// more `report_retention_ms` after its last event.
 pub fn rule_alerts_by_clock_seeded<'s>(
     readings: VecCollection<'s, Time, ReadingRow, Diff>,
     registry: VecCollection<'s, Time, RegistryRow, Diff>,
     reports: VecCollection<'s, Time, report_state::ReportEventRow, Diff>,
     rules: VecCollection<'s, Time, rule::RuleRow, Diff>,
     seed: hysteresis::FiringSeed,
+    report_retention_ms: Time,
 ) -> (
     StreamVec<'s, Time, AlertTransition>,
     StreamVec<'s, Time, AlertTransition>,
@@ -129,6 +145,7 @@ pub fn rule_alerts_by_clock_seeded<'s>(
         events: matching::events(readings, registry.clone()),
         registry,
         reports,
+        report_retention_ms,
     };
     let (mut sensor, mut citizen) = (Vec::new(), Vec::new());
     for (name, hits_of) in kinds::KINDS {

@@ -8,8 +8,17 @@
 //! Row labels: `category`, `grid`, `status` (`open` | `resolved`), `stage` (`created` |
 //! `dispatched` | `resolved`), `level` (`village` | `town` | `district`, one step up per
 //! `escalated`), `followed_up` (`yes` | `no`). Row value: hours from creation to resolution
-//! for resolved reports, 0 for open ones. Duplicate events change nothing; events of a report
-//! whose `created` was never seen are ignored (and counted by the caller's dead letters).
+//! for resolved reports, 0 for open ones. Duplicate events change nothing.
+//!
+//! An event of a report whose `created` was never seen (or was forgotten, see below) changes
+//! nothing and comes out of [`ReportStates::report_states_checked`] as an *unknown report*
+//! event, once the frontier has passed its time: a `created` that arrives later but within
+//! the allowed lateness (at an earlier event time) is applied first, so such an event is not
+//! unknown. The caller turns unknown events into dead letters.
+//!
+//! State: one record per open report, and per resolved report until `retention` of event time
+//! after its last event; then the record is forgotten (its row stays in the collection, so
+//! counts over every report are unchanged) and later events of it are unknown.
 
 use std::collections::BTreeMap;
 
@@ -19,9 +28,11 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
 
 use crate::kpi::KpiRow;
 use crate::{Diff, EntityKey, Time};
@@ -47,8 +58,8 @@ pub(crate) fn lifecycle_rank(kind: ReportKind) -> u8 {
     }
 }
 
-/// The level names, by number of escalations.
-pub(crate) const LEVELS: [&str; 3] = ["village", "town", "district"];
+/// The level names, by number of escalations: village, town, district.
+pub const LEVELS: [&str; 3] = ["village", "town", "district"];
 
 /// What the operator keeps per report.
 #[derive(Clone, Debug)]
@@ -60,6 +71,8 @@ struct Report {
     dispatched: bool,
     level: usize,
     followed_up: bool,
+    /// The time of its last event.
+    last: Time,
 }
 
 impl Report {
@@ -135,19 +148,78 @@ impl Report {
 /// Updates of one time, held until the frontier passes it, with the capability to emit at it.
 type Waiting = (Capability<Time>, Vec<(ReportEventRow, Diff)>);
 
+/// An event of a report the operator does not know, with its event time.
+pub type UnknownReportEvent = (ReportEventRow, Time);
+
+/// What the operator emits: a change of a report's row, or an unknown report's event.
+#[derive(Clone, Debug)]
+enum Out {
+    Row(ReportRow),
+    Unknown(ReportEventRow),
+}
+
+/// How often (event time) forgotten reports are looked for, milliseconds: once an hour.
+const PRUNE_EVERY_MS: Time = 3_600_000;
+
 /// Folds report events into report states.
 pub trait ReportStates<'s> {
-    /// One row per known report, changing as its events arrive.
+    /// One row per known report, changing as its events arrive (resolved reports are
+    /// remembered for [`crate::DEFAULT_REPORT_RETENTION_MS`]).
     fn report_states(self) -> VecCollection<'s, Time, ReportRow, Diff>;
+
+    /// [`ReportStates::report_states`], remembering a resolved report `retention_ms` after its
+    /// last event, and the events of unknown reports, each once (duplicates of it count once)
+    /// at its event time.
+    ///
+    /// ```
+    /// use citybrain_model::ReportKind;
+    /// use citybrain_operators::report_state::ReportStates;
+    /// use differential_dataflow::input::Input;
+    /// use timely::dataflow::operators::Inspect;
+    ///
+    /// timely::example(|scope| {
+    ///     let (mut events, reports) = scope.new_collection();
+    ///     let (_states, unknown) = reports.report_states_checked(1_000);
+    ///     unknown.inspect(|((id, (kind, ..)), time)| {
+    ///         // R-1's `created` came later but at an earlier time: only R-2 is unknown.
+    ///         assert_eq!((id.as_str(), *kind, *time), ("R-2", ReportKind::Resolved, 30));
+    ///     });
+    ///     let event = |kind| (kind, "noise".to_string(), "g".to_string(), None);
+    ///     events.update_at(("R-1".to_string(), event(ReportKind::Resolved)), 20, 1);
+    ///     events.update_at(("R-2".to_string(), event(ReportKind::Resolved)), 30, 1);
+    ///     events.update_at(("R-1".to_string(), event(ReportKind::Created)), 10, 1);
+    ///     events.advance_to(100);
+    /// });
+    /// ```
+    fn report_states_checked(
+        self,
+        retention_ms: Time,
+    ) -> (
+        VecCollection<'s, Time, ReportRow, Diff>,
+        StreamVec<'s, Time, UnknownReportEvent>,
+    );
 }
 
 impl<'s> ReportStates<'s> for vec::Collection<'s, Time, ReportEventRow, Diff> {
     fn report_states(self) -> VecCollection<'s, Time, ReportRow, Diff> {
+        self.report_states_checked(crate::DEFAULT_REPORT_RETENTION_MS)
+            .0
+    }
+
+    fn report_states_checked(
+        self,
+        retention_ms: Time,
+    ) -> (
+        VecCollection<'s, Time, ReportRow, Diff>,
+        StreamVec<'s, Time, UnknownReportEvent>,
+    ) {
         let exchange = Exchange::new(|update: &(ReportEventRow, Time, Diff)| (update.0).0.hashed());
-        self.inner
+        let out = self
+            .inner
             .unary_frontier(exchange, "ReportStates", |_capability, _info| {
                 let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
                 let mut reports: FxHashMap<String, Report> = FxHashMap::default();
+                let mut next_prune: Time = 0;
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for (row, time, diff) in data.drain(..) {
@@ -169,7 +241,7 @@ impl<'s> ReportStates<'s> for vec::Collection<'s, Time, ReportEventRow, Diff> {
                             (a, lifecycle_rank(*ka)).cmp(&(b, lifecycle_rank(*kb)))
                         });
                         let mut session = output.session(&capability);
-                        for ((id, (kind, category, grid, _unit)), diff) in updates {
+                        for ((id, (kind, category, grid, unit)), diff) in updates {
                             if diff <= 0 {
                                 continue;
                             }
@@ -183,23 +255,44 @@ impl<'s> ReportStates<'s> for vec::Collection<'s, Time, ReportEventRow, Diff> {
                                         dispatched: false,
                                         level: 0,
                                         followed_up: false,
+                                        last: time,
                                     };
-                                    session.give((report.row(), time, 1));
+                                    session.give((Out::Row(report.row()), time, 1));
                                     reports.insert(id, report);
                                 }
-                                None => {}
+                                None => {
+                                    let row = (id, (kind, category, grid, unit));
+                                    session.give((Out::Unknown(row), time, 1));
+                                }
                                 Some(report) => {
+                                    report.last = report.last.max(time);
                                     let before = report.row();
                                     if report.apply(kind, time) {
-                                        session.give((before, time, -1));
-                                        session.give((report.row(), time, 1));
+                                        session.give((Out::Row(before), time, -1));
+                                        session.give((Out::Row(report.row()), time, 1));
                                     }
                                 }
                             }
                         }
+                        if time >= next_prune {
+                            let cutoff = time.saturating_sub(retention_ms);
+                            reports.retain(|_, r| r.resolved.is_none() || r.last >= cutoff);
+                            next_prune = time.saturating_add(PRUNE_EVERY_MS);
+                        }
                     }
                 }
+            });
+        let rows = out
+            .clone()
+            .flat_map(|(out, time, diff)| match out {
+                Out::Row(row) => Some((row, time, diff)),
+                Out::Unknown(_) => None,
             })
-            .as_collection()
+            .as_collection();
+        let unknown = out.flat_map(|(out, time, _)| match out {
+            Out::Unknown(row) => Some((row, time)),
+            Out::Row(_) => None,
+        });
+        (rows, unknown)
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::kinds::absence::AbsenceRule;
 use crate::kinds::baseline::BaselineRule;
 use crate::kinds::correlation::CorrelationRule;
+use crate::kinds::follow_up::FollowUpRule;
 use crate::kinds::rate_of_rise::RateOfRiseRule;
 use crate::kinds::report_deadline::ReportDeadlineRule;
 use crate::kinds::window::WindowRule;
@@ -197,6 +198,8 @@ pub enum RuleRow {
     Absence(AbsenceRule),
     /// `kind = "report_deadline"`: a citizen report unresolved for longer than a deadline.
     ReportDeadline(ReportDeadlineRule),
+    /// `kind = "follow_up"`: a resolved citizen report's return visit overdue.
+    FollowUp(FollowUpRule),
 }
 
 impl RuleRow {
@@ -210,6 +213,7 @@ impl RuleRow {
             RuleRow::Correlation(rule) => &rule.alarm,
             RuleRow::Absence(rule) => &rule.alarm,
             RuleRow::ReportDeadline(rule) => &rule.alarm,
+            RuleRow::FollowUp(rule) => &rule.alarm,
         }
     }
 
@@ -224,7 +228,8 @@ impl RuleRow {
             RuleRow::RateOfRise(rule) => rule.window_ms,
             RuleRow::Baseline(rule) => rule.baseline_ms,
             RuleRow::Correlation(rule) => rule.tolerance_ms,
-            RuleRow::ReportDeadline(rule) => rule.deadline_ms,
+            RuleRow::ReportDeadline(rule) => rule.longest_ms(),
+            RuleRow::FollowUp(rule) => rule.due_ms,
         };
         own.saturating_add(self.alarm().hold_ms)
     }
@@ -249,6 +254,7 @@ impl RuleRow {
             RuleRow::Correlation(_) => "correlation",
             RuleRow::Absence(_) => "absence",
             RuleRow::ReportDeadline(_) => "report_deadline",
+            RuleRow::FollowUp(_) => "follow_up",
         }
     }
 
@@ -307,6 +313,14 @@ impl RuleRow {
             _ => None,
         }
     }
+
+    /// The follow-up rule, if this is one.
+    pub fn as_follow_up(&self) -> Option<&FollowUpRule> {
+        match self {
+            RuleRow::FollowUp(rule) => Some(rule),
+            _ => None,
+        }
+    }
 }
 
 impl From<ThresholdRule> for RuleRow {
@@ -348,5 +362,11 @@ impl From<AbsenceRule> for RuleRow {
 impl From<ReportDeadlineRule> for RuleRow {
     fn from(rule: ReportDeadlineRule) -> Self {
         RuleRow::ReportDeadline(rule)
+    }
+}
+
+impl From<FollowUpRule> for RuleRow {
+    fn from(rule: FollowUpRule) -> Self {
+        RuleRow::FollowUp(rule)
     }
 }

@@ -33,6 +33,7 @@ pub fn settings(
             sources.farm.allowed_lateness,
             sources.citizen.allowed_lateness,
         ],
+        recovery: loaded.config.recovery.clone(),
     })
 }
 
@@ -64,11 +65,12 @@ pub fn write_run(dir: &Path, run: &ReplayRun) -> std::io::Result<()> {
     std::fs::write(dir.join("kpis.json"), kpis)
 }
 
-/// Writes the schedule's dead letters to `dir/dead-letters.jsonl`.
-pub fn write_dead_letters(dir: &Path, schedule: &Schedule) -> std::io::Result<()> {
+/// Writes the schedule's dead letters, and the first run's unknown-report events, to
+/// `dir/dead-letters.jsonl`.
+pub fn write_dead_letters(dir: &Path, schedule: &Schedule, run: &ReplayRun) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("dead-letters.jsonl"))?);
-    for letter in &schedule.dead_letters {
+    for letter in schedule.dead_letters.iter().chain(&run.unknown_reports) {
         serde_json::to_writer(&mut out, letter)?;
         out.write_all(b"\n")?;
     }

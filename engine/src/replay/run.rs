@@ -40,6 +40,9 @@ pub struct ReplaySettings {
     pub kpis: Vec<KpiDef>,
     /// Allowed lateness per domain: mine, farm, citizen.
     pub lateness: [Duration; 3],
+    /// How long reports are remembered after their last event (`[recovery]`; the rules'
+    /// longest deadline when longer).
+    pub recovery: crate::config::RecoveryConfig,
 }
 
 /// One chunk of the schedule: events in feeding order, then the watermarks of the sensor and the
@@ -203,6 +206,8 @@ pub struct ReplayRun {
     pub transitions: Vec<AlertTransition>,
     /// The KPIs at the end.
     pub kpis: KpiSnapshot,
+    /// Events of reports never created (dead letters `unknown_report`), as decoded.
+    pub unknown_reports: Vec<DeadLetter>,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
 }
@@ -242,6 +247,8 @@ pub fn run(
     let shared = Arc::new(Mutex::new(sender));
     let schedule = Arc::clone(schedule);
     let kpis = settings.kpis.clone();
+    let retention =
+        crate::runtime::replay_history(&settings.recovery, rules)[KpiClock::Citizen as usize];
     let rules = rules.to_vec();
     let progress = progress.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -249,18 +256,21 @@ pub fn run(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        feed(worker, &schedule, &kpis, &rules, &sender, &progress);
+        feed(
+            worker, &schedule, &kpis, retention, &rules, &sender, &progress,
+        );
     })
     .map_err(ReplayError)?;
     for result in guards.join() {
         result.map_err(ReplayError)?;
     }
-    let (transitions, kpis) = collector
+    let (transitions, kpis, unknown_reports) = collector
         .join()
         .map_err(|_| ReplayError("the output thread panicked".into()))?;
     Ok(ReplayRun {
         transitions,
         kpis,
+        unknown_reports,
         elapsed: started.elapsed(),
     })
 }
@@ -270,11 +280,18 @@ fn feed(
     worker: &mut timely::worker::Worker,
     schedule: &Schedule,
     kpis: &[KpiDef],
+    report_retention_ms: Time,
     rules: &[RuleRow],
     sender: &Sender<Output>,
     progress: &indicatif::ProgressBar,
 ) {
-    let (mut inputs, probes) = crate::dataflow::build(worker, kpis, FiringSeed::default(), sender);
+    let (mut inputs, probes) = crate::dataflow::build(
+        worker,
+        kpis,
+        FiringSeed::default(),
+        report_retention_ms,
+        sender,
+    );
     let (index, peers) = (worker.index(), worker.peers());
     if index == 0 {
         for row in &schedule.registry {
@@ -342,16 +359,32 @@ fn advance(
     }
 }
 
-/// Collects the outputs of a run: the transitions before `end`, and the KPIs at `end`.
+/// Collects the outputs of a run: the transitions before `end`, the KPIs at `end`, and the
+/// events of unknown reports as dead letters.
 fn collect(
     receiver: Receiver<Output>,
     mut kpis: KpiStores,
     end: Time,
-) -> (Vec<AlertTransition>, KpiSnapshot) {
+) -> (Vec<AlertTransition>, KpiSnapshot, Vec<DeadLetter>) {
     let mut transitions = Vec::new();
+    let mut unknown = Vec::new();
     while let Ok(output) = receiver.recv() {
         match output {
             Output::Alert(t) if t.event_time < end => transitions.push(t),
+            Output::UnknownReport(((report, (kind, category, grid, _)), time)) if time < end => {
+                let payload = serde_json::json!({
+                    "report": report, "ts": time, "kind": kind, "category": category, "grid": grid,
+                });
+                unknown.push(DeadLetter::new(
+                    DeadLetterReason::UnknownReport,
+                    format!("report `{report}` was never created: its event is not applied"),
+                    "replay",
+                    0,
+                    0,
+                    None,
+                    payload.to_string().as_bytes(),
+                ));
+            }
             Output::KpiUpdates(clock, updates) => kpis.push(
                 clock,
                 updates
@@ -363,11 +396,15 @@ fn collect(
             Output::KpiFrontier(clock, worker, time) => {
                 kpis.frontier(clock, worker, time.min(end));
             }
-            Output::Alert(_) | Output::DeadLetter(_) | Output::AlertFrontier(..) => {}
+            Output::Alert(_)
+            | Output::UnknownReport(_)
+            | Output::DeadLetter(_)
+            | Output::ReportOrigin(..)
+            | Output::AlertFrontier(..) => {}
         }
     }
     sort_transitions(&mut transitions);
-    (transitions, kpis.snapshot())
+    (transitions, kpis.snapshot(), unknown)
 }
 
 #[cfg(test)]

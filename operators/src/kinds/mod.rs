@@ -16,11 +16,13 @@
 //! | [`baseline`] | at each reading | reading / trailing mean | the sensor/device |
 //! | [`correlation`] | at each reading of either metric | both conditions held (as-of join) | the group |
 //! | [`absence`] | when a silence exceeds `cadences` × the entity's cadence, and at the reading ending it | silent (1) or not (0); reports the silence in seconds | the sensor/device |
-//! | [`report_deadline`] | when a citizen report is unresolved `deadline` after `created` or its last escalation, and when that ends | overdue (1) or not (0); reports the hours since the timer started | the report |
+//! | [`report_deadline`] | when a citizen report is unresolved its category's `deadline` after `created` or its last escalation, at each step of the escalation ladder, and when that ends | overdue (1) or not (0); reports the hours since the timer started | the report |
+//! | [`follow_up`] | when a resolved report's return visit falls due without a `followed_up` event, and when that ends | overdue (1) or not (0); reports the hours since resolution | the report |
 
 pub mod absence;
 pub mod baseline;
 pub mod correlation;
+pub mod follow_up;
 pub mod rate_of_rise;
 pub mod report_deadline;
 pub mod threshold;
@@ -44,8 +46,23 @@ pub struct Sources<'s> {
     /// silences, such as absence timers, needs besides the events.
     pub registry: VecCollection<'s, Time, RegistryRow, Diff>,
     /// Citizen report lifecycle events, each `+1` at its event time (on the citizen clock):
-    /// what report kinds ([`report_deadline`]) time.
+    /// what report kinds ([`report_deadline`], [`follow_up`]) time.
     pub reports: VecCollection<'s, Time, ReportEventRow, Diff>,
+    /// How long the report kinds remember a report with neither a timer nor a firing alert
+    /// after its last event, milliseconds of event time.
+    pub report_retention_ms: Time,
+}
+
+impl<'s> Sources<'s> {
+    /// The citizen grids of the registry: grid id -> its labels (`village`, `town`,
+    /// `district`), what the report kinds add to their alerts.
+    pub fn citizen_grids(
+        &self,
+    ) -> VecCollection<'s, Time, (String, citybrain_model::Labels), Diff> {
+        self.registry.clone().flat_map(|((domain, grid), info)| {
+            (domain == Domain::Citizen).then_some((grid, info.labels))
+        })
+    }
 }
 
 /// Builds the hits of one kind from the shared sources and the whole rules collection (each
@@ -57,7 +74,7 @@ pub type HitsOf = for<'s> fn(
 
 /// Files every `(key, deadline)` under its deadline in `timers`, each deadline holding a
 /// capability delayed from `capability` so the operator can emit when the timer is due.
-/// Shared by the kinds with event-time timers ([`absence`], [`report_deadline`]).
+/// Used by the kinds with event-time timers of their own ([`absence`]).
 pub(crate) fn schedule<K>(
     timers: &mut std::collections::BTreeMap<
         Time,
@@ -76,7 +93,7 @@ pub(crate) fn schedule<K>(
 }
 
 /// The kinds that follow the citizen-report clock (the others follow the sensor clock).
-pub const CITIZEN_KINDS: &[&str] = &["report_deadline"];
+pub const CITIZEN_KINDS: &[&str] = &["report_deadline", "follow_up"];
 
 /// Every rule kind by its name in rule files.
 pub const KINDS: &[(&str, HitsOf)] = &[
@@ -87,6 +104,7 @@ pub const KINDS: &[(&str, HitsOf)] = &[
     ("correlation", correlation::hits),
     ("absence", absence::hits),
     ("report_deadline", report_deadline::hits),
+    ("follow_up", follow_up::hits),
 ];
 
 /// The history of one entity's readings under one rule, for kinds that look back over a

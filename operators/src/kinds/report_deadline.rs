@@ -1,25 +1,32 @@
-//! The `report_deadline` rule kind: a citizen report left unresolved for longer than a deadline
-//! raises an alert about the report.
+//! The `report_deadline` rule kind: a citizen report left unresolved for longer than its
+//! category's deadline raises an alert about the report, and an escalation ladder hands the
+//! alert up (village -> town -> district) the longer it stays unresolved.
 //!
 //! Semantics, in event time, per (rule, report), from the report's lifecycle events
 //! ([`ReportEventRow`]s, the same rows [`crate::report_state`] folds):
 //! - the timer starts at the report's `created` event and restarts at each `escalated` event
 //!   (one level up: village -> town -> district; an escalation past `district`, or of a
-//!   resolved report, changes nothing, as in the report states);
-//! - when no `resolved` event arrives in `(start, start + deadline)`, the rule fires at event
-//!   time `start + deadline` for the alert entity *report id*, with the labels `category`,
-//!   `grid`, `level` and `rule_kind = "report_deadline"`. A `resolved` event exactly at the
-//!   deadline is in time (events apply before timers of the same instant);
+//!   resolved report, changes nothing, as in the report states) and at `reopened`;
+//! - the deadline is the rule's deadline for the report's category
+//!   ([`ReportDeadlineRule::deadline_for`]); when no `resolved` event arrives in
+//!   `(start, start + deadline)`, the rule fires at event time `start + deadline` for the alert
+//!   entity *report id* at the report's current level, with the labels `category`, `grid`,
+//!   `level` and `rule_kind = "report_deadline"`. A `resolved` event exactly at the deadline
+//!   is in time (events apply before timers of the same instant);
+//! - escalation ladder ([`ReportDeadlineRule::escalation`]): when the report is still
+//!   unresolved `overdue` after its deadline, the alert moves to the step's level: at that
+//!   event time the alert at the lower level resolves and one at the step's level fires (one
+//!   transition each, the `level` label telling where it is routed). Steps at or below the
+//!   report's own level are skipped;
 //! - a `resolved` event resolves a firing alert at its time and stops the timer; `reopened`
 //!   restarts the timer at its time; an `escalated` event resolves a firing alert at its time
 //!   (the report moved up) and restarts the timer, so each unresolved level is one alert;
-//! - a rule with `categories` watches reports of those categories only (empty: all);
 //! - duplicate events (same report, kind and time) are idempotent, a second `created` of a
 //!   known report is ignored, and events of a report whose `created` was never seen are
-//!   ignored (the ingest layer counts them as dead letters);
+//!   ignored (the report states count them as dead letters);
 //! - a rule added or edited later times the open reports already known from their last start
-//!   (at the earliest, the time of the change); a rule deleted resolves its firing alerts at
-//!   that time;
+//!   (steps already due apply at the time of the change, at once to the highest); a rule
+//!   deleted resolves its firing alerts at that time;
 //! - timers fire only while the input is open: when it ends (shutdown, the end of a replay),
 //!   pending timers are dropped.
 //!
@@ -27,29 +34,23 @@
 //! and `0` when it ends, against a fixed alarm side (at or above 1, clear below 1, no hold);
 //! the reported value is the hours since the timer started.
 //!
-//! Built as one frontier-driven timely operator: report events are exchanged by report id,
-//! rules are sent to every worker; updates are buffered per time and applied once the input
-//! frontier has passed it, in time order (rules, then each report's events in lifecycle order,
-//! then due timers), so out-of-order events within the allowed lateness give the in-order
-//! result. State: one record per known report (its category, grid, level, timer start and one
-//! entry per rule timing it) and the pending deadlines.
+//! Built on [`crate::report_timers`]. State: one record per live report (its category, grid,
+//! level, timer start and one entry per rule timing it); reports with neither a timer nor a
+//! firing alert are forgotten after the retention.
 
 use std::collections::BTreeMap;
 
 use citybrain_model::{Domain, Labels, ReportKind};
-use differential_dataflow::consolidation::consolidate;
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
 
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
 use crate::kinds::absence::RULE_KIND_LABEL;
-use crate::report_state::{LEVELS, ReportEventRow, lifecycle_rank};
+use crate::report_state::{LEVELS, ReportEventRow};
+use crate::report_timers::{Effects, ReportTimerHits, ReportTimerLogic};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::{Diff, Time};
 
@@ -59,6 +60,15 @@ pub const RULE_KIND: &str = "report_deadline";
 /// Milliseconds per hour.
 const HOUR_MS: f64 = 3_600_000.0;
 
+/// One step of an escalation ladder.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EscalationStep {
+    /// How long past its deadline the report must be unresolved, milliseconds (at least 1).
+    pub overdue_ms: u64,
+    /// The level the alert moves to: an index into [`LEVELS`] (1 town, 2 district).
+    pub level: usize,
+}
+
 /// A report-deadline rule as a collection row.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReportDeadlineRule {
@@ -67,14 +77,76 @@ pub struct ReportDeadlineRule {
     pub alarm: ThresholdRule,
     /// The report categories watched, sorted; empty for every category.
     pub categories: Vec<String>,
-    /// How long a report may stay unresolved after its timer starts, milliseconds (at least 1).
-    pub deadline_ms: u64,
+    /// The deadline of categories without their own, milliseconds (at least 1); `None`: only
+    /// the categories of `category_deadlines` are watched.
+    pub deadline_ms: Option<u64>,
+    /// Deadlines of single categories, milliseconds (at least 1), sorted by category.
+    pub category_deadlines: Vec<(String, u64)>,
+    /// The escalation ladder: overdue times strictly increasing, levels strictly increasing.
+    pub escalation: Vec<EscalationStep>,
 }
 
 impl ReportDeadlineRule {
+    /// A rule with one deadline for every category of `categories` (empty: all) and no ladder.
+    pub fn new(alarm: ThresholdRule, categories: Vec<String>, deadline_ms: u64) -> Self {
+        ReportDeadlineRule {
+            alarm,
+            categories,
+            deadline_ms: Some(deadline_ms),
+            category_deadlines: Vec::new(),
+            escalation: Vec::new(),
+        }
+    }
+
+    /// The deadline of reports of `category`, milliseconds; `None` when they are not watched.
+    pub fn deadline_for(&self, category: &str) -> Option<u64> {
+        if !self.categories.is_empty() && !self.categories.iter().any(|c| c == category) {
+            return None;
+        }
+        self.category_deadlines
+            .iter()
+            .find(|(c, _)| c == category)
+            .map(|(_, ms)| *ms)
+            .or(self.deadline_ms)
+    }
+
     /// True when reports of `category` are watched by this rule.
     pub fn watches(&self, category: &str) -> bool {
-        self.categories.is_empty() || self.categories.iter().any(|c| c == category)
+        self.deadline_for(category).is_some()
+    }
+
+    /// The longest time from a timer's start to the last step of the ladder, milliseconds.
+    pub fn longest_ms(&self) -> u64 {
+        let deadline = self
+            .category_deadlines
+            .iter()
+            .map(|(_, ms)| *ms)
+            .chain(self.deadline_ms)
+            .max()
+            .unwrap_or(0);
+        let overdue = self.escalation.last().map_or(0, |s| s.overdue_ms);
+        deadline.saturating_add(overdue)
+    }
+
+    /// The next change of an alert timed from `start` with `deadline`: (event time, level it
+    /// fires at). Not firing: the deadline, at the report's `level`; firing at `at`: the first
+    /// ladder step above it.
+    pub fn next_step(
+        &self,
+        start: Time,
+        deadline: u64,
+        firing: Option<usize>,
+        level: usize,
+    ) -> Option<(Time, usize)> {
+        let overdue = start.saturating_add(deadline);
+        match firing {
+            None => Some((overdue, level)),
+            Some(at) => self
+                .escalation
+                .iter()
+                .find(|step| step.level > at)
+                .map(|step| (overdue.saturating_add(step.overdue_ms), step.level)),
+        }
     }
 
     /// The alarm side the hits are compared with: overdue (1) fires at once, 0 clears.
@@ -90,23 +162,44 @@ impl ReportDeadlineRule {
     }
 }
 
-/// What the operator receives, with the worker-routing key in front.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Input {
-    /// A rule (one copy per worker), `+1` while it exists.
-    Rule(ReportDeadlineRule),
-    /// A report event: report id -> (kind, category, grid, unit).
-    Event(ReportEventRow),
+/// The hit of a citizen rule for report `id` at `time`: on (fires) or off (clears), with the
+/// labels `category`, `grid`, `level` and `rule_kind`, reporting the hours since `start`.
+/// Shared by the citizen kinds.
+pub(crate) fn report_hit(
+    rule: ThresholdRule,
+    (id, category, grid): (&str, &str, &str),
+    (level, rule_kind): (usize, &str),
+    (start, time): (Time, Time),
+    on: bool,
+) -> HitRow {
+    let mut labels: Labels = vec![
+        ("category".to_string(), category.to_string()),
+        ("grid".to_string(), grid.to_string()),
+        ("level".to_string(), LEVELS[level.min(2)].to_string()),
+        (RULE_KIND_LABEL.to_string(), rule_kind.to_string()),
+    ];
+    labels.sort();
+    let hours = time.saturating_sub(start) as f64 / HOUR_MS;
+    (
+        (rule.id.clone(), id.to_string()),
+        RuleHit {
+            time,
+            value: OrderedFloat(if on { 1.0 } else { 0.0 }),
+            reported: OrderedFloat(hours),
+            labels,
+            rule,
+        },
+    )
 }
 
 /// One rule's timer of one report.
 struct Track {
     /// The rule as it was when the timer was set or fired (to resolve with it).
     rule: ReportDeadlineRule,
-    /// The live deadline, when not firing.
-    deadline: Option<Time>,
-    /// True while the alert fires.
-    firing: bool,
+    /// The live timer: when the alert next changes.
+    due: Option<Time>,
+    /// The level the alert fires at, while it fires.
+    firing: Option<usize>,
 }
 
 /// What the operator keeps per known report.
@@ -119,210 +212,298 @@ struct Report {
     start: Time,
     /// True until resolved (and again after `reopened`).
     open: bool,
+    /// The time of its last event.
+    last: Time,
     /// Per rule id.
     tracks: BTreeMap<String, Track>,
 }
 
 impl Report {
-    /// The hit of `rule` for report `id` at `time`: overdue (fires) or not (clears).
-    fn hit(&self, rule: &ReportDeadlineRule, id: &str, time: Time, overdue: bool) -> HitRow {
-        let mut labels: Labels = vec![
-            ("category".to_string(), self.category.clone()),
-            ("grid".to_string(), self.grid.clone()),
-            ("level".to_string(), LEVELS[self.level.min(2)].to_string()),
-            (RULE_KIND_LABEL.to_string(), RULE_KIND.to_string()),
-        ];
-        labels.sort();
-        let hours = time.saturating_sub(self.start) as f64 / HOUR_MS;
-        let alarm = rule.hit_alarm();
-        (
-            (alarm.id.clone(), id.to_string()),
-            RuleHit {
-                time,
-                value: OrderedFloat(if overdue { 1.0 } else { 0.0 }),
-                reported: OrderedFloat(hours),
-                labels,
-                rule: alarm,
-            },
+    fn hit(
+        &self,
+        rule: &ReportDeadlineRule,
+        id: &str,
+        level: usize,
+        time: Time,
+        on: bool,
+    ) -> HitRow {
+        report_hit(
+            rule.hit_alarm(),
+            (id, &self.category, &self.grid),
+            (level, RULE_KIND),
+            (self.start, time),
+            on,
         )
     }
 
-    /// Resolves every firing alert at `time` and drops the pending deadlines.
+    /// Resolves every firing alert at `time` and drops the timers.
     fn stop(&mut self, id: &str, time: Time, hits: &mut Vec<HitRow>) {
         let tracks = std::mem::take(&mut self.tracks);
         for track in tracks.values() {
-            if track.firing {
-                hits.push(self.hit(&track.rule, id, time, false));
+            if let Some(level) = track.firing {
+                hits.push(self.hit(&track.rule, id, level, time, false));
             }
         }
     }
 
-    /// Starts the timer of every watching rule at `time`; returns the deadlines to schedule.
+    /// Starts the timer of every watching rule at `time`.
     fn restart(
         &mut self,
+        id: &str,
         rules: &BTreeMap<String, ReportDeadlineRule>,
         time: Time,
-        scheduled: &mut Vec<Time>,
+        out: &mut Effects,
     ) {
         self.start = time;
-        for (id, rule) in rules {
-            if rule.watches(&self.category) {
-                let deadline = time.saturating_add(rule.deadline_ms);
+        for (rule_id, rule) in rules {
+            if let Some(deadline) = rule.deadline_for(&self.category) {
+                let due = time.saturating_add(deadline);
                 self.tracks.insert(
-                    id.clone(),
+                    rule_id.clone(),
                     Track {
                         rule: rule.clone(),
-                        deadline: Some(deadline),
-                        firing: false,
+                        due: Some(due),
+                        firing: None,
                     },
                 );
-                scheduled.push(deadline);
+                out.timers.push((id.to_string(), due));
             }
+        }
+    }
+
+    /// Moves the alert of `rule_id` to where it stands at `now` (every step due at or before
+    /// `now`, emitting at most one resolve and one fire) and sets its next timer.
+    fn advance(&mut self, id: &str, rule_id: &str, now: Time, out: &mut Effects) {
+        let (start, level) = (self.start, self.level);
+        let Some(track) = self.tracks.get(rule_id) else {
+            return;
+        };
+        let Some(deadline) = track.rule.deadline_for(&self.category) else {
+            return;
+        };
+        let mut target = track.firing;
+        let next = loop {
+            match track.rule.next_step(start, deadline, target, level) {
+                Some((at, step)) if at <= now => target = Some(step),
+                next => break next,
+            }
+        };
+        let (rule, was) = (track.rule.clone(), track.firing);
+        if target != was {
+            if let Some(old) = was {
+                out.hits.push(self.hit(&rule, id, old, now, false));
+            }
+            if let Some(new) = target {
+                out.hits.push(self.hit(&rule, id, new, now, true));
+            }
+        }
+        if let Some(track) = self.tracks.get_mut(rule_id) {
+            track.firing = target;
+            track.due = next.map(|(at, _)| at);
+        }
+        if let Some((at, _)) = next {
+            out.timers.push((id.to_string(), at));
         }
     }
 }
 
-/// Applies the rule changes of one time: returns the (report, deadline) pairs to schedule.
-fn apply_rules(
-    rules: &mut BTreeMap<String, ReportDeadlineRule>,
-    reports: &mut FxHashMap<String, Report>,
-    changes: Vec<(ReportDeadlineRule, Diff)>,
-    time: Time,
-    hits: &mut Vec<HitRow>,
-) -> Vec<(String, Time)> {
-    let mut touched: Vec<String> = Vec::new();
-    for (rule, diff) in &changes {
-        if *diff < 0 && rules.get(&rule.alarm.id) == Some(rule) {
-            rules.remove(&rule.alarm.id);
-            touched.push(rule.alarm.id.clone());
+/// The state of the operator: the rules and the known reports.
+#[derive(Default)]
+struct Deadlines {
+    rules: BTreeMap<String, ReportDeadlineRule>,
+    reports: FxHashMap<String, Report>,
+}
+
+impl ReportTimerLogic for Deadlines {
+    type Rule = ReportDeadlineRule;
+
+    fn rules(&mut self, changes: Vec<(ReportDeadlineRule, Diff)>, time: Time, out: &mut Effects) {
+        let mut touched: Vec<String> = Vec::new();
+        for (rule, diff) in &changes {
+            if *diff < 0 && self.rules.get(&rule.alarm.id) == Some(rule) {
+                self.rules.remove(&rule.alarm.id);
+                touched.push(rule.alarm.id.clone());
+            }
         }
-    }
-    for (rule, diff) in changes {
-        if diff > 0 {
-            touched.push(rule.alarm.id.clone());
-            rules.insert(rule.alarm.id.clone(), rule);
+        for (rule, diff) in changes {
+            if diff > 0 {
+                touched.push(rule.alarm.id.clone());
+                self.rules.insert(rule.alarm.id.clone(), rule);
+            }
         }
-    }
-    touched.sort();
-    touched.dedup();
-    let mut scheduled = Vec::new();
-    for (id, report) in reports.iter_mut() {
-        for rule_id in &touched {
-            let rule = rules.get(rule_id).filter(|r| r.watches(&report.category));
-            let old = report.tracks.remove(rule_id);
-            match (rule, old) {
-                (None, Some(old)) => {
-                    if old.firing {
-                        hits.push(report.hit(&old.rule, id, time, false));
+        touched.sort();
+        touched.dedup();
+        for (id, report) in self.reports.iter_mut() {
+            for rule_id in &touched {
+                let rule = self
+                    .rules
+                    .get(rule_id)
+                    .filter(|r| r.watches(&report.category));
+                let old = report.tracks.remove(rule_id);
+                let firing = old.as_ref().and_then(|t| t.firing);
+                match (rule, old) {
+                    (None, Some(old)) => {
+                        if let Some(level) = old.firing {
+                            out.hits.push(report.hit(&old.rule, id, level, time, false));
+                        }
                     }
+                    (None, None) => {}
+                    (Some(rule), _) if report.open || firing.is_some() => {
+                        // Steps already due apply after this time's events, at `time`.
+                        let due = rule
+                            .deadline_for(&report.category)
+                            .and_then(|d| rule.next_step(report.start, d, firing, report.level))
+                            .map(|(at, _)| at.max(time));
+                        report.tracks.insert(
+                            rule_id.clone(),
+                            Track {
+                                rule: rule.clone(),
+                                due,
+                                firing,
+                            },
+                        );
+                        if let Some(at) = due {
+                            out.timers.push((id.clone(), at));
+                        }
+                    }
+                    (Some(_), _) => {}
                 }
-                (None, None) => {}
-                (Some(rule), Some(old)) if old.firing => {
-                    report.tracks.insert(
-                        rule_id.clone(),
-                        Track {
-                            rule: rule.clone(),
-                            deadline: None,
-                            firing: true,
-                        },
-                    );
-                }
-                (Some(rule), _) if report.open => {
-                    let deadline = report.start.saturating_add(rule.deadline_ms).max(time);
-                    report.tracks.insert(
-                        rule_id.clone(),
-                        Track {
-                            rule: rule.clone(),
-                            deadline: Some(deadline),
-                            firing: false,
-                        },
-                    );
-                    scheduled.push((id.clone(), deadline));
-                }
-                (Some(_), _) => {}
             }
         }
     }
-    scheduled
+
+    fn event(
+        &mut self,
+        id: &str,
+        (kind, category, grid): (ReportKind, &str, &str),
+        time: Time,
+        out: &mut Effects,
+    ) {
+        match (self.reports.get_mut(id), kind) {
+            (None, ReportKind::Created) => {
+                let mut report = Report {
+                    category: category.to_string(),
+                    grid: grid.to_string(),
+                    level: 0,
+                    start: time,
+                    open: true,
+                    last: time,
+                    tracks: BTreeMap::new(),
+                };
+                report.restart(id, &self.rules, time, out);
+                self.reports.insert(id.to_string(), report);
+            }
+            (None, _) => {}
+            (Some(report), kind) => {
+                report.last = report.last.max(time);
+                match kind {
+                    ReportKind::Escalated if report.open && report.level < 2 => {
+                        report.stop(id, time, &mut out.hits);
+                        report.level += 1;
+                        report.restart(id, &self.rules, time, out);
+                    }
+                    ReportKind::Resolved if report.open => {
+                        report.stop(id, time, &mut out.hits);
+                        report.open = false;
+                    }
+                    ReportKind::Reopened if !report.open => {
+                        report.open = true;
+                        report.restart(id, &self.rules, time, out);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn timer(&mut self, id: &str, time: Time, out: &mut Effects) {
+        let Some(report) = self.reports.get_mut(id) else {
+            return;
+        };
+        if !report.open {
+            return;
+        }
+        let due: Vec<String> = report
+            .tracks
+            .iter()
+            .filter(|(_, track)| track.due == Some(time))
+            .map(|(rule_id, _)| rule_id.clone())
+            .collect();
+        for rule_id in due {
+            report.advance(id, &rule_id, time, out);
+        }
+    }
+
+    fn prune(&mut self, cutoff: Time) {
+        self.reports.retain(|_, report| {
+            report.last >= cutoff
+                || report
+                    .tracks
+                    .values()
+                    .any(|t| t.due.is_some() || t.firing.is_some())
+        });
+    }
 }
-
-/// Applies one event of report `id` at `time`; returns the deadlines to schedule.
-fn apply_event(
-    rules: &BTreeMap<String, ReportDeadlineRule>,
-    reports: &mut FxHashMap<String, Report>,
-    id: &str,
-    (kind, category, grid): (ReportKind, &str, &str),
-    time: Time,
-    hits: &mut Vec<HitRow>,
-) -> Vec<Time> {
-    let mut scheduled = Vec::new();
-    match (reports.get_mut(id), kind) {
-        (None, ReportKind::Created) => {
-            let mut report = Report {
-                category: category.to_string(),
-                grid: grid.to_string(),
-                level: 0,
-                start: time,
-                open: true,
-                tracks: BTreeMap::new(),
-            };
-            report.restart(rules, time, &mut scheduled);
-            reports.insert(id.to_string(), report);
-        }
-        (None, _) => {}
-        (Some(report), ReportKind::Escalated) if report.open && report.level < 2 => {
-            report.stop(id, time, hits);
-            report.level += 1;
-            report.restart(rules, time, &mut scheduled);
-        }
-        (Some(report), ReportKind::Resolved) if report.open => {
-            report.stop(id, time, hits);
-            report.open = false;
-        }
-        (Some(report), ReportKind::Reopened) if !report.open => {
-            report.open = true;
-            report.restart(rules, time, &mut scheduled);
-        }
-        (Some(_), _) => {}
-    }
-    scheduled
-}
-
-/// A deadline of report `id` came due at `time`: fires every rule whose live deadline it is.
-fn on_timer(reports: &mut FxHashMap<String, Report>, id: &str, time: Time, hits: &mut Vec<HitRow>) {
-    let Some(report) = reports.get_mut(id) else {
-        return;
-    };
-    if !report.open {
-        return;
-    }
-    let mut fired = Vec::new();
-    for track in report.tracks.values_mut() {
-        if !track.firing && track.deadline == Some(time) {
-            track.firing = true;
-            track.deadline = None;
-            fired.push(track.rule.clone());
-        }
-    }
-    for rule in fired {
-        hits.push(report.hit(&rule, id, time, true));
-    }
-}
-
-/// Updates of one time, held until the frontier passes it, with the capability to emit at it.
-type Waiting = (Capability<Time>, Vec<(Input, Diff)>);
-
-/// Deadlines of one time, with the capability to emit at it.
-type Due = (Capability<Time>, Vec<String>);
 
 /// Times unresolved citizen reports.
 pub trait ReportDeadlineHits<'s> {
     /// One hit (value 1) per (rule, report) at the event time the report has been unresolved
-    /// for the rule's deadline since its timer started, and one (value 0) when that ends
-    /// (resolved, escalated, rule deleted); each reports the hours since the timer started.
+    /// for its category's deadline since its timer started, one (value 0) when that ends
+    /// (resolved, escalated, rule deleted), and at each step of the escalation ladder one of
+    /// each (the old level resolves, the new one fires); each reports the hours since the
+    /// timer started; they carry the registry labels of the report's grid in `grids`. Reports
+    /// idle for `retention_ms` are forgotten.
+    ///
+    /// ```
+    /// use citybrain_model::{Domain, Metric, ReportKind, Severity};
+    /// use citybrain_operators::Diff;
+    /// use citybrain_operators::kinds::report_deadline::{
+    ///     EscalationStep, ReportDeadlineHits, ReportDeadlineRule,
+    /// };
+    /// use citybrain_operators::ordered_float::OrderedFloat;
+    /// use citybrain_operators::rule::{Direction, ThresholdRule};
+    /// use differential_dataflow::input::Input;
+    /// use timely::dataflow::operators::Inspect;
+    ///
+    /// timely::example(|scope| {
+    ///     let (mut events, reports) = scope.new_collection();
+    ///     let (mut rules, rule_rows) = scope.new_collection::<ReportDeadlineRule, Diff>();
+    ///     let (_, grids) = scope.new_collection();
+    ///     reports
+    ///         .report_deadline_hits(rule_rows, grids, 1_000_000)
+    ///         .inspect(|((_, hit), _time, diff)| {
+    ///             if *diff > 0 {
+    ///                 let level = &hit.labels.iter().find(|(k, _)| k == "level").unwrap().1;
+    ///                 // Village fires at 5 + 10; at 5 + 10 + 20 village resolves, town fires.
+    ///                 let expected = match (hit.time, hit.value.0 > 0.0) {
+    ///                     (15, true) => "village",
+    ///                     (35, false) => "village",
+    ///                     (35, true) => "town",
+    ///                     other => panic!("{other:?}"),
+    ///                 };
+    ///                 assert_eq!(level, expected);
+    ///             }
+    ///         });
+    ///     let alarm = ThresholdRule {
+    ///         id: "late".into(), domain: Domain::Citizen, metric: Metric::Ch4, scope: vec![],
+    ///         direction: Direction::Above, threshold: OrderedFloat(1.0),
+    ///         clear: OrderedFloat(1.0), hold_ms: 0, severity: Severity::Warning,
+    ///         summary: "late".into(), labels: vec![],
+    ///     };
+    ///     let mut rule = ReportDeadlineRule::new(alarm, vec![], 10);
+    ///     rule.escalation = vec![EscalationStep { overdue_ms: 20, level: 1 }];
+    ///     rules.insert(rule);
+    ///     let created = (ReportKind::Created, "noise".to_string(), "g".to_string(), None);
+    ///     events.update_at(("R-1".to_string(), created), 5, 1);
+    ///     events.advance_to(100);
+    ///     rules.advance_to(100);
+    /// });
+    /// ```
     fn report_deadline_hits(
         self,
         rules: VecCollection<'s, Time, ReportDeadlineRule, Diff>,
+        grids: VecCollection<'s, Time, (String, Labels), Diff>,
+        retention_ms: Time,
     ) -> VecCollection<'s, Time, HitRow, Diff>;
 }
 
@@ -330,113 +511,16 @@ impl<'s> ReportDeadlineHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff
     fn report_deadline_hits(
         self,
         rules: VecCollection<'s, Time, ReportDeadlineRule, Diff>,
+        grids: VecCollection<'s, Time, (String, Labels), Diff>,
+        retention_ms: Time,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        let peers = self.scope().peers() as u64;
-        // Every worker needs every rule: one copy per worker, routed by its index.
-        let rules = rules.flat_map(move |rule| {
-            (0..peers).map(move |worker| (worker, Input::Rule(rule.clone())))
-        });
-        let events = self.map(|row| (row.0.hashed(), Input::Event(row)));
-        let exchange = Exchange::new(|update: &((u64, Input), Time, Diff)| update.0.0);
-        rules
-            .concat(events)
-            .inner
-            .unary_frontier(exchange, "ReportDeadline", |_capability, _info| {
-                let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
-                let mut timers: BTreeMap<Time, Due> = BTreeMap::new();
-                let mut rules: BTreeMap<String, ReportDeadlineRule> = BTreeMap::new();
-                let mut reports: FxHashMap<String, Report> = FxHashMap::default();
-                move |(input, frontier), output| {
-                    input.for_each(|capability, data| {
-                        for ((_, update), time, diff) in data.drain(..) {
-                            waiting
-                                .entry(time)
-                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
-                                .1
-                                .push((update, diff));
-                        }
-                    });
-                    // At the end of the input nothing is overdue: deadlines are dropped.
-                    let closed = frontier.is_empty();
-                    if closed {
-                        timers.clear();
-                    }
-                    loop {
-                        let next_update = waiting.keys().next().copied();
-                        let next_timer = timers.keys().next().copied();
-                        let Some(time) = next_update.into_iter().chain(next_timer).min() else {
-                            break;
-                        };
-                        if frontier.less_equal(&time) {
-                            break;
-                        }
-                        let updates = waiting.remove(&time);
-                        let due = timers.remove(&time);
-                        let capability = match (&updates, &due) {
-                            (Some((capability, _)), _) | (None, Some((capability, _))) => {
-                                capability.clone()
-                            }
-                            (None, None) => break,
-                        };
-                        let mut hits = Vec::new();
-                        let mut scheduled: Vec<(String, Time)> = Vec::new();
-                        if let Some((_, mut updates)) = updates {
-                            consolidate(&mut updates);
-                            let mut changes = Vec::new();
-                            let mut events = Vec::new();
-                            for (update, diff) in updates {
-                                match update {
-                                    Input::Rule(rule) => changes.push((rule, diff)),
-                                    Input::Event(row) if diff > 0 => events.push(row),
-                                    Input::Event(_) => {}
-                                }
-                            }
-                            if !changes.is_empty() {
-                                scheduled.extend(apply_rules(
-                                    &mut rules,
-                                    &mut reports,
-                                    changes,
-                                    time,
-                                    &mut hits,
-                                ));
-                            }
-                            events.sort_by(|(a, (ka, ..)), (b, (kb, ..))| {
-                                (a, lifecycle_rank(*ka)).cmp(&(b, lifecycle_rank(*kb)))
-                            });
-                            for (id, (kind, category, grid, _unit)) in &events {
-                                for deadline in apply_event(
-                                    &rules,
-                                    &mut reports,
-                                    id,
-                                    (*kind, category, grid),
-                                    time,
-                                    &mut hits,
-                                ) {
-                                    scheduled.push((id.clone(), deadline));
-                                }
-                            }
-                        }
-                        if let Some((_, ids)) = due {
-                            for id in &ids {
-                                on_timer(&mut reports, id, time, &mut hits);
-                            }
-                        }
-                        if !closed {
-                            super::schedule(&mut timers, &capability, scheduled);
-                        }
-                        if !hits.is_empty() {
-                            output
-                                .session(&capability)
-                                .give_iterator(hits.iter().map(|hit| (hit.clone(), time, 1)));
-                            let next = time.saturating_add(1);
-                            output
-                                .session(&capability.delayed(&next))
-                                .give_iterator(hits.into_iter().map(|hit| (hit, next, -1)));
-                        }
-                    }
-                }
-            })
-            .as_collection()
+        self.report_timer_hits(
+            rules,
+            grids,
+            Deadlines::default(),
+            "ReportDeadline",
+            retention_ms,
+        )
     }
 }
 
@@ -445,8 +529,9 @@ pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     rules: VecCollection<'s, Time, RuleRow, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
-    sources
-        .reports
-        .clone()
-        .report_deadline_hits(rules.flat_map(|row| row.as_report_deadline().cloned()))
+    sources.reports.clone().report_deadline_hits(
+        rules.flat_map(|row| row.as_report_deadline().cloned()),
+        sources.citizen_grids(),
+        sources.report_retention_ms,
+    )
 }

@@ -27,7 +27,9 @@ use crate::hysteresis::make_transition;
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::{EntityKey, Time};
 
-pub use report_deadline::{DeadlineTransition, ReportEventAt, report_deadline_transitions};
+pub use report_deadline::{
+    DeadlineTransition, ReportEventAt, follow_up_transitions, report_deadline_transitions,
+};
 
 /// A change of the rules collection: `(time, row, +1 | -1)`.
 pub type RuleChange = (Time, RuleRow, isize);

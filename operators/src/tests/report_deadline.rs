@@ -1,51 +1,81 @@
 //! Report-deadline rules: fixed cases with exact transitions (no resolve fires at the deadline,
 //! resolved in time never fires, escalation restarts the timer, resolved after firing resolves,
-//! reopened restarts, duplicates and unknown reports change nothing, categories filter), and
-//! random report lifecycles, sent out of order, against the plain-loop reference.
+//! reopened restarts, duplicates and unknown reports change nothing, categories filter,
+//! per-category deadlines and the escalation ladder), and random report lifecycles under random
+//! rules, sent out of order, against the plain-loop reference.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use citybrain_model::{AlertTransition, Domain, Metric, ReportKind, Severity, TransitionState};
+use citybrain_model::{
+    AlertTransition, Domain, EntityInfo, Metric, ReportKind, Severity, TransitionState,
+};
 use differential_dataflow::input::Input;
 use ordered_float::OrderedFloat;
 use timely::dataflow::operators::{Inspect, Probe};
 
-use crate::kinds::report_deadline::ReportDeadlineRule;
+use crate::kinds::report_deadline::{EscalationStep, ReportDeadlineRule};
 use crate::reference::{report_deadline_transitions, sort_transitions};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::rule_alerts;
 
 /// An hour, milliseconds.
-const H: u64 = 3_600_000;
+pub(super) const H: u64 = 3_600_000;
+
+/// The alarm side of the test rules.
+pub(super) fn alarm() -> ThresholdRule {
+    ThresholdRule {
+        id: "report-escalation".into(),
+        domain: Domain::Citizen,
+        metric: Metric::Ch4,
+        scope: vec![],
+        direction: Direction::Above,
+        threshold: OrderedFloat(1.0),
+        clear: OrderedFloat(1.0),
+        hold_ms: 0,
+        severity: Severity::Warning,
+        summary: "Report {entity} ({category}) unresolved at {level} level".into(),
+        labels: vec![],
+    }
+}
 
 /// A 48 h deadline on land and wage disputes.
 fn rule() -> RuleRow {
-    RuleRow::ReportDeadline(ReportDeadlineRule {
-        alarm: ThresholdRule {
-            id: "report-escalation".into(),
-            domain: Domain::Citizen,
-            metric: Metric::Ch4,
-            scope: vec![],
-            direction: Direction::Above,
-            threshold: OrderedFloat(1.0),
-            clear: OrderedFloat(1.0),
-            hold_ms: 0,
-            severity: Severity::Warning,
-            summary: "Report {entity} ({category}) unresolved at {level} level".into(),
-            labels: vec![],
-        },
-        categories: vec!["land_dispute".into(), "wage_dispute".into()],
-        deadline_ms: 48 * H,
-    })
+    RuleRow::ReportDeadline(ReportDeadlineRule::new(
+        alarm(),
+        vec!["land_dispute".into(), "wage_dispute".into()],
+        48 * H,
+    ))
+}
+
+/// 48 h for every category, 24 h for land disputes; to town 24 h past the deadline, to the
+/// district 72 h past it.
+fn ladder_rule() -> ReportDeadlineRule {
+    ReportDeadlineRule {
+        alarm: alarm(),
+        categories: vec![],
+        deadline_ms: Some(48 * H),
+        category_deadlines: vec![("land_dispute".into(), 24 * H)],
+        escalation: vec![
+            EscalationStep {
+                overdue_ms: 24 * H,
+                level: 1,
+            },
+            EscalationStep {
+                overdue_ms: 72 * H,
+                level: 2,
+            },
+        ],
+    }
 }
 
 /// A report event: (report, kind, category, time).
-type Event = (&'static str, ReportKind, &'static str, u64);
+pub(super) type Event = (&'static str, ReportKind, &'static str, u64);
 
 /// Runs [`rule_alerts`] with `rules` from time 0 over report `events` sent in reverse order
-/// (all before the frontier moves), up to `end`, then closes the input.
-fn run(rules: &[RuleRow], events: &[Event], end: u64) -> Vec<AlertTransition> {
+/// (all before the frontier moves), up to `end`, then closes the input. Every report is in
+/// grid `g1`, registered in town `t1` of district `d1`.
+pub(super) fn run(rules: &[RuleRow], events: &[Event], end: u64) -> Vec<AlertTransition> {
     let rules = rules.to_vec();
     let events = events.to_vec();
     timely::execute_directly(move |worker| {
@@ -53,7 +83,16 @@ fn run(rules: &[RuleRow], events: &[Event], end: u64) -> Vec<AlertTransition> {
         let sink = Rc::clone(&out);
         let (mut reports, mut rule_input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (_, readings) = scope.new_collection();
-            let (_, registry) = scope.new_collection();
+            let grid = EntityInfo::new(
+                [
+                    ("village", Some("g1".to_string())),
+                    ("town", Some("t1".to_string())),
+                    ("district", Some("d1".to_string())),
+                ],
+                0,
+            );
+            let (_, registry) =
+                scope.new_collection_from(vec![((Domain::Citizen, "g1".to_string()), grid)]);
             let (report_input, reports) = scope.new_collection();
             let (rule_input, rules) = scope.new_collection();
             let (probe, _) = rule_alerts(readings, registry, reports, rules)
@@ -91,7 +130,7 @@ fn run(rules: &[RuleRow], events: &[Event], end: u64) -> Vec<AlertTransition> {
 }
 
 /// (event time, report, state, level label) of each transition.
-fn seen(transitions: &[AlertTransition]) -> Vec<(u64, String, TransitionState, String)> {
+pub(super) fn seen(transitions: &[AlertTransition]) -> Vec<(u64, String, TransitionState, String)> {
     transitions
         .iter()
         .map(|t| {
@@ -105,11 +144,19 @@ fn seen(transitions: &[AlertTransition]) -> Vec<(u64, String, TransitionState, S
         .collect()
 }
 
-fn firing(time: u64, report: &str, level: &str) -> (u64, String, TransitionState, String) {
+pub(super) fn firing(
+    time: u64,
+    report: &str,
+    level: &str,
+) -> (u64, String, TransitionState, String) {
     (time, report.into(), TransitionState::Firing, level.into())
 }
 
-fn resolved(time: u64, report: &str, level: &str) -> (u64, String, TransitionState, String) {
+pub(super) fn resolved(
+    time: u64,
+    report: &str,
+    level: &str,
+) -> (u64, String, TransitionState, String) {
     (time, report.into(), TransitionState::Resolved, level.into())
 }
 
@@ -189,6 +236,81 @@ fn unresolved_reports_fire_at_the_deadline_and_resolve() {
 }
 
 #[test]
+fn the_ladder_hands_overdue_reports_up_per_category_deadline() {
+    use ReportKind::*;
+    let events: Vec<Event> = vec![
+        // a: 24 h deadline; village at 24 h, town at 48 h, district at 96 h, resolved at 100 h.
+        ("a", Created, "land_dispute", 0),
+        ("a", Dispatched, "land_dispute", H),
+        ("a", Resolved, "land_dispute", 100 * H),
+        // b: the default 48 h; village at 48 h, resolved at 60 h before the town step.
+        ("b", Created, "noise", 0),
+        ("b", Resolved, "noise", 60 * H),
+        // c: escalated to town by people at 10 h: its deadline fires at town (34 h), the
+        // ladder's town step is skipped, the district step comes 72 h past the deadline.
+        ("c", Created, "land_dispute", 0),
+        ("c", Escalated, "land_dispute", 10 * H),
+        // d: resolved in time.
+        ("d", Created, "noise", 0),
+        ("d", Resolved, "noise", 30 * H),
+        // e: resolved exactly at the town step: in time for it.
+        ("e", Created, "land_dispute", 0),
+        ("e", Resolved, "land_dispute", 48 * H),
+    ];
+    let mut expected = vec![
+        firing(24 * H, "a", "village"),
+        firing(24 * H, "e", "village"),
+        firing(34 * H, "c", "town"),
+        firing(48 * H, "a", "town"),
+        firing(48 * H, "b", "village"),
+        resolved(48 * H, "a", "village"),
+        resolved(48 * H, "e", "village"),
+        resolved(60 * H, "b", "village"),
+        firing(96 * H, "a", "district"),
+        resolved(96 * H, "a", "town"),
+        resolved(100 * H, "a", "district"),
+        firing(106 * H, "c", "district"),
+        resolved(106 * H, "c", "town"),
+    ];
+    expected.sort();
+    let mut doubled = events.clone();
+    doubled.extend(events.iter().cloned());
+    let end = 200 * H;
+    let got = run(&[RuleRow::ReportDeadline(ladder_rule())], &doubled, end);
+    let mut seen_sorted = seen(&got);
+    seen_sorted.sort();
+    assert_eq!(seen_sorted, expected);
+    let owned: Vec<_> = events
+        .iter()
+        .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
+        .collect();
+    assert_eq!(
+        report_deadline_transitions(&ladder_rule(), &owned, end),
+        expected
+    );
+    // The step's firing and the lower level's resolve carry distinct ids and their levels.
+    let mut at_town: Vec<_> = got
+        .iter()
+        .filter(|t| t.entity == "a" && t.event_time == 48 * H)
+        .map(|t| (t.state, t.labels.get("level").cloned(), t.value))
+        .collect();
+    // The registry labels of the report's grid name where the alert is routed.
+    assert!(
+        got.iter()
+            .all(|t| t.labels.get("town").map(String::as_str) == Some("t1")
+                && t.labels.get("district").map(String::as_str) == Some("d1"))
+    );
+    at_town.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        at_town,
+        vec![
+            (TransitionState::Firing, Some("town".to_string()), 48.0),
+            (TransitionState::Resolved, Some("village".to_string()), 48.0),
+        ]
+    );
+}
+
+#[test]
 fn pending_deadlines_are_dropped_at_the_end_of_the_input() {
     let events: Vec<Event> = vec![("r1", ReportKind::Created, "land_dispute", H)];
     assert!(run(&[rule()], &events, 10 * H).is_empty());
@@ -202,8 +324,8 @@ fn deadline_rule() -> ReportDeadlineRule {
     }
 }
 
-const REPORTS: [&str; 5] = ["r0", "r1", "r2", "r3", "r4"];
-const KINDS: [ReportKind; 6] = [
+pub(super) const REPORTS: [&str; 5] = ["r0", "r1", "r2", "r3", "r4"];
+pub(super) const KINDS: [ReportKind; 6] = [
     ReportKind::Created,
     ReportKind::Dispatched,
     ReportKind::Escalated,
@@ -211,6 +333,34 @@ const KINDS: [ReportKind; 6] = [
     ReportKind::Reopened,
     ReportKind::FollowedUp,
 ];
+
+/// A rule of the property test: default deadline, land-dispute deadline, ladder, filter.
+fn random_rule(default: usize, land: usize, ladder: usize, only_land: bool) -> ReportDeadlineRule {
+    let step = |overdue_h: u64, level: usize| EscalationStep {
+        overdue_ms: overdue_h * H,
+        level,
+    };
+    ReportDeadlineRule {
+        alarm: alarm(),
+        categories: if only_land {
+            vec!["land_dispute".into()]
+        } else {
+            vec![]
+        },
+        deadline_ms: [None, Some(48 * H), Some(30 * H)][default],
+        category_deadlines: match land {
+            0 => vec![],
+            1 => vec![("land_dispute".into(), 24 * H)],
+            _ => vec![("land_dispute".into(), 36 * H)],
+        },
+        escalation: match ladder {
+            0 => vec![],
+            1 => vec![step(20, 1)],
+            2 => vec![step(12, 2)],
+            _ => vec![step(10, 1), step(30, 2)],
+        },
+    }
+}
 
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
@@ -236,6 +386,33 @@ proptest::proptest! {
             .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
             .collect();
         let expected = report_deadline_transitions(&deadline_rule(), &owned, end);
+        proptest::prop_assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn random_ladders_match_the_reference(
+        raw in proptest::collection::vec((0usize..5, 0usize..6, 0u64..200), 1..40),
+        end_hours in 100u64..300,
+        shape in (0usize..3, 0usize..3, 0usize..4, proptest::bool::ANY),
+    ) {
+        let (default, land, ladder, only_land) = shape;
+        proptest::prop_assume!(default > 0 || land > 0);
+        let rule = random_rule(default, land, ladder, only_land);
+        let events: Vec<Event> = raw
+            .iter()
+            .map(|&(report, kind, hour)| {
+                let category = if report % 2 == 0 { "land_dispute" } else { "noise" };
+                (REPORTS[report], KINDS[kind], category, hour * H)
+            })
+            .collect();
+        let end = end_hours * H;
+        let mut got = seen(&run(&[RuleRow::ReportDeadline(rule.clone())], &events, end));
+        got.sort();
+        let owned: Vec<_> = events
+            .iter()
+            .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
+            .collect();
+        let expected = report_deadline_transitions(&rule, &owned, end);
         proptest::prop_assert_eq!(got, expected);
     }
 }

@@ -18,21 +18,31 @@ use citybrain_operators::report_state::ReportStates;
 use citybrain_tests::shared_data;
 use differential_dataflow::input::Input;
 
-struct Request {
-    id: String,
-    kind: String,
-    district: Option<String>,
-    created: u64,
-    closed: Option<u64>,
+/// One service request of the file.
+pub(crate) struct Request {
+    /// `srnumber`.
+    pub(crate) id: String,
+    /// `requesttype`.
+    pub(crate) kind: String,
+    /// `CD <cd>`, when the council district is given.
+    pub(crate) district: Option<String>,
+    /// `nc` (neighbourhood council number), when given.
+    pub(crate) nc: Option<String>,
+    /// `createddate`, epoch ms (read as UTC).
+    pub(crate) created: u64,
+    /// `closeddate`, epoch ms, when closed.
+    pub(crate) closed: Option<u64>,
 }
 
-fn parse_time(text: &str) -> u64 {
+/// Epoch ms of a `1/1/20 0:05` timestamp, read as UTC.
+pub(crate) fn parse_time(text: &str) -> u64 {
     let t = chrono::NaiveDateTime::parse_from_str(text, "%m/%d/%y %H:%M")
         .unwrap_or_else(|e| panic!("{text}: {e}"));
     u64::try_from(t.and_utc().timestamp_millis()).expect("after 1970")
 }
 
-fn requests() -> Vec<Request> {
+/// Every request of `la311/test_requests.csv`, in file order.
+pub(crate) fn requests() -> Vec<Request> {
     let path = shared_data().join("la311/test_requests.csv");
     let mut reader =
         csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -43,12 +53,13 @@ fn requests() -> Vec<Request> {
             .position(|h| h == name)
             .unwrap_or_else(|| panic!("no column {name}"))
     };
-    let (id, kind, created, closed, cd) = (
+    let (id, kind, created, closed, cd, nc) = (
         column("srnumber"),
         column("requesttype"),
         column("createddate"),
         column("closeddate"),
         column("cd"),
+        column("nc"),
     );
     reader
         .records()
@@ -60,6 +71,9 @@ fn requests() -> Vec<Request> {
                 district: Some(record[cd].trim())
                     .filter(|d| !d.is_empty())
                     .map(|d| format!("CD {d}")),
+                nc: Some(record[nc].trim())
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string),
                 created: parse_time(&record[created]),
                 closed: Some(record[closed].trim())
                     .filter(|c| !c.is_empty())

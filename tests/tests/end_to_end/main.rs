@@ -2,6 +2,7 @@
 //! links librdkafka, timely and axum, so one binary instead of one per file keeps the build
 //! small enough for CI machines with little disk.
 
+mod citizen_reports;
 mod hostile_input;
 mod http_api;
 mod kafka_end_to_end;

@@ -7,6 +7,12 @@
 //!   two sensors of one working face, one row every 30 s (~6.6 days).
 //! - `../shared/data/cows/sample_data.csv`: a dairy cow's activity collar (Motion Index per
 //!   minute, ~16 days) as one farm device.
+//! - `../shared/data/greenhouse/`: tunnel greenhouse 1, TRH_1.csv (air temperature and
+//!   relative humidity every 15 minutes, whose timestamps go back by about an hour in three
+//!   places) and Ref_WaterCont.csv (substrate water content), replayed in file order, the two
+//!   files merged by time (the 2,233 `NaN` rows of the water file, gaps in the record, are
+//!   left out); window and baseline rules against the reference over the readings, which
+//!   sorts them.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -109,6 +115,89 @@ below = 1
 clear = 3
 "#;
 
+const GREENHOUSE_RULES: &str = r#"
+[[rule]]
+id = "greenhouse-hot-hour"
+kind = "window"
+domain = "farm"
+metric = "air_temp"
+scope = { greenhouse = "italy-farm/gh-1" }
+window = "1h"
+hop = "15m"
+group_by = "greenhouse"
+aggregate = "avg"
+above = 32
+clear = 30
+summary = "{greenhouse} averaged {value} C over an hour"
+
+[[rule]]
+id = "greenhouse-humid"
+kind = "window"
+domain = "farm"
+metric = "humidity"
+scope = { greenhouse = "italy-farm/gh-1" }
+window = "2h"
+group_by = "greenhouse"
+aggregate = "p90"
+above = 97
+clear = 90
+for = "2h"
+
+[[rule]]
+id = "irrigation-needed"
+kind = "window"
+domain = "farm"
+metric = "soil_water"
+scope = { greenhouse = "italy-farm/gh-1" }
+window = "30m"
+group_by = "greenhouse"
+aggregate = "max"
+below = 15
+clear = 18
+summary = "Irrigation needed in {greenhouse}"
+
+[[rule]]
+id = "substrate-drying"
+kind = "baseline"
+domain = "farm"
+metric = "soil_water"
+scope = { greenhouse = "italy-farm/gh-1" }
+baseline = "24h"
+below_ratio = 0.7
+clear = 0.85
+for = "30m"
+
+[[rule]]
+id = "greenhouse-warmer-than-usual"
+kind = "baseline"
+domain = "farm"
+metric = "air_temp"
+scope = { greenhouse = "italy-farm/gh-1" }
+baseline = "6h"
+above_ratio = 1.5
+clear = 1.2
+"#;
+
+/// (epoch ms, fields) of each data row of a greenhouse file, in file order; `at` is the
+/// timestamp column and `format` its chrono format (local times read as UTC).
+fn greenhouse_rows(file: &str, at: usize, format: &str) -> Vec<(u64, Vec<String>)> {
+    let path = shared_data().join("greenhouse").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .skip(1)
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let fields: Vec<String> = line.split(',').map(|f| f.trim().to_string()).collect();
+            let stamp = fields.get(at).unwrap_or_else(|| panic!("{file}: {line}"));
+            let time = chrono::NaiveDateTime::parse_from_str(stamp, format)
+                .unwrap_or_else(|e| panic!("{file}: {stamp}: {e}"));
+            let ms = u64::try_from(time.and_utc().timestamp_millis())
+                .unwrap_or_else(|e| panic!("{stamp}: {e}"));
+            (ms, fields)
+        })
+        .collect()
+}
+
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -151,11 +240,13 @@ fn cow_rows() -> Vec<(u64, f64)> {
 }
 
 /// Runs the engine on `readings` (produced in order) and returns its transitions, sorted.
+/// `farm_lateness` replaces the test config's allowed lateness of the farm stream.
 fn through_kafka(
     readings: &[Reading],
     registry: &[(&str, &str, String)],
     rules_toml: &str,
     expected: usize,
+    farm_lateness: Option<&str>,
 ) -> Vec<AlertTransition> {
     let kafka = MockKafka::new(&TOPICS);
     for (topic, key, record) in registry {
@@ -176,14 +267,24 @@ fn through_kafka(
         kafka.produce(topic, Some(&r.entity), Some(message.as_bytes()));
     }
     kafka.flush();
-    let engine = TestEngine::start(&test_config(&kafka.brokers), rules_toml);
+    let mut config = test_config(&kafka.brokers);
+    if let Some(lateness) = farm_lateness {
+        config = config.replace(
+            "[sources.farm]\nallowed_lateness = \"100ms\"",
+            &format!("[sources.farm]\nallowed_lateness = \"{lateness}\""),
+        );
+        assert!(config.contains(lateness), "the farm lateness is set");
+    }
+    let engine = TestEngine::start(&config, rules_toml);
     let got = engine.wait_until(Duration::from_secs(240), |t, _| t.len() >= expected);
     // A little longer: nothing beyond the expected may arrive.
     std::thread::sleep(Duration::from_millis(500));
     let (file_transitions, dead_letters) = engine.stop();
     assert!(
         dead_letters.is_empty(),
-        "no dead letters expected: {dead_letters:?}"
+        "no dead letters expected: {} of them, the first {:?}",
+        dead_letters.len(),
+        dead_letters.first()
     );
     assert_eq!(
         file_transitions.len(),
@@ -247,7 +348,7 @@ fn methane_windows_rates_baseline_and_correlation_equal_the_reference() {
 
     let expected = rule_transitions(&readings, &registry, &rules);
     assert_every_rule_fires(&rules, &expected);
-    let got = through_kafka(&readings, &records, MINE_RULES, expected.len());
+    let got = through_kafka(&readings, &records, MINE_RULES, expected.len(), None);
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected);
     let correlation = expected
@@ -300,6 +401,7 @@ fn cow_activity_baseline_and_herd_window_equal_the_reference() {
         &[("registry.devices", device, json)],
         FARM_RULES,
         expected.len(),
+        None,
     );
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected);
@@ -309,5 +411,94 @@ fn cow_activity_baseline_and_herd_window_equal_the_reference() {
             .filter(|t| t.rule == "cow-inactive")
             .all(|t| t.entity == device && t.summary.starts_with("cow-50001964 at ")),
         "baseline alerts are about the collar and name the animal"
+    );
+}
+
+#[test]
+fn greenhouse_windows_and_baselines_equal_the_reference() {
+    const FARM: &str = "italy-farm";
+    const GREENHOUSE: &str = "italy-farm/gh-1";
+    let number = |text: &str| -> f64 { text.parse().unwrap_or_else(|e| panic!("{text}: {e}")) };
+    let trh = greenhouse_rows("TRH_1.csv", 1, "%d/%m/%Y %H:%M:%S");
+    let water = greenhouse_rows("Ref_WaterCont.csv", 1, "%Y-%m-%d %H:%M:%S");
+    assert_eq!((trh.len(), water.len()), (10_858, 24_156));
+    let backwards = trh.windows(2).filter(|w| w[1].0 < w[0].0).count();
+    assert_eq!(backwards, 3, "TRH_1.csv goes back in time three times");
+    let gaps = water.iter().filter(|(_, f)| f[0] == "NaN").count();
+    assert_eq!(gaps, 2_233, "Ref_WaterCont.csv has NaN rows");
+
+    let devices = [
+        ("italy-farm/gh-1/air-temp", Metric::AirTemp),
+        ("italy-farm/gh-1/humidity", Metric::Humidity),
+        ("italy-farm/gh-1/soil-water", Metric::SoilWater),
+        // Far after the data, in another greenhouse: moves the farm clock past every window.
+        ("italy-farm/gh-2/air-temp", Metric::AirTemp),
+    ];
+    let mut registry: HashMap<EntityKey, EntityInfo> = HashMap::new();
+    let mut records = Vec::new();
+    for (device, kind) in devices {
+        let greenhouse = device.rsplit_once('/').map(|(g, _)| g.to_string());
+        let record = DeviceRecord {
+            device: None,
+            farm: FARM.into(),
+            greenhouse,
+            herd: None,
+            animal: None,
+            kind,
+            cadence_ms: 900_000,
+        };
+        let json = serde_json::to_string(&record).unwrap_or_else(|e| panic!("record: {e}"));
+        records.push(("registry.devices", device, json));
+        registry.insert((Domain::Farm, device.to_string()), record.into());
+    }
+    let reading = |device: usize, time: u64, value: f64| Reading {
+        domain: Domain::Farm,
+        entity: devices[device].0.to_string(),
+        metric: devices[device].1,
+        value,
+        time,
+    };
+    // Each file in its own order, merged by time: a reading that goes back in time comes
+    // right after the later ones it follows in its file.
+    let mut readings = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < trh.len() || j < water.len() {
+        let take_trh = j >= water.len() || (i < trh.len() && trh[i].0 <= water[j].0);
+        if take_trh {
+            let (time, fields) = &trh[i];
+            readings.push(reading(0, *time, number(&fields[2])));
+            readings.push(reading(1, *time, number(&fields[3])));
+            i += 1;
+        } else {
+            let (time, fields) = &water[j];
+            if fields[0] != "NaN" {
+                readings.push(reading(2, *time, number(&fields[0])));
+            }
+            j += 1;
+        }
+    }
+    let newest = readings.iter().map(|r| r.time).max().unwrap_or_default();
+    readings.push(reading(3, newest + 2 * 86_400_000, 20.0));
+
+    let rules = config::load_rules_str(Path::new("greenhouse.toml"), GREENHOUSE_RULES)
+        .unwrap_or_else(|d| panic!("rules: {d}"));
+    let expected = rule_transitions(&readings, &registry, &rules);
+    assert_every_rule_fires(&rules, &expected);
+    // The clock goes back by up to an hour: a lateness of 2 h keeps every reading.
+    let got = through_kafka(
+        &readings,
+        &records,
+        GREENHOUSE_RULES,
+        expected.len(),
+        Some("2h"),
+    );
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(got, expected);
+    assert!(
+        expected
+            .iter()
+            .filter(|t| t.rule == "irrigation-needed")
+            .all(|t| t.entity == GREENHOUSE && t.summary == "Irrigation needed in italy-farm/gh-1"),
+        "window alerts are about the greenhouse"
     );
 }

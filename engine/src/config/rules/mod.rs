@@ -22,12 +22,14 @@
 //! | `baseline` | [`baseline`] | each reading against the entity's trailing mean |
 //! | `correlation` | [`correlation`] | two metrics of one group within a tolerance |
 //! | `absence` | [`absence`] | silence longer than a number of the entity's cadences |
-//! | `report_deadline` | [`report_deadline`] | a citizen report unresolved longer than a deadline |
+//! | `report_deadline` | [`report_deadline`] | a citizen report unresolved longer than its category's deadline, with an escalation ladder |
+//! | `follow_up` | [`follow_up`] | a resolved report's return visit overdue |
 
 mod absence;
 mod baseline;
 mod common;
 mod correlation;
+mod follow_up;
 mod rate_of_rise;
 mod report_deadline;
 mod threshold;
@@ -58,6 +60,7 @@ const KINDS: &[(&str, Compile)] = &[
     ("correlation", correlation::compile),
     ("absence", absence::compile),
     ("report_deadline", report_deadline::compile),
+    ("follow_up", follow_up::compile),
 ];
 
 /// The kind of a rule without `kind`.
@@ -89,6 +92,7 @@ impl JsonSchema for RuleTable {
                 generator.subschema_for::<correlation::RawCorrelation>(),
                 generator.subschema_for::<absence::RawAbsence>(),
                 generator.subschema_for::<report_deadline::RawReportDeadline>(),
+                generator.subschema_for::<follow_up::RawFollowUp>(),
             ],
         })
     }
@@ -286,7 +290,7 @@ mod tests {
         assert_eq!(
             d[0].hint.as_deref(),
             Some(
-                "did you mean `threshold`? expected one of: threshold, window, rate_of_rise, baseline, correlation, absence, report_deadline"
+                "did you mean `threshold`? expected one of: threshold, window, rate_of_rise, baseline, correlation, absence, report_deadline, follow_up"
             )
         );
     }

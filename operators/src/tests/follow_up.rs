@@ -1,0 +1,168 @@
+//! Follow-up rules: fixed cases with exact transitions (a visit in time or exactly at the due
+//! time never fires, an overdue visit fires and its `followed_up` resolves it, `reopened`
+//! resolves and a new resolution starts a new visit, a visit while open is no visit,
+//! duplicates and unknown reports change nothing, the level label follows escalations), and
+//! random report lifecycles, sent out of order, against the plain-loop reference.
+
+use citybrain_model::{ReportKind, TransitionState};
+
+use super::report_deadline::{Event, H, KINDS, REPORTS, alarm, firing, resolved, run, seen};
+use crate::kinds::follow_up::FollowUpRule;
+use crate::kinds::report_deadline::ReportDeadlineRule;
+use crate::reference::{follow_up_transitions, report_deadline_transitions};
+use crate::rule::RuleRow;
+
+/// A return visit due 100 h after resolution, for every category unless `only` is given.
+fn visit_rule(only: &[&str]) -> FollowUpRule {
+    let mut alarm = alarm();
+    alarm.id = "follow-up-overdue".into();
+    alarm.summary = "Follow-up of {entity} ({category}) overdue at {level} level".into();
+    FollowUpRule {
+        alarm,
+        categories: only.iter().map(|c| c.to_string()).collect(),
+        due_ms: 100 * H,
+    }
+}
+
+fn owned(events: &[Event]) -> Vec<(String, ReportKind, String, u64)> {
+    events
+        .iter()
+        .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
+        .collect()
+}
+
+#[test]
+fn overdue_visits_fire_and_visits_resolve_them() {
+    use ReportKind::*;
+    let events: Vec<Event> = vec![
+        // f1: due at 110 h, visited at 130 h.
+        ("f1", Created, "road_damage", 0),
+        ("f1", Resolved, "road_damage", 10 * H),
+        ("f1", FollowedUp, "road_damage", 130 * H),
+        // f2: visited in time; f3: visited exactly at the due time.
+        ("f2", Created, "road_damage", 0),
+        ("f2", Resolved, "road_damage", 10 * H),
+        ("f2", FollowedUp, "road_damage", 50 * H),
+        ("f3", Created, "road_damage", 0),
+        ("f3", Resolved, "road_damage", 10 * H),
+        ("f3", FollowedUp, "road_damage", 110 * H),
+        // f4: at town level; overdue at 110 h, reopened at 150 h (resolves), resolved again
+        // at 160 h: the next visit is overdue at 260 h.
+        ("f4", Created, "land_dispute", 0),
+        ("f4", Escalated, "land_dispute", 5 * H),
+        ("f4", Resolved, "land_dispute", 10 * H),
+        ("f4", Reopened, "land_dispute", 150 * H),
+        ("f4", Resolved, "land_dispute", 160 * H),
+        // f5: a visit while open is none.
+        ("f5", Created, "road_damage", 0),
+        ("f5", FollowedUp, "road_damage", 5 * H),
+        ("f5", Resolved, "road_damage", 20 * H),
+        // f6: never created.
+        ("f6", Resolved, "road_damage", 10 * H),
+        // f7: never resolved.
+        ("f7", Created, "road_damage", 0),
+    ];
+    let mut doubled = events.clone();
+    doubled.extend(events.iter().cloned());
+    let mut expected = vec![
+        firing(110 * H, "f1", "village"),
+        resolved(130 * H, "f1", "village"),
+        firing(110 * H, "f4", "town"),
+        resolved(150 * H, "f4", "town"),
+        firing(260 * H, "f4", "town"),
+        firing(120 * H, "f5", "village"),
+    ];
+    expected.sort();
+    let end = 300 * H;
+    let got = run(&[RuleRow::FollowUp(visit_rule(&[]))], &doubled, end);
+    let mut got_seen = seen(&got);
+    got_seen.sort();
+    assert_eq!(got_seen, expected);
+    assert_eq!(
+        follow_up_transitions(&visit_rule(&[]), &owned(&events), end),
+        expected
+    );
+    let first = got.iter().find(|t| t.entity == "f1").map(|t| {
+        (
+            t.summary.clone(),
+            t.value,
+            t.labels.get("rule_kind").cloned(),
+        )
+    });
+    assert_eq!(
+        first,
+        Some((
+            "Follow-up of f1 (road_damage) overdue at village level".to_string(),
+            100.0,
+            Some("follow_up".to_string())
+        ))
+    );
+    // A category filter.
+    let only_land = run(
+        &[RuleRow::FollowUp(visit_rule(&["land_dispute"]))],
+        &events,
+        end,
+    );
+    assert!(only_land.iter().all(|t| t.entity == "f4") && only_land.len() == 3);
+}
+
+#[test]
+fn deadline_and_follow_up_rules_run_side_by_side() {
+    use ReportKind::*;
+    let events: Vec<Event> = vec![
+        ("r", Created, "road_damage", 0),
+        ("r", Resolved, "road_damage", 60 * H),
+    ];
+    let deadline = ReportDeadlineRule::new(alarm(), vec![], 48 * H);
+    let rules = [
+        RuleRow::ReportDeadline(deadline.clone()),
+        RuleRow::FollowUp(visit_rule(&[])),
+    ];
+    let got = run(&rules, &events, 200 * H);
+    let by_rule: Vec<_> = got
+        .iter()
+        .map(|t| (t.rule.clone(), t.event_time / H, t.state))
+        .collect();
+    assert_eq!(
+        by_rule,
+        vec![
+            ("report-escalation".to_string(), 48, TransitionState::Firing),
+            (
+                "report-escalation".to_string(),
+                60,
+                TransitionState::Resolved
+            ),
+            (
+                "follow-up-overdue".to_string(),
+                160,
+                TransitionState::Firing
+            ),
+        ]
+    );
+    let o = owned(&events);
+    assert_eq!(report_deadline_transitions(&deadline, &o, 200 * H).len(), 2);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    #[test]
+    fn random_lifecycles_match_the_reference(
+        raw in proptest::collection::vec((0usize..5, 0usize..6, 0u64..200), 1..40),
+        end_hours in 100u64..320,
+        only_land in proptest::bool::ANY,
+    ) {
+        let rule = visit_rule(if only_land { &["land_dispute"] } else { &[] });
+        let events: Vec<Event> = raw
+            .iter()
+            .map(|&(report, kind, hour)| {
+                let category = if report % 2 == 0 { "land_dispute" } else { "noise" };
+                (REPORTS[report], KINDS[kind], category, hour * H)
+            })
+            .collect();
+        let end = end_hours * H;
+        let mut got = seen(&run(&[RuleRow::FollowUp(rule.clone())], &events, end));
+        got.sort();
+        let expected = follow_up_transitions(&rule, &owned(&events), end);
+        proptest::prop_assert_eq!(got, expected);
+    }
+}
