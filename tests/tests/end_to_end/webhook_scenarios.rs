@@ -234,12 +234,8 @@ impl Receivers {
             .enable_all()
             .build()
             .expect("runtime");
-        let endpoints: Endpoints = Arc::new(
-            names
-                .iter()
-                .map(|n| (n.clone(), Endpoint::new()))
-                .collect(),
-        );
+        let endpoints: Endpoints =
+            Arc::new(names.iter().map(|n| (n.clone(), Endpoint::new())).collect());
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
@@ -542,7 +538,9 @@ fn run_case(case: &Path) -> BTreeMap<String, Vec<Value>> {
     let dispatcher = Arc::try_unwrap(dispatcher)
         .ok()
         .expect("the HTTP server let go of the dispatcher");
-    dispatcher.shutdown(Duration::from_secs(1)).expect("shutdown");
+    dispatcher
+        .shutdown(Duration::from_secs(1))
+        .expect("shutdown");
 
     let names = Names { by_id: ids };
     receivers
@@ -555,7 +553,12 @@ fn run_case(case: &Path) -> BTreeMap<String, Vec<Value>> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             for g in &got {
-                assert_eq!(g.verified, Ok(()), "{name}: request {} did not verify", g.id);
+                assert_eq!(
+                    g.verified,
+                    Ok(()),
+                    "{name}: request {} did not verify",
+                    g.id
+                );
             }
             (name.clone(), names.normalize(&got))
         })
