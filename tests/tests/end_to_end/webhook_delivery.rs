@@ -532,3 +532,51 @@ fn queue_depth_and_oldest_undelivered_age_are_exported_while_a_receiver_is_down(
     expected.sort();
     assert_eq!(accepted, expected);
 }
+
+#[test]
+fn a_receiver_that_is_down_for_a_while_gets_everything_when_it_comes_back() {
+    // A port nothing listens on: every attempt is a connection error until the receiver starts
+    // there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let dispatcher = Dispatcher::start(settings(dir.path(), &url), &registry).unwrap();
+    let unit = [("receiver", "unit")];
+    let firing = transition("ch4-alarm", "s1", TransitionState::Firing, T0);
+    let resolved = transition("ch4-alarm", "s1", TransitionState::Resolved, T0 + 1000);
+    let other = transition("co-alarm", "s2", TransitionState::Firing, T0 + 2);
+    for t in [&firing, &resolved, &other] {
+        assert_eq!(dispatcher.submit(t).unwrap(), Submitted::Queued(1));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&registry, "citybrain_webhook_retries_total", &unit) < 4.0 {
+        assert!(std::time::Instant::now() < deadline, "no retries");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(dispatcher.status().queue_depth(), 3);
+
+    let receiver = TestReceiver::start_at(&format!("127.0.0.1:{port}"), |_, _| Reply::ok());
+    assert!(dispatcher.wait_idle(Duration::from_secs(10)));
+    dispatcher.shutdown(Duration::from_secs(1)).unwrap();
+    let requests = receiver.requests();
+    assert_all_verified(&requests);
+    assert!(requests.iter().all(|r| !r.duplicate));
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 3);
+    let order: Vec<&String> = accepted.iter().filter(|id| **id != other.id).collect();
+    assert_eq!(order, vec![&firing.id, &resolved.id]);
+    assert!(accepted.contains(&other.id));
+    assert_eq!(
+        metric(
+            &registry,
+            "citybrain_webhook_deliveries_total",
+            &[("receiver", "unit"), ("outcome", "delivered")],
+        ),
+        3.0
+    );
+}
