@@ -248,6 +248,15 @@ function renderDispatch() {
   } else {
     banner.classList.add("hidden");
   }
+  // With dispatch configured: how many transitions the receivers have not acknowledged yet.
+  const pill = document.getElementById("dispatch");
+  const queue = state.status ? state.status.dispatch_queue : null;
+  if (queue === null || queue === undefined) {
+    pill.className = "pill hidden";
+  } else {
+    pill.textContent = queue === 0 ? "dispatch: all delivered" : `dispatch: ${queue} pending`;
+    pill.className = "pill" + (disabled.length ? " down" : queue === 0 ? " live" : "");
+  }
 }
 
 function render() { renderTiles(); renderAlerts(); renderMines(); renderDistricts(); renderMeta(); renderConfig(); renderHealth(); renderDispatch(); }

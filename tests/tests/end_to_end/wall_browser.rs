@@ -643,6 +643,13 @@ fn wall_page_renders_and_updates_live_in_headless_chromium() {
         }
     }
 
+    // The wall says how dispatch is doing.
+    let pill = cdp.eval("document.getElementById('dispatch').textContent");
+    assert!(
+        pill.as_str().is_some_and(|p| p.starts_with("dispatch: ")),
+        "no dispatch pill on the wall: {pill}"
+    );
+
     // The page fits the wall: nothing wider or taller than the screen.
     let layout = cdp.eval(
         "({ width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight })",
