@@ -234,7 +234,32 @@ function renderHealth() {
   }
 }
 
-function render() { renderTiles(); renderAlerts(); renderMines(); renderDistricts(); renderMeta(); renderConfig(); renderHealth(); }
+// A receiver that answered 410 Gone gets nothing until its config changes: its alerts go to
+// its dead letter. Name it, with the answer and since when, in red, until it is enabled again.
+function renderDispatch() {
+  const banner = document.getElementById("dispatch-banner");
+  const disabled = (state.status && state.status.receivers_disabled) || [];
+  if (disabled.length) {
+    const when = r => new Date(r.since).toLocaleTimeString("en-GB", TIME);
+    const names = disabled.map(r => `${r.name} (since ${when(r)})`).join(", ");
+    banner.textContent = `DISPATCH RECEIVER DISABLED: ${names} — alerts to it go to its dead letter until its config changes`;
+    banner.title = disabled.map(r => `${r.name}: ${r.reason}`).join("\n");
+    banner.classList.remove("hidden");
+  } else {
+    banner.classList.add("hidden");
+  }
+  // With dispatch configured: how many transitions the receivers have not acknowledged yet.
+  const pill = document.getElementById("dispatch");
+  const queue = state.status ? state.status.dispatch_queue : null;
+  if (queue === null || queue === undefined) {
+    pill.className = "pill hidden";
+  } else {
+    pill.textContent = queue === 0 ? "dispatch: all delivered" : `dispatch: ${queue} pending`;
+    pill.className = "pill" + (disabled.length ? " down" : queue === 0 ? " live" : "");
+  }
+}
+
+function render() { renderTiles(); renderAlerts(); renderMines(); renderDistricts(); renderMeta(); renderConfig(); renderHealth(); renderDispatch(); }
 
 function applyAlert(t) {
   const key = t.rule + "|" + t.entity;
@@ -263,7 +288,7 @@ function connect() {
     renderAlerts(); renderMines(); renderTiles();
   });
   source.addEventListener("kpis", e => { state.kpis = JSON.parse(e.data).snapshot; state.lastMessage = Date.now(); });
-  source.addEventListener("status", e => { state.status = JSON.parse(e.data).status; state.lastMessage = Date.now(); renderHealth(); });
+  source.addEventListener("status", e => { state.status = JSON.parse(e.data).status; state.lastMessage = Date.now(); renderHealth(); renderDispatch(); });
   source.addEventListener("config", e => { state.config = JSON.parse(e.data).status; state.lastMessage = Date.now(); renderConfig(); });
   source.addEventListener("lagged", () => { source.close(); connect(); });
   source.onerror = () => {

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{PoisonError, RwLock};
 
+use citybrain_connectors::dispatch::{DisabledReceiver, Dispatcher};
 use citybrain_model::{AlertTransition, TransitionState};
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -41,6 +42,24 @@ pub struct LiveStatus {
     pub kafka_away: Option<Problem>,
     /// Since when and why the outputs cannot be written (the engine does not consume).
     pub outputs_blocked: Option<Problem>,
+    /// Alert dispatch receivers disabled by a 410 Gone, in config order (empty without
+    /// dispatch). Each stays disabled, its transitions going to its dead letter, until its
+    /// config changes; the wall shows a red banner while any is.
+    pub receivers_disabled: Vec<DisabledReceiver>,
+    /// Alert dispatch: (transition, receiver) pairs not yet acknowledged; `None` without
+    /// dispatch.
+    pub dispatch_queue: Option<usize>,
+}
+
+impl LiveStatus {
+    /// This status with the dispatcher's current state filled in.
+    pub fn with_dispatch(mut self, dispatcher: Option<&Dispatcher>) -> Self {
+        if let Some(dispatcher) = dispatcher {
+            self.receivers_disabled = dispatcher.disabled_receivers();
+            self.dispatch_queue = Some(dispatcher.status().queue_depth());
+        }
+        self
+    }
 }
 
 /// One message of the live feed.

@@ -1,6 +1,7 @@
 //! `citybrain demo`: the whole engine on an embedded default. An in-process Kafka (librdkafka's
 //! mock cluster), the built-in city simulator producing in real time, the engine consuming it
-//! with the rules in `config/rules/`, until stopped.
+//! with the rules in `config/rules/`, until stopped. Critical alerts are dispatched, signed,
+//! to an in-process dispatch unit ([`crate::receiver`]) that checks every signature.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +13,16 @@ use citybrain_connectors::simulator::{Scale, SimStream, Simulator, SimulatorConf
 use citybrain_model::time::now_millis;
 use rdkafka::mocking::MockCluster;
 
+use crate::config::ConfigSecret;
 use crate::config::{self, Diagnostics, LoadedConfig};
+use crate::receiver::{DemoReceiver, OnRequest, ReceiverError};
 use crate::runtime::{self, EngineError, EngineSettings, Status, TransitionCallback};
+use citybrain_connectors::dispatch::Secret;
+
+/// The demo's receiver in `config/demo.toml`.
+pub const DISPATCH_UNIT: &str = "dispatch-unit";
+/// How many requests the demo's dispatch unit lists.
+const DISPATCH_UNIT_KEEPS: usize = 50;
 
 /// The demo's engine config.
 pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -54,6 +63,33 @@ pub enum DemoError {
     /// The simulator thread failed.
     #[error("simulator: {0}")]
     Simulator(String),
+    /// The dispatch unit could not start.
+    #[error(transparent)]
+    Receiver(#[from] ReceiverError),
+}
+
+/// Where the running demo serves.
+#[derive(Clone, Debug)]
+pub struct DemoAddresses {
+    /// The wall page and API, when served.
+    pub http: Option<std::net::SocketAddr>,
+    /// The dispatch unit (`GET /` lists the last requests, `POST /hook` takes webhooks).
+    pub dispatch_unit: std::net::SocketAddr,
+}
+
+/// A signing secret for one demo run: 32 random bytes as hex.
+fn fresh_secret() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// Points the demo config's dispatch unit at `url` with `secret`, its alert log in `dir`.
+fn use_dispatch_unit(loaded: &mut LoadedConfig, url: &str, secret: &str, dir: &Path) {
+    let dispatch = &mut loaded.config.dispatch;
+    dispatch.dir = dir.to_path_buf();
+    if let Some(unit) = dispatch.receivers.get_mut(DISPATCH_UNIT) {
+        unit.url = Some(url.to_string());
+        unit.secret = Some(ConfigSecret(secret.to_string()));
+    }
 }
 
 /// Partitions per topic in the demo's broker.
@@ -120,12 +156,14 @@ pub fn demo_config(
 }
 
 /// Runs the demo until `stop` is set or the duration passes. `on_status` is called every
-/// status interval; `on_transition` for every alert transition.
+/// status interval; `on_transition` for every alert transition; `on_dispatched` for every
+/// request the dispatch unit gets.
 pub fn run(
     options: &DemoOptions,
     stop: Arc<AtomicBool>,
     on_transition: TransitionCallback,
-    on_started: impl FnOnce(Option<std::net::SocketAddr>),
+    on_dispatched: OnRequest,
+    on_started: impl FnOnce(&DemoAddresses),
     mut on_status: impl FnMut(&Status, &[String]),
 ) -> Result<Status, DemoError> {
     let cluster = MockCluster::new(1)?;
@@ -133,7 +171,17 @@ pub fn run(
         cluster.create_topic(topic, partitions, 1)?;
     }
     let brokers = cluster.bootstrap_servers();
-    let loaded = demo_config(&brokers, options.workers, options.http)?;
+    let mut loaded = demo_config(&brokers, options.workers, options.http)?;
+    let secret = fresh_secret();
+    let unit = DemoReceiver::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        Secret::from_bytes(secret.as_bytes().to_vec()),
+        DISPATCH_UNIT_KEEPS,
+        on_dispatched,
+    )?;
+    // A fresh alert log per run, removed at the end: nothing of an earlier demo is redelivered.
+    let state = std::env::temp_dir().join(format!("citybrain-demo-{}", std::process::id()));
+    use_dispatch_unit(&mut loaded, &unit.url(), &secret, &state);
     let status_interval = loaded.config.engine.status_interval;
 
     let mut simulator = Simulator::new(SimulatorConfig {
@@ -160,7 +208,10 @@ pub fn run(
     settings.reload.source = crate::reload::RuleSource::Fixed;
     settings.reload.watch = false;
     let engine = runtime::start(settings, loaded.rules.clone(), on_transition)?;
-    on_started(engine.http_addr());
+    on_started(&DemoAddresses {
+        http: engine.http_addr(),
+        dispatch_unit: unit.addr,
+    });
     let started = Instant::now();
     let mut next_status = started + status_interval;
     while !stop.load(Ordering::Relaxed) && !engine.stopping() {
@@ -178,6 +229,10 @@ pub fn run(
     sim_stop.store(true, Ordering::SeqCst);
     let engine_result = engine.wait();
     let simulation_result = simulation.join();
+    unit.shutdown();
+    if let Err(error) = std::fs::remove_dir_all(&state) {
+        tracing::debug!(%error, dir = %state.display(), "demo dispatch state not removed");
+    }
     engine_result?;
     match simulation_result {
         Ok(Ok(())) => {}

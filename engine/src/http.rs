@@ -6,6 +6,7 @@
 //! | `GET /` | the wall display page (assets embedded in the binary, no CDN) |
 //! | `GET /api/alerts` | active alerts and recent transitions |
 //! | `GET /api/kpis` | the KPI snapshot with its logical time |
+//! | `GET /api/status` | engine status as the wall shows it: watermarks, counts, latency, brokers away, outputs blocked, dispatch receivers disabled |
 //! | `GET /api/stream` | SSE: a `snapshot`, then `alert`, `kpis` and `status` events |
 //! | `GET /api/openapi.json` | OpenAPI 3 description of the API |
 //! | `GET /api/silences` | silences of alert dispatch |
@@ -141,6 +142,7 @@ fn api(state: HttpState) -> Router<HttpState> {
         .route("/metrics", get(metrics))
         .route("/api/alerts", get(alerts))
         .route("/api/kpis", get(kpis))
+        .route("/api/status", get(status))
         .route("/api/stream", get(stream))
         .route("/api/silences", get(silences).post(add_silence))
         .route("/api/silences/{id}", axum::routing::delete(expire_silence))
@@ -375,6 +377,18 @@ async fn kpis(State(state): State<HttpState>) -> Json<KpiSnapshot> {
     Json(state.board.kpis())
 }
 
+/// The status the wall shows, with the dispatcher's state as of now.
+fn live_status(state: &HttpState) -> LiveStatus {
+    state
+        .board
+        .status()
+        .with_dispatch(state.dispatcher.as_deref())
+}
+
+async fn status(State(state): State<HttpState>) -> Json<LiveStatus> {
+    Json(live_status(&state))
+}
+
 /// The first message of every stream: everything a fresh page needs.
 #[derive(Serialize)]
 struct Snapshot {
@@ -407,7 +421,7 @@ async fn stream(
     let snapshot = Snapshot {
         alerts: board.alerts(),
         kpis: board.kpis(),
-        status: board.status(),
+        status: live_status(&state),
         config: board.config(),
     };
     let first = Event::default()

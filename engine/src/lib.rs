@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod kpi;
 pub mod metrics;
+pub mod receiver;
 pub mod recovery;
 pub mod reload;
 pub mod replay;

@@ -1,4 +1,4 @@
-//! The `citybrain` command line: run, validate, replay, demo, simulate, schema.
+//! The `citybrain` command line: run, validate, replay, demo, simulate, receiver, schema.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use citybrain_connectors::dispatch::Secret;
 use citybrain_connectors::simulate::{SimulationProducer, SimulationTopics, run_real_time};
 use citybrain_connectors::simulator::{Scale, Simulator, SimulatorConfig};
+use citybrain_engine::receiver::DemoReceiver;
 use citybrain_engine::reload::{RuleSource, reload_on_sighup};
 use citybrain_engine::runtime::{self, EngineSettings, Status};
 use citybrain_engine::{config, demo, replay};
@@ -106,6 +108,21 @@ enum Command {
         /// Output format of the summary.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Run a dispatch unit: a webhook receiver on BIND that checks every request's Standard
+    /// Webhooks signature and prints what arrives, until Ctrl-C. Point a receiver's `url` at
+    /// http://BIND/hook; GET http://BIND/ lists the last requests as JSON.
+    Receiver {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        bind: std::net::SocketAddr,
+        /// The environment variable holding the signing secret (`whsec_<base64>` or any
+        /// string), the same as the receiver's `secret_env` in the engine config.
+        #[arg(long)]
+        secret_env: String,
+        /// How many requests `GET /` lists.
+        #[arg(long, default_value_t = 100)]
+        keep: usize,
     },
     /// Write the JSON Schemas of the config, rule and KPI files (for editors).
     Schema {
@@ -475,12 +492,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &options,
                 stop,
                 Box::new(print_transition),
-                |addr| {
-                    if let Some(addr) = addr {
+                Box::new(|request| {
+                    println!("-> {}: {}", demo::DISPATCH_UNIT, request.line());
+                }),
+                |addresses| {
+                    if let Some(addr) = addresses.http {
                         println!(
                             "-- wall display: http://{addr}/  (API: http://{addr}/api/alerts, metrics: http://{addr}/metrics)"
                         );
                     }
+                    println!(
+                        "-- dispatch unit: critical alerts are sent to it as signed webhooks; it prints them as `-> {}:` lines and lists the last ones at http://{}/",
+                        demo::DISPATCH_UNIT,
+                        addresses.dispatch_unit
+                    );
                 },
                 |status, incidents| {
                     if !shown_incidents {
@@ -491,6 +516,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             )?;
             print_status(&status);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Receiver {
+            bind,
+            secret_env,
+            keep,
+        } => {
+            let text = std::env::var(&secret_env)
+                .with_context(|| format!("the environment variable {secret_env} is not set"))?;
+            let secret = Secret::parse(&text).context("the signing secret")?;
+            let stop = stop_on_ctrl_c()?;
+            let unit = DemoReceiver::start(
+                bind,
+                secret,
+                keep,
+                Box::new(|request| println!("{}", request.line())),
+            )?;
+            println!(
+                "citybrain receiver: webhooks to http://{addr}/hook, the last {keep} at http://{addr}/. Ctrl-C stops.",
+                addr = unit.addr
+            );
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            unit.shutdown();
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate {

@@ -294,6 +294,9 @@ impl Shared {
             wall_time: now_millis(),
             kafka_away: self.health.kafka_away(),
             outputs_blocked: self.health.outputs_blocked(),
+            // Filled in by `with_dispatch` where the dispatcher is at hand.
+            receivers_disabled: Vec::new(),
+            dispatch_queue: None,
         }
     }
 }
@@ -785,7 +788,9 @@ fn output_loop(
     let mut origins = ReportOrigins::default();
     loop {
         if Instant::now() >= next_status {
-            shared.board.set_status(shared.live_status());
+            shared
+                .board
+                .set_status(shared.live_status().with_dispatch(dispatcher));
             next_status += Duration::from_secs(1);
         }
         if blocked {

@@ -4,7 +4,8 @@
 //! the page target). It checks that the six KPI tiles render, the connection pill goes live, the
 //! scripted methane incident reaches the active-alert table and the tiles change without a
 //! reload, that the page loads nothing from outside the engine and throws no script errors, and
-//! saves a 1920x1080 screenshot to `target/wall-screenshot.png`.
+//! saves a 1920x1080 screenshot to `target/wall-screenshot.png`. It also checks that the demo's
+//! dispatch unit got the methane alarm as a webhook whose signature it verified.
 //!
 //! Needs `/usr/bin/chromium` (`scripts/install-test-deps.sh` installs it; `scripts/test.sh`
 //! runs that first). Without it the test fails and says so. Takes about 45 s.
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use citybrain_connectors::simulator::Scale;
 use citybrain_engine::demo::{self, DemoError, DemoOptions};
+use citybrain_engine::receiver::ReceivedRequest;
 use citybrain_engine::runtime::Status;
 use citybrain_model::AlertTransition;
 use serde_json::{Value, json};
@@ -50,16 +52,20 @@ struct Demo {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<Status, DemoError>>>,
     transitions: Arc<Mutex<Vec<String>>>,
+    /// What the demo's dispatch unit got.
+    dispatched: Arc<Mutex<Vec<ReceivedRequest>>>,
 }
 
 impl Demo {
     fn start() -> Demo {
         let stop = Arc::new(AtomicBool::new(false));
         let transitions = Arc::new(Mutex::new(Vec::new()));
+        let dispatched = Arc::new(Mutex::new(Vec::new()));
         let (started_tx, started_rx) = mpsc::channel();
         let thread = {
             let stop = Arc::clone(&stop);
             let sink = Arc::clone(&transitions);
+            let unit = Arc::clone(&dispatched);
             std::thread::Builder::new()
                 .name("citybrain-demo".into())
                 .spawn(move || {
@@ -78,8 +84,13 @@ impl Demo {
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .push(format!("{:?} {} {}", t.state, t.rule, t.entity));
                         }),
-                        move |addr| {
-                            let _ = started_tx.send(addr);
+                        Box::new(move |request: &ReceivedRequest| {
+                            unit.lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(request.clone());
+                        }),
+                        move |addresses: &demo::DemoAddresses| {
+                            let _ = started_tx.send(addresses.http);
                         },
                         |_, _| {},
                     )
@@ -91,6 +102,7 @@ impl Demo {
             stop,
             thread: Some(thread),
             transitions,
+            dispatched,
         };
         match started_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Some(addr)) => demo.addr = addr,
@@ -108,6 +120,13 @@ impl Demo {
 
     fn transitions(&self) -> Vec<String> {
         self.transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn dispatched(&self) -> Vec<ReceivedRequest> {
+        self.dispatched
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -596,6 +615,40 @@ fn wall_page_renders_and_updates_live_in_headless_chromium() {
             "the page shows {row}, which the engine never reported: {engine_transitions:?}"
         );
     }
+
+    // The demo's dispatch unit got the methane alarm, signed, and verified it: wait for the
+    // request (it follows the transition), then check every request it got.
+    let alarm = |r: &ReceivedRequest| {
+        r.transitions
+            .iter()
+            .any(|t| t.rule == "ch4-alarm" && t.state == "firing")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !demo.dispatched().iter().any(alarm) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dispatched = demo.dispatched();
+    assert!(
+        dispatched.iter().any(alarm),
+        "the dispatch unit got no ch4-alarm: {dispatched:#?}\nthe engine's transitions: {:#?}",
+        demo.transitions()
+    );
+    for request in &dispatched {
+        assert!(request.verified && request.error.is_none(), "{request:?}");
+        for t in &request.transitions {
+            assert_eq!(
+                t.severity, "critical",
+                "only critical alerts are routed: {request:?}"
+            );
+        }
+    }
+
+    // The wall says how dispatch is doing.
+    let pill = cdp.eval("document.getElementById('dispatch').textContent");
+    assert!(
+        pill.as_str().is_some_and(|p| p.starts_with("dispatch: ")),
+        "no dispatch pill on the wall: {pill}"
+    );
 
     // The page fits the wall: nothing wider or taller than the screen.
     let layout = cdp.eval(

@@ -389,3 +389,194 @@ fn alertmanager_format_and_unsigned_receivers() {
         t.id.as_str()
     );
 }
+
+#[test]
+fn redirects_to_another_host_are_not_followed() {
+    // `elsewhere` is another origin (another port): a 307 there is treated as a failure and
+    // retried at the configured URL, never followed.
+    let elsewhere = TestReceiver::start(|_, _| Reply::ok());
+    let target = elsewhere.url.clone();
+    let receiver = TestReceiver::start(move |n, _| {
+        if n < 2 {
+            let mut reply = Reply::status(307);
+            reply.headers.push(("location", target.clone()));
+            reply
+        } else {
+            Reply::ok()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let dispatcher = Dispatcher::start(settings(dir.path(), &receiver.url), &registry).unwrap();
+    let t = transition("ch4-alarm", "s1", TransitionState::Firing, T0);
+    dispatcher.submit(&t).unwrap();
+    assert!(dispatcher.wait_idle(Duration::from_secs(10)));
+    dispatcher.shutdown(Duration::from_secs(1)).unwrap();
+    assert!(elsewhere.requests().is_empty());
+    let requests = receiver.requests();
+    assert_all_verified(&requests);
+    assert_eq!(
+        requests.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        vec![307, 307, 200]
+    );
+    assert!(requests.iter().all(|r| r.id == t.id));
+    let unit = [("receiver", "unit")];
+    let outcome = |o: &str| {
+        metric(
+            &registry,
+            "citybrain_webhook_deliveries_total",
+            &[("receiver", "unit"), ("outcome", o)],
+        )
+    };
+    assert_eq!(outcome("failed"), 2.0);
+    assert_eq!(outcome("delivered"), 1.0);
+    assert_eq!(
+        metric(&registry, "citybrain_webhook_retries_total", &unit),
+        2.0
+    );
+}
+
+#[test]
+fn a_redirect_to_the_same_origin_keeps_the_signed_post() {
+    // 307 to the same scheme, host and port is followed with the same method, body and
+    // headers, so the receiver's new path gets a request that still verifies.
+    let receiver = TestReceiver::start(|n, r| {
+        if n == 0 {
+            let mut reply = Reply::status(307);
+            let host = r.headers["host"].to_str().unwrap().to_string();
+            reply
+                .headers
+                .push(("location", format!("http://{host}/hook?moved=1")));
+            reply
+        } else {
+            Reply::ok()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let dispatcher = Dispatcher::start(settings(dir.path(), &receiver.url), &registry).unwrap();
+    let t = transition("ch4-alarm", "s1", TransitionState::Firing, T0);
+    dispatcher.submit(&t).unwrap();
+    assert!(dispatcher.wait_idle(Duration::from_secs(10)));
+    dispatcher.shutdown(Duration::from_secs(1)).unwrap();
+    let requests = receiver.requests();
+    assert_all_verified(&requests);
+    assert_eq!(
+        requests.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        vec![307, 200]
+    );
+    assert_eq!(requests[0].raw, requests[1].raw);
+    assert_eq!(requests[1].id, t.id);
+    assert_eq!(
+        metric(
+            &registry,
+            "citybrain_webhook_deliveries_total",
+            &[("receiver", "unit"), ("outcome", "delivered")],
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "citybrain_webhook_retries_total",
+            &[("receiver", "unit")]
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn queue_depth_and_oldest_undelivered_age_are_exported_while_a_receiver_is_down() {
+    let receiver = TestReceiver::start(|_, _| Reply::status(503));
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let dispatcher = Dispatcher::start(settings(dir.path(), &receiver.url), &registry).unwrap();
+    let unit = [("receiver", "unit")];
+    let depth = || metric(&registry, "citybrain_dispatch_queue_depth", &unit);
+    let age = || {
+        metric(
+            &registry,
+            "citybrain_dispatch_oldest_undelivered_seconds",
+            &unit,
+        )
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let a = transition("ch4-alarm", "s1", TransitionState::Firing, T0);
+    let b = transition("ch4-alarm", "s2", TransitionState::Firing, T0 + 1);
+    dispatcher.submit(&a).unwrap();
+    dispatcher.submit(&b).unwrap();
+    // The gauges are refreshed at least once a second while requests fail.
+    wait("queue depth 2", &|| depth() == 2.0);
+    wait("a positive age", &|| age() > 0.0);
+    let status = dispatcher.status();
+    assert_eq!(status.queue_depth(), 2);
+    assert_eq!(status.pending_transitions, 2);
+    assert!(status.oldest_undelivered().is_some());
+    assert!(metric(&registry, "citybrain_webhook_retries_total", &unit) >= 1.0);
+
+    receiver.set_script(|_, _| Reply::ok());
+    assert!(dispatcher.wait_idle(Duration::from_secs(10)));
+    wait("queue depth 0", &|| depth() == 0.0);
+    wait("age 0", &|| age() == 0.0);
+    assert_eq!(dispatcher.status().oldest_undelivered(), None);
+    dispatcher.shutdown(Duration::from_secs(1)).unwrap();
+    let mut accepted = receiver.accepted();
+    accepted.sort();
+    let mut expected = vec![a.id, b.id];
+    expected.sort();
+    assert_eq!(accepted, expected);
+}
+
+#[test]
+fn a_receiver_that_is_down_for_a_while_gets_everything_when_it_comes_back() {
+    // A port nothing listens on: every attempt is a connection error until the receiver starts
+    // there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let dispatcher = Dispatcher::start(settings(dir.path(), &url), &registry).unwrap();
+    let unit = [("receiver", "unit")];
+    let firing = transition("ch4-alarm", "s1", TransitionState::Firing, T0);
+    let resolved = transition("ch4-alarm", "s1", TransitionState::Resolved, T0 + 1000);
+    let other = transition("co-alarm", "s2", TransitionState::Firing, T0 + 2);
+    for t in [&firing, &resolved, &other] {
+        assert_eq!(dispatcher.submit(t).unwrap(), Submitted::Queued(1));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&registry, "citybrain_webhook_retries_total", &unit) < 4.0 {
+        assert!(std::time::Instant::now() < deadline, "no retries");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(dispatcher.status().queue_depth(), 3);
+
+    let receiver = TestReceiver::start_at(&format!("127.0.0.1:{port}"), |_, _| Reply::ok());
+    assert!(dispatcher.wait_idle(Duration::from_secs(10)));
+    dispatcher.shutdown(Duration::from_secs(1)).unwrap();
+    let requests = receiver.requests();
+    assert_all_verified(&requests);
+    assert!(requests.iter().all(|r| !r.duplicate));
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 3);
+    let order: Vec<&String> = accepted.iter().filter(|id| **id != other.id).collect();
+    assert_eq!(order, vec![&firing.id, &resolved.id]);
+    assert!(accepted.contains(&other.id));
+    assert_eq!(
+        metric(
+            &registry,
+            "citybrain_webhook_deliveries_total",
+            &[("receiver", "unit"), ("outcome", "delivered")],
+        ),
+        3.0
+    );
+}

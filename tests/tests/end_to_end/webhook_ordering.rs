@@ -223,3 +223,47 @@ fn reminders_repeat_while_an_alert_keeps_firing() {
     // Nothing after the resolved one.
     assert!(requests.iter().filter(|r| r.id == resolved.id).count() == 1);
 }
+
+#[test]
+fn no_more_requests_in_flight_than_the_receivers_concurrency_limit() {
+    // Every answer takes a second, so requests overlap as much as the limit lets them.
+    let receiver = TestReceiver::start(|_, _| {
+        let mut reply = Reply::ok();
+        reply.delay = Duration::from_secs(1);
+        reply
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), &receiver.url);
+    s.receivers[0].max_concurrency = 2;
+    if let citybrain_connectors::dispatch::ReceiverKind::Webhook(w) = &mut s.receivers[0].kind {
+        w.timeout = Duration::from_secs(30);
+    }
+    let dispatcher = Dispatcher::start(s, &prometheus::Registry::new()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let t = transition("ch4-alarm", &format!("s{i}"), Firing, T0 + i);
+        assert_eq!(dispatcher.submit(&t).unwrap(), Submitted::Queued(1));
+        ids.push(t.id);
+    }
+    assert!(dispatcher.wait_idle(Duration::from_secs(30)));
+    dispatcher.shutdown(Duration::from_secs(1)).unwrap();
+    let requests = receiver.requests();
+    assert_all_verified(&requests);
+    let mut accepted = receiver.accepted();
+    accepted.sort();
+    ids.sort();
+    assert_eq!(accepted, ids);
+    // The most requests open at once, from when each arrived to when it was answered (the
+    // dispatcher sends the next one only after it got an answer).
+    let peak = requests
+        .iter()
+        .map(|r| {
+            requests
+                .iter()
+                .filter(|o| o.at <= r.at && r.at < o.answered_at)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(peak, 2, "{requests:#?}");
+}

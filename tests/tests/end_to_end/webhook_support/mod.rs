@@ -176,6 +176,14 @@ async fn handle(
 impl TestReceiver {
     /// Starts a receiver answering per `script`.
     pub fn start(script: impl Fn(usize, &Request) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_at("127.0.0.1:0", script)
+    }
+
+    /// Starts a receiver on `addr` (e.g. the port of one that was down) answering per `script`.
+    pub fn start_at(
+        addr: &str,
+        script: impl Fn(usize, &Request) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -186,7 +194,7 @@ impl TestReceiver {
             requests: Vec::new(),
         }));
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(addr))
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = axum::Router::new()
