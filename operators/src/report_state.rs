@@ -158,8 +158,12 @@ enum Out {
     Unknown(ReportEventRow),
 }
 
-/// How often (event time) forgotten reports are looked for, milliseconds: once an hour.
-const PRUNE_EVERY_MS: Time = 3_600_000;
+/// How often (event time) reports to forget are looked for: a quarter of the retention, at
+/// least once a second and at most once an hour of event time (a report is forgotten between
+/// one and one and a quarter retentions after its last event).
+fn prune_every(retention_ms: Time) -> Time {
+    (retention_ms / 4).clamp(1_000, 3_600_000)
+}
 
 /// Folds report events into report states.
 pub trait ReportStates<'s> {
@@ -277,7 +281,7 @@ impl<'s> ReportStates<'s> for vec::Collection<'s, Time, ReportEventRow, Diff> {
                         if time >= next_prune {
                             let cutoff = time.saturating_sub(retention_ms);
                             reports.retain(|_, r| r.resolved.is_none() || r.last >= cutoff);
-                            next_prune = time.saturating_add(PRUNE_EVERY_MS);
+                            next_prune = time.saturating_add(prune_every(retention_ms));
                         }
                     }
                 }

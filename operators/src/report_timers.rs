@@ -86,8 +86,12 @@ type Waiting<R> = (Capability<Time>, Vec<(Input<R>, Diff)>);
 /// Timers of one time, with the capability to emit at it.
 type Due = (Capability<Time>, Vec<String>);
 
-/// How often (event time) idle reports are looked for, milliseconds: once an hour.
-const PRUNE_EVERY_MS: Time = 3_600_000;
+/// How often (event time) idle reports are looked for: a quarter of the retention, at least
+/// once a second and at most once an hour of event time (a report is forgotten between one
+/// and one and a quarter retentions after its last event).
+fn prune_every(retention_ms: Time) -> Time {
+    (retention_ms / 4).clamp(1_000, 3_600_000)
+}
 
 /// Runs a [`ReportTimerLogic`] over report events and rules.
 pub trait ReportTimerHits<'s> {
@@ -252,7 +256,7 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                         }
                         if time >= next_prune {
                             logic.prune(time.saturating_sub(retention_ms));
-                            next_prune = time.saturating_add(PRUNE_EVERY_MS);
+                            next_prune = time.saturating_add(prune_every(retention_ms));
                         }
                         if !closed {
                             for (id, at) in effects.timers {

@@ -68,8 +68,10 @@ pub struct RecoveryConfig {
     #[schemars(with = "duration::DurationString")]
     pub sensor_history: Duration,
     /// Event-time history of citizen report events re-read on restart, to rebuild the state of
-    /// open reports. The longest report deadline of the rules is used when longer.
-    /// Default: `"7d"`.
+    /// open reports. The longest report deadline (plus escalation ladder) or follow-up due
+    /// time of the rules is used when longer. It is also how long a report that needs nothing
+    /// more (resolved, no timer, no firing alert) is remembered after its last event; a later
+    /// event of a forgotten report is a dead letter (`unknown_report`). Default: `"7d"`.
     #[serde(with = "duration")]
     #[schemars(with = "duration::DurationString")]
     pub citizen_history: Duration,
