@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use crate::decode::{
-    DeadLetterReason, DecodeError, EARLIEST_PLAUSIBLE_TIME, decode_farm_reading,
-    decode_mine_reading, decode_registry, decode_report,
+    DeadLetterReason, DecodeError, EARLIEST_PLAUSIBLE_TIME, LATEST_WRITABLE_TIME,
+    decode_farm_reading, decode_mine_reading, decode_registry, decode_report,
 };
 use crate::reading::{Domain, Reading};
 use crate::registry::{EntityInfo, RegistryKind, RegistryUpdate};
@@ -57,15 +57,16 @@ fn check_reason(error: &DecodeError, allowed: &[DeadLetterReason], input: &[u8])
     );
 }
 
-/// The wire forms of `time`: epoch milliseconds, and RFC 3339 when the time has a date
-/// [`format_event_time`] can write.
-fn wire_times(time: EventTime) -> Vec<Value> {
-    let mut forms = vec![json!(time)];
-    let text = format_event_time(time);
-    if text != time.to_string() {
-        forms.push(json!(text));
-    }
-    forms
+/// The wire forms of `time`: epoch milliseconds and RFC 3339.
+fn wire_times(time: EventTime) -> [Value; 2] {
+    [json!(time), json!(format_event_time(time))]
+}
+
+fn check_time(time: EventTime, event: &dyn std::fmt::Debug) {
+    assert!(
+        (EARLIEST_PLAUSIBLE_TIME..=LATEST_WRITABLE_TIME).contains(&time),
+        "time out of range: {event:?}"
+    );
 }
 
 fn to_bytes(value: &Value) -> Vec<u8> {
@@ -86,7 +87,7 @@ fn check_reading(
     assert_eq!(reading.domain, domain, "{reading:?}");
     assert_eq!(reading.metric.domain(), domain, "{reading:?}");
     assert!(reading.value.is_finite(), "{reading:?}");
-    assert!(reading.time >= EARLIEST_PLAUSIBLE_TIME, "{reading:?}");
+    check_time(reading.time, &reading);
     let entity_field = match domain {
         Domain::Mine => "sensor",
         _ => "device",
@@ -134,7 +135,7 @@ pub fn check_report(input: &[u8]) {
         Ok(report) => report,
         Err(error) => return check_reason(&error, &EVENT_REASONS, input),
     };
-    assert!(report.time >= EARLIEST_PLAUSIBLE_TIME, "{report:?}");
+    check_time(report.time, &report);
     for ts in wire_times(report.time) {
         let wire = json!({
             "report": report.report,
