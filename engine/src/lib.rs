@@ -5,6 +5,8 @@ pub mod board;
 pub mod config;
 pub mod dataflow;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod kpi;

@@ -31,7 +31,7 @@ pub enum DeadLetterReason {
     NonFiniteValue,
     /// The event time is neither RFC 3339 nor epoch milliseconds.
     BadTimestamp,
-    /// The event time is absurdly far from now (far future, or before 2000).
+    /// The event time is absurdly far from now (far future, before 2000 or after 9999).
     TimeOutOfRange,
     /// The event time is behind the watermark (older than the allowed lateness).
     Late,
@@ -103,6 +103,12 @@ impl DecodeError {
 /// Event times before 2000-01-01 are taken as garbage (e.g. epoch seconds sent as millis).
 pub const EARLIEST_PLAUSIBLE_TIME: u64 = 946_684_800_000;
 
+/// The last millisecond of 9999-12-31 UTC: later times have no RFC 3339 form (four-digit
+/// years), so alerts could not carry them, and are garbage anyway (e.g. epoch microseconds
+/// sent as millis). Sources also reject times too far ahead of the wall clock
+/// (`max_future`), but replay has no wall clock to compare with.
+pub const LATEST_WRITABLE_TIME: u64 = 253_402_300_799_999;
+
 fn classify(error: serde_json::Error) -> DecodeError {
     use serde_json::error::Category;
     let text = error.to_string();
@@ -127,6 +133,14 @@ fn checked_time(ts: &Value) -> Result<u64, DecodeError> {
             DeadLetterReason::TimeOutOfRange,
             format!(
                 "event time {time} ms is before 2000-01-01 (epoch seconds instead of milliseconds?)"
+            ),
+        ));
+    }
+    if time > LATEST_WRITABLE_TIME {
+        return Err(DecodeError::new(
+            DeadLetterReason::TimeOutOfRange,
+            format!(
+                "event time {time} ms is after 9999-12-31 (epoch microseconds instead of milliseconds?)"
             ),
         ));
     }
@@ -349,6 +363,38 @@ mod tests {
         assert_eq!(
             checked_value(f64::INFINITY).map_err(|e| e.reason),
             Err(NonFiniteValue)
+        );
+    }
+
+    /// Found by fuzzing (`decode_mine_reading`): epoch microseconds sent as milliseconds were
+    /// decoded as a time in the year 58880, which `format_event_time` writes as
+    /// `+58880-02-23T17:20:11.000Z`: not RFC 3339, so an alert's `event_time_rfc3339` (and a
+    /// re-encoded event) would not parse. Replay has no `max_future` check to catch it.
+    #[test]
+    fn regression_year_58880_is_out_of_range() {
+        let micros = br#"{"sensor":"s","ts":1795910808011000,"metric":"ch4","value":0.03}"#;
+        assert_eq!(
+            reason(decode_mine_reading(micros)),
+            DeadLetterReason::TimeOutOfRange
+        );
+        let last = format!(
+            r#"{{"device":"d","ts":{LATEST_WRITABLE_TIME},"metric":"activity","value":1}}"#
+        );
+        assert_eq!(
+            decode_farm_reading(last.as_bytes()).map(|r| r.time),
+            Ok(LATEST_WRITABLE_TIME)
+        );
+        assert_eq!(
+            crate::time::format_event_time(LATEST_WRITABLE_TIME),
+            "9999-12-31T23:59:59.999Z"
+        );
+        let after = format!(
+            r#"{{"report":"r","ts":{},"kind":"created","category":"c","grid":"g"}}"#,
+            LATEST_WRITABLE_TIME + 1
+        );
+        assert_eq!(
+            decode_report(after.as_bytes()).map_err(|e| e.reason),
+            Err(DeadLetterReason::TimeOutOfRange)
         );
     }
 

@@ -7,6 +7,8 @@
 
 pub mod alert;
 pub mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod reading;
 pub mod registry;
 pub mod report;
