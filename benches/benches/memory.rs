@@ -3,7 +3,7 @@
 //! window, rate of rise, baseline, absence, report deadline with an escalation ladder, follow-up)
 //! over a fixed population of sensors and a steady stream of citizen reports that are created,
 //! resolved and visited, and prints the process's resident set size (RSS, `/proc/self/status`)
-//! after 1x, 2x, 5x and 10x the events. Readings are generated batch by batch, so the input
+//! after each further 1x the events, up to 10x. Readings are generated batch by batch, so the input
 //! itself takes no memory. Run with `cargo bench -p citybrain-benches --bench memory`; the
 //! results are in `benches/README.md`.
 #![allow(missing_docs)]
@@ -38,7 +38,7 @@ const SENSORS: usize = 200;
 /// (the longest, the baseline, is 2 min) and every report's lifecycle (about 4 min).
 const BASE_ROUNDS: u64 = 250;
 /// Checkpoints, in multiples of the first.
-const CHECKPOINTS: [u64; 4] = [1, 2, 5, 10];
+const CHECKPOINTS: [u64; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 /// How long a report that needs nothing more is remembered, ms of event time.
 const RETENTION_MS: u64 = 300_000;
 
