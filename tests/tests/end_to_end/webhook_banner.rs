@@ -55,7 +55,7 @@ fn get_json(engine: &TestEngine, path: &str) -> Value {
 /// Waits until the status names a disabled receiver (the dispatcher disables it when the
 /// 410 answer comes back, after the transition was handed over).
 fn wait_disabled(engine: &TestEngine) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let status = get_json(engine, "/api/status");
         if status["receivers_disabled"]
