@@ -21,6 +21,7 @@
 //! Timestamps are event time in epoch milliseconds ([`Time`]).
 
 pub mod active_alerts;
+mod agenda;
 pub mod during;
 pub mod enrich;
 pub mod hit;

@@ -15,7 +15,6 @@
 //! retention are forgotten ([`ReportTimerLogic::prune`]), so the state is one record per live
 //! report.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use citybrain_model::{Labels, ReportKind};
@@ -23,9 +22,9 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::agenda::{Agenda, Ready};
 use crate::hit::HitRow;
 use crate::report_state::{ReportEventRow, lifecycle_rank};
 use crate::{Diff, Time};
@@ -79,12 +78,6 @@ enum Input<R> {
     /// A grid's registry labels (one copy per worker).
     Grid(String, Labels),
 }
-
-/// Updates of one time, held until the frontier passes it, with the capability to emit at it.
-type Waiting<R> = (Capability<Time>, Vec<(Input<R>, Diff)>);
-
-/// Timers of one time, with the capability to emit at it.
-type Due = (Capability<Time>, Vec<String>);
 
 /// How often (event time) idle reports are looked for: a quarter of the retention, at least
 /// once a second and at most once an hour of event time (a report is forgotten between one
@@ -181,78 +174,59 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
             .concat(events)
             .inner
             .unary_frontier(exchange, name, move |_capability, _info| {
-                let mut waiting: BTreeMap<Time, Waiting<L::Rule>> = BTreeMap::new();
-                let mut timers: BTreeMap<Time, Due> = BTreeMap::new();
+                let mut agenda: Agenda<(Input<L::Rule>, Diff), String> = Agenda::new();
                 let mut next_prune: Time = 0;
                 let mut grid_labels: FxHashMap<String, Labels> = FxHashMap::default();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for ((_, update), time, diff) in data.drain(..) {
-                            waiting
-                                .entry(time)
-                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
-                                .1
-                                .push((update, diff));
+                            agenda.push(&capability, time, (update, diff));
                         }
                     });
                     // At the end of the input nothing comes due: timers are dropped.
                     let closed = frontier.is_empty();
                     if closed {
-                        timers.clear();
+                        agenda.clear_timers();
                     }
-                    loop {
-                        let next_update = waiting.keys().next().copied();
-                        let next_timer = timers.keys().next().copied();
-                        let Some(time) = next_update.into_iter().chain(next_timer).min() else {
-                            break;
-                        };
-                        if frontier.less_equal(&time) {
-                            break;
-                        }
-                        let updates = waiting.remove(&time);
-                        let due = timers.remove(&time);
-                        let capability = match (&updates, &due) {
-                            (Some((capability, _)), _) | (None, Some((capability, _))) => {
-                                capability.clone()
-                            }
-                            (None, None) => break,
-                        };
+                    while let Some(Ready {
+                        time,
+                        capability,
+                        mut updates,
+                        due: mut ids,
+                    }) = agenda.next_ready(|t| !frontier.less_equal(t))
+                    {
                         let mut effects = Effects::default();
-                        if let Some((_, mut updates)) = updates {
-                            consolidate(&mut updates);
-                            let mut changes = Vec::new();
-                            let mut events = Vec::new();
-                            for (update, diff) in updates {
-                                match update {
-                                    Input::Rule(rule) => changes.push((rule, diff)),
-                                    Input::Event(row) if diff > 0 => events.push(row),
-                                    Input::Event(_) => {}
-                                    Input::Grid(grid, labels) if diff > 0 => {
-                                        grid_labels.insert(grid, labels);
-                                    }
-                                    Input::Grid(grid, labels) => {
-                                        if grid_labels.get(&grid) == Some(&labels) {
-                                            grid_labels.remove(&grid);
-                                        }
+                        consolidate(&mut updates);
+                        let mut changes = Vec::new();
+                        let mut events = Vec::new();
+                        for (update, diff) in updates {
+                            match update {
+                                Input::Rule(rule) => changes.push((rule, diff)),
+                                Input::Event(row) if diff > 0 => events.push(row),
+                                Input::Event(_) => {}
+                                Input::Grid(grid, labels) if diff > 0 => {
+                                    grid_labels.insert(grid, labels);
+                                }
+                                Input::Grid(grid, labels) => {
+                                    if grid_labels.get(&grid) == Some(&labels) {
+                                        grid_labels.remove(&grid);
                                     }
                                 }
                             }
-                            if !changes.is_empty() {
-                                logic.rules(changes, time, &mut effects);
-                            }
-                            events.sort_by(|(a, (ka, ..)), (b, (kb, ..))| {
-                                (a, lifecycle_rank(*ka)).cmp(&(b, lifecycle_rank(*kb)))
-                            });
-                            for (id, (kind, category, grid, _unit)) in &events {
-                                logic.event(id, (*kind, category, grid), time, &mut effects);
-                            }
                         }
-                        if let Some((_, mut ids)) = due {
-                            ids.sort();
-                            ids.dedup();
-                            for id in &ids {
-                                logic.timer(id, time, &mut effects);
-                            }
+                        if !changes.is_empty() {
+                            logic.rules(changes, time, &mut effects);
+                        }
+                        events.sort_by(|(a, (ka, ..)), (b, (kb, ..))| {
+                            (a, lifecycle_rank(*ka)).cmp(&(b, lifecycle_rank(*kb)))
+                        });
+                        for (id, (kind, category, grid, _unit)) in &events {
+                            logic.event(id, (*kind, category, grid), time, &mut effects);
+                        }
+                        ids.sort();
+                        ids.dedup();
+                        for id in &ids {
+                            logic.timer(id, time, &mut effects);
                         }
                         if time >= next_prune {
                             logic.prune(time.saturating_sub(retention_ms));
@@ -260,12 +234,7 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                         }
                         if !closed {
                             for (id, at) in effects.timers {
-                                let at = at.max(time);
-                                timers
-                                    .entry(at)
-                                    .or_insert_with(|| (capability.delayed(&at), Vec::new()))
-                                    .1
-                                    .push(id);
+                                agenda.schedule(&capability, id, at.max(time));
                             }
                         }
                         let mut hits = effects.hits;

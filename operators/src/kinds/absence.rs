@@ -33,8 +33,6 @@
 //! (rule, entity), and the pending deadlines (at most one live one per record; superseded ones
 //! are skipped when they come due).
 
-use std::collections::BTreeMap;
-
 use citybrain_model::Labels;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
@@ -42,9 +40,9 @@ use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::agenda::{Agenda, Ready};
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
 use crate::matching::{Events, MatchEvents};
@@ -227,12 +225,6 @@ fn on_timer(states: &mut FxHashMap<Key, State>, key: &Key, time: Time, hits: &mu
     state.deadline = None;
 }
 
-/// Updates of one time, held until the frontier passes it, with the capability to emit at it.
-type Waiting = (Capability<Time>, Vec<((Key, Input), Diff)>);
-
-/// Deadlines of one time, with the capability to emit at it.
-type Due = (Capability<Time>, Vec<Key>);
-
 /// Times silences.
 pub trait AbsenceHits<'s> {
     /// One hit (value 1) per (rule, entity) at the event time its silence exceeds the limit,
@@ -353,81 +345,64 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
             .concat(readings)
             .inner
             .unary_frontier(exchange, "Absence", |_capability, _info| {
-                let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
-                let mut timers: BTreeMap<Time, Due> = BTreeMap::new();
+                let mut agenda: Agenda<((Key, Input), Diff), Key> = Agenda::new();
                 let mut states: FxHashMap<Key, State> = FxHashMap::default();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for (update, time, diff) in data.drain(..) {
-                            waiting
-                                .entry(time)
-                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
-                                .1
-                                .push((update, diff));
+                            agenda.push(&capability, time, (update, diff));
                         }
                     });
                     // At the end of the input nothing is silent: deadlines are dropped.
                     let closed = frontier.is_empty();
                     if closed {
-                        timers.clear();
+                        agenda.clear_timers();
                     }
-                    loop {
-                        let next_update = waiting.keys().next().copied();
-                        let next_timer = timers.keys().next().copied();
-                        let Some(time) = next_update.into_iter().chain(next_timer).min() else {
-                            break;
-                        };
-                        if frontier.less_equal(&time) {
-                            break;
-                        }
-                        let updates = waiting.remove(&time);
-                        let due = timers.remove(&time);
-                        let capability = match (&updates, &due) {
-                            (Some((capability, _)), _) | (None, Some((capability, _))) => {
-                                capability.clone()
-                            }
-                            (None, None) => break,
-                        };
+                    while let Some(Ready {
+                        time,
+                        capability,
+                        mut updates,
+                        due: keys,
+                    }) = agenda.next_ready(|t| !frontier.less_equal(t))
+                    {
                         let mut hits = Vec::new();
                         let mut scheduled = Vec::new();
-                        if let Some((_, mut updates)) = updates {
-                            consolidate(&mut updates);
-                            // Sorted by key: apply each key's updates together.
-                            let mut rest = updates.as_slice();
-                            while let Some(((key, _), _)) = rest.first() {
-                                let len = rest
-                                    .iter()
-                                    .take_while(|((other, _), _)| other == key)
-                                    .count();
-                                let (group, tail) = rest.split_at(len);
-                                rest = tail;
-                                let mut changes = Vec::new();
-                                let mut reading = false;
-                                for ((_, item), diff) in group {
-                                    match item {
-                                        Input::Watch(watch) => {
-                                            changes.push((watch.clone(), *diff));
-                                        }
-                                        Input::Reading(at) if *at == time && *diff > 0 => {
-                                            reading = true;
-                                        }
-                                        Input::Reading(_) => {}
+                        consolidate(&mut updates);
+                        // Sorted by key: apply each key's updates together.
+                        let mut rest = updates.as_slice();
+                        while let Some(((key, _), _)) = rest.first() {
+                            let len = rest
+                                .iter()
+                                .take_while(|((other, _), _)| other == key)
+                                .count();
+                            let (group, tail) = rest.split_at(len);
+                            rest = tail;
+                            let mut changes = Vec::new();
+                            let mut reading = false;
+                            for ((_, item), diff) in group {
+                                match item {
+                                    Input::Watch(watch) => {
+                                        changes.push((watch.clone(), *diff));
                                     }
+                                    Input::Reading(at) if *at == time && *diff > 0 => {
+                                        reading = true;
+                                    }
+                                    Input::Reading(_) => {}
                                 }
-                                if let Some(deadline) =
-                                    apply(&mut states, key, time, changes, reading, &mut hits)
-                                {
-                                    scheduled.push((key.clone(), deadline));
-                                }
+                            }
+                            if let Some(deadline) =
+                                apply(&mut states, key, time, changes, reading, &mut hits)
+                            {
+                                scheduled.push((key.clone(), deadline));
                             }
                         }
-                        if let Some((_, keys)) = due {
-                            for key in &keys {
-                                on_timer(&mut states, key, time, &mut hits);
-                            }
+                        for key in &keys {
+                            on_timer(&mut states, key, time, &mut hits);
                         }
                         if !closed {
-                            super::schedule(&mut timers, &capability, scheduled);
+                            for (key, deadline) in scheduled {
+                                agenda.schedule(&capability, key, deadline);
+                            }
                         }
                         if !hits.is_empty() {
                             output

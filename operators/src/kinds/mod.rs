@@ -72,26 +72,6 @@ pub type HitsOf = for<'s> fn(
     VecCollection<'s, Time, RuleRow, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff>;
 
-/// Files every `(key, deadline)` under its deadline in `timers`, each deadline holding a
-/// capability delayed from `capability` so the operator can emit when the timer is due.
-/// Used by the kinds with event-time timers of their own ([`absence`]).
-pub(crate) fn schedule<K>(
-    timers: &mut std::collections::BTreeMap<
-        Time,
-        (timely::dataflow::operators::Capability<Time>, Vec<K>),
-    >,
-    capability: &timely::dataflow::operators::Capability<Time>,
-    scheduled: Vec<(K, Time)>,
-) {
-    for (key, deadline) in scheduled {
-        timers
-            .entry(deadline)
-            .or_insert_with(|| (capability.delayed(&deadline), Vec::new()))
-            .1
-            .push(key);
-    }
-}
-
 /// The kinds that follow the citizen-report clock (the others follow the sensor clock).
 pub const CITIZEN_KINDS: &[&str] = &["report_deadline", "follow_up"];
 
