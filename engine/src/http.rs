@@ -443,46 +443,51 @@ async fn stream(
 
 /// Binds `addr` and serves `state` on a dedicated thread until [`HttpServer::shutdown`].
 pub fn serve(addr: SocketAddr, state: HttpState) -> Result<HttpServer, HttpError> {
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| HttpError { addr, source })?;
-    let local = listener
-        .local_addr()
+    let server = serve_router(addr, "citybrain-http", router(state))
         .map_err(|source| HttpError { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| HttpError { addr, source })?;
+    tracing::info!(local = %server.addr, "serving the wall page and API at http://{}/", server.addr);
+    Ok(server)
+}
+
+/// Binds `addr` and serves `app` on a thread of its own named `name`, with a one-thread
+/// runtime, until [`HttpServer::shutdown`] (or drop).
+pub fn serve_router(
+    addr: SocketAddr,
+    name: &'static str,
+    app: Router,
+) -> Result<HttpServer, std::io::Error> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .thread_name("citybrain-http")
+        .thread_name(name)
         .enable_all()
-        .build()
-        .map_err(|source| HttpError { addr, source })?;
+        .build()?;
     let (shutdown, stopped) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
-        .name("citybrain-http".into())
+        .name(name.into())
         .spawn(move || {
             runtime.block_on(async move {
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(listener) => listener,
                     Err(error) => {
-                        tracing::error!(%error, "http listener");
+                        tracing::error!(%error, name, "http listener");
                         return;
                     }
                 };
                 // Not a graceful shutdown: open SSE streams never end on their own.
                 tokio::select! {
-                    result = axum::serve(listener, router(state)).into_future() => {
+                    result = axum::serve(listener, app).into_future() => {
                         if let Err(error) = result {
-                            tracing::error!(%error, "http server stopped");
+                            tracing::error!(%error, name, "http server stopped");
                         }
                     }
                     _ = stopped => {}
                 }
             });
             runtime.shutdown_timeout(Duration::from_millis(100));
-        })
-        .map_err(|source| HttpError { addr, source })?;
-    tracing::info!(%local, "serving the wall page and API at http://{local}/");
+        })?;
     Ok(HttpServer {
         addr: local,
         shutdown: Some(shutdown),

@@ -9,11 +9,8 @@
 //! | `GET /` | the last requests, newest first, as JSON |
 
 use std::collections::VecDeque;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,7 +25,8 @@ use citybrain_connectors::dispatch::{Secret, verify};
 use citybrain_model::time::now_millis;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::oneshot;
+
+use crate::http::{HttpServer, serve_router};
 
 /// One transition of a received request, in short.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -113,8 +111,7 @@ pub struct DemoReceiver {
     /// Where it listens.
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: HttpServer,
 }
 
 /// The receiver could not start.
@@ -240,14 +237,6 @@ impl DemoReceiver {
         keep: usize,
         on_request: OnRequest,
     ) -> Result<DemoReceiver, ReceiverError> {
-        let fail = |source| ReceiverError { addr, source };
-        let listener = std::net::TcpListener::bind(addr).map_err(fail)?;
-        let local = listener.local_addr().map_err(fail)?;
-        listener.set_nonblocking(true).map_err(fail)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(fail)?;
         let shared = Arc::new(Shared {
             secret,
             keep: keep.max(1),
@@ -259,35 +248,12 @@ impl DemoReceiver {
             .route("/", get(list))
             .route("/hook", post(hook))
             .with_state(Arc::clone(&shared));
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("citybrain-receiver".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::error!(%error, "receiver listener");
-                            return;
-                        }
-                    };
-                    tokio::select! {
-                        result = axum::serve(listener, app).into_future() => {
-                            if let Err(error) = result {
-                                tracing::error!(%error, "receiver stopped");
-                            }
-                        }
-                        _ = stopped => {}
-                    }
-                });
-                runtime.shutdown_timeout(Duration::from_millis(100));
-            })
-            .map_err(fail)?;
+        let server = serve_router(addr, "citybrain-receiver", app)
+            .map_err(|source| ReceiverError { addr, source })?;
         Ok(DemoReceiver {
-            addr: local,
+            addr: server.addr,
             shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            server,
         })
     }
 
@@ -302,23 +268,8 @@ impl DemoReceiver {
     }
 
     /// Stops serving and waits for the thread.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for DemoReceiver {
-    fn drop(&mut self) {
-        self.stop();
+    pub fn shutdown(self) {
+        self.server.shutdown();
     }
 }
 
