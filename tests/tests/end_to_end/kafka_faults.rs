@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use citybrain_model::AlertTransition;
 use citybrain_tests::{MockKafka, TOPICS, TestEngine, http_get, read_jsonl, test_config};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
 
@@ -48,90 +50,91 @@ fn assert_exact(log: &[AlertTransition], expected: &[crate::real_data_methane::E
     assert_eq!(summary(log), expected, "the log of an undisturbed run");
 }
 
-#[test]
-fn the_broker_going_away_for_three_seconds_loses_nothing() {
+/// The mock cluster the fault tests disturb.
+type Cluster = MockCluster<'static, DefaultProducerContext>;
+
+/// Produces the first `1 / parts` of the methane rows, runs `before_start` on the cluster,
+/// starts the engine and waits for its first alert, runs `disturb`, produces the rest: the
+/// alert log must be exactly that of an undisturbed run, with no dead letters.
+fn loses_nothing_across(
+    parts: usize,
+    before_start: impl FnOnce(&Cluster),
+    disturb: impl FnOnce(&Cluster),
+) {
     let (mm116, mm31) = methane_columns();
     let expected = expected_transitions(&mm116, &mm31);
     let kafka = MockKafka::new(&TOPICS);
     let cluster = kafka.mock_cluster().expect("mock cluster");
-    let third = mm116.len() / 3;
-    produce_methane(&kafka, &mm116, &mm31, 0..third);
+    let first = mm116.len() / parts;
+    produce_methane(&kafka, &mm116, &mm31, 0..first);
+    before_start(cluster);
     let engine = TestEngine::start(&config(&kafka.brokers), RULES);
     engine.wait_until(Duration::from_secs(60), |t, _| !t.is_empty());
 
-    cluster.broker_down(1).expect("broker down");
-    std::thread::sleep(Duration::from_secs(3));
-    cluster.broker_up(1).expect("broker up");
-    produce_methane(&kafka, &mm116, &mm31, third..mm116.len());
+    disturb(cluster);
+    produce_methane(&kafka, &mm116, &mm31, first..mm116.len());
 
     let log = log_of(&engine, expected.len());
     std::thread::sleep(Duration::from_millis(500));
-    // Before the fix the engine stopped here: its producer flush timed out during the outage.
     let (_, dead_letters) = engine.stop();
     assert!(dead_letters.is_empty(), "{dead_letters:?}");
     assert_exact(&log, &expected);
+}
+
+/// Takes the mock broker down for `away`, then up again.
+fn broker_down_for(cluster: &Cluster, away: Duration) {
+    cluster.broker_down(1).expect("broker down");
+    std::thread::sleep(away);
+    cluster.broker_up(1).expect("broker up");
+}
+
+#[test]
+fn the_broker_going_away_for_three_seconds_loses_nothing() {
+    // Before the fix the engine stopped: its producer flush timed out during the outage.
+    loses_nothing_across(
+        3,
+        |_| {},
+        |cluster| broker_down_for(cluster, Duration::from_secs(3)),
+    );
 }
 
 #[test]
 fn half_second_round_trips_and_a_thirty_second_outage_lose_nothing() {
-    let (mm116, mm31) = methane_columns();
-    let expected = expected_transitions(&mm116, &mm31);
-    let kafka = MockKafka::new(&TOPICS);
-    let cluster = kafka.mock_cluster().expect("mock cluster");
-    let half = mm116.len() / 2;
-    produce_methane(&kafka, &mm116, &mm31, 0..half);
-    cluster
-        .broker_round_trip_time(1, Duration::from_millis(500))
-        .expect("round trip time");
-    let engine = TestEngine::start(&config(&kafka.brokers), RULES);
-    engine.wait_until(Duration::from_secs(60), |t, _| !t.is_empty());
-
-    cluster.broker_down(1).expect("broker down");
-    std::thread::sleep(Duration::from_secs(30));
-    cluster.broker_up(1).expect("broker up");
-    produce_methane(&kafka, &mm116, &mm31, half..mm116.len());
-
-    let log = log_of(&engine, expected.len());
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, dead_letters) = engine.stop();
-    assert!(dead_letters.is_empty(), "{dead_letters:?}");
-    assert_exact(&log, &expected);
+    loses_nothing_across(
+        2,
+        |cluster| {
+            cluster
+                .broker_round_trip_time(1, Duration::from_millis(500))
+                .expect("round trip time");
+        },
+        |cluster| broker_down_for(cluster, Duration::from_secs(30)),
+    );
 }
 
 #[test]
 fn injected_fetch_produce_and_commit_errors_lose_nothing() {
-    let (mm116, mm31) = methane_columns();
-    let expected = expected_transitions(&mm116, &mm31);
-    let kafka = MockKafka::new(&TOPICS);
-    let cluster = kafka.mock_cluster().expect("mock cluster");
-    let half = mm116.len() / 2;
-    produce_methane(&kafka, &mm116, &mm31, 0..half);
-    let engine = TestEngine::start(&config(&kafka.brokers), RULES);
-    engine.wait_until(Duration::from_secs(60), |t, _| !t.is_empty());
-
-    // Retriable errors, several in a row, on what the engine does all the time.
-    let errors = [
-        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
-    ];
-    for key in [
-        RDKafkaApiKey::Fetch,
-        RDKafkaApiKey::Produce,
-        RDKafkaApiKey::OffsetCommit,
-    ] {
-        cluster.request_errors(key, &errors);
-    }
-    produce_methane(&kafka, &mm116, &mm31, half..mm116.len());
-
-    let log = log_of(&engine, expected.len());
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, dead_letters) = engine.stop();
     // Before the test producer kept its partitions in order (enable.idempotence), an injected
     // Produce error reordered a batch of 10,000 readings behind newer ones: 10,000 late dead
     // letters and 435 of the 539 transitions.
-    assert!(dead_letters.is_empty(), "{dead_letters:?}");
-    assert_exact(&log, &expected);
+    loses_nothing_across(
+        2,
+        |_| {},
+        |cluster| {
+            // Retriable errors, several in a row, on what the engine does all the time.
+            let errors = [
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            ];
+            for key in [
+                RDKafkaApiKey::Fetch,
+                RDKafkaApiKey::Produce,
+                RDKafkaApiKey::OffsetCommit,
+            ] {
+                cluster.request_errors(key, &errors);
+            }
+        },
+    );
 }
 
 /// Waits (at most 60 s) until `done` holds; fails the test with `what` otherwise.
