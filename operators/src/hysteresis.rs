@@ -512,6 +512,23 @@ mod tests {
     use crate::ordered_float::OrderedFloat;
     use crate::rule::Direction;
 
+    /// Rule `r`: methane alarm at 1.0, clear below 0.8, critical.
+    fn rule_r() -> ThresholdRule {
+        ThresholdRule {
+            id: "r".into(),
+            domain: Domain::Mine,
+            metric: Metric::Ch4,
+            scope: vec![],
+            direction: Direction::Above,
+            threshold: OrderedFloat(1.0),
+            clear: OrderedFloat(0.8),
+            hold_ms: 0,
+            severity: Severity::Critical,
+            summary: "methane".into(),
+            labels: vec![],
+        }
+    }
+
     /// Transitions of rule `r` (alarm at 1.0, clear below 0.8) over `values` of s1 and s2 at
     /// times 10, 20, ..., with `seeded` keys starting as firing; sorted.
     fn transitions(values: &[f64], seeded: &[&str]) -> Vec<(u64, String, TransitionState)> {
@@ -539,19 +556,7 @@ mod tests {
                     .probe();
                 (input, probe)
             });
-            let rule = ThresholdRule {
-                id: "r".into(),
-                domain: Domain::Mine,
-                metric: Metric::Ch4,
-                scope: vec![],
-                direction: Direction::Above,
-                threshold: OrderedFloat(1.0),
-                clear: OrderedFloat(0.8),
-                hold_ms: 0,
-                severity: Severity::Critical,
-                summary: "methane".into(),
-                labels: vec![],
-            };
+            let rule = rule_r();
             for (i, value) in values.iter().enumerate() {
                 let time = 10 * (i as u64 + 1);
                 for entity in ["s1", "s2"] {
@@ -594,19 +599,7 @@ mod tests {
     fn after_edit(
         edited: impl Fn(&mut ThresholdRule),
     ) -> Vec<(u64, String, TransitionState, Option<String>)> {
-        let rule = ThresholdRule {
-            id: "r".into(),
-            domain: Domain::Mine,
-            metric: Metric::Ch4,
-            scope: vec![],
-            direction: Direction::Above,
-            threshold: OrderedFloat(1.0),
-            clear: OrderedFloat(0.8),
-            hold_ms: 0,
-            severity: Severity::Critical,
-            summary: "methane".into(),
-            labels: vec![],
-        };
+        let rule = rule_r();
         let mut new_rule = rule.clone();
         edited(&mut new_rule);
         timely::execute_directly(move |worker| {
