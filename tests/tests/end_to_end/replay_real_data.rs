@@ -74,39 +74,60 @@ fn reference(
     expected
 }
 
-#[test]
-fn methane_replay_equals_the_reference() {
-    let file = shared_data().join("coalmine/methane.arff");
-    let face = "polish-mine/face-116";
-    let columns = [
-        ("MM31", Metric::Ch4),
-        ("MM116", Metric::Ch4),
-        ("AS038", Metric::AirVelocity),
-        ("PG072", Metric::Airflow),
-    ];
-    let t0 = 1_793_491_200_000; // 2026-11-01T00:00:00Z, the mapping's start
+/// Mine sensors read independently of the mapping from columns of an ARFF file without
+/// timestamps (row i at `t0 + cadence_ms * i`): (column, metric, sensor name under `face`).
+/// Returns the readings and the registry the mapping describes.
+fn arff_sensors(
+    file: &Path,
+    mine: &str,
+    face: &str,
+    columns: &[(&str, Metric, &str)],
+    t0: u64,
+    cadence_ms: u64,
+) -> (Vec<Reading>, HashMap<EntityKey, EntityInfo>) {
     let mut readings = Vec::new();
     let mut registry = HashMap::new();
-    for (column, metric) in columns {
-        let entity = format!("{face}/{column}");
+    for &(column, metric, sensor) in columns {
+        let entity = format!("{face}/{sensor}");
         let record = SensorRecord {
             sensor: None,
-            mine: "polish-mine".into(),
+            mine: mine.into(),
             face: face.into(),
             kind: metric,
-            cadence_ms: 30_000,
+            cadence_ms,
         };
         registry.insert((Domain::Mine, entity.clone()), EntityInfo::from(record));
-        for (i, value) in arff_column(&file, column).into_iter().enumerate() {
+        for (i, value) in arff_column(file, column).into_iter().enumerate() {
             readings.push(Reading {
                 domain: Domain::Mine,
                 entity: entity.clone(),
                 metric,
                 value,
-                time: t0 + 30_000 * i as u64,
+                time: t0 + cadence_ms * i as u64,
             });
         }
     }
+    (readings, registry)
+}
+
+#[test]
+fn methane_replay_equals_the_reference() {
+    let file = shared_data().join("coalmine/methane.arff");
+    let t0 = 1_793_491_200_000; // 2026-11-01T00:00:00Z, the mapping's start
+    let columns = [
+        ("MM31", Metric::Ch4, "MM31"),
+        ("MM116", Metric::Ch4, "MM116"),
+        ("AS038", Metric::AirVelocity, "AS038"),
+        ("PG072", Metric::Airflow, "PG072"),
+    ];
+    let (readings, registry) = arff_sensors(
+        &file,
+        "polish-mine",
+        "polish-mine/face-116",
+        &columns,
+        t0,
+        30_000,
+    );
     assert_eq!(readings.len(), 4 * 19_096);
     let loaded = loaded("", MINE_RULES);
     let (schedule, run) = replay(&loaded, &[mapped("methane.toml", "coalmine/methane.arff")]);
@@ -417,35 +438,20 @@ fn compare_shows_alerts_added_removed_and_shifted_per_rule() {
 #[test]
 fn seismic_bumps_replay_equals_the_reference() {
     let file = shared_data().join("coalmine/seismic-bumps.arff");
-    let face = "polish-mine-2/longwall";
     let t0 = 1_735_711_200_000; // 2025-01-01T06:00:00Z, the mapping's start
-    let shift = 8 * 3_600_000;
-    let mut readings = Vec::new();
-    let mut registry = HashMap::new();
-    for (column, metric, sensor) in [
+    let columns = [
         ("genergy", Metric::SeismicEnergy, "geophone-max"),
         ("nbumps", Metric::SeismicBumps, "bumps"),
         ("senergy", Metric::SeismicEnergy, "bumps-energy"),
-    ] {
-        let entity = format!("{face}/{sensor}");
-        let record = SensorRecord {
-            sensor: None,
-            mine: "polish-mine-2".into(),
-            face: face.into(),
-            kind: metric,
-            cadence_ms: shift,
-        };
-        registry.insert((Domain::Mine, entity.clone()), EntityInfo::from(record));
-        for (i, value) in arff_column(&file, column).into_iter().enumerate() {
-            readings.push(Reading {
-                domain: Domain::Mine,
-                entity: entity.clone(),
-                metric,
-                value,
-                time: t0 + shift * i as u64,
-            });
-        }
-    }
+    ];
+    let (readings, registry) = arff_sensors(
+        &file,
+        "polish-mine-2",
+        "polish-mine-2/longwall",
+        &columns,
+        t0,
+        8 * 3_600_000,
+    );
     assert_eq!(readings.len(), 3 * 2_584);
     let rules = r#"
 [[rule]]
