@@ -311,10 +311,29 @@ pub struct RegistryMapping {
     pub kind: RegistryKind,
     /// The entity id.
     pub key: Template,
-    /// The record's fields; string values are templates.
-    pub value: BTreeMap<String, serde_json::Value>,
+    /// The record's fields: strings are templates, other values are copied as they are.
+    pub value: BTreeMap<String, RegistryField>,
     /// Where the table is in the mapping file.
     pub at: String,
+}
+
+/// One field of a registry record in a mapping.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RegistryField {
+    /// A string, filled from the row.
+    Template(Template),
+    /// Any other value (number, boolean, ...), the same for every row.
+    Literal(serde_json::Value),
+}
+
+impl RegistryField {
+    /// The field's value for a row; `cell` gives a column's value.
+    pub fn render<'r>(&self, cell: impl Fn(&str) -> Option<&'r str>) -> serde_json::Value {
+        match self {
+            RegistryField::Template(t) => serde_json::Value::from(t.render(cell)),
+            RegistryField::Literal(v) => v.clone(),
+        }
+    }
 }
 
 /// A checked mapping file.
@@ -362,7 +381,7 @@ impl Mapping {
         for r in &self.registry {
             out.extend(r.key.columns().map(|c| (c.to_string(), r.at.clone())));
             for value in r.value.values() {
-                if let Some(Ok(t)) = value.as_str().map(Template::parse) {
+                if let RegistryField::Template(t) = value {
                     out.extend(t.columns().map(|c| (c.to_string(), r.at.clone())));
                 }
             }
@@ -715,22 +734,29 @@ fn registry(
         cx.missing(whole.clone(), "missing field `value` in [[registry]]", None);
         None
     })?;
-    for (name, field) in &value {
-        if let Some(Err(e)) = field.as_str().map(Template::parse) {
-            cx.error(
-                span_at(
-                    root,
-                    &[key("registry"), Seg::Index(i), key("value"), key(name)],
-                ),
-                e,
-                None,
-            );
-        }
+    let mut fields = BTreeMap::new();
+    for (name, field) in value {
+        let parsed = match field.as_str().map(Template::parse) {
+            None => RegistryField::Literal(field),
+            Some(Ok(t)) => RegistryField::Template(t),
+            Some(Err(e)) => {
+                cx.error(
+                    span_at(
+                        root,
+                        &[key("registry"), Seg::Index(i), key("value"), key(&name)],
+                    ),
+                    e,
+                    None,
+                );
+                continue;
+            }
+        };
+        fields.insert(name, parsed);
     }
     Some(RegistryMapping {
         kind: kind?,
         key: key_template?,
-        value,
+        value: fields,
         at: cx.location(&whole),
     })
 }

@@ -42,8 +42,8 @@ pub use engine::{
 };
 pub use kpis::load_kpis_str;
 pub use mapping::{
-    DataFormat, Mapping, ReadingMapping, RegistryMapping, ReportMapping, RowTime, Template,
-    TimeColumns, load_mapping, load_mapping_str,
+    DataFormat, Mapping, ReadingMapping, RegistryField, RegistryMapping, ReportMapping, RowTime,
+    Template, TimeColumns, load_mapping, load_mapping_str,
 };
 
 use de::{Seg, deserialize_all, parse_document, path, value_at};

@@ -421,8 +421,9 @@ pub fn load_mapped(mapping: &Mapping) -> Result<LoadedInput, InputError> {
                 .and_then(|i| record.get(i))
                 .map(str::trim)
         };
-        let raw = record.iter().collect::<Vec<_>>().join(",");
+        // The row as text only for a dead letter: most rows never need it.
         let letter = |reason: DeadLetterReason, detail: String| {
+            let raw = record.iter().collect::<Vec<_>>().join(",");
             DeadLetter::new(reason, detail, &name, 0, offset, None, raw.as_bytes())
         };
         for registry in &mapping.registry {
@@ -433,13 +434,7 @@ pub fn load_mapped(mapping: &Mapping) -> Result<LoadedInput, InputError> {
             let value: serde_json::Map<String, serde_json::Value> = registry
                 .value
                 .iter()
-                .map(|(field, v)| {
-                    let filled = match v.as_str().map(crate::config::Template::parse) {
-                        Some(Ok(t)) => serde_json::Value::from(t.render(cell)),
-                        _ => v.clone(),
-                    };
-                    (field.clone(), filled)
-                })
+                .map(|(field, v)| (field.clone(), v.render(cell)))
                 .collect();
             let bytes = serde_json::Value::Object(value).to_string().into_bytes();
             match decode_registry(registry.kind, Some(key.as_bytes()), Some(&bytes)) {
