@@ -403,6 +403,10 @@ pub fn load_mapped(mapping: &Mapping) -> Result<LoadedInput, InputError> {
                 .collect()
         })
         .collect();
+    let time_columns = match &mapping.time {
+        RowTime::Columns(time) => indexes_of(&table, &time.columns),
+        RowTime::Cadence { .. } => Vec::new(),
+    };
     let mut registry_keys = BTreeSet::new();
     let mut readings: Vec<Vec<ReplayEvent>> = vec![Vec::new(); mapping.readings.len()];
     let mut reports: Vec<Vec<ReplayEvent>> =
@@ -448,7 +452,7 @@ pub fn load_mapped(mapping: &Mapping) -> Result<LoadedInput, InputError> {
             RowTime::Cadence { start, cadence_ms } => {
                 Ok(Some(start + cadence_ms.saturating_mul(row_index)))
             }
-            RowTime::Columns(time) => cell_time(time, &indexes_of(&table, &time.columns), record),
+            RowTime::Columns(time) => cell_time(time, &time_columns, record),
         };
         match row_time {
             Ok(Some(time)) => {
