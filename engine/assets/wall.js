@@ -46,6 +46,8 @@ const TILES = [
   { id: "backlog", label: "Open citizen reports", unit: "", value: () => kpi("open_backlog") },
   { id: "closure", label: "Closure rate", unit: "%", upIsGood: true,
     value: () => { const r = kpi("closure_rate", ""); return r === null ? null : Math.round(r * 1000) / 10; } },
+  { id: "overdue", label: "Open reports overdue", unit: "%",
+    value: () => { const r = kpi("overdue_share", ""); return r === null ? null : Math.round(r * 1000) / 10; } },
 ];
 
 function el(tag, attrs, ...children) {

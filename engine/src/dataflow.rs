@@ -15,6 +15,7 @@ use citybrain_operators::kpi::{
 };
 use citybrain_operators::latest::Latest;
 use citybrain_operators::ordered_float::OrderedFloat;
+use citybrain_operators::overdue::MarkOverdue;
 use citybrain_operators::report_state::{ReportEventRow, ReportStates, UnknownReportEvent};
 use citybrain_operators::rule::RuleRow;
 use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time, rule_alerts_by_clock_seeded};
@@ -137,6 +138,7 @@ pub fn build(
             let _ = alerts_out.send(Output::Alert(t.clone()));
         });
         let (probe, alerts) = alerts.probe();
+        let citizen_active = citizen_alerts.clone().active_alerts();
         let (citizen_probe, _) = citizen_alerts
             .inspect(move |t: &AlertTransition| {
                 let _ = citizen_out.send(Output::Alert(t.clone()));
@@ -174,7 +176,10 @@ pub fn build(
             latest: with_registry_labels(reading_rows(readings.latest()), registry.clone()),
             // Sensor alerts only: the alert KPIs follow the sensor clock.
             alerts: alerts.active_alerts(),
-            reports: with_registry_labels(report_states, registry.clone()),
+            reports: with_registry_labels(
+                report_states.mark_overdue(citizen_active),
+                registry.clone(),
+            ),
             report_events: insertions(with_registry_labels(report_event_rows, registry)),
         };
         for (clock, defs) in [

@@ -12,6 +12,8 @@
 //! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation,
 //!   absence, report deadline, follow-up): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
 //!   (rule, alert entity, event time).
+//! - [`overdue::MarkOverdue`]: marks citizen report rows overdue while a deadline alert about
+//!   the report fires.
 //! - [`hysteresis::HoldAndHysteresis`]: the per-(rule, entity) `for`/hysteresis state machine
 //!   every kind feeds, a frontier-driven timely operator that emits alert transitions.
 //!
@@ -31,6 +33,7 @@ pub mod kinds;
 pub mod kpi;
 pub mod latest;
 pub mod matching;
+pub mod overdue;
 pub mod reference;
 pub mod report_state;
 pub mod report_timers;

@@ -5,9 +5,9 @@
 //! give exactly the in-order result) and emits the change of the report's row: the old row
 //! retracted and the new one inserted at the event's time.
 //!
-//! Row labels: `category`, `grid`, `status` (`open` | `resolved`), `stage` (`created` |
-//! `dispatched` | `resolved`), `level` (`village` | `town` | `district`, one step up per
-//! `escalated`), `followed_up` (`yes` | `no`). Row value: hours from creation to resolution
+//! Row labels: `report` (its id), `category`, `grid`, `status` (`open` | `resolved`), `stage`
+//! (`created` | `dispatched` | `resolved`), `level` (`village` | `town` | `district`, one step
+//! up per `escalated`), `followed_up` (`yes` | `no`). Row value: hours from creation to resolution
 //! for resolved reports, 0 for open ones. Duplicate events change nothing.
 //!
 //! An event of a report whose `created` was never seen (or was forgotten, see below) changes
@@ -64,6 +64,7 @@ pub const LEVELS: [&str; 3] = ["village", "town", "district"];
 /// What the operator keeps per report.
 #[derive(Clone, Debug)]
 struct Report {
+    id: String,
     category: String,
     grid: String,
     created: Time,
@@ -90,6 +91,7 @@ impl Report {
             ),
             ("grid".into(), self.grid.clone()),
             ("level".into(), LEVELS[self.level.min(2)].into()),
+            ("report".into(), self.id.clone()),
             ("stage".into(), stage.into()),
             (
                 "status".into(),
@@ -252,6 +254,7 @@ impl<'s> ReportStates<'s> for vec::Collection<'s, Time, ReportEventRow, Diff> {
                             match reports.get_mut(&id) {
                                 None if kind == ReportKind::Created => {
                                     let report = Report {
+                                        id: id.clone(),
                                         category,
                                         grid,
                                         created: time,

@@ -487,7 +487,7 @@ fn wall_page_renders_and_updates_live_in_headless_chromium() {
         cdp.eval("document.getElementById('connection').textContent")
     );
 
-    // Six KPI tiles, each with a label and a visible value element.
+    // Seven KPI tiles, each with a label and a visible value element.
     let tiles = cdp.eval(
         r#"[...document.querySelectorAll('[data-tile]')].map(t => {
              const v = t.querySelector('.value'), r = t.getBoundingClientRect();
@@ -497,9 +497,9 @@ fn wall_page_renders_and_updates_live_in_headless_chromium() {
            })"#,
     );
     let tiles = tiles.as_array().expect("tiles").clone();
-    assert_eq!(tiles.len(), 6, "KPI tiles: {tiles:?}");
+    assert_eq!(tiles.len(), 7, "KPI tiles: {tiles:?}");
     let ids: BTreeSet<&str> = tiles.iter().filter_map(|t| t["id"].as_str()).collect();
-    assert_eq!(ids.len(), 6, "tile ids must be distinct: {tiles:?}");
+    assert_eq!(ids.len(), 7, "tile ids must be distinct: {tiles:?}");
     for tile in &tiles {
         assert!(
             tile["label"].as_str().is_some_and(|l| !l.trim().is_empty()),
