@@ -132,17 +132,19 @@ mod tests {
         timely::example(move |scope| {
             let (mut reports, rows) = scope.new_collection();
             let (mut active, alert_rows) = scope.new_collection();
-            rows.mark_overdue(alert_rows)
-                .inner
-                .inspect(move |update| {
-                    if let Ok(mut seen) = sink.lock() {
-                        seen.push(update.clone());
-                    }
-                });
+            rows.mark_overdue(alert_rows).inner.inspect(move |update| {
+                if let Ok(mut seen) = sink.lock() {
+                    seen.push(update.clone());
+                }
+            });
             for r in 0..4 {
                 let id = format!("R-{r}");
                 let row = labels(&[("report", &id), ("status", "open")]);
-                reports.update_at(((Domain::Citizen, "g".into()), (row, OrderedFloat(0.0))), 0, 1);
+                reports.update_at(
+                    ((Domain::Citizen, "g".into()), (row, OrderedFloat(0.0))),
+                    0,
+                    1,
+                );
             }
             for &(r, fire, resolve) in &alerts {
                 let id = format!("R-{r}");
@@ -164,15 +166,20 @@ mod tests {
             }
             let key = (
                 label(&labels, "report").unwrap_or_default().to_string(),
-                label(&labels, OVERDUE_LABEL).unwrap_or_default().to_string(),
+                label(&labels, OVERDUE_LABEL)
+                    .unwrap_or_default()
+                    .to_string(),
             );
             match state.iter_mut().find(|(k, _)| *k == key) {
                 Some(entry) => entry.1 += diff,
                 None => state.push((key, diff)),
             }
         }
-        let mut present: Vec<(String, String)> =
-            state.into_iter().filter(|(_, n)| *n > 0).map(|(k, _)| k).collect();
+        let mut present: Vec<(String, String)> = state
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, _)| k)
+            .collect();
         present.sort();
         present
     }
@@ -184,7 +191,10 @@ mod tests {
                 let overdue = alerts
                     .iter()
                     .any(|&(a, fire, resolve)| a == r && fire <= at && at < resolve);
-                (format!("R-{r}"), if overdue { "yes" } else { "no" }.to_string())
+                (
+                    format!("R-{r}"),
+                    if overdue { "yes" } else { "no" }.to_string(),
+                )
             })
             .collect()
     }

@@ -295,8 +295,9 @@ clear = 1.1
     );
 }
 
-#[test]
-fn la311_replay_kpis_equal_counts_from_the_file() {
+/// The LA311 requests as the file has them: per request its type (the category), when it was
+/// created and when it was closed (epoch ms; `None`: still open).
+fn la311_requests() -> Vec<(String, u64, Option<u64>)> {
     let path = shared_data().join("la311/test_requests.csv");
     let mut reader = csv::Reader::from_path(&path).expect("test_requests.csv");
     let la = chrono_tz::America::Los_Angeles;
@@ -309,19 +310,28 @@ fn la311_replay_kpis_equal_counts_from_the_file() {
         )
         .ok()
     };
-    let mut open = 0usize;
-    let mut total = 0usize;
+    reader
+        .records()
+        .map(|record| {
+            let record = record.expect("row");
+            let created = time(&record[4]).expect("createddate");
+            (record[1].to_string(), created, time(&record[7]))
+        })
+        .collect()
+}
+
+#[test]
+fn la311_replay_kpis_equal_counts_from_the_file() {
+    let requests = la311_requests();
+    let total = requests.len();
+    let open = requests.iter().filter(|r| r.2.is_none()).count();
     let mut hours: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for record in reader.records() {
-        let record = record.expect("row");
-        total += 1;
-        let created = time(&record[4]).expect("createddate");
-        match time(&record[7]) {
-            Some(closed) => hours
-                .entry(record[1].to_string())
+    for (kind, created, closed) in &requests {
+        if let Some(closed) = closed {
+            hours
+                .entry(kind.clone())
                 .or_default()
-                .push((closed - created) as f64 / 3_600_000.0),
-            None => open += 1,
+                .push((closed - created) as f64 / 3_600_000.0);
         }
     }
     let loaded = loaded("", "");
@@ -353,6 +363,36 @@ fn la311_replay_kpis_equal_counts_from_the_file() {
         .collect();
     assert_eq!(medians.len(), 11);
     assert_eq!(kpis["resolve_hours_p50"], medians);
+}
+
+/// Two categories get a 72 h deadline, the others one far beyond the data: at the end, the
+/// open reports of those two categories are overdue and no other report is.
+const LA311_DEADLINES: &str = r#"
+[[rule]]
+id = "la311-deadline"
+kind = "report_deadline"
+domain = "citizen"
+deadline = "3650d"
+category_deadlines = { "Graffiti Removal" = "72h", "Bulky Items" = "72h" }
+"#;
+
+#[test]
+fn la311_overdue_share_is_the_open_requests_past_their_category_deadline() {
+    let requests = la311_requests();
+    let open = requests.iter().filter(|r| r.2.is_none()).count();
+    let overdue = requests
+        .iter()
+        .filter(|(kind, _, closed)| {
+            closed.is_none() && (kind == "Graffiti Removal" || kind == "Bulky Items")
+        })
+        .count();
+    assert_eq!((open, overdue), (49, 9));
+    let loaded = loaded("", LA311_DEADLINES);
+    let (_, run) = replay(&loaded, &[mapped("la311.toml", "la311/test_requests.csv")]);
+    assert_eq!(
+        run.kpis.values["overdue_share"],
+        BTreeMap::from([(String::new(), overdue as f64 / open as f64)])
+    );
 }
 
 const THRESHOLDS: &str = r#"
