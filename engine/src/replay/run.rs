@@ -10,7 +10,7 @@
 //! would fall silent, a report deadline) do not fire.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,6 +30,12 @@ use crate::kpi::{KpiClock, KpiSnapshot, KpiStores};
 
 /// Events fed between two advances of the inputs.
 const CHUNK: usize = 4096;
+
+/// Chunks fed before the worker waits for the oldest of them to come out of the dataflow:
+/// waiting for each chunk before feeding the next left the workers idle in turn (every operator
+/// drained before the input moved on); a few in flight keep them busy while memory stays
+/// bounded.
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// How a replay runs.
 #[derive(Clone, Debug)]
@@ -301,6 +307,7 @@ fn feed(
             inputs.rules.insert(rule.clone());
         }
     }
+    let mut in_flight: VecDeque<[Time; 2]> = VecDeque::with_capacity(CHUNKS_IN_FLIGHT + 1);
     for step in &schedule.steps {
         for (i, event) in step.events.iter().enumerate() {
             if i % peers != index {
@@ -325,23 +332,24 @@ fn feed(
                 ),
             }
         }
-        advance(worker, &mut inputs, &probes, step.watermarks);
+        in_flight.push_back(advance(&mut inputs, step.watermarks));
+        if in_flight.len() > CHUNKS_IN_FLIGHT
+            && let Some(oldest) = in_flight.pop_front()
+        {
+            wait_for(worker, &probes, oldest);
+        }
         if index == 0 {
             progress.inc(step.events.len() as u64);
         }
     }
-    advance(worker, &mut inputs, &probes, [schedule.end, schedule.end]);
+    let end = advance(&mut inputs, [schedule.end, schedule.end]);
+    wait_for(worker, &probes, end);
     // Closing the inputs lets the dataflow finish; what it emits at or after the end (timers
     // due later) is left out by the collector.
 }
 
-/// Advances the inputs to the clocks' watermarks and steps until the outputs caught up.
-fn advance(
-    worker: &mut timely::worker::Worker,
-    inputs: &mut crate::dataflow::Inputs,
-    probes: &[timely::dataflow::ProbeHandle<Time>; 2],
-    [sensors, citizen]: [Time; 2],
-) {
+/// Advances the inputs to the clocks' watermarks; returns the times they were advanced to.
+fn advance(inputs: &mut crate::dataflow::Inputs, [sensors, citizen]: [Time; 2]) -> [Time; 2] {
     let readings = sensors.max(*inputs.readings.time());
     let reports = citizen.max(*inputs.reports.time());
     let newest = readings.max(reports).max(*inputs.registry.time());
@@ -353,7 +361,15 @@ fn advance(
     inputs.reports.flush();
     inputs.registry.flush();
     inputs.rules.flush();
-    let [sensor_probe, citizen_probe] = probes;
+    [readings, reports]
+}
+
+/// Steps the worker until the outputs of both clocks caught up with `[readings, reports]`.
+fn wait_for(
+    worker: &mut timely::worker::Worker,
+    [sensor_probe, citizen_probe]: &[timely::dataflow::ProbeHandle<Time>; 2],
+    [readings, reports]: [Time; 2],
+) {
     while sensor_probe.less_than(&readings) || citizen_probe.less_than(&reports) {
         worker.step();
     }
