@@ -367,15 +367,15 @@ pub trait PartitionStalls<'s> {
     ///     partitions.update_at(PartitionRow::Placement((Domain::Mine, "s1".into()), p2.clone()), 1_000, 1);
     ///     partitions.update_at(PartitionRow::Heard(p2.clone()), 1_000, 1);
     ///     partitions.update_at(PartitionRow::Heard(p2), 9_000, 1);
-    ///     partitions.advance_to(20_000);
-    ///     rules.advance_to(20_000);
+    ///     partitions.advance_to(12_000);
+    ///     rules.advance_to(12_000);
     ///     partitions.flush();
     ///     rules.flush();
-    ///     while probe.less_than(&20_000) {
+    ///     while probe.less_than(&12_000) {
     ///         worker.step();
     ///     }
     ///     // Heard from at 1 s (not stalled), silent since: stalled at 6 s (s1 with it), heard
-    ///     // from again at 9 s.
+    ///     // from again at 9 s (and stalled again at 14 s, past what this example runs).
     ///     seen.borrow_mut().sort();
     ///     assert_eq!(
     ///         *seen.borrow(),
