@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 
+use citybrain_model::alert::RULE_REMOVED;
 use citybrain_model::{AlertTransition, Domain, Metric, PartitionId, Reading, TransitionState};
 use proptest::prelude::*;
 
 use super::{alarm, reading, reading_of, registry, run_placed_until};
 use crate::EntityKey;
 use crate::kinds::absence::AbsenceRule;
-use crate::reference::stall_transitions;
+use crate::reference::{RuleChange, stall_transitions};
 use crate::rule::{Direction, RuleRow};
 
 /// An absence rule on CH4 sensors (3 cadences of 1 s) that also times partitions.
@@ -147,6 +148,75 @@ fn without_stall_after_partitions_are_not_watched() {
         seen(&got),
         vec![(6_000, "s2", TransitionState::Firing, 3.0)]
     );
+}
+
+/// s1 and v1 (partition 0) every second up to 12 s; s2 and s3 (partition 1) up to 3 s.
+fn partition_one_stops() -> Vec<(Reading, u64)> {
+    let mut readings = Vec::new();
+    for second in 0..=12u64 {
+        let t = second * 1_000;
+        readings.push((reading_of("v1", Metric::AirVelocity, t, 1.0), 0));
+        readings.push((reading("s1", t, 0.3), 0));
+        if second <= 3 {
+            readings.push((reading("s2", t, 0.2), 0));
+            readings.push((reading("s3", t, 0.2), 0));
+        }
+    }
+    readings
+}
+
+#[test]
+fn dropping_stall_after_ends_the_stall_and_the_silences_count_from_then() {
+    use TransitionState::{Firing, Resolved};
+    let with = absence(2_000, 0);
+    let mut without = with.clone();
+    if let RuleRow::Absence(r) = &mut without {
+        r.stall_after_ms = None;
+    }
+    let changes: Vec<RuleChange> =
+        vec![(0, with.clone(), 1), (8_000, with, -1), (8_000, without, 1)];
+    let got = run_placed_until(
+        &partition_one_stops(),
+        0,
+        &registry(),
+        &changes,
+        2,
+        12_500,
+        &placements(),
+    );
+    assert_eq!(
+        seen(&got),
+        vec![
+            (5_000, "mine.readings/1", Firing, 2.0),
+            (8_000, "mine.readings/1", Resolved, 5.0),
+            (11_000, "s2", Firing, 8.0),
+            (11_000, "s3", Firing, 8.0),
+        ]
+    );
+}
+
+#[test]
+fn removing_the_rule_resolves_the_stall() {
+    use TransitionState::{Firing, Resolved};
+    let rule = absence(2_000, 0);
+    let changes: Vec<RuleChange> = vec![(0, rule.clone(), 1), (8_000, rule, -1)];
+    let got = run_placed_until(
+        &partition_one_stops(),
+        0,
+        &registry(),
+        &changes,
+        2,
+        12_500,
+        &placements(),
+    );
+    assert_eq!(
+        seen(&got),
+        vec![
+            (5_000, "mine.readings/1", Firing, 2.0),
+            (8_000, "mine.readings/1", Resolved, 5.0),
+        ]
+    );
+    assert_eq!(got[1].reason.as_deref(), Some(RULE_REMOVED));
 }
 
 proptest! {
