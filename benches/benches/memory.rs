@@ -79,6 +79,7 @@ fn rules() -> Vec<RuleRow> {
     rules.push(RuleRow::Absence(AbsenceRule {
         alarm: alarm("ch4-silent", Domain::Mine, 1.0, 1.0, Direction::Above),
         cadences: 5,
+        stall_after_ms: None,
     }));
     let mut ladder = ReportDeadlineRule::new(
         alarm("report-ladder", Domain::Citizen, 1.0, 1.0, Direction::Above),
@@ -153,10 +154,12 @@ fn main() {
             let (_, registry_rows) = scope.new_collection_from(registry.clone());
             let (_, rule_rows) = scope.new_collection_from(rules.clone());
             let (reports_input, reports) = scope.new_collection::<ReportEventRow, Diff>();
+            let partitions = citybrain_operators::no_partitions(&rule_rows);
             let (sensor, citizen) = rule_alerts_by_clock_seeded(
                 readings,
                 registry_rows,
                 reports,
+                partitions,
                 rule_rows,
                 Default::default(),
                 RETENTION_MS,

@@ -5,6 +5,10 @@
 //! Reference data (compacted registry topics) is read from its start, to its end, before
 //! readings are consumed, so the first readings already see their sensors' labels.
 //!
+//! The dataflow also learns where readings come from, for ingest-stall alerts: per poll and
+//! reading partition, the distinct event times of its readings ([`SourceEvent::Heard`]),
+//! and, when an entity is first read or moves, its partition ([`SourceEvent::Placement`]).
+//!
 //! Offsets are committed by the engine, never automatically: a reading partition's commit is
 //! the offset from which a restart re-reads everything whose outputs are not yet durable plus
 //! the history the rules' state is rebuilt from (see [`crate::commit`]). Registry partitions are
@@ -18,7 +22,8 @@ use citybrain_model::decode::{
 };
 use citybrain_model::time::now_millis;
 use citybrain_model::{
-    DeadLetterReason, DecodeError, EntityInfo, Reading, RegistryKind, RegistryUpdate, ReportEvent,
+    DeadLetterReason, DecodeError, Domain, EntityInfo, PartitionId, Reading, RegistryKind,
+    RegistryUpdate, ReportEvent,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -44,6 +49,15 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
+    /// The domain of the readings this stream carries (none for reports and registry topics).
+    pub fn reading_domain(self) -> Option<Domain> {
+        match self {
+            StreamKind::Mine => Some(Domain::Mine),
+            StreamKind::Farm => Some(Domain::Farm),
+            StreamKind::Citizen | StreamKind::Registry(_) => None,
+        }
+    }
+
     /// The event-time clock this stream advances (registry topics have none).
     pub fn clock(self) -> Option<Clock> {
         match self {
@@ -149,6 +163,26 @@ pub enum SourceEvent {
     },
     /// An unusable message.
     DeadLetter(DeadLetter),
+    /// One poll read readings from this partition (sent after the readings themselves).
+    Heard {
+        /// The partition.
+        partition: PartitionId,
+        /// The distinct event times of the readings, epoch ms, ascending (every one: a gap
+        /// inside a batch is as much a stall as one between batches).
+        times: Vec<u64>,
+    },
+    /// An entity's readings come from `partition` from the reading at `time` on: its first
+    /// reading this worker saw, or it moved from `previous` (sent after that reading).
+    Placement {
+        /// (domain, sensor or device id).
+        entity: (Domain, String),
+        /// Where its readings come from.
+        partition: PartitionId,
+        /// Where they came from before, if this worker saw it elsewhere.
+        previous: Option<PartitionId>,
+        /// Event time of the reading, epoch ms.
+        time: u64,
+    },
 }
 
 /// Where one assigned partition stands, for metrics.
@@ -192,6 +226,8 @@ pub struct KafkaSource {
     end_offsets: Option<EndOffsets>,
     /// The reading partitions, in the order [`EndOffsets`] reports them.
     end_offset_keys: Vec<(usize, i32)>,
+    /// The partition each entity's readings were last read from.
+    placements: HashMap<(Domain, String), (usize, i32)>,
 }
 
 impl KafkaSource {
@@ -320,6 +356,7 @@ impl KafkaSource {
             redelivered: 0,
             end_offsets,
             end_offset_keys,
+            placements: HashMap::new(),
         };
         if !source.registry_pending.is_empty() {
             source.set_readings_paused(true)?;
@@ -385,6 +422,8 @@ impl KafkaSource {
         let mut count = 0;
         let mut wait = timeout;
         self.drained = false;
+        // Per reading partition: the event times of the readings of this poll.
+        let mut heard: HashMap<(usize, i32), Vec<u64>> = HashMap::new();
         while count < max {
             let message = match self.consumer.poll(wait) {
                 None => {
@@ -439,7 +478,27 @@ impl KafkaSource {
             {
                 self.registry_pending.remove(&(spec_index, partition));
             }
+            let placement = match &event {
+                SourceEvent::Reading(r) => {
+                    heard
+                        .entry((spec_index, partition))
+                        .or_default()
+                        .push(r.time);
+                    self.place(r, spec_index, partition)
+                }
+                _ => None,
+            };
             out.push(event);
+            out.extend(placement);
+        }
+        let mut heard: Vec<_> = heard.into_iter().collect();
+        heard.sort_unstable();
+        for ((spec_index, partition), mut times) in heard {
+            if let Some(partition) = self.partition_id(spec_index, partition) {
+                times.sort_unstable();
+                times.dedup();
+                out.push(SourceEvent::Heard { partition, times });
+            }
         }
         if self.readings_paused
             && (self.registry_pending.is_empty() || Instant::now() >= self.registry_deadline)
@@ -455,6 +514,40 @@ impl KafkaSource {
             }
         }
         count
+    }
+
+    /// The partition `partition` of the topic of spec `spec_index`, if it carries readings.
+    fn partition_id(&self, spec_index: usize, partition: i32) -> Option<PartitionId> {
+        let spec = self.specs.get(spec_index)?;
+        Some(PartitionId {
+            domain: spec.kind.reading_domain()?,
+            topic: spec.topic.clone(),
+            partition,
+        })
+    }
+
+    /// Records that `reading` came from `partition`; the placement event when that is new.
+    fn place(
+        &mut self,
+        reading: &Reading,
+        spec_index: usize,
+        partition: i32,
+    ) -> Option<SourceEvent> {
+        let entity = (reading.domain, reading.entity.clone());
+        let now = (spec_index, partition);
+        if self.placements.get(&entity) == Some(&now) {
+            return None;
+        }
+        let previous = self
+            .placements
+            .insert(entity.clone(), now)
+            .and_then(|(spec, p)| self.partition_id(spec, p));
+        Some(SourceEvent::Placement {
+            entity,
+            partition: self.partition_id(spec_index, partition)?,
+            previous,
+            time: reading.time,
+        })
     }
 
     /// Messages delivered again after they were consumed (skipped), since the start.

@@ -18,6 +18,7 @@ use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::overdue::MarkOverdue;
 use citybrain_operators::report_state::{ReportEventRow, ReportStates, UnknownReportEvent};
 use citybrain_operators::rule::RuleRow;
+use citybrain_operators::stall::PartitionRow;
 use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time, rule_alerts_by_clock_seeded};
 use differential_dataflow::VecCollection;
 use differential_dataflow::input::{Input, InputSession};
@@ -63,6 +64,10 @@ pub struct Inputs {
     pub rules: InputSession<Time, RuleRow, Diff>,
     /// Citizen report events, each `+1` at its event time.
     pub reports: InputSession<Time, ReportEventRow, Diff>,
+    /// Where readings come from: each partition heard from, `+1` at the event times, and each
+    /// entity's partition (a set); on the sensor clock, like `readings`. Left empty (but
+    /// advanced) by file replays, which have no partitions.
+    pub partitions: InputSession<Time, PartitionRow, Diff>,
 }
 
 /// Which clock a KPI's source follows.
@@ -123,11 +128,13 @@ pub fn build(
         let (registry_input, registry) = scope.new_collection::<RegistryRow, Diff>();
         let (rules_input, rules) = scope.new_collection::<RuleRow, Diff>();
         let (reports_input, reports) = scope.new_collection::<ReportEventRow, Diff>();
+        let (partitions_input, partitions) = scope.new_collection::<PartitionRow, Diff>();
 
         let (alerts, citizen_alerts) = rule_alerts_by_clock_seeded(
             readings.clone(),
             registry.clone(),
             reports.clone(),
+            partitions,
             rules,
             seed,
             report_retention_ms,
@@ -213,6 +220,7 @@ pub fn build(
                 registry: registry_input,
                 rules: rules_input,
                 reports: reports_input,
+                partitions: partitions_input,
             },
             [probe, citizen_probe],
         )

@@ -34,6 +34,7 @@ use citybrain_operators::kpi::KpiDef;
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::report_state::UnknownReportEvent;
 use citybrain_operators::rule::RuleRow;
+use citybrain_operators::stall::PartitionRow;
 use hdrhistogram::Histogram;
 
 use crate::board::{AlertBoard, LiveStatus};
@@ -570,6 +571,7 @@ fn worker_loop(
         mut registry,
         rules: mut rule_input,
         mut reports,
+        mut partitions,
     } = inputs;
     // Worker 0 feeds the rules: the set at start (at time 0, before any reading), then the
     // difference to each reloaded set.
@@ -646,6 +648,26 @@ fn worker_loop(
                 SourceEvent::DeadLetter(letter) => {
                     let _ = sender.send(Output::DeadLetter(letter));
                 }
+                SourceEvent::Heard { partition, times } => {
+                    for time in times {
+                        partitions.update_at(PartitionRow::Heard(partition.clone()), time, 1);
+                    }
+                }
+                SourceEvent::Placement {
+                    entity,
+                    partition,
+                    previous,
+                    time,
+                } => {
+                    if let Some(previous) = previous {
+                        partitions.update_at(
+                            PartitionRow::Placement(entity.clone(), previous),
+                            time,
+                            -1,
+                        );
+                    }
+                    partitions.update_at(PartitionRow::Placement(entity, partition), time, 1);
+                }
             }
         }
         let others = [
@@ -661,6 +683,7 @@ fn worker_loop(
         let newest = watermarks.iter().copied().max().unwrap_or(0);
         if sensors > *readings.time() {
             readings.advance_to(sensors);
+            partitions.advance_to(sensors);
         }
         if citizen > *reports.time() {
             reports.advance_to(citizen);
@@ -678,6 +701,7 @@ fn worker_loop(
             );
         }
         readings.flush();
+        partitions.flush();
         reports.flush();
         registry.flush();
         rule_input.flush();

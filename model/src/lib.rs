@@ -9,6 +9,7 @@ pub mod alert;
 pub mod decode;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod partition;
 pub mod reading;
 pub mod registry;
 pub mod report;
@@ -16,6 +17,7 @@ pub mod time;
 
 pub use alert::{AlertTransition, Severity, TransitionState};
 pub use decode::{DeadLetterReason, DecodeError};
+pub use partition::PartitionId;
 pub use reading::{Domain, Metric, Reading};
 pub use registry::{EntityInfo, Labels, RegistryKind, RegistryUpdate};
 pub use report::{ReportEvent, ReportKind};

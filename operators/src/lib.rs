@@ -14,6 +14,8 @@
 //!   (rule, alert entity, event time).
 //! - [`overdue::MarkOverdue`]: marks citizen report rows overdue while a deadline alert about
 //!   the report fires.
+//! - [`stall::PartitionStalls`]: the Kafka partitions that stopped delivering (`ingest
+//!   stalled`), and the entities they carry, for absence rules with a `stall_after`.
 //! - [`hysteresis::HoldAndHysteresis`]: the per-(rule, entity) `for`/hysteresis state machine
 //!   every kind feeds, a frontier-driven timely operator that emits alert transitions.
 //!
@@ -38,6 +40,7 @@ pub mod reference;
 pub mod report_state;
 pub mod report_timers;
 pub mod rule;
+pub mod stall;
 
 use std::sync::Arc;
 
@@ -94,6 +97,7 @@ pub fn rule_alerts<'s>(
         events: matching::events(readings, registry.clone()),
         registry,
         reports,
+        partitions: no_partitions(&rules),
         report_retention_ms: DEFAULT_REPORT_RETENTION_MS,
     };
     let transitions: Vec<_> = kinds::KINDS
@@ -117,23 +121,36 @@ pub fn rule_alerts_by_clock<'s>(
     StreamVec<'s, Time, AlertTransition>,
     StreamVec<'s, Time, AlertTransition>,
 ) {
+    let partitions = no_partitions(&rules);
     rule_alerts_by_clock_seeded(
         readings,
         registry,
         reports,
+        partitions,
         rules,
         Default::default(),
         DEFAULT_REPORT_RETENTION_MS,
     )
 }
 
+/// An empty partitions collection (no stall tracking), in the scope of `rules`.
+pub fn no_partitions<'s>(
+    rules: &VecCollection<'s, Time, rule::RuleRow, Diff>,
+) -> VecCollection<'s, Time, stall::PartitionRow, Diff> {
+    rules.clone().flat_map(|_| None)
+}
+
 /// [`rule_alerts_by_clock`] after a restart: the alert keys in `seed` start as firing (see
 /// [`hysteresis::FiringSeed`]); the citizen-report kinds forget a report that needs nothing
-/// more `report_retention_ms` after its last event.
+/// more `report_retention_ms` after its last event. `partitions` is what the Kafka source
+/// says about its reading partitions ([`stall::PartitionRow`]; [`no_partitions`] without
+/// one), what absence rules with a `stall_after` time.
+#[allow(clippy::too_many_arguments)] // every input of the dataflow, passed once
 pub fn rule_alerts_by_clock_seeded<'s>(
     readings: VecCollection<'s, Time, ReadingRow, Diff>,
     registry: VecCollection<'s, Time, RegistryRow, Diff>,
     reports: VecCollection<'s, Time, report_state::ReportEventRow, Diff>,
+    partitions: VecCollection<'s, Time, stall::PartitionRow, Diff>,
     rules: VecCollection<'s, Time, rule::RuleRow, Diff>,
     seed: hysteresis::FiringSeed,
     report_retention_ms: Time,
@@ -149,6 +166,7 @@ pub fn rule_alerts_by_clock_seeded<'s>(
         events: matching::events(readings, registry.clone()),
         registry,
         reports,
+        partitions,
         report_retention_ms,
     };
     let (mut sensor, mut citizen) = (Vec::new(), Vec::new());

@@ -111,6 +111,23 @@ impl MockKafka {
         }
     }
 
+    /// Produces one message to partition `partition` of `topic`.
+    pub fn produce_to(&self, topic: &str, partition: i32, key: &str, payload: &[u8]) {
+        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((_, returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+
     /// Waits until everything produced is acknowledged.
     pub fn flush(&self) {
         self.producer.flush(Duration::from_secs(30)).expect("flush");

@@ -354,10 +354,12 @@ fn advance(inputs: &mut crate::dataflow::Inputs, [sensors, citizen]: [Time; 2]) 
     let reports = citizen.max(*inputs.reports.time());
     let newest = readings.max(reports).max(*inputs.registry.time());
     inputs.readings.advance_to(readings);
+    inputs.partitions.advance_to(readings);
     inputs.reports.advance_to(reports);
     inputs.registry.advance_to(newest);
     inputs.rules.advance_to(newest);
     inputs.readings.flush();
+    inputs.partitions.flush();
     inputs.reports.flush();
     inputs.registry.flush();
     inputs.rules.flush();

@@ -17,7 +17,12 @@
 //!   the watch changes (rule or cadence edited), the deadline is recomputed from the last
 //!   reading with the new limit (at the earliest, the time of the change);
 //! - timers fire only while the input is open: when the input ends (shutdown, the end of a
-//!   replay), pending timers are dropped rather than reported as silences.
+//!   replay), pending timers are dropped rather than reported as silences;
+//! - with a `stall_after` ([`AbsenceRule::stall_after_ms`]), the rule also times the Kafka
+//!   partitions of its domain ([`crate::stall`]): while the partition an entity's readings
+//!   come from is stalled, its deadline raises nothing (the partition's one `ingest stalled`
+//!   alert stands for it); when the stall ends and the entity is still silent, its deadline
+//!   restarts from the end of the stall. An alert already firing when the stall starts stays.
 //!
 //! The derived value handed to the `for`/hysteresis state machine is `1` (silent) at a timer
 //! and `0` at the resolving reading, against a fixed alarm side (at or above 1, clear below 1,
@@ -47,6 +52,7 @@ use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
 use crate::matching::{Events, MatchEvents};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
+use crate::stall::PartitionStalls;
 use crate::{Diff, RegistryRow, Time};
 
 /// The label every alert of this kind carries, with the value `absence`.
@@ -60,6 +66,11 @@ pub struct AbsenceRule {
     pub alarm: ThresholdRule,
     /// How many expected cadences without a reading make an entity silent (at least 1).
     pub cadences: u32,
+    /// When set, a Kafka partition of the rule's domain that delivers nothing for this long
+    /// (event time, milliseconds) raises one `ingest stalled` alert, and the entities it
+    /// carries raise no `sensor silent` while it is stalled ([`crate::stall`]). `None`: no
+    /// stall tracking.
+    pub stall_after_ms: Option<u64>,
 }
 
 impl AbsenceRule {
@@ -117,6 +128,9 @@ enum Input {
     Watch(Watch),
     /// A reading at this event time (an instant: `+1` at it, `-1` a millisecond later).
     Reading(Time),
+    /// The partition the entity's readings come from is stalled (`+1` at the start of the
+    /// stall, `-1` at its end).
+    Stalled,
 }
 
 /// (rule id, entity).
@@ -133,6 +147,8 @@ struct State {
     firing: bool,
     /// The live deadline, when not firing and heard from.
     deadline: Option<Time>,
+    /// True while the partition the entity's readings come from is stalled.
+    stalled: bool,
 }
 
 /// The hit of `watch` for `entity` at `time`: silent (fires) or not (clears), reporting the
@@ -156,18 +172,23 @@ fn hit(watch: &Watch, entity: &str, time: Time, silent: bool, last: Time) -> Hit
     )
 }
 
-/// Applies the updates of one key at `time` (watch changes, then a reading); returns the
-/// deadline to schedule, if any.
+/// Applies the updates of one key at `time` (a stall starting or ending, watch changes, then
+/// a reading); returns the deadline to schedule, if any.
 fn apply(
     states: &mut FxHashMap<Key, State>,
     key: &Key,
     time: Time,
     changes: Vec<(Watch, Diff)>,
     reading: bool,
+    stall: Option<bool>,
     hits: &mut Vec<HitRow>,
 ) -> Option<Time> {
     let state = states.entry(key.clone()).or_default();
     let before = state.watch.clone();
+    let stall_ended = state.stalled && stall == Some(false);
+    if let Some(stalled) = stall {
+        state.stalled = stalled;
+    }
     for (watch, diff) in &changes {
         if *diff < 0 && state.watch.as_ref() == Some(watch) {
             state.watch = None;
@@ -195,6 +216,9 @@ fn apply(
         state.firing = false;
         state.last = Some(time);
         Some(time.saturating_add(watch.limit_ms()))
+    } else if stall_ended && !state.firing && state.last.is_some() {
+        // Still silent when the stall ends: the silence counts from here.
+        Some(time.saturating_add(watch.limit_ms()))
     } else if before.as_ref() != Some(&watch)
         && !state.firing
         && let Some(last) = state.last
@@ -218,6 +242,12 @@ fn on_timer(states: &mut FxHashMap<Key, State>, key: &Key, time: Time, hits: &mu
         return;
     };
     if state.firing || state.deadline != Some(time) {
+        return;
+    }
+    if state.stalled {
+        // Its partition's `ingest stalled` alert stands for it; the end of the stall restarts
+        // the deadline.
+        state.deadline = None;
         return;
     }
     hits.push(hit(watch, &key.1, time, true, last));
@@ -276,6 +306,7 @@ pub trait AbsenceHits<'s> {
     ///             labels: vec![],
     ///         },
     ///         cadences: 3,
+    ///         stall_after_ms: None,
     ///     });
     ///     readings.update_at((s1.clone(), (Metric::Ch4, OrderedFloat(0.3))), 1_000, 1);
     ///     readings.update_at((s1, (Metric::Ch4, OrderedFloat(0.3))), 10_000, 1);
@@ -300,6 +331,17 @@ pub trait AbsenceHits<'s> {
         registry: VecCollection<'s, Time, RegistryRow, Diff>,
         rules: VecCollection<'s, Time, AbsenceRule, Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff>;
+
+    /// [`AbsenceHits::absence_hits`], except that an entity raises nothing while it is in
+    /// `stalled`, a collection of `(rule id, entity)` present while the partition its readings
+    /// come from is stalled (see [`crate::stall::PartitionStalls`]); when it leaves `stalled`
+    /// still silent, its deadline restarts from then.
+    fn absence_hits_unless_stalled(
+        self,
+        registry: VecCollection<'s, Time, RegistryRow, Diff>,
+        rules: VecCollection<'s, Time, AbsenceRule, Diff>,
+        stalled: VecCollection<'s, Time, (String, String), Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff>;
 }
 
 impl<'s> AbsenceHits<'s> for Events<'s> {
@@ -307,6 +349,16 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
         self,
         registry: VecCollection<'s, Time, RegistryRow, Diff>,
         rules: VecCollection<'s, Time, AbsenceRule, Diff>,
+    ) -> VecCollection<'s, Time, HitRow, Diff> {
+        let never = rules.clone().flat_map(|_| None);
+        self.absence_hits_unless_stalled(registry, rules, never)
+    }
+
+    fn absence_hits_unless_stalled(
+        self,
+        registry: VecCollection<'s, Time, RegistryRow, Diff>,
+        rules: VecCollection<'s, Time, AbsenceRule, Diff>,
+        stalled: VecCollection<'s, Time, (String, String), Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
         let by_kind = rules.clone().map(|rule| {
             (
@@ -339,10 +391,12 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
             .map(|rule| ((rule.alarm.domain, rule.alarm.metric), rule))
             .match_events(&self, |rule, event| rule.alarm.selects(&event.labels))
             .map(|(rule, event)| ((rule.alarm.id, event.entity), Input::Reading(event.time)));
+        let stalled = stalled.map(|key| (key, Input::Stalled));
 
         let exchange = Exchange::new(|update: &((Key, Input), Time, Diff)| update.0.0.1.hashed());
         watches
             .concat(readings)
+            .concat(stalled)
             .inner
             .unary_frontier(exchange, "Absence", |_capability, _info| {
                 let mut agenda: Agenda<((Key, Input), Diff), Key> = Agenda::new();
@@ -379,11 +433,13 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
                             rest = tail;
                             let mut changes = Vec::new();
                             let mut reading = false;
+                            let mut stall = None;
                             for ((_, item), diff) in group {
                                 match item {
                                     Input::Watch(watch) => {
                                         changes.push((watch.clone(), *diff));
                                     }
+                                    Input::Stalled => stall = Some(*diff > 0),
                                     Input::Reading(at) if *at == time && *diff > 0 => {
                                         reading = true;
                                     }
@@ -391,7 +447,7 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
                                 }
                             }
                             if let Some(deadline) =
-                                apply(&mut states, key, time, changes, reading, &mut hits)
+                                apply(&mut states, key, time, changes, reading, stall, &mut hits)
                             {
                                 scheduled.push((key.clone(), deadline));
                             }
@@ -420,13 +476,17 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
     }
 }
 
-/// The registry entry: the absence rows of `rules`.
+/// The registry entry: the absence rows of `rules`, with the `ingest stalled` hits of those
+/// with a `stall_after`.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     rules: VecCollection<'s, Time, RuleRow, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
-    sources.events.clone().absence_hits(
-        sources.registry.clone(),
-        rules.flat_map(|row| row.as_absence().cloned()),
-    )
+    let rules = rules.flat_map(|row| row.as_absence().cloned());
+    let (stall_hits, stalled) = sources.partitions.clone().partition_stalls(rules.clone());
+    sources
+        .events
+        .clone()
+        .absence_hits_unless_stalled(sources.registry.clone(), rules, stalled)
+        .concat(stall_hits)
 }

@@ -15,7 +15,7 @@
 //! | [`rate_of_rise`] | at each reading | change per minute since the first reading in the window | the sensor/device |
 //! | [`baseline`] | at each reading | reading / trailing mean | the sensor/device |
 //! | [`correlation`] | at each reading of either metric | both conditions held (as-of join) | the group |
-//! | [`absence`] | when a silence exceeds `cadences` × the entity's cadence, and at the reading ending it | silent (1) or not (0); reports the silence in seconds | the sensor/device |
+//! | [`absence`] | when a silence exceeds `cadences` × the entity's cadence, and at the reading ending it; with `stall_after`, also when a Kafka partition of its domain delivers nothing for that long, and when it is heard from again ([`crate::stall`]) | silent (1) or not (0); reports the silence in seconds | the sensor/device; `topic/partition` for a stall |
 //! | [`report_deadline`] | when a citizen report is unresolved its category's `deadline` after `created` or its last escalation, at each step of the escalation ladder, and when that ends | overdue (1) or not (0); reports the hours since the timer started | the report |
 //! | [`follow_up`] | when a resolved report's return visit falls due without a `followed_up` event, and when that ends | overdue (1) or not (0); reports the hours since resolution | the report |
 
@@ -48,6 +48,10 @@ pub struct Sources<'s> {
     /// Citizen report lifecycle events, each `+1` at its event time (on the citizen clock):
     /// what report kinds ([`report_deadline`], [`follow_up`]) time.
     pub reports: VecCollection<'s, Time, ReportEventRow, Diff>,
+    /// What the Kafka source says about its reading partitions (when each was heard from,
+    /// which one each entity's readings come from): what absence rules with a `stall_after`
+    /// time ([`crate::stall`]). Empty where there are no partitions (file replay).
+    pub partitions: VecCollection<'s, Time, crate::stall::PartitionRow, Diff>,
     /// How long the report kinds remember a report with neither a timer nor a firing alert
     /// after its last event, milliseconds of event time.
     pub report_retention_ms: Time,

@@ -6,13 +6,16 @@
 //! for` unless another reading comes at or before it; the next reading resolves. A rule change
 //! recomputes the deadline from the last reading (not before the change); losing the watch
 //! resolves and forgets. Deadlines at or after `end` (where the input stopped, after every
-//! reading and rule change) never fire.
+//! reading and rule change) never fire. While the entity's partition is stalled for the rule
+//! (the stall edges of [`super::stall`]) a deadline raises nothing; when the stall ends with
+//! the entity still silent, its deadline restarts from the end.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use citybrain_model::{EntityInfo, Labels, Reading};
 use ordered_float::OrderedFloat;
 
+use super::stall::StallEdges;
 use super::{Evaluation, Timeline, in_scope};
 use crate::kinds::absence::AbsenceRule;
 use crate::rule::{Direction, RuleRow, ThresholdRule};
@@ -87,12 +90,13 @@ fn limit((rule, cadence, _): &Watch) -> Time {
 }
 
 /// Every absence evaluation over `readings` (any order) with the rules of `timeline`, the
-/// input ending at `end`.
+/// input ending at `end`, the entities' partitions stalled at `stalls`.
 pub(super) fn evaluations(
     readings: &[Reading],
     registry: &HashMap<EntityKey, EntityInfo>,
     timeline: &Timeline,
     end: Time,
+    stalls: &StallEdges,
 ) -> Vec<Evaluation> {
     let mut change_times: BTreeSet<Time> = timeline.changes.iter().map(|c| c.0).collect();
     change_times.insert(0);
@@ -125,16 +129,21 @@ pub(super) fn evaluations(
     for watched in watches.values() {
         keys.extend(watched.keys().cloned());
     }
+    keys.extend(stalls.keys().cloned());
+    let no_edges = BTreeMap::new();
 
     let mut out = Vec::new();
     for key in keys {
         let readings = heard.get(&key).cloned().unwrap_or_default();
-        let times: BTreeSet<Time> = change_times.union(&readings).copied().collect();
+        let edges = stalls.get(&key).unwrap_or(&no_edges);
+        let mut times: BTreeSet<Time> = change_times.union(&readings).copied().collect();
+        times.extend(edges.keys().copied());
         let mut times = times.into_iter().peekable();
         let mut watch: Option<Watch> = None;
         let mut last: Option<Time> = None;
         let mut firing = false;
         let mut deadline: Option<Time> = None;
+        let mut stalled = false;
         loop {
             let next = times.peek().copied();
             let timer = deadline.filter(|d| !firing && *d < end);
@@ -142,8 +151,10 @@ pub(super) fn evaluations(
                 && next.is_none_or(|t| d < t)
                 && let (Some(w), Some(l)) = (&watch, last)
             {
-                out.push(evaluation(&key, w, d, true, l));
-                firing = true;
+                if !stalled {
+                    out.push(evaluation(&key, w, d, true, l));
+                    firing = true;
+                }
                 deadline = None;
                 continue;
             }
@@ -154,11 +165,16 @@ pub(super) fn evaluations(
             if let Some(now) = watches.get(&t) {
                 watch = now.get(&key).cloned();
             }
+            let edge = edges.get(&t).copied();
+            let stall_ended = stalled && edge == Some(false);
+            if let Some(edge) = edge {
+                stalled = edge;
+            }
             let Some(w) = watch.clone() else {
                 if firing && let (Some(old), Some(l)) = (&before, last) {
                     out.push(evaluation(&key, old, t, false, l));
                 }
-                (last, firing, deadline) = (None, false, None);
+                (last, firing, deadline, stalled) = (None, false, None, false);
                 continue;
             };
             if readings.contains(&t) {
@@ -167,6 +183,8 @@ pub(super) fn evaluations(
                 }
                 firing = false;
                 last = Some(t);
+                deadline = Some(t + limit(&w));
+            } else if stall_ended && !firing && last.is_some() {
                 deadline = Some(t + limit(&w));
             } else if before.as_ref() != Some(&w)
                 && !firing

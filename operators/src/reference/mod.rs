@@ -15,6 +15,7 @@ mod baseline;
 mod correlation;
 mod rate_of_rise;
 mod report_deadline;
+mod stall;
 mod threshold;
 mod window;
 
@@ -144,8 +145,41 @@ pub fn absence_transitions(
         changes: changes.to_vec(),
     };
     let mut all = evaluations(readings, registry, changes);
-    all.extend(absence::evaluations(readings, registry, &timeline, end));
+    all.extend(absence::evaluations(
+        readings,
+        registry,
+        &timeline,
+        end,
+        &Default::default(),
+    ));
     with_rule_removals(run_state_machine(all), changes)
+}
+
+/// [`absence_transitions`] with the readings of each entity coming from its partition in
+/// `placements`, for rules present from the start (`rules`): the `ingest stalled` transitions
+/// of the absence rules with a `stall_after`, and their absence transitions without the
+/// silences of stalled partitions.
+pub fn stall_transitions(
+    readings: &[Reading],
+    registry: &HashMap<EntityKey, EntityInfo>,
+    rules: &[RuleRow],
+    placements: &HashMap<EntityKey, citybrain_model::PartitionId>,
+    end: Time,
+) -> Vec<AlertTransition> {
+    let changes: Vec<RuleChange> = rules.iter().map(|r| (0, r.clone(), 1)).collect();
+    let timeline = Timeline {
+        changes: changes.clone(),
+    };
+    let absence_rules: Vec<_> = rules
+        .iter()
+        .filter_map(|r| r.as_absence().cloned())
+        .collect();
+    let (mut all, edges) = stall::evaluations(readings, &absence_rules, placements, end);
+    all.extend(evaluations(readings, registry, &changes));
+    all.extend(absence::evaluations(
+        readings, registry, &timeline, end, &edges,
+    ));
+    run_state_machine(all)
 }
 
 /// Resolves the alerts of removed rules: when a rule's last row (of its kind) goes away at a

@@ -14,7 +14,11 @@ use crate::rule::{Direction, RuleRow};
 fn absence(id: &str, cadences: u32, hold_ms: u64, scope: &[(&str, &str)]) -> RuleRow {
     let mut alarm = alarm(id, Direction::Above, 1.0, 1.0, hold_ms, scope);
     alarm.summary = "Gas sensor {entity} silent for {value} s".into();
-    RuleRow::Absence(AbsenceRule { alarm, cadences })
+    RuleRow::Absence(AbsenceRule {
+        alarm,
+        cadences,
+        stall_after_ms: None,
+    })
 }
 
 /// (event time, rule, entity, state, value) of each transition.

@@ -14,6 +14,7 @@ mod correlation;
 mod follow_up;
 mod rate_of_rise;
 mod report_deadline;
+mod stall;
 mod threshold;
 mod window;
 
@@ -21,14 +22,17 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use citybrain_model::{AlertTransition, Domain, EntityInfo, Metric, Reading, Severity};
+use citybrain_model::{
+    AlertTransition, Domain, EntityInfo, Metric, PartitionId, Reading, Severity,
+};
 use differential_dataflow::input::Input;
 use ordered_float::OrderedFloat;
-use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::operators::{Concat, Inspect, Probe};
 
 use crate::reference::{RuleChange, sort_transitions};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
-use crate::{EntityKey, rule_alerts};
+use crate::stall::PartitionRow;
+use crate::{EntityKey, rule_alerts_by_clock_seeded};
 
 /// An alarm side on mine CH4 (tests change the metric where they need another).
 pub(crate) fn alarm(
@@ -133,35 +137,59 @@ pub(crate) fn from_start(rules: &[RuleRow]) -> Vec<RuleChange> {
     rules.iter().map(|r| (0, r.clone(), 1)).collect()
 }
 
-/// Runs [`rule_alerts`] over `arrivals`: `(reading, time of the input frontier when it is
+/// Runs every rule kind ([`crate::rule_alerts_by_clock_seeded`]) over `arrivals`: `(reading, time of the input frontier when it is
 /// sent)`, in order, stepping the worker every `step_every` readings. With `end`, the input
 /// then advances to `end` and the dataflow runs up to it before the input closes (timers of
-/// absence rules fire only while the input is open).
+/// absence rules fire only while the input is open). The entities in `placements` are on
+/// those partitions from time 0, and each of their readings says its partition was heard
+/// from, as the Kafka source does.
 fn run_arrivals(
     arrivals: Vec<(Reading, u64)>,
     registry: &HashMap<EntityKey, EntityInfo>,
     changes: &[RuleChange],
     step_every: usize,
     end: Option<u64>,
+    placements: &HashMap<EntityKey, PartitionId>,
 ) -> Vec<AlertTransition> {
     let registry = registry.clone();
     let changes = changes.to_vec();
+    let placements = placements.clone();
     timely::execute_directly(move |worker| {
         let out = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&out);
-        let (mut reading_input, mut registry_input, mut rule_input, probe) = worker
-            .dataflow::<u64, _, _>(|scope| {
+        let (mut reading_input, mut registry_input, mut rule_input, mut partition_input, probe) =
+            worker.dataflow::<u64, _, _>(|scope| {
                 let (reading_input, readings) = scope.new_collection();
                 let (registry_input, registry) = scope.new_collection();
                 let (rule_input, rules) = scope.new_collection();
+                let (partition_input, partitions) = scope.new_collection();
                 let (_, reports) = scope.new_collection();
-                let (probe, _) = rule_alerts(readings, registry, reports, rules)
+                let (sensor, citizen) = rule_alerts_by_clock_seeded(
+                    readings,
+                    registry,
+                    reports,
+                    partitions,
+                    rules,
+                    Default::default(),
+                    crate::DEFAULT_REPORT_RETENTION_MS,
+                );
+                let (probe, _) = sensor
+                    .concat(citizen)
                     .inspect(move |t: &AlertTransition| sink.borrow_mut().push(t.clone()))
                     .probe();
-                (reading_input, registry_input, rule_input, probe)
+                (
+                    reading_input,
+                    registry_input,
+                    rule_input,
+                    partition_input,
+                    probe,
+                )
             });
         for (key, info) in registry {
             registry_input.insert((key, info));
+        }
+        for (entity, partition) in &placements {
+            partition_input.insert(PartitionRow::Placement(entity.clone(), partition.clone()));
         }
         for (time, rule, diff) in changes {
             rule_input.update_at(rule, time, diff);
@@ -171,6 +199,10 @@ fn run_arrivals(
         for (i, (r, frontier)) in arrivals.into_iter().enumerate() {
             if frontier > *reading_input.time() {
                 reading_input.advance_to(frontier);
+                partition_input.advance_to(frontier);
+            }
+            if let Some(partition) = placements.get(&(r.domain, r.entity.clone())) {
+                partition_input.update_at(PartitionRow::Heard(partition.clone()), r.time, 1);
             }
             reading_input.update_at(
                 ((r.domain, r.entity), (r.metric, OrderedFloat(r.value))),
@@ -179,19 +211,23 @@ fn run_arrivals(
             );
             if (i + 1) % step_every.max(1) == 0 {
                 reading_input.flush();
+                partition_input.flush();
                 worker.step();
             }
         }
         if let Some(end) = end {
             if end > *reading_input.time() {
                 reading_input.advance_to(end);
+                partition_input.advance_to(end);
             }
             reading_input.flush();
+            partition_input.flush();
             while probe.less_than(&end) {
                 worker.step();
             }
         }
         reading_input.close();
+        partition_input.close();
         while !probe.done() {
             worker.step();
         }
@@ -217,7 +253,7 @@ pub(crate) fn run(
         let frontier = batch.first().map_or(0, |r| r.time);
         arrivals.extend(batch.iter().rev().map(|r| (r.clone(), frontier)));
     }
-    run_arrivals(arrivals, registry, changes, chunk, None)
+    run_arrivals(arrivals, registry, changes, chunk, None, &HashMap::new())
 }
 
 /// Runs the dataflow with each reading arriving `delay` after its event time (`delay <=
@@ -236,6 +272,7 @@ pub(crate) fn run_delayed(
         changes,
         step_every,
         None,
+        &HashMap::new(),
     )
 }
 
@@ -269,6 +306,27 @@ pub(crate) fn run_delayed_until(
         changes,
         step_every,
         Some(end),
+        &HashMap::new(),
+    )
+}
+
+/// [`run_delayed_until`] with the entities of `placements` on those partitions.
+pub(crate) fn run_placed_until(
+    readings: &[(Reading, u64)],
+    lateness: u64,
+    registry: &HashMap<EntityKey, EntityInfo>,
+    changes: &[RuleChange],
+    step_every: usize,
+    end: u64,
+    placements: &HashMap<EntityKey, PartitionId>,
+) -> Vec<AlertTransition> {
+    run_arrivals(
+        delayed(readings, lateness),
+        registry,
+        changes,
+        step_every,
+        Some(end),
+        placements,
     )
 }
 

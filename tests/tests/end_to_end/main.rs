@@ -5,6 +5,7 @@
 mod citizen_reports;
 mod hostile_input;
 mod http_api;
+mod ingest_stall;
 mod kafka_end_to_end;
 mod kafka_faults;
 mod kpi_la311;

@@ -11,6 +11,7 @@
 //! scope = "all"               # or label selectors, as for threshold rules
 //! cadences = 3                # optional, default 3: silent after 3 x cadence without a reading
 //! for = "0s"                  # optional, added to the silence limit
+//! stall_after = "5m"          # optional, default none: also watch the Kafka partitions
 //! severity = "critical"
 //! summary = "Gas sensor {entity} silent"
 //! ```
@@ -20,6 +21,19 @@
 //! reading (an entity never heard from is not timed) and reports the silence in seconds; its
 //! alerts carry the label `rule_kind = "absence"`. There are no levels (`above`, `below`,
 //! `clear`): data resolves the alert.
+//!
+//! With `stall_after`, the rule also watches the Kafka partitions of its domain's topic: a
+//! partition that delivers no readings for `stall_after` of event time (its watermark stops
+//! while the others move on) raises one `ingest stalled` alert for it, entity
+//! `topic/partition` (e.g. `mine.readings/2`), labels `topic`, `partition` and
+//! `rule_kind = "ingest_stall"`, instead of one `sensor silent` per sensor on it; its data
+//! returning resolves it. While a partition is stalled its sensors raise no `sensor silent`;
+//! one still silent when the stall ends is timed again from then. When a whole topic stalls,
+//! each of its partitions raises its own alert. A stall is noticed `stall_after` after the
+//! partition's newest reading, so keep `stall_after` at most `(cadences - 1) x cadence + for`
+//! of the rule's sensors, or some go `sensor silent` first. Set it on one absence rule per
+//! domain: each rule with it raises its own stall alerts. File replays have no partitions and
+//! no stalls.
 
 use std::time::Duration;
 
@@ -31,7 +45,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::DeValue;
 
-use super::common::{Alarm, Fields, hold_words, millis};
+use super::common::{Alarm, DurationValue, Fields, hold_words, millis};
 use crate::config::de::{SpannedPairs, WordOrPairs, deserialize_reporting};
 use crate::config::diagnostic::FileCx;
 use crate::config::duration::{self, DurationString};
@@ -78,6 +92,13 @@ pub(super) struct RawAbsence {
     #[serde(default, rename = "for", with = "duration::option")]
     #[schemars(with = "DurationString")]
     hold: Option<Duration>,
+    /// Also watch the Kafka partitions of the domain: one that delivers no readings for this
+    /// long (event time, at least 1ms) raises one `ingest stalled` alert (entity
+    /// `topic/partition`), and its sensors raise no `sensor silent` while it is stalled.
+    /// Default: none (partitions are not watched).
+    #[serde(default)]
+    #[schemars(with = "DurationString")]
+    stall_after: Option<Spanned<DurationValue>>,
     /// `info`, `warning` or `critical`. Default: `"warning"`.
     #[serde(default)]
     #[schemars(with = "String", extend("enum" = ["info", "warning", "critical"]))]
@@ -134,6 +155,18 @@ pub(super) fn compile(cx: &mut FileCx<'_>, item: Spanned<DeValue<'_>>) -> Vec<Ru
             }
         },
     };
+    let stall_after_ms = raw
+        .stall_after
+        .is_some()
+        .then(|| {
+            f.positive_duration(
+                "stall_after",
+                &raw.stall_after,
+                None,
+                "how long a Kafka partition may deliver nothing before it counts as stalled, e.g. stall_after = \"5m\"",
+            )
+        })
+        .flatten();
     let severity = f.severity(&raw.severity);
     let labels = f.labels(&raw.labels, domain, &[RULE_KIND_LABEL]);
     if !f.ok() {
@@ -163,6 +196,7 @@ pub(super) fn compile(cx: &mut FileCx<'_>, item: Spanned<DeValue<'_>>) -> Vec<Ru
     vec![RuleRow::Absence(AbsenceRule {
         alarm: alarm.into_rule(),
         cadences,
+        stall_after_ms,
     })]
 }
 
@@ -191,8 +225,9 @@ mod tests {
         assert_eq!(r.alarm.hold_ms, 0);
         assert_eq!(r.alarm.summary, "Gas sensor {entity} silent");
         assert_eq!(r.limit_ms(1_000), 3_000);
+        assert_eq!(r.stall_after_ms, None);
         let r = absence(
-            "[[rule]]\nid = \"collar\"\nkind = \"absence\"\ndomain = \"farm\"\nmetric = \"activity\"\nscope = { herd = \"h1\" }\ncadences = 1\nfor = \"30s\"\nlabels = { team = \"ranch\" }\n",
+            "[[rule]]\nid = \"collar\"\nkind = \"absence\"\ndomain = \"farm\"\nmetric = \"activity\"\nscope = { herd = \"h1\" }\ncadences = 1\nfor = \"30s\"\nstall_after = \"5m\"\nlabels = { team = \"ranch\" }\n",
         );
         assert_eq!((r.cadences, r.limit_ms(60_000)), (1, 90_000));
         assert_eq!(
@@ -200,11 +235,12 @@ mod tests {
             "activity sensor {entity} silent for 1 cadence for 30s"
         );
         assert_eq!(r.alarm.scope, vec![("herd".to_string(), "h1".to_string())]);
+        assert_eq!(r.stall_after_ms, Some(300_000));
     }
 
     #[test]
     fn every_problem_is_reported() {
-        let text = "[[rule]]\nid = \"a\"\nkind = \"absence\"\ndomain = \"mine\"\nmetric = \"ch4\"\ncadences = 0\nabove = 1\nlabels = { rule_kind = \"x\" }\n\n[[rule]]\nid = \"b\"\nkind = \"absence\"\ndomain = \"mine\"\nmetric = \"co\"\nscope = { kind = \"ch4\" }\ncadences = \"3\"\n\n[[rule]]\nid = \"c\"\nkind = \"absence\"\ndomain = \"citizen\"\n";
+        let text = "[[rule]]\nid = \"a\"\nkind = \"absence\"\ndomain = \"mine\"\nmetric = \"ch4\"\ncadences = 0\nabove = 1\nlabels = { rule_kind = \"x\" }\n\n[[rule]]\nid = \"b\"\nkind = \"absence\"\ndomain = \"mine\"\nmetric = \"co\"\nscope = { kind = \"ch4\" }\ncadences = \"3\"\n\n[[rule]]\nid = \"c\"\nkind = \"absence\"\ndomain = \"citizen\"\nstall_after = \"0s\"\n";
         assert_eq!(
             errors(text),
             vec![
@@ -215,6 +251,7 @@ mod tests {
                 "16:12: `cadences` must be an integer, found string \"3\"",
                 "18:1: rule without `metric`",
                 "21:10: absence rules cannot watch domain `citizen`: citizen reports carry no metric",
+                "22:15: `stall_after` must be at least 1ms",
             ]
         );
     }

@@ -21,7 +21,7 @@
 //! | `rate_of_rise` | [`rate_of_rise`] | change per minute over a trailing window |
 //! | `baseline` | [`baseline`] | each reading against the entity's trailing mean |
 //! | `correlation` | [`correlation`] | two metrics of one group within a tolerance |
-//! | `absence` | [`absence`] | silence longer than a number of the entity's cadences |
+//! | `absence` | [`absence`] | silence longer than a number of the entity's cadences; with `stall_after`, a Kafka partition delivering nothing (`ingest stalled`) |
 //! | `report_deadline` | [`report_deadline`] | a citizen report unresolved longer than its category's deadline, with an escalation ladder |
 //! | `follow_up` | [`follow_up`] | a resolved report's return visit overdue |
 
