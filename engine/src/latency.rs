@@ -172,10 +172,7 @@ impl Latencies {
 /// each one's event name and data (data lines joined by `\n`).
 pub fn take_events(buffer: &mut String) -> Vec<(String, String)> {
     let mut events = Vec::new();
-    loop {
-        let Some(end) = buffer.find("\n\n") else {
-            break;
-        };
+    while let Some(end) = buffer.find("\n\n") {
         let block: String = buffer.drain(..end + 2).collect();
         let mut name = String::from("message");
         let mut data: Vec<&str> = Vec::new();
