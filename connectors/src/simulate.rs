@@ -68,7 +68,9 @@ impl SimulationProducer {
     pub fn new(brokers: &str, topics: SimulationTopics) -> Result<Self, KafkaError> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("linger.ms", "2")
+            // Every millisecond here is alert latency on the demo; batching 1 ms still sends
+            // each tick's messages together.
+            .set("linger.ms", "1")
             .set("queue.buffering.max.messages", "1000000")
             .create()?;
         Ok(SimulationProducer {
@@ -117,6 +119,10 @@ impl SimulationProducer {
     }
 }
 
+/// How often [`run_real_time`] produces what became due: an event reaches the producer at most
+/// this long (plus the thread's scheduling delay) after its event time.
+pub const TICK: Duration = Duration::from_millis(5);
+
 /// Produces the registry, then the simulation's events in real time (event time = the
 /// simulation's start plus the wall-clock time elapsed, times `speed`) until `stop` is set.
 pub fn run_real_time(
@@ -137,7 +143,7 @@ pub fn run_real_time(
         batch.clear();
         simulator.advance(to, &mut batch);
         producer.send_all(&batch)?;
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(TICK);
     }
     producer.flush(Duration::from_secs(5))
 }

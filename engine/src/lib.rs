@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod kpi;
+pub mod latency;
 pub mod metrics;
 pub mod receiver;
 pub mod recovery;

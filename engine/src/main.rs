@@ -1,4 +1,4 @@
-//! The `citybrain` command line: run, validate, replay, demo, simulate, receiver, schema.
+//! The `citybrain` command line: run, validate, replay, demo, simulate, receiver, latency, schema.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -123,6 +123,25 @@ enum Command {
         /// How many requests `GET /` lists.
         #[arg(long, default_value_t = 100)]
         keep: usize,
+    },
+    /// Measure event time to change visible on a running engine's `/api/stream`: for every
+    /// alert transition (its `event_time`) and KPI snapshot (its completed logical `time`),
+    /// arrival wall clock minus event time; prints count, p50, p90, p99 and max per kind, and
+    /// the events dead-lettered as `late` meanwhile. Meaningful against `citybrain demo` (event
+    /// time is the wall clock at production) on the same machine.
+    Latency {
+        /// The engine's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Measure for this many seconds (after the warm-up).
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seconds of the stream not counted first (start-up, registry load).
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
+        /// The environment variable holding a read token, when the API needs one.
+        #[arg(long)]
+        token_env: Option<String>,
     },
     /// Write the JSON Schemas of the config, rule and KPI files (for editors).
     Schema {
@@ -400,6 +419,41 @@ fn print_changes(changes: &[replay::RuleChange]) {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Latency {
+            url,
+            seconds,
+            warmup,
+            token_env,
+        } => {
+            let token = match token_env {
+                Some(var) => Some(std::env::var(&var).with_context(|| format!("reading ${var}"))?),
+                None => None,
+            };
+            println!("measuring {url}/api/stream for {seconds} s after {warmup} s of warm-up");
+            let report = citybrain_engine::latency::measure(
+                &url,
+                Duration::from_secs(warmup),
+                Duration::from_secs(seconds),
+                token.as_deref(),
+            )?;
+            let l = &report.latencies;
+            println!(
+                "event time -> visible on /api/stream, {:.0} s:",
+                report.measured.as_secs_f64()
+            );
+            println!("  sensor alerts        {}", l.sensor_alerts.summary());
+            println!("  sensor KPI snapshots {}", l.sensor_kpis.summary());
+            println!(
+                "  citizen alerts       {}  (report clock: allowed lateness by design)",
+                l.citizen_alerts.summary()
+            );
+            println!("  citizen KPI clock    {}", l.citizen_kpis.summary());
+            match report.late {
+                Some(n) => println!("  late dead letters meanwhile: {n}"),
+                None => println!("  late dead letters meanwhile: unknown (/metrics unreadable)"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, schema) in config::schema::generate() {

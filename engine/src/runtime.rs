@@ -4,7 +4,8 @@
 //!
 //! Each worker loop: poll a batch of messages, send readings into the `readings` collection at
 //! their event time, registry changes into `registry`, dead letters to the output thread;
-//! recompute the watermarks and advance the inputs to them; step the dataflow. Watermarks are
+//! recompute the watermarks and advance the inputs to them; step the dataflow; when Kafka had
+//! nothing new, park until the dataflow has work again or 1 ms passes. Watermarks are
 //! shared between the workers of this process so a worker whose partitions are idle follows
 //! the others instead of holding the frontier back.
 //!
@@ -587,14 +588,8 @@ fn worker_loop(
     }
     let mut source = KafkaSource::connect(source_config).map_err(|e| e.to_string())?;
     let mut events = Vec::new();
-    let mut busy = false;
     let mut counted_loaded = false;
     while !shared.stop.load(Ordering::Relaxed) {
-        let wait = if busy {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(5)
-        };
         // While the outputs cannot be written, read nothing more (backpressure).
         if let Err(error) = source.hold(shared.health.consumption_held()) {
             tracing::warn!(%error, "cannot pause or resume the reading partitions");
@@ -606,8 +601,8 @@ fn worker_loop(
                 .set_kafka_away(worker.index(), source.brokers_away());
         }
         let batch = 4096;
-        let read = source.poll(batch, wait, &mut events);
-        busy = read == batch;
+        // Never wait for Kafka here: the dataflow may have work (see the park below).
+        let read = source.poll(batch, Duration::ZERO, &mut events);
         shared.events.fetch_add(read as u64, Ordering::Relaxed);
         if !counted_loaded && source.registry_loaded() {
             counted_loaded = true;
@@ -741,6 +736,13 @@ fn worker_loop(
                 .watermark_lag
                 .with_label_values(&["sensors"])
                 .set(lag);
+        }
+        if read == 0 {
+            // Nothing new from Kafka: step on while the dataflow has work, else park until
+            // another worker sends data or progress (which unparks this thread) or for at most
+            // IDLE_PARK, then look at Kafka again. Each operator of a chain runs in a step of
+            // its own, so a worker that slept between steps added its sleep per operator.
+            worker.step_or_park(Some(IDLE_PARK));
         }
     }
     drop(probes);
@@ -968,6 +970,10 @@ fn output_loop(
     }
     Ok(outputs.flush(Duration::from_secs(10))?)
 }
+
+/// How long an idle worker parks before it polls Kafka again (it wakes earlier when another
+/// worker sends it data or progress). New messages wait at most this long in the consumer.
+const IDLE_PARK: Duration = Duration::from_millis(1);
 
 /// How often the output thread retries writing a file that could not be written.
 const OUTPUT_RETRY: Duration = Duration::from_millis(250);
