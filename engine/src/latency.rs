@@ -90,7 +90,11 @@ impl Default for Series {
 impl Series {
     /// Records one latency, milliseconds.
     pub fn record(&mut self, millis: u64) {
-        if let Some(h) = &mut self.histogram {
+        // `record` grows the auto-resizing histogram; `saturating_record` does not, and clamped
+        // a 5 s latency to the initial range's top bucket.
+        if let Some(h) = &mut self.histogram
+            && h.record(millis).is_err()
+        {
             h.saturating_record(millis);
         }
     }
@@ -351,7 +355,8 @@ mod tests {
         assert_eq!(l.sensor_alerts.summary().count, 1);
         assert_eq!(l.sensor_alerts.summary().max, 40);
         // Three significant digits: 5000 lands in a bucket a few ms wide.
-        assert!((5000..5010).contains(&l.citizen_alerts.summary().p50));
+        let p50 = l.citizen_alerts.summary().p50;
+        assert!((5000..5010).contains(&p50), "{p50}");
         assert_eq!(l.sensor_kpis.summary().p99, 70);
         assert_eq!(l.citizen_kpis.summary().count, 0);
     }
