@@ -4,7 +4,7 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]
 #
-# FUZZ_TARGETS="decode_report config_rules" limits the run to some targets; FUZZ_ENGINE=0 runs
+# FUZZ_RUNS / FUZZ_SEED: see below. FUZZ_TARGETS="decode_report config_rules" limits the run to some targets; FUZZ_ENGINE=0 runs
 # only the decoder targets (the config targets link the engine: rdkafka, timely, ...).
 # Needs the nightly toolchain (`cargo +nightly`); without it this says why and exits 0. Installs
 # cargo-fuzz when missing. Builds into target/fuzz/. A crash or a property violation fails the
@@ -39,6 +39,15 @@ else
   targets=${FUZZ_TARGETS:-$decoders $configs}
 fi
 
+# FUZZ_RUNS=N FUZZ_SEED=S: N inputs per target from seed S instead of a time bound, so the run
+# is the same on every machine (CI: a failure there is a regression, never luck).
+if [ -n "${FUZZ_RUNS:-}" ]; then
+  bound=(-runs="$FUZZ_RUNS" -seed="${FUZZ_SEED:-1}")
+  echo "fuzz.sh: $FUZZ_RUNS runs per target, seed ${FUZZ_SEED:-1}"
+else
+  bound=(-max_total_time="$seconds")
+fi
+
 # New inputs go to a scratch directory (the first corpus directory libFuzzer is given), so the
 # committed corpus only changes by hand (see fuzz/README.md).
 scratch=target/fuzz/corpus-scratch
@@ -52,9 +61,9 @@ trap 'rm -f "$log"' EXIT
 for target in $targets; do
   rm -rf "${scratch:?}/$target"
   mkdir -p "$scratch/$target"
-  echo "fuzz.sh: $target for ${seconds} s"
+  echo "fuzz.sh: $target"
   if cargo +nightly fuzz run "${build[@]}" "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 > "$log" 2>&1; then
+    "${bound[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 > "$log" 2>&1; then
     grep -E '^Done|^stat::(number_of_executed_units|peak_rss_mb|new_units_added)' "$log" || true
   else
     # libFuzzer's progress lines say nothing about the failure.

@@ -371,6 +371,21 @@ mod tests {
     /// `+58880-02-23T17:20:11.000Z`: not RFC 3339, so an alert's `event_time_rfc3339` (and a
     /// re-encoded event) would not parse. Replay has no `max_future` check to catch it.
     #[test]
+    fn regression_long_decimal_values_decode_correctly_rounded() {
+        // Found by the CI fuzz run: without serde_json's `float_roundtrip` this decoded one ulp
+        // off (11.77777777777778), so the value re-encoded and decoded again differed.
+        let long = br#"{"device":"d","ts":1795910400000,"metric":"soil_water","value":11.777777777777777777777777777777777777777777777775}"#;
+        let value = decode_farm_reading(long).map(|r| r.value);
+        assert_eq!(value, Ok(11.777777777777779));
+        assert_eq!(
+            value,
+            Ok("11.777777777777777777777777777777777777777777777775"
+                .parse()
+                .unwrap_or(0.0))
+        );
+    }
+
+    #[test]
     fn regression_year_58880_is_out_of_range() {
         let micros = br#"{"sensor":"s","ts":1795910808011000,"metric":"ch4","value":0.03}"#;
         assert_eq!(
