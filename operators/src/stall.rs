@@ -91,16 +91,22 @@ struct StallRule {
 impl StallRule {
     fn of(rule: &AbsenceRule) -> Option<Self> {
         rule.stall_after_ms.map(|after_ms| StallRule {
-            alarm: ThresholdRule {
-                direction: Direction::Above,
-                threshold: OrderedFloat(1.0),
-                clear: OrderedFloat(1.0),
-                hold_ms: 0,
-                summary: STALL_SUMMARY.to_string(),
-                ..rule.alarm.clone()
-            },
+            alarm: stall_alarm(rule),
             after_ms,
         })
+    }
+}
+
+/// The alarm of an absence rule's `ingest stalled` alerts: its id, severity and labels, a fixed
+/// alarm side (at or above 1, no hold) and the stall summary.
+pub(crate) fn stall_alarm(rule: &AbsenceRule) -> ThresholdRule {
+    ThresholdRule {
+        direction: Direction::Above,
+        threshold: OrderedFloat(1.0),
+        clear: OrderedFloat(1.0),
+        hold_ms: 0,
+        summary: STALL_SUMMARY.to_string(),
+        ..rule.alarm.clone()
     }
 }
 

@@ -8,12 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use citybrain_model::{PartitionId, Reading};
-use ordered_float::OrderedFloat;
 
 use super::Evaluation;
 use crate::kinds::absence::AbsenceRule;
-use crate::rule::{Direction, ThresholdRule};
-use crate::stall::{STALL_RULE_KIND, STALL_SUMMARY};
+use crate::stall::{STALL_RULE_KIND, stall_alarm};
 use crate::{EntityKey, Time};
 
 /// (rule id, entity) -> time -> `true` where a stall of its partition starts, `false` where
@@ -40,14 +38,7 @@ pub(super) fn evaluations(
         let Some(after) = rule.stall_after_ms else {
             continue;
         };
-        let alarm = ThresholdRule {
-            direction: Direction::Above,
-            threshold: OrderedFloat(1.0),
-            clear: OrderedFloat(1.0),
-            hold_ms: 0,
-            summary: STALL_SUMMARY.to_string(),
-            ..rule.alarm.clone()
-        };
+        let alarm = stall_alarm(rule);
         for (partition, times) in &heard {
             if partition.domain != rule.alarm.domain {
                 continue;
