@@ -2,7 +2,7 @@
 //! alert about the report is firing (at any level of its escalation ladder), `no` otherwise.
 //! The wall's "overdue share" KPI is then a plain ratio over open reports.
 //!
-//! A differential semijoin and antijoin of the report rows (keyed by their `report` label, see
+//! A differential semijoin (and its complement) of the report rows (keyed by their `report` label, see
 //! [`crate::report_state`]) with the ids of the reports that have a firing deadline alert, so
 //! a report's row changes at the very times its alert fires and resolves.
 
@@ -93,14 +93,13 @@ impl<'s> MarkOverdue<'s> for VecCollection<'s, Time, ReportRow, Diff> {
             let id = label(&(row.1).0, "report").map(str::to_string);
             id.map(|id| (id, row))
         });
-        let overdue = by_report
-            .clone()
-            .semijoin(overdue_ids.clone())
-            .map(|(_, row)| with_overdue(row, true));
-        let on_time = by_report
-            .antijoin(overdue_ids)
-            .map(|(_, row)| with_overdue(row, false));
-        overdue.concat(on_time)
+        // The rows not overdue are all rows less the overdue ones: `antijoin` would compute the
+        // same semijoin a second time.
+        let overdue = by_report.clone().semijoin(overdue_ids);
+        let on_time = by_report.concat(overdue.clone().negate());
+        overdue
+            .map(|(_, row)| with_overdue(row, true))
+            .concat(on_time.map(|(_, row)| with_overdue(row, false)))
     }
 }
 
