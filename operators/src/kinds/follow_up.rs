@@ -18,9 +18,11 @@
 //! - duplicate events (same report, kind and time) are idempotent, a second `created` of a
 //!   known report is ignored, and events of a report whose `created` was never seen are
 //!   ignored (the report states count them as dead letters);
-//! - a rule added or edited later times the resolved, not yet visited reports already known
-//!   (a visit already overdue fires at the time of the change); a rule deleted resolves its
-//!   firing alerts at that time;
+//! - a rule added or edited later times the resolved, not yet visited reports already known:
+//!   at the time of the change, after that time's events, a visit overdue under the new rule
+//!   fires and one no longer overdue (a longer `due`) resolves and is timed again; a rule
+//!   deleted, or no longer watching the category, resolves its firing alerts at the time of
+//!   the change, before that time's events;
 //! - timers fire only while the input is open: pending ones are dropped when it ends.
 //!
 //! The derived value handed to the `for`/hysteresis state machine is `1` (overdue) at the due
@@ -171,27 +173,19 @@ impl ReportTimerLogic for FollowUps {
                         }
                     }
                     (None, None) => {}
-                    (Some(rule), Some(old)) if old.firing => {
+                    (Some(rule), old) if !report.open && !report.visited => {
+                        // Re-evaluated under the new rule by a timer at `time`, after this
+                        // time's events: fires when the new due time is past, resolves when
+                        // it no longer is.
                         report.tracks.insert(
                             rule_id.clone(),
                             Track {
                                 rule: rule.clone(),
-                                due: None,
-                                firing: true,
+                                due: Some(time),
+                                firing: old.is_some_and(|t| t.firing),
                             },
                         );
-                    }
-                    (Some(rule), _) if !report.open && !report.visited => {
-                        let due = report.resolved.saturating_add(rule.due_ms).max(time);
-                        report.tracks.insert(
-                            rule_id.clone(),
-                            Track {
-                                rule: rule.clone(),
-                                due: Some(due),
-                                firing: false,
-                            },
-                        );
-                        out.timers.push((id.clone(), due));
+                        out.timers.push((id.clone(), time));
                     }
                     (Some(_), _) => {}
                 }
@@ -269,16 +263,25 @@ impl ReportTimerLogic for FollowUps {
         if report.open || report.visited {
             return;
         }
-        let mut fired = Vec::new();
+        // Each due track goes to where its rule puts it now (an edited rule may end it).
+        let mut changed = Vec::new();
         for track in report.tracks.values_mut() {
-            if !track.firing && track.due == Some(time) {
-                track.firing = true;
-                track.due = None;
-                fired.push(track.rule.clone());
+            if track.due != Some(time) {
+                continue;
+            }
+            let due_at = report.resolved.saturating_add(track.rule.due_ms);
+            let overdue = due_at <= time;
+            if overdue != track.firing {
+                changed.push((track.rule.clone(), overdue));
+            }
+            track.firing = overdue;
+            track.due = (!overdue).then_some(due_at);
+            if !overdue {
+                out.timers.push((id.to_string(), due_at));
             }
         }
-        for rule in fired {
-            out.hits.push(report.hit(&rule, id, time, true));
+        for (rule, on) in changed {
+            out.hits.push(report.hit(&rule, id, time, on));
         }
     }
 

@@ -24,9 +24,12 @@
 //! - duplicate events (same report, kind and time) are idempotent, a second `created` of a
 //!   known report is ignored, and events of a report whose `created` was never seen are
 //!   ignored (the report states count them as dead letters);
-//! - a rule added or edited later times the open reports already known from their last start
-//!   (steps already due apply at the time of the change, at once to the highest); a rule
-//!   deleted resolves its firing alerts at that time;
+//! - a rule added or edited later times the open reports already known from their last start:
+//!   at the time of the change, after that time's events, each alert moves to where the new
+//!   rule puts it (steps already due apply at once, to the highest; an alert the new rule does
+//!   not yet call overdue, say after a longer deadline, resolves); a rule deleted, or no
+//!   longer watching the category, resolves its firing alerts at the time of the change,
+//!   before that time's events;
 //! - timers fire only while the input is open: when it ends (shutdown, the end of a replay),
 //!   pending timers are dropped.
 //!
@@ -271,18 +274,20 @@ impl Report {
         }
     }
 
-    /// Moves the alert of `rule_id` to where it stands at `now` (every step due at or before
-    /// `now`, emitting at most one resolve and one fire) and sets its next timer.
+    /// Moves the alert of `rule_id` to where its rule puts it at `now` (every step due at or
+    /// before `now`, counted from the timer's start, so an edited rule can also lower or end
+    /// it), emitting at most one resolve and one fire, and sets its next timer.
     fn advance(&mut self, id: &str, rule_id: &str, now: Time, out: &mut Effects) {
         let (start, level) = (self.start, self.level);
         let Some(track) = self.tracks.get(rule_id) else {
             return;
         };
-        let Some(deadline) = track.rule.deadline_for(&self.category) else {
-            return;
-        };
-        let mut target = track.firing;
+        let deadline = track.rule.deadline_for(&self.category);
+        let mut target = None;
         let next = loop {
+            let Some(deadline) = deadline else {
+                break None;
+            };
             match track.rule.next_step(start, deadline, target, level) {
                 Some((at, step)) if at <= now => target = Some(step),
                 next => break next,
@@ -340,7 +345,6 @@ impl ReportTimerLogic for Deadlines {
                     .get(rule_id)
                     .filter(|r| r.watches(&report.category));
                 let old = report.tracks.remove(rule_id);
-                let firing = old.as_ref().and_then(|t| t.firing);
                 match (rule, old) {
                     (None, Some(old)) => {
                         if let Some(level) = old.firing {
@@ -348,23 +352,19 @@ impl ReportTimerLogic for Deadlines {
                         }
                     }
                     (None, None) => {}
-                    (Some(rule), _) if report.open || firing.is_some() => {
-                        // Steps already due apply after this time's events, at `time`.
-                        let due = rule
-                            .deadline_for(&report.category)
-                            .and_then(|d| rule.next_step(report.start, d, firing, report.level))
-                            .map(|(at, _)| at.max(time));
+                    (Some(rule), old) if report.open => {
+                        // Re-evaluated under the new rule by a timer at `time`, after this
+                        // time's events: the alert moves to where the new rule puts it (fires,
+                        // climbs, or resolves when the new deadline is not yet past).
                         report.tracks.insert(
                             rule_id.clone(),
                             Track {
                                 rule: rule.clone(),
-                                due,
-                                firing,
+                                due: Some(time),
+                                firing: old.and_then(|t| t.firing),
                             },
                         );
-                        if let Some(at) = due {
-                            out.timers.push((id.clone(), at));
-                        }
+                        out.timers.push((id.clone(), time));
                     }
                     (Some(_), _) => {}
                 }

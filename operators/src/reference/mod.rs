@@ -29,7 +29,8 @@ use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::{EntityKey, Time};
 
 pub use report_deadline::{
-    DeadlineTransition, ReportEventAt, follow_up_transitions, report_deadline_transitions,
+    DeadlineTransition, ReportEventAt, RuleLife, follow_up_transitions, follow_up_transitions_over,
+    report_deadline_transitions, report_deadline_transitions_over,
 };
 
 /// A change of the rules collection: `(time, row, +1 | -1)`.

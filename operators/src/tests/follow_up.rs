@@ -6,10 +6,15 @@
 
 use citybrain_model::{ReportKind, TransitionState};
 
-use super::report_deadline::{Event, H, KINDS, REPORTS, alarm, firing, resolved, run, seen};
+use super::report_deadline::{
+    Event, H, KINDS, REPORTS, alarm, changes_of, firing, random_life, resolved, run, run_changes,
+    seen,
+};
 use crate::kinds::follow_up::FollowUpRule;
 use crate::kinds::report_deadline::ReportDeadlineRule;
-use crate::reference::{follow_up_transitions, report_deadline_transitions};
+use crate::reference::{
+    follow_up_transitions, follow_up_transitions_over, report_deadline_transitions,
+};
 use crate::rule::RuleRow;
 
 /// A return visit due 100 h after resolution, for every category unless `only` is given.
@@ -163,6 +168,43 @@ proptest::proptest! {
         let mut got = seen(&run(&[RuleRow::FollowUp(rule.clone())], &events, end));
         got.sort();
         let expected = follow_up_transitions(&rule, &owned(&events), end);
+        proptest::prop_assert_eq!(got, expected);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Follow-up rules added, edited (visits due sooner or later, other categories) and
+    /// deleted while visits are pending or overdue: the operator re-times them as the
+    /// reference.
+    #[test]
+    fn random_rule_edits_match_the_reference(
+        raw in proptest::collection::vec((0usize..5, 0usize..6, 0u64..160), 1..40),
+        end_hours in 100u64..320,
+        first in proptest::option::weighted(0.8, (0usize..3, proptest::bool::ANY)),
+        edits in proptest::collection::vec(
+            (1u64..100, proptest::option::weighted(0.8, (0usize..3, proptest::bool::ANY))),
+            1..4,
+        ),
+    ) {
+        let version = |(due, only_land): (usize, bool)| FollowUpRule {
+            due_ms: [30, 60, 100][due] * H,
+            ..visit_rule(if only_land { &["land_dispute"] } else { &[] })
+        };
+        let edits: Vec<_> = edits.into_iter().map(|(h, v)| (h, v.map(version))).collect();
+        let life = random_life(first.map(version), &edits);
+        let changes = changes_of(&life, RuleRow::FollowUp);
+        let events: Vec<Event> = raw
+            .iter()
+            .map(|&(report, kind, hour)| {
+                let category = if report % 2 == 0 { "land_dispute" } else { "noise" };
+                (REPORTS[report], KINDS[kind], category, hour * H)
+            })
+            .collect();
+        let end = end_hours * H;
+        let mut got = seen(&run_changes(&changes, &events, end));
+        got.sort();
+        let expected = follow_up_transitions_over(&life, &owned(&events), end);
         proptest::prop_assert_eq!(got, expected);
     }
 }

@@ -15,7 +15,10 @@ use ordered_float::OrderedFloat;
 use timely::dataflow::operators::{Inspect, Probe};
 
 use crate::kinds::report_deadline::{EscalationStep, ReportDeadlineRule};
-use crate::reference::{report_deadline_transitions, sort_transitions};
+use crate::reference::{
+    RuleChange, RuleLife, report_deadline_transitions, report_deadline_transitions_over,
+    sort_transitions,
+};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::rule_alerts;
 
@@ -76,7 +79,17 @@ pub(super) type Event = (&'static str, ReportKind, &'static str, u64);
 /// (all before the frontier moves), up to `end`, then closes the input. Every report is in
 /// grid `g1`, registered in town `t1` of district `d1`.
 pub(super) fn run(rules: &[RuleRow], events: &[Event], end: u64) -> Vec<AlertTransition> {
-    let rules = rules.to_vec();
+    let changes: Vec<RuleChange> = rules.iter().map(|r| (0, r.clone(), 1)).collect();
+    run_changes(&changes, events, end)
+}
+
+/// [`run`] with the rules changing at given times (all sent before the frontier moves).
+pub(super) fn run_changes(
+    changes: &[RuleChange],
+    events: &[Event],
+    end: u64,
+) -> Vec<AlertTransition> {
+    let changes = changes.to_vec();
     let events = events.to_vec();
     timely::execute_directly(move |worker| {
         let out = Rc::new(RefCell::new(Vec::new()));
@@ -100,8 +113,8 @@ pub(super) fn run(rules: &[RuleRow], events: &[Event], end: u64) -> Vec<AlertTra
                 .probe();
             (report_input, rule_input, probe)
         });
-        for rule in rules {
-            rule_input.insert(rule);
+        for (time, rule, diff) in changes {
+            rule_input.update_at(rule, time, diff);
         }
         rule_input.close();
         for (report, kind, category, time) in events.into_iter().rev() {
@@ -316,6 +329,43 @@ fn pending_deadlines_are_dropped_at_the_end_of_the_input() {
     assert!(run(&[rule()], &events, 10 * H).is_empty());
 }
 
+#[test]
+fn an_edited_deadline_re_times_open_reports_at_the_edit() {
+    use ReportKind::*;
+    let version =
+        |hours: u64| RuleRow::ReportDeadline(ReportDeadlineRule::new(alarm(), vec![], hours * H));
+    let events: Vec<Event> = vec![
+        ("a", Created, "noise", 0),
+        ("b", Created, "noise", 10 * H),
+        ("c", Created, "noise", 0),
+        ("c", Resolved, "noise", 30 * H),
+    ];
+    // 24 h until 30 h, then 48 h; deleted at 70 h.
+    let changes = vec![
+        (0, version(24), 1),
+        (30 * H, version(24), -1),
+        (30 * H, version(48), 1),
+        (70 * H, version(48), -1),
+    ];
+    let got = seen(&run_changes(&changes, &events, 200 * H));
+    assert_eq!(
+        got,
+        vec![
+            // a and c overdue at 24 h; at 30 h a is no longer overdue under 48 h (resolves,
+            // fires again at 48 h), c is resolved by its own event at 30 h.
+            firing(24 * H, "a", "village"),
+            firing(24 * H, "c", "village"),
+            resolved(30 * H, "a", "village"),
+            resolved(30 * H, "c", "village"),
+            firing(48 * H, "a", "village"),
+            firing(58 * H, "b", "village"),
+            // Deleting the rule resolves what it fired.
+            resolved(70 * H, "a", "village"),
+            resolved(70 * H, "b", "village"),
+        ]
+    );
+}
+
 /// The rule of [`rule`], as its kind's row.
 fn deadline_rule() -> ReportDeadlineRule {
     match rule() {
@@ -413,6 +463,89 @@ proptest::proptest! {
             .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
             .collect();
         let expected = report_deadline_transitions(&rule, &owned, end);
+        proptest::prop_assert_eq!(got, expected);
+    }
+}
+
+/// A rule's life as rule changes: each version retracted when the next takes over.
+pub(super) fn changes_of<R: Clone>(
+    life: &RuleLife<R>,
+    row: impl Fn(R) -> RuleRow,
+) -> Vec<RuleChange> {
+    let mut changes = Vec::new();
+    let mut current: Option<R> = None;
+    for (time, rule) in life {
+        if let Some(old) = current.take() {
+            changes.push((*time, row(old), -1));
+        }
+        if let Some(new) = rule {
+            changes.push((*time, row(new.clone()), 1));
+        }
+        current = rule.clone();
+    }
+    changes
+}
+
+/// A random life of one rule id: a version (or none) from time 0, then a change at each of
+/// `edits` (hours before 100 h, so before the input ends), skipping changes to the same
+/// version; versions are shapes for [`random_rule`], `None` deletes the rule.
+pub(super) fn random_life<R: Clone + PartialEq>(
+    first: Option<R>,
+    edits: &[(u64, Option<R>)],
+) -> Vec<(u64, Option<R>)> {
+    let mut life = vec![(0, first)];
+    let mut edits = edits.to_vec();
+    edits.sort_by_key(|(hour, _)| *hour);
+    for (hour, rule) in edits {
+        let time = hour * H;
+        let Some((last_time, last)) = life.last() else {
+            continue;
+        };
+        if *last_time < time && *last != rule {
+            life.push((time, rule));
+        }
+    }
+    life
+}
+
+/// A rule shape for [`random_rule`]: (default, land, ladder, only land).
+fn shape() -> impl proptest::strategy::Strategy<Value = (usize, usize, usize, bool)> {
+    (0usize..3, 0usize..3, 0usize..4, proptest::bool::ANY)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Rules added, edited (deadlines longer or shorter, other ladders, other categories) and
+    /// deleted while reports are open or firing: the operator re-times them as the reference.
+    #[test]
+    fn random_rule_edits_match_the_reference(
+        raw in proptest::collection::vec((0usize..5, 0usize..6, 0u64..160), 1..40),
+        end_hours in 100u64..300,
+        first in proptest::option::weighted(0.8, shape()),
+        edits in proptest::collection::vec((1u64..100, proptest::option::weighted(0.8, shape())), 1..4),
+    ) {
+        let version = |(default, land, ladder, only_land): (usize, usize, usize, bool)| {
+            // A rule without any deadline is no rule: give it the default one.
+            random_rule(if default == 0 && land == 0 { 1 } else { default }, land, ladder, only_land)
+        };
+        let edits: Vec<_> = edits.into_iter().map(|(h, v)| (h, v.map(version))).collect();
+        let life = random_life(first.map(version), &edits);
+        let changes = changes_of(&life, RuleRow::ReportDeadline);
+        let events: Vec<Event> = raw
+            .iter()
+            .map(|&(report, kind, hour)| {
+                let category = if report % 2 == 0 { "land_dispute" } else { "noise" };
+                (REPORTS[report], KINDS[kind], category, hour * H)
+            })
+            .collect();
+        let end = end_hours * H;
+        let mut got = seen(&run_changes(&changes, &events, end));
+        got.sort();
+        let owned: Vec<_> = events
+            .iter()
+            .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
+            .collect();
+        let expected = report_deadline_transitions_over(&life, &owned, end);
         proptest::prop_assert_eq!(got, expected);
     }
 }
