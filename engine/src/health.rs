@@ -9,6 +9,8 @@
 //!   file-size limit, I/O error). The output thread keeps what it could not write and retries;
 //!   the workers stop consuming until it succeeds, and offsets are committed only up to what
 //!   is durable.
+//! - **Standby.** With a lease (`[kafka] lease_topic`), another engine of the same group is
+//!   the active one; this one waits to take over (see [`citybrain_connectors::lease`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +34,8 @@ pub struct Health {
     /// Per worker whose source reports its brokers away.
     kafka_away: Mutex<BTreeMap<usize, Problem>>,
     outputs_blocked: Mutex<Option<Problem>>,
+    /// Waiting for the lease another engine holds.
+    standby: Mutex<Option<Problem>>,
     /// Mirrors `outputs_blocked.is_some()` for the workers' loop.
     blocked: AtomicBool,
     brokers_up: IntGauge,
@@ -46,6 +50,7 @@ impl Health {
         Health {
             kafka_away: Mutex::new(BTreeMap::new()),
             outputs_blocked: Mutex::new(None),
+            standby: Mutex::new(None),
             blocked: AtomicBool::new(false),
             brokers_up,
             outputs_writable,
@@ -118,6 +123,24 @@ impl Health {
             .clone()
     }
 
+    /// Records that this engine waits as a standby for the lease (`Some(reason)`) or is the
+    /// active one (`None`).
+    pub fn set_standby(&self, reason: Option<String>) {
+        let mut slot = self.standby.lock().unwrap_or_else(PoisonError::into_inner);
+        *slot = reason.map(|reason| Problem {
+            since: slot.as_ref().map_or_else(now_millis, |p| p.since),
+            reason,
+        });
+    }
+
+    /// The standby state, if this engine waits for the lease.
+    pub fn standby(&self) -> Option<Problem> {
+        self.standby
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// True while the outputs cannot be written (the workers stop consuming).
     pub fn consumption_held(&self) -> bool {
         self.blocked.load(Ordering::SeqCst)
@@ -134,6 +157,9 @@ impl Health {
             )
         };
         let mut out = Vec::new();
+        if let Some(p) = self.standby() {
+            out.push(line("standby", &p));
+        }
         if let Some(p) = self.kafka_away() {
             out.push(line("waiting for the Kafka brokers", &p));
         }

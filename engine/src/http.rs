@@ -349,7 +349,8 @@ async fn config_reload(State(state): State<HttpState>, headers: HeaderMap) -> Re
 /// brokers are away, the outputs cannot be written.
 async fn readyz(State(state): State<HttpState>) -> Response {
     let mut reasons = state.health.reasons();
-    if !state.ready.load(Ordering::Relaxed) {
+    // A standby loads nothing until it takes over: its reason says why it is not ready.
+    if !state.ready.load(Ordering::Relaxed) && state.health.standby().is_none() {
         reasons.insert(0, "loading reference data".to_string());
     }
     if reasons.is_empty() {

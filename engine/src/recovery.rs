@@ -60,6 +60,20 @@ impl RecoveredAlerts {
         Ok(recovered)
     }
 
+    /// Adds the transitions of another log given as JSON payloads, one transition each (the
+    /// shared alerts topic, as an engine taking over from another reads it); returns how many
+    /// did not parse.
+    pub fn merge_payloads(&mut self, payloads: &[Vec<u8>]) -> usize {
+        let mut skipped = 0;
+        for payload in payloads {
+            match serde_json::from_slice::<Logged>(payload) {
+                Ok(logged) => self.remember(logged),
+                Err(_) => skipped += 1,
+            }
+        }
+        skipped
+    }
+
     fn remember(&mut self, logged: Logged) {
         let slot = self
             .newest

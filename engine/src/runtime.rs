@@ -26,6 +26,7 @@ use citybrain_connectors::dead_letter::{DeadLetter, Origin};
 use citybrain_connectors::kafka::{
     Clock, KafkaSource, SourceConfig, SourceEvent, StreamKind, TopicSpec,
 };
+use citybrain_connectors::lease::{Lease, LeaseConfig};
 use citybrain_connectors::sink::{OutputConfig, Outputs, SinkError};
 use citybrain_model::time::now_millis;
 use citybrain_model::{AlertTransition, DeadLetterReason, RegistryKind, ReportKind};
@@ -76,6 +77,8 @@ pub struct EngineSettings {
     pub recovery: RecoveryConfig,
     /// Live rule reload: where the rules come from, watching, the audit log.
     pub reload: ReloadSettings,
+    /// Take turns with other engines of the group through a lease, if configured.
+    pub lease: Option<LeaseConfig>,
 }
 
 /// The engine could not start or failed while running.
@@ -105,6 +108,9 @@ pub enum EngineError {
     /// Alert dispatch failed.
     #[error("dispatch: {0}")]
     Dispatch(String),
+    /// The lease could not be joined.
+    #[error(transparent)]
+    Lease(#[from] citybrain_connectors::lease::LeaseError),
     /// The rule files could not be watched.
     #[error(transparent)]
     Watch(#[from] crate::reload::WatchError),
@@ -174,6 +180,12 @@ impl EngineSettings {
             },
             http: config.http.enabled.then_some(config.http.bind),
             recovery: config.recovery.clone(),
+            lease: config.kafka.lease_topic.as_ref().map(|topic| LeaseConfig {
+                brokers: brokers.clone(),
+                group_id: config.kafka.group_id.clone(),
+                topic: topic.clone(),
+                properties: properties.clone(),
+            }),
             kpis: load_kpis(loaded)?,
             reload: ReloadSettings {
                 source: RuleSource::Files(loaded.rule_files()),
@@ -248,6 +260,8 @@ pub struct Status {
     pub transitions: u64,
     /// Dead letters since start.
     pub dead_letters: u64,
+    /// Kafka messages read since start (registry, readings, reports).
+    pub events: u64,
     /// Event-time-to-output latency of transitions, milliseconds: (p50, p99, max).
     pub latency_ms: Option<(u64, u64, u64)>,
     /// Sensor-clock watermark, epoch ms.
@@ -271,6 +285,10 @@ struct Shared {
     board: Arc<AlertBoard>,
     /// Ongoing problems: brokers away, outputs not writable.
     health: Arc<Health>,
+    /// The lease this engine takes turns with, if configured.
+    lease: Option<Lease>,
+    /// Set once the workers may start: at once without a lease, else when it is taken.
+    launched: AtomicBool,
 }
 
 impl Shared {
@@ -355,6 +373,18 @@ pub fn start(
         metrics.kafka_brokers_up.clone(),
         metrics.outputs_writable.clone(),
     ));
+    let lease = match &settings.lease {
+        Some(config) => {
+            let lease = Lease::join(config)?;
+            health.set_standby(Some(format!(
+                "waiting for the lease `{}` (group `{}`): another engine of the group may be the active one",
+                config.topic,
+                lease.group()
+            )));
+            Some(lease)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         watermarks: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -369,6 +399,8 @@ pub fn start(
         workers: settings.workers.max(1),
         board: Arc::clone(&board),
         health: Arc::clone(&health),
+        lease,
+        launched: AtomicBool::new(false),
     });
     // From the rules at start: a reload that lengthens a window takes effect on the next start.
     let history = replay_history(&settings.recovery, &rules);
@@ -432,23 +464,40 @@ pub fn start(
     let mut kpis = KpiStores::new(settings.workers.max(1), names);
     shared.board.set_kpis(kpis.snapshot());
 
+    // With a lease, an engine taking over learns from the shared alerts topic what the
+    // engine before it published.
+    let alerts_history = match (&settings.lease, &settings.outputs.alerts_topic) {
+        (Some(lease), Some(topic)) => Some(TopicToRead {
+            brokers: lease.brokers.clone(),
+            properties: lease.properties.clone(),
+            topic: topic.clone(),
+        }),
+        _ => None,
+    };
     let output = {
         let shared = Arc::clone(&shared);
         let metrics = metrics.clone();
+        let seed = Arc::clone(&seed);
         std::thread::Builder::new()
             .name("citybrain-output".into())
             .spawn(move || {
-                let result = output_loop(
-                    &mut outputs,
-                    receiver,
-                    &shared,
-                    &metrics,
-                    &mut kpis,
-                    dispatcher.as_deref(),
-                    &mut on_transition,
-                    recovered,
-                    commit_interval,
-                );
+                let mut recovered = recovered;
+                let result =
+                    match take_over(&shared, &mut recovered, &seed, alerts_history.as_ref()) {
+                        Ok(true) => output_loop(
+                            &mut outputs,
+                            receiver,
+                            &shared,
+                            &metrics,
+                            &mut kpis,
+                            dispatcher.as_deref(),
+                            &mut on_transition,
+                            recovered,
+                            commit_interval,
+                        ),
+                        Ok(false) => Ok(()),
+                        Err(error) => Err(error),
+                    };
                 // What is undelivered stays in the alert log for the next start. (If the HTTP
                 // server still holds a reference, dropping ours stops the dispatcher too.)
                 if let Some(Ok(dispatcher)) = dispatcher.map(Arc::try_unwrap)
@@ -549,6 +598,60 @@ struct Commits {
     history: [u64; 2],
 }
 
+/// A topic to read whole: where and how.
+struct TopicToRead {
+    brokers: String,
+    properties: Vec<(String, String)>,
+    topic: String,
+}
+
+/// How long an engine taking over may take to read the alerts topic.
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Waits for the lease, if there is one (false: stopped first), then adds what the shared
+/// alerts topic holds to `recovered` and its firing alerts to `seed`, and lets the workers
+/// start ([`Shared::launched`]).
+fn take_over(
+    shared: &Shared,
+    recovered: &mut RecoveredAlerts,
+    seed: &FiringSeed,
+    history: Option<&TopicToRead>,
+) -> Result<bool, EngineError> {
+    if let Some(lease) = &shared.lease {
+        if !lease.wait_held(&shared.stop, Duration::MAX) {
+            return Ok(false);
+        }
+        if let Some(history) = history {
+            let payloads = citybrain_connectors::topic_history::read_whole(
+                &history.brokers,
+                &history.properties,
+                &history.topic,
+                HISTORY_TIMEOUT,
+            )
+            .map_err(|e| EngineError::Worker(e.to_string()))?;
+            let skipped = recovered.merge_payloads(&payloads);
+            if skipped > 0 {
+                tracing::warn!(
+                    skipped,
+                    topic = history.topic,
+                    "alerts topic messages that do not parse"
+                );
+            }
+            tracing::info!(
+                messages = payloads.len(),
+                topic = history.topic,
+                "lease taken: alerts published before are left out when derived again"
+            );
+            seed.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(recovered.firing());
+        }
+        shared.health.set_standby(None);
+    }
+    shared.launched.store(true, Ordering::SeqCst);
+    Ok(true)
+}
+
 #[allow(clippy::too_many_arguments)] // the worker's whole context, passed once at start
 fn worker_loop(
     worker: &mut timely::worker::Worker,
@@ -561,6 +664,13 @@ fn worker_loop(
     metrics: &Metrics,
     commits: Commits,
 ) -> Result<(), String> {
+    // A standby builds nothing until it takes over: the firing seed is complete only then.
+    while !shared.launched.load(Ordering::SeqCst) {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let retention = commits.history[Clock::Citizen as usize];
     let (inputs, probes) = crate::dataflow::build(worker, kpis, seed, retention, &sender);
     let mut reported = [0; 2];
@@ -590,6 +700,12 @@ fn worker_loop(
     let mut events = Vec::new();
     let mut counted_loaded = false;
     while !shared.stop.load(Ordering::Relaxed) {
+        if shared.lease.as_ref().is_some_and(Lease::lost) {
+            return Err(
+                "lost the lease to another engine of the group (this one did not heartbeat within session.timeout.ms); stopping so only one consumes"
+                    .to_string(),
+            );
+        }
         // While the outputs cannot be written, read nothing more (backpressure).
         if let Err(error) = source.hold(shared.health.consumption_held()) {
             tracing::warn!(%error, "cannot pause or resume the reading partitions");
@@ -1094,6 +1210,7 @@ impl Engine {
             firing: self.shared.board.firing(),
             transitions: self.shared.transitions.load(Ordering::Relaxed),
             dead_letters: self.shared.dead_letters.load(Ordering::Relaxed),
+            events: self.shared.events.load(Ordering::Relaxed),
             latency_ms: self.shared.latency_quantiles(),
             sensor_watermark: self.shared.watermarks[0].load(Ordering::Relaxed),
         }

@@ -211,6 +211,16 @@ pub struct KafkaConfig {
     #[serde(with = "duration")]
     #[schemars(with = "duration::DurationString")]
     pub end_offsets_refresh: Duration,
+    /// A lease topic (one partition, created when missing): engines sharing `group_id` take
+    /// turns, one consuming and the others waiting as hot standbys (`/readyz` 503 "standby")
+    /// until it leaves or stops heartbeating for `session.timeout.ms`; then one takes over from
+    /// the committed offsets, after reading `[outputs] alerts_topic` for what the active one
+    /// published (left out when derived again). An active engine that loses the lease (it was unresponsive for
+    /// longer than the session timeout) stops with an error. Members join the group
+    /// `<group_id>.lease`. Default: none (the engine consumes at once, and a second engine with
+    /// the same `group_id` would read everything again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_topic: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -220,6 +230,7 @@ impl Default for KafkaConfig {
             group_id: "citybrain".to_string(),
             properties: BTreeMap::new(),
             end_offsets_refresh: Duration::from_millis(250),
+            lease_topic: None,
         }
     }
 }
