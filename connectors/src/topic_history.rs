@@ -34,8 +34,12 @@ pub enum HistoryError {
     },
 }
 
-/// The payloads of every message of `topic` up to the end offsets as of now (partition by
-/// partition, in offset order), within `timeout`. `properties` are extra librdkafka settings.
+/// How long reading goes on after the end offsets while more messages still arrive.
+const QUIET: Duration = Duration::from_millis(1000);
+
+/// The payloads of every message of `topic` up to the end offsets as of now and on until
+/// nothing more arrives for a second (partition by partition, in offset order), within
+/// `timeout`. `properties` are extra librdkafka settings.
 pub fn read_whole(
     brokers: &str,
     properties: &[(String, String)],
@@ -73,22 +77,36 @@ pub fn read_whole(
         let (low, high) = consumer
             .fetch_watermarks(topic, partition.id(), timeout)
             .map_err(kafka)?;
+        // Every partition is read, an empty-looking one too (its end offset may lag).
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Offset(low))
+            .map_err(kafka)?;
         if high > low {
-            assignment
-                .add_partition_offset(topic, partition.id(), Offset::Offset(low))
-                .map_err(kafka)?;
             ends.insert(partition.id(), high);
         }
     }
     let mut payloads = Vec::new();
-    if ends.is_empty() {
+    if assignment.count() == 0 {
         return Ok(payloads);
     }
     consumer.assign(&assignment).map_err(kafka)?;
     let deadline = Instant::now() + timeout;
     let mut next: HashMap<i32, i64> = HashMap::new();
-    while !ends.is_empty() {
+    // When the end offsets are reached, read on until nothing comes for `QUIET`: tansu 0.6.0
+    // reports end offsets that lag what it has stored (seen: 480 for 539 messages).
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        if ends.is_empty() {
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= QUIET {
+                break;
+            }
+        }
         if Instant::now() >= deadline {
+            if ends.is_empty() {
+                // The end offsets were reached; more kept coming (a producer still writes).
+                break;
+            }
             let missing = ends
                 .iter()
                 .map(|(p, end)| end - next.get(p).copied().unwrap_or(0))
@@ -103,6 +121,9 @@ pub fn read_whole(
             continue;
         };
         let message = message.map_err(kafka)?;
+        if ends.is_empty() {
+            quiet_since = None;
+        }
         if let Some(payload) = message.payload() {
             payloads.push(payload.to_vec());
         }
