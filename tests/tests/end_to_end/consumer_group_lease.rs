@@ -3,15 +3,23 @@
 //! consumes; the other waits as a standby (`/readyz` 503 "standby", reading nothing) and, when
 //! the active one leaves, takes over from the committed offsets, after reading the shared
 //! alerts topic for what the active one published. Together their alert logs hold exactly the
-//! transitions of one uninterrupted run over the real methane data, none of them twice.
+//! transitions of one uninterrupted run over the real methane data, none of them twice. When
+//! the active engine is killed (`SIGKILL`) instead, the standby takes over once the group
+//! notices (`session.timeout.ms`, 6 s here), and the logs together are again that run; a
+//! transition both logged (written by the killed engine but not yet published) repeats its
+//! id with the same body.
 
 #![allow(clippy::expect_used)] // test helpers: a broker that cannot answer fails the test
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use citybrain_model::AlertTransition;
-use citybrain_tests::{MockKafka, TOPICS, TestEngine, http_get, read_jsonl, test_config};
+use citybrain_tests::{
+    MockKafka, TOPICS, TestEngine, http_get, read_jsonl, start_engine, test_config,
+};
 
 use crate::real_data_methane::{
     ROW_MS, RULES, T0, expected_transitions, methane_columns, produce_methane, summary,
@@ -146,5 +154,120 @@ fn take_turns(kafka: MockKafka) {
             .iter()
             .all(|t| t.event_time + 20 * 60_000 >= T0 + ROW_MS * (half as u64 / 2)),
         "the second engine starts from the first one's committed offsets, not the beginning"
+    );
+}
+
+const CHILD_ENV: &str = "CITYBRAIN_LEASE_CHILD";
+
+/// Not a test on its own: the active engine the kill test starts and kills. Runs an engine
+/// with the lease config on the brokers and directory named in `CITYBRAIN_LEASE_CHILD`.
+#[test]
+fn lease_engine_child_process() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (brokers, dir) = spec.split_once('\n').expect("brokers\\ndir");
+    let _engine = start_engine(
+        Path::new(dir),
+        &config(brokers),
+        RULES,
+        Box::new(|_: &AlertTransition| {}),
+    );
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn a_standby_takes_over_from_an_engine_killed_with_sigkill() {
+    let (mm116, mm31) = methane_columns();
+    let expected = expected_transitions(&mm116, &mm31);
+    let mut topics = TOPICS.to_vec();
+    topics.push(("citybrain.lease", 1));
+    let kafka = MockKafka::new(&topics);
+    let half = mm116.len() / 2;
+    produce_methane(&kafka, &mm116, &mm31, 0..half);
+
+    let child_dir = tempfile::tempdir().expect("tempdir");
+    let child_log = child_dir.path().join("alerts.jsonl");
+    let logged = |path: &Path| -> Vec<AlertTransition> {
+        // A kill can cut the last line short: it is not a transition.
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "consumer_group_lease::lease_engine_child_process",
+            "--test-threads=1",
+        ])
+        .env(
+            CHILD_ENV,
+            format!("{}\n{}", kafka.brokers, child_dir.path().display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the engine");
+    eventually(
+        "the child engine logs alerts",
+        Duration::from_secs(120),
+        || logged(&child_log).len() > 50,
+    );
+    let standby = TestEngine::start(&config(&kafka.brokers), RULES);
+    let standby_addr = standby.http_addr();
+    produce_methane(&kafka, &mm116, &mm31, half..mm116.len());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        standby.engine().status().events,
+        0,
+        "the standby reads nothing"
+    );
+    child.kill().expect("SIGKILL");
+    let killed = Instant::now();
+    child.wait().expect("reaped");
+    eventually(
+        "the standby takes over within the session timeout + 10 s",
+        Duration::from_secs(6 + 10),
+        || http_get(standby_addr, "/readyz").0 == 200,
+    );
+    let took_over = killed.elapsed();
+    let dir = standby.dir.path().to_path_buf();
+    let first_log = logged(&child_log);
+    eventually("every transition logged", Duration::from_secs(180), || {
+        let mut ids: Vec<String> = first_log.iter().map(|t| t.id.clone()).collect();
+        ids.extend(logged(&dir.join("alerts.jsonl")).into_iter().map(|t| t.id));
+        ids.sort();
+        ids.dedup();
+        ids.len() >= expected.len()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (second_log, dead_letters) = standby.stop();
+    assert!(dead_letters.is_empty(), "{dead_letters:?}");
+    let first: BTreeMap<&str, &AlertTransition> =
+        first_log.iter().map(|t| (t.id.as_str(), t)).collect();
+    for t in &second_log {
+        if let Some(before) = first.get(t.id.as_str()) {
+            assert_eq!(
+                summary(&[(*before).clone()]),
+                summary(&[t.clone()]),
+                "a repeated id repeats its body"
+            );
+        }
+    }
+    let all: Vec<AlertTransition> = first_log
+        .iter()
+        .chain(&second_log)
+        .map(|t| (t.id.clone(), t.clone()))
+        .collect::<BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    assert_eq!(
+        summary(&all),
+        expected,
+        "the log of one uninterrupted run (took over {took_over:?} after the kill)"
     );
 }
