@@ -252,8 +252,8 @@ fn a_standby_takes_over_from_an_engine_killed_with_sigkill() {
     for t in &second_log {
         if let Some(before) = first.get(t.id.as_str()) {
             assert_eq!(
-                summary(&[(*before).clone()]),
-                summary(&[t.clone()]),
+                summary(std::slice::from_ref(*before)),
+                summary(std::slice::from_ref(t)),
                 "a repeated id repeats its body"
             );
         }
