@@ -3,7 +3,8 @@
 //! consumes; the other waits as a standby (`/readyz` 503 "standby", reading nothing) and, when
 //! the active one leaves, takes over from the committed offsets, after reading the shared
 //! alerts topic for what the active one published. Together their alert logs hold exactly the
-//! transitions of one uninterrupted run over the real methane data, none of them twice. When
+//! transitions of one uninterrupted run over the real methane data, none of them twice (on the
+//! mock cluster also with the group coordinator refusing the first joins). When
 //! the active engine is killed (`SIGKILL`) instead, the standby takes over once the group
 //! notices (`session.timeout.ms`, 6 s here), and the logs together are again that run; a
 //! transition both logged (written by the killed engine but not yet published) repeats its
@@ -20,6 +21,7 @@ use citybrain_model::AlertTransition;
 use citybrain_tests::{
     MockKafka, TOPICS, TestEngine, http_get, read_jsonl, start_engine, test_config,
 };
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use crate::real_data_methane::{
     ROW_MS, RULES, T0, expected_transitions, methane_columns, produce_methane, summary,
@@ -52,7 +54,19 @@ fn a_standby_engine_reads_nothing_and_takes_over_when_the_active_one_leaves() {
     // The mock cluster does not answer CreateTopics: the lease topic is made here.
     let mut topics = TOPICS.to_vec();
     topics.push(("citybrain.lease", 1));
-    take_turns(MockKafka::new(&topics));
+    let kafka = MockKafka::new(&topics);
+    // The group coordinator refuses the first joins: the engines join all the same.
+    if let Some(cluster) = kafka.mock_cluster() {
+        cluster.request_errors(
+            RDKafkaApiKey::JoinGroup,
+            &[
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+            ],
+        );
+    }
+    take_turns(kafka);
 }
 
 #[test]
