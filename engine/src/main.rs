@@ -189,11 +189,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// A flag set by Ctrl-C (SIGINT) or SIGTERM (systemd, Kubernetes, `docker stop`): both stop
+/// cleanly, flushing the outputs and handing a lease over at once.
 fn stop_on_ctrl_c() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("a runtime for the SIGTERM handler")?;
+    let mut terms = runtime
+        .block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        })
+        .context("installing the SIGTERM handler")?;
+    let flag = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("citybrain-sigterm".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if terms.recv().await.is_some() {
+                    tracing::info!("SIGTERM: stopping");
+                    flag.store(true, Ordering::SeqCst);
+                }
+            });
+        })
+        .context("starting the SIGTERM thread")?;
     Ok(stop)
 }
 
