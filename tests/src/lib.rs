@@ -437,6 +437,37 @@ pub fn start_engine(
     runtime::start(settings, rules, on_transition).expect("engine start")
 }
 
+/// The engine process of a kill test: when `env` is set to `brokers\ndir`, runs an engine
+/// with `config(brokers)` and `rules`, outputs in `dir`, until the process is killed;
+/// otherwise returns at once (run as an ordinary test, it does nothing).
+pub fn engine_child(env: &str, config: impl Fn(&str) -> String, rules: &str) {
+    let Ok(spec) = std::env::var(env) else {
+        return;
+    };
+    let (brokers, dir) = spec.split_once('\n').expect("brokers\\ndir");
+    let _engine = start_engine(
+        Path::new(dir),
+        &config(brokers),
+        rules,
+        Box::new(|_: &AlertTransition| {}),
+    );
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// Starts this test binary again running only the test `name` (an [`engine_child`]) with
+/// `env` set to `brokers\ndir`; its output is discarded.
+pub fn spawn_engine_child(name: &str, env: &str, brokers: &str, dir: &Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--test-threads=1"])
+        .env(env, format!("{brokers}\n{}", dir.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the engine")
+}
+
 /// Writes `text` to `path` at once (a temporary file renamed over it, as editors save), creating
 /// its directory.
 pub fn write_file(path: &Path, text: &str) {

@@ -7,8 +7,8 @@
 use citybrain_model::{ReportKind, TransitionState};
 
 use super::report_deadline::{
-    Event, H, KINDS, REPORTS, alarm, changes_of, firing, random_life, resolved, run, run_changes,
-    seen,
+    Event, H, alarm, changes_of, firing, owned, random_events, random_life, resolved, run,
+    run_changes, seen,
 };
 use crate::kinds::follow_up::FollowUpRule;
 use crate::kinds::report_deadline::ReportDeadlineRule;
@@ -27,13 +27,6 @@ fn visit_rule(only: &[&str]) -> FollowUpRule {
         categories: only.iter().map(|c| c.to_string()).collect(),
         due_ms: 100 * H,
     }
-}
-
-fn owned(events: &[Event]) -> Vec<(String, ReportKind, String, u64)> {
-    events
-        .iter()
-        .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
-        .collect()
 }
 
 #[test]
@@ -157,13 +150,7 @@ proptest::proptest! {
         only_land in proptest::bool::ANY,
     ) {
         let rule = visit_rule(if only_land { &["land_dispute"] } else { &[] });
-        let events: Vec<Event> = raw
-            .iter()
-            .map(|&(report, kind, hour)| {
-                let category = if report % 2 == 0 { "land_dispute" } else { "noise" };
-                (REPORTS[report], KINDS[kind], category, hour * H)
-            })
-            .collect();
+        let events = random_events(&raw);
         let end = end_hours * H;
         let mut got = seen(&run(&[RuleRow::FollowUp(rule.clone())], &events, end));
         got.sort();
@@ -194,13 +181,7 @@ proptest::proptest! {
         let edits: Vec<_> = edits.into_iter().map(|(h, v)| (h, v.map(version))).collect();
         let life = random_life(first.map(version), &edits);
         let changes = changes_of(&life, RuleRow::FollowUp);
-        let events: Vec<Event> = raw
-            .iter()
-            .map(|&(report, kind, hour)| {
-                let category = if report % 2 == 0 { "land_dispute" } else { "noise" };
-                (REPORTS[report], KINDS[kind], category, hour * H)
-            })
-            .collect();
+        let events = random_events(&raw);
         let end = end_hours * H;
         let mut got = seen(&run_changes(&changes, &events, end));
         got.sort();

@@ -75,6 +75,30 @@ fn ladder_rule() -> ReportDeadlineRule {
 /// A report event: (report, kind, category, time).
 pub(super) type Event = (&'static str, ReportKind, &'static str, u64);
 
+/// Generated events: (report index, kind index, hour) on a coarse grid of hours, so events of
+/// one report often share an instant and deadlines often fall exactly on an event; even
+/// reports are land disputes, odd ones noise.
+pub(super) fn random_events(raw: &[(usize, usize, u64)]) -> Vec<Event> {
+    raw.iter()
+        .map(|&(report, kind, hour)| {
+            let category = if report % 2 == 0 {
+                "land_dispute"
+            } else {
+                "noise"
+            };
+            (REPORTS[report], KINDS[kind], category, hour * H)
+        })
+        .collect()
+}
+
+/// `events` as the references take them.
+pub(super) fn owned(events: &[Event]) -> Vec<(String, ReportKind, String, u64)> {
+    events
+        .iter()
+        .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
+        .collect()
+}
+
 /// Runs [`rule_alerts`] with `rules` from time 0 over report `events` sent in reverse order
 /// (all before the frontier moves), up to `end`, then closes the input. Every report is in
 /// grid `g1`, registered in town `t1` of district `d1`.
@@ -293,10 +317,7 @@ fn the_ladder_hands_overdue_reports_up_per_category_deadline() {
     let mut seen_sorted = seen(&got);
     seen_sorted.sort();
     assert_eq!(seen_sorted, expected);
-    let owned: Vec<_> = events
-        .iter()
-        .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
-        .collect();
+    let owned = owned(&events);
     assert_eq!(
         report_deadline_transitions(&ladder_rule(), &owned, end),
         expected
@@ -419,22 +440,12 @@ proptest::proptest! {
         raw in proptest::collection::vec((0usize..5, 0usize..6, 0u64..160), 1..40),
         end_hours in 100u64..260,
     ) {
-        // Times on a coarse grid of hours, so events of one report often share an instant
-        // and deadlines (48 h) often fall exactly on an event. Even reports are watched.
-        let events: Vec<Event> = raw
-            .iter()
-            .map(|&(report, kind, hour)| {
-                let category = if report % 2 == 0 { "land_dispute" } else { "noise" };
-                (REPORTS[report], KINDS[kind], category, hour * H)
-            })
-            .collect();
+        // Even reports (land disputes) are watched.
+        let events = random_events(&raw);
         let end = end_hours * H;
         let mut got = seen(&run(&[rule()], &events, end));
         got.sort();
-        let owned: Vec<_> = events
-            .iter()
-            .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
-            .collect();
+        let owned = owned(&events);
         let expected = report_deadline_transitions(&deadline_rule(), &owned, end);
         proptest::prop_assert_eq!(got, expected);
     }
@@ -448,20 +459,11 @@ proptest::proptest! {
         let (default, land, ladder, only_land) = shape;
         proptest::prop_assume!(default > 0 || land > 0);
         let rule = random_rule(default, land, ladder, only_land);
-        let events: Vec<Event> = raw
-            .iter()
-            .map(|&(report, kind, hour)| {
-                let category = if report % 2 == 0 { "land_dispute" } else { "noise" };
-                (REPORTS[report], KINDS[kind], category, hour * H)
-            })
-            .collect();
+        let events = random_events(&raw);
         let end = end_hours * H;
         let mut got = seen(&run(&[RuleRow::ReportDeadline(rule.clone())], &events, end));
         got.sort();
-        let owned: Vec<_> = events
-            .iter()
-            .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
-            .collect();
+        let owned = owned(&events);
         let expected = report_deadline_transitions(&rule, &owned, end);
         proptest::prop_assert_eq!(got, expected);
     }
@@ -531,20 +533,11 @@ proptest::proptest! {
         let edits: Vec<_> = edits.into_iter().map(|(h, v)| (h, v.map(version))).collect();
         let life = random_life(first.map(version), &edits);
         let changes = changes_of(&life, RuleRow::ReportDeadline);
-        let events: Vec<Event> = raw
-            .iter()
-            .map(|&(report, kind, hour)| {
-                let category = if report % 2 == 0 { "land_dispute" } else { "noise" };
-                (REPORTS[report], KINDS[kind], category, hour * H)
-            })
-            .collect();
+        let events = random_events(&raw);
         let end = end_hours * H;
         let mut got = seen(&run_changes(&changes, &events, end));
         got.sort();
-        let owned: Vec<_> = events
-            .iter()
-            .map(|(r, k, c, t)| (r.to_string(), *k, c.to_string(), *t))
-            .collect();
+        let owned = owned(&events);
         let expected = report_deadline_transitions_over(&life, &owned, end);
         proptest::prop_assert_eq!(got, expected);
     }

@@ -14,12 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use citybrain_model::AlertTransition;
 use citybrain_tests::{
-    MockKafka, TOPICS, TestEngine, http_get, read_jsonl, start_engine, test_config,
+    MockKafka, TOPICS, TestEngine, engine_child, http_get, read_jsonl, spawn_engine_child,
+    test_config,
 };
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
@@ -38,6 +38,16 @@ fn config(brokers: &str) -> String {
         "the test config names its group"
     );
     format!("{config}\n[recovery]\ncommit_interval = \"100ms\"\n")
+}
+
+/// The transitions of two logs, one per id.
+fn union_by_id(a: &[AlertTransition], b: &[AlertTransition]) -> Vec<AlertTransition> {
+    a.iter()
+        .chain(b)
+        .map(|t| (t.id.clone(), t.clone()))
+        .collect::<BTreeMap<_, _>>()
+        .into_values()
+        .collect()
 }
 
 /// Polls `done` every 100 ms for up to `limit`; panics naming `what` when it never holds.
@@ -145,13 +155,7 @@ fn take_turns(kafka: MockKafka) {
         .collect();
     assert!(repeated.is_empty(), "logged by both: {repeated:?}");
     // (The standby's directory went with it: its log is `second_log` now.)
-    let all: Vec<AlertTransition> = first_log
-        .iter()
-        .chain(&second_log)
-        .map(|t| (t.id.clone(), t.clone()))
-        .collect::<BTreeMap<_, _>>()
-        .into_values()
-        .collect();
+    let all = union_by_id(&first_log, &second_log);
     let got = summary(&all);
     let missing: Vec<_> = expected.iter().filter(|e| !got.contains(e)).collect();
     let extra: Vec<_> = got.iter().filter(|g| !expected.contains(g)).collect();
@@ -177,19 +181,7 @@ const CHILD_ENV: &str = "CITYBRAIN_LEASE_CHILD";
 /// with the lease config on the brokers and directory named in `CITYBRAIN_LEASE_CHILD`.
 #[test]
 fn lease_engine_child_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let (brokers, dir) = spec.split_once('\n').expect("brokers\\ndir");
-    let _engine = start_engine(
-        Path::new(dir),
-        &config(brokers),
-        RULES,
-        Box::new(|_: &AlertTransition| {}),
-    );
-    loop {
-        std::thread::sleep(Duration::from_secs(60));
-    }
+    engine_child(CHILD_ENV, config, RULES);
 }
 
 #[test]
@@ -212,20 +204,12 @@ fn a_standby_takes_over_from_an_engine_killed_with_sigkill() {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     };
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "consumer_group_lease::lease_engine_child_process",
-            "--test-threads=1",
-        ])
-        .env(
-            CHILD_ENV,
-            format!("{}\n{}", kafka.brokers, child_dir.path().display()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the engine");
+    let mut child = spawn_engine_child(
+        "consumer_group_lease::lease_engine_child_process",
+        CHILD_ENV,
+        &kafka.brokers,
+        child_dir.path(),
+    );
     eventually(
         "the child engine logs alerts",
         Duration::from_secs(120),
@@ -272,13 +256,7 @@ fn a_standby_takes_over_from_an_engine_killed_with_sigkill() {
             );
         }
     }
-    let all: Vec<AlertTransition> = first_log
-        .iter()
-        .chain(&second_log)
-        .map(|t| (t.id.clone(), t.clone()))
-        .collect::<BTreeMap<_, _>>()
-        .into_values()
-        .collect();
+    let all = union_by_id(&first_log, &second_log);
     assert_eq!(
         summary(&all),
         expected,

@@ -6,13 +6,12 @@
 #![allow(clippy::expect_used)] // test helpers: a broker that cannot answer fails the test
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use citybrain_model::AlertTransition;
 use citybrain_tests::{
-    MockKafka, SeededRandom, TOPICS, TestEngine, read_jsonl, start_engine, test_config,
+    MockKafka, SeededRandom, TOPICS, TestEngine, engine_child, read_jsonl, spawn_engine_child,
+    test_config,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -149,19 +148,7 @@ const CHILD_ENV: &str = "CITYBRAIN_RECOVERY_CHILD";
 /// the brokers and directory named in `CITYBRAIN_RECOVERY_CHILD` until killed.
 #[test]
 fn engine_child_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let (brokers, dir) = spec.split_once('\n').expect("brokers\\ndir");
-    let _engine = start_engine(
-        Path::new(dir),
-        &config(brokers),
-        RULES,
-        Box::new(|_: &AlertTransition| {}),
-    );
-    loop {
-        std::thread::sleep(Duration::from_secs(60));
-    }
+    engine_child(CHILD_ENV, config, RULES);
 }
 
 #[test]
@@ -180,20 +167,12 @@ fn twenty_kill_9s_at_random_points_log_what_one_uninterrupted_run_logs() {
             .collect()
     };
     let spawn = || {
-        Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "recovery::engine_child_process",
-                "--test-threads=1",
-            ])
-            .env(
-                CHILD_ENV,
-                format!("{}\n{}", kafka.brokers, dir.path().display()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the engine")
+        spawn_engine_child(
+            "recovery::engine_child_process",
+            CHILD_ENV,
+            &kafka.brokers,
+            dir.path(),
+        )
     };
     // Twenty rounds: a twentieth of the file arrives, an engine starts, and is killed at a
     // random point once it has logged something new (or after 8 s).
