@@ -14,6 +14,11 @@
 //! frontier as durable; the workers then commit offsets up to that frontier minus the rules'
 //! history ([`citybrain_connectors::commit`]). A restart re-reads from there and
 //! [`RecoveredAlerts`] leaves out what the alert log already holds.
+//!
+//! With a lease (`[kafka] lease_topic`, [`citybrain_connectors::lease`]) the output thread first
+//! waits until this engine holds it, reads the shared alerts topic into [`RecoveredAlerts`] and
+//! the firing seed, and only then lets the workers build the dataflow and consume
+//! (`take_over`); a standby serves HTTP and reads nothing.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
