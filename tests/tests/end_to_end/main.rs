@@ -15,6 +15,7 @@ mod recovery;
 mod replay_real_data;
 mod rule_kinds_real_data;
 mod rule_reload;
+mod rule_scenarios;
 mod sse_stream;
 mod unwritable_outputs;
 mod wall_browser;
