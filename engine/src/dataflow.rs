@@ -25,7 +25,10 @@ use differential_dataflow::input::{Input, InputSession};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::operators::vec::Input as _;
+use timely::dataflow::operators::vec::input::Handle as VecInputHandle;
+use timely::dataflow::operators::vec::map::Map;
+use timely::dataflow::operators::{Concat, Exchange, Inspect, Probe};
 
 use crate::kpi::KpiClock;
 
@@ -52,6 +55,9 @@ pub enum Output {
     KpiFrontier(KpiClock, usize, Time),
     /// Every alert transition of the clock before `time` was sent (from every worker).
     AlertFrontier(KpiClock, Time),
+    /// An alert transition owned (written and dispatched) by another process of the cluster,
+    /// for this process's API and wall only.
+    BoardAlert(AlertTransition),
 }
 
 /// The inputs of one worker's dataflow.
@@ -68,6 +74,39 @@ pub struct Inputs {
     /// entity's partition (a set); on the sensor clock, like `readings`. Left empty (but
     /// advanced) by file replays, which have no partitions.
     pub partitions: InputSession<Time, PartitionRow, Diff>,
+    /// Per clock (sensors, citizen): advanced to the time before which this worker's process
+    /// holds every alert transition it owns durably. The probe on it (the third and fourth of
+    /// [`build`]'s probes) sees the least over every worker of the cluster: what may be
+    /// committed.
+    pub durable: [VecInputHandle<Time, ()>; 2],
+}
+
+/// Where a worker sits in the cluster: `local_workers` threads per process.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    /// This worker's process.
+    pub process: usize,
+    /// Processes in the cluster.
+    pub processes: usize,
+    /// Worker threads per process.
+    pub local_workers: usize,
+}
+
+impl Placement {
+    /// The placement of `worker` when every process runs `local_workers` threads.
+    pub fn of(worker: &timely::worker::Worker, local_workers: usize) -> Self {
+        let local_workers = local_workers.max(1);
+        Placement {
+            process: worker.index() / local_workers,
+            processes: (worker.peers() / local_workers).max(1),
+            local_workers,
+        }
+    }
+
+    /// The first worker of `process`: the one that talks to that process's output thread.
+    pub fn first_worker(&self, process: usize) -> usize {
+        process * self.local_workers
+    }
 }
 
 /// Which clock a KPI's source follows.
@@ -109,14 +148,23 @@ fn labeled(
 /// Alert keys in `seed` start as firing (after a restart: what the alert log last recorded);
 /// citizen reports that need nothing more are forgotten `report_retention_ms` after their
 /// last event.
+///
+/// In a cluster of several processes (`local_workers` threads each), every transition reaches
+/// the output thread of the process whose worker owns its key (written and dispatched there
+/// only) and, as [`Output::BoardAlert`], the other processes' output threads for their API;
+/// KPI updates reach the first worker of every process, which alone sends them on, so each
+/// process serves the whole cluster's KPIs at one completed time.
 pub fn build(
     worker: &mut timely::worker::Worker,
     kpis: &[KpiDef],
     seed: FiringSeed,
     report_retention_ms: Time,
     sender: &Sender<Output>,
-) -> (Inputs, [ProbeHandle<Time>; 2]) {
+    local_workers: usize,
+) -> (Inputs, [ProbeHandle<Time>; 4]) {
     let index = worker.index();
+    let placement = Placement::of(worker, local_workers);
+    let first_local = index == placement.first_worker(placement.process);
     let alerts_out = sender.clone();
     let kpi_out = sender.clone();
     let (sensor_kpis, citizen_kpis): (Vec<KpiDef>, Vec<KpiDef>) = kpis
@@ -140,6 +188,22 @@ pub fn build(
             report_retention_ms,
         );
         let citizen_out = alerts_out.clone();
+        if placement.processes > 1 {
+            // Copies for the other processes' boards, one to the first worker of each.
+            let board_out = alerts_out.clone();
+            alerts
+                .clone()
+                .concat(citizen_alerts.clone())
+                .flat_map(move |t| {
+                    (0..placement.processes)
+                        .filter(move |p| *p != placement.process)
+                        .map(move |p| (placement.first_worker(p), t.clone()))
+                })
+                .exchange(|(target, _)| *target as u64)
+                .inspect(move |(_, t)| {
+                    let _ = board_out.send(Output::BoardAlert(t.clone()));
+                });
+        }
         let alerts = alerts.inspect(move |t: &AlertTransition| {
             // The output thread stops only after the workers; a failed send means shutdown.
             let _ = alerts_out.send(Output::Alert(t.clone()));
@@ -198,11 +262,23 @@ pub fn build(
             };
             let out = kpi_out.clone();
             let mut last_sent: Option<Time> = None;
+            // Every update to the first worker of every process: its frontier there is the
+            // whole cluster's, so one worker per process tells the store.
             values
                 .inner
+                .flat_map(move |update| {
+                    (0..placement.processes)
+                        .map(move |p| (placement.first_worker(p), update.clone()))
+                })
+                .exchange(|(target, _)| *target as u64)
                 .sink(Pipeline, "KpiSink", move |(input, frontier)| {
                     let mut updates = Vec::new();
-                    input.for_each(|_capability, data| updates.append(data));
+                    input.for_each(|_capability, data| {
+                        updates.extend(data.drain(..).map(|(_, update)| update));
+                    });
+                    if !first_local {
+                        return;
+                    }
                     if !updates.is_empty() {
                         let _ = out.send(Output::KpiUpdates(clock, updates));
                     }
@@ -210,10 +286,14 @@ pub fn build(
                     let time = frontier.frontier().first().copied().unwrap_or(Time::MAX);
                     if last_sent != Some(time) {
                         last_sent = Some(time);
-                        let _ = out.send(Output::KpiFrontier(clock, index, time));
+                        let _ = out.send(Output::KpiFrontier(clock, 0, time));
                     }
                 });
         }
+        let (sensors_durable, sensors_durable_stream) = scope.new_input::<()>();
+        let (citizen_durable, citizen_durable_stream) = scope.new_input::<()>();
+        let (sensors_durable_probe, _) = sensors_durable_stream.probe();
+        let (citizen_durable_probe, _) = citizen_durable_stream.probe();
         (
             Inputs {
                 readings: readings_input,
@@ -221,8 +301,14 @@ pub fn build(
                 rules: rules_input,
                 reports: reports_input,
                 partitions: partitions_input,
+                durable: [sensors_durable, citizen_durable],
             },
-            [probe, citizen_probe],
+            [
+                probe,
+                citizen_probe,
+                sensors_durable_probe,
+                citizen_durable_probe,
+            ],
         )
     })
 }

@@ -466,7 +466,8 @@ pub fn start(
         .iter()
         .map(|d| (d.name.clone(), crate::dataflow::clock_of(d)))
         .collect();
-    let mut kpis = KpiStores::new(settings.workers.max(1), names);
+    // One worker per process sends the KPIs (see `dataflow::build`).
+    let mut kpis = KpiStores::new(1, names);
     shared.board.set_kpis(kpis.snapshot());
 
     // With a lease, an engine taking over learns from the shared alerts topic what the
@@ -677,7 +678,8 @@ fn worker_loop(
         std::thread::sleep(Duration::from_millis(20));
     }
     let retention = commits.history[Clock::Citizen as usize];
-    let (inputs, probes) = crate::dataflow::build(worker, kpis, seed, retention, &sender);
+    let (inputs, probes) =
+        crate::dataflow::build(worker, kpis, seed, retention, &sender, shared.workers);
     let mut reported = [0; 2];
     let mut next_commit = Instant::now() + commits.interval;
     let mut next_partition_metrics = Instant::now();
@@ -688,7 +690,10 @@ fn worker_loop(
         rules: mut rule_input,
         mut reports,
         mut partitions,
+        mut durable,
     } = inputs;
+    // The first worker of this process talks to its output thread about alert frontiers.
+    let first_local = worker.index() % shared.workers == 0;
     // Worker 0 feeds the rules: the set at start (at time 0, before any reading), then the
     // difference to each reloaded set.
     let mut running_rules: Vec<RuleRow> = Vec::new();
@@ -822,8 +827,9 @@ fn worker_loop(
         registry.flush();
         rule_input.flush();
         worker.step();
-        if worker.index() == 0 {
-            // Probes see every worker's progress: one worker reporting is enough.
+        if first_local {
+            // Probes see every worker's progress: one worker per process reporting is enough
+            // (its output thread holds the transitions this process's workers own).
             for (clock, probe) in [KpiClock::Sensors, KpiClock::Citizen]
                 .into_iter()
                 .zip(&probes)
@@ -840,15 +846,26 @@ fn worker_loop(
             next_partition_metrics = Instant::now() + Duration::from_secs(1);
             record_partitions(&source, metrics);
         }
+        for (input, slot) in durable.iter_mut().zip(&shared.durable) {
+            let time = slot.load(Ordering::Relaxed);
+            if time > *input.time() {
+                input.advance_to(time);
+            }
+        }
         if Instant::now() >= next_commit {
             next_commit = Instant::now() + commits.interval;
-            let cutoffs = [0, 1].map(|i| {
-                shared.durable[i]
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(commits.history[i])
-            });
-            if let Err(error) = source.commit(cutoffs) {
-                tracing::warn!(%error, "offset commit failed; a restart re-reads more");
+            // Durable on every process of the cluster (each process owns the alerts of its
+            // workers' keys, whatever partition their readings came from).
+            // A closed input (a worker that stopped) says nothing: no commit then.
+            let durable_now = [2, 3].map(|i| probes[i].with_frontier(|f| f.first().copied()));
+            if let [Some(sensors), Some(citizen)] = durable_now {
+                let cutoffs = [
+                    sensors.saturating_sub(commits.history[0]),
+                    citizen.saturating_sub(commits.history[1]),
+                ];
+                if let Err(error) = source.commit(cutoffs) {
+                    tracing::warn!(%error, "offset commit failed; a restart re-reads more");
+                }
             }
         }
         if worker.index() == 0 {
@@ -1046,6 +1063,7 @@ fn output_loop(
                 shared.transitions.fetch_add(1, Ordering::Relaxed);
                 on_transition(&transition);
             }
+            Some(Output::BoardAlert(transition)) => shared.board.apply(&transition),
             Some(Output::DeadLetter(letter)) => {
                 metrics
                     .dead_letters

@@ -248,7 +248,7 @@ pub fn run(
     let end = schedule.end;
     let collector = std::thread::Builder::new()
         .name("replay-outputs".into())
-        .spawn(move || collect(receiver, KpiStores::new(workers, names), end))
+        .spawn(move || collect(receiver, KpiStores::new(1, names), end))
         .map_err(|e| ReplayError(e.to_string()))?;
     let shared = Arc::new(Mutex::new(sender));
     let schedule = Arc::clone(schedule);
@@ -297,6 +297,7 @@ fn feed(
         FiringSeed::default(),
         report_retention_ms,
         sender,
+        worker.peers(),
     );
     let (index, peers) = (worker.index(), worker.peers());
     if index == 0 {
@@ -369,7 +370,7 @@ fn advance(inputs: &mut crate::dataflow::Inputs, [sensors, citizen]: [Time; 2]) 
 /// Steps the worker until the outputs of both clocks caught up with `[readings, reports]`.
 fn wait_for(
     worker: &mut timely::worker::Worker,
-    [sensor_probe, citizen_probe]: &[timely::dataflow::ProbeHandle<Time>; 2],
+    [sensor_probe, citizen_probe, ..]: &[timely::dataflow::ProbeHandle<Time>; 4],
     [readings, reports]: [Time; 2],
 ) {
     while sensor_probe.less_than(&readings) || citizen_probe.less_than(&reports) {
@@ -415,6 +416,7 @@ fn collect(
                 kpis.frontier(clock, worker, time.min(end));
             }
             Output::Alert(_)
+            | Output::BoardAlert(_)
             | Output::UnknownReport(_)
             | Output::DeadLetter(_)
             | Output::ReportOrigin(..)
