@@ -693,7 +693,7 @@ fn worker_loop(
         mut durable,
     } = inputs;
     // The first worker of this process talks to its output thread about alert frontiers.
-    let first_local = worker.index() % shared.workers == 0;
+    let first_local = worker.index().is_multiple_of(shared.workers);
     // Worker 0 feeds the rules: the set at start (at time 0, before any reading), then the
     // difference to each reloaded set.
     let mut running_rules: Vec<RuleRow> = Vec::new();
