@@ -191,17 +191,22 @@ pub fn build(
         if placement.processes > 1 {
             // Copies for the other processes' boards, one to the first worker of each.
             let board_out = alerts_out.clone();
+            // As JSON text: between processes timely encodes with bincode, which cannot
+            // decode the transition's optional fields that JSON leaves out.
             alerts
                 .clone()
                 .concat(citizen_alerts.clone())
                 .flat_map(move |t| {
+                    let text = serde_json::to_string(&t).unwrap_or_default();
                     (0..placement.processes)
                         .filter(move |p| *p != placement.process)
-                        .map(move |p| (placement.first_worker(p), t.clone()))
+                        .map(move |p| (placement.first_worker(p), text.clone()))
                 })
                 .exchange(|(target, _)| *target as u64)
-                .inspect(move |(_, t)| {
-                    let _ = board_out.send(Output::BoardAlert(t.clone()));
+                .inspect(move |(_, text)| {
+                    if let Ok(t) = serde_json::from_str::<AlertTransition>(text) {
+                        let _ = board_out.send(Output::BoardAlert(t));
+                    }
                 });
         }
         let alerts = alerts.inspect(move |t: &AlertTransition| {

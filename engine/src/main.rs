@@ -39,6 +39,18 @@ enum Command {
         /// The engine config (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Worker threads in this process (overrides `[engine] workers`).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Processes of the timely cluster (overrides `[engine] processes`).
+        #[arg(long)]
+        processes: Option<usize>,
+        /// This process's index in the cluster (overrides `[engine] process_id`).
+        #[arg(long)]
+        process_id: Option<usize>,
+        /// The cluster's `host:port` lines, one per process (overrides `[engine] hostfile`).
+        #[arg(long)]
+        hostfile: Option<PathBuf>,
     },
     /// Check config and rule files; report every error with file:line:column.
     Validate {
@@ -515,9 +527,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Run { config: path } => {
-            let loaded =
+        Command::Run {
+            config: path,
+            workers,
+            processes,
+            process_id,
+            hostfile,
+        } => {
+            let mut loaded =
                 config::load(&path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?;
+            let engine_config = &mut loaded.config.engine;
+            if let Some(workers) = workers {
+                anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+                engine_config.workers = workers;
+            }
+            if let Some(processes) = processes {
+                anyhow::ensure!(processes >= 1, "--processes must be at least 1");
+                engine_config.processes = processes;
+            }
+            if let Some(process_id) = process_id {
+                engine_config.process_id = process_id;
+            }
+            if let Some(hostfile) = hostfile {
+                // Relative to where the command runs, as command-line paths are.
+                engine_config.hostfile = Some(std::env::current_dir()?.join(hostfile));
+            }
             let stop = stop_on_ctrl_c()?;
             let status_interval = loaded.config.engine.status_interval;
             let mut settings = EngineSettings::from_config(&loaded)?;

@@ -84,6 +84,49 @@ pub struct EngineSettings {
     pub reload: ReloadSettings,
     /// Take turns with other engines of the group through a lease, if configured.
     pub lease: Option<LeaseConfig>,
+    /// This process's place in a timely cluster of several processes, if it is one.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// A timely cluster of several processes, each running `workers` threads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This process's index.
+    pub process: usize,
+    /// Every process's `host:port`, in process order.
+    pub addresses: Vec<String>,
+}
+
+impl ClusterSettings {
+    /// Reads a hostfile: one `host:port` per line (blank lines and `#` comments skipped), which
+    /// must name exactly `processes` processes.
+    pub fn from_hostfile(
+        path: &std::path::Path,
+        processes: usize,
+        process: usize,
+    ) -> Result<Self, EngineError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| EngineError::Config(format!("hostfile {}: {e}", path.display())))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        if addresses.len() != processes {
+            return Err(EngineError::Config(format!(
+                "hostfile {} names {} processes, [engine] processes is {processes}",
+                path.display(),
+                addresses.len()
+            )));
+        }
+        if process >= processes {
+            return Err(EngineError::Config(format!(
+                "process id {process} is not below the {processes} processes"
+            )));
+        }
+        Ok(ClusterSettings { process, addresses })
+    }
 }
 
 /// The engine could not start or failed while running.
@@ -191,6 +234,19 @@ impl EngineSettings {
                 topic: topic.clone(),
                 properties: properties.clone(),
             }),
+            cluster: match (config.engine.processes, &config.engine.hostfile) {
+                (0 | 1, _) => None,
+                (processes, Some(hostfile)) => Some(ClusterSettings::from_hostfile(
+                    &loaded.resolve(hostfile),
+                    processes,
+                    config.engine.process_id,
+                )?),
+                (_, None) => {
+                    return Err(EngineError::Config(
+                        "[engine] processes above 1 needs a hostfile".to_string(),
+                    ));
+                }
+            },
             kpis: load_kpis(loaded)?,
             reload: ReloadSettings {
                 source: RuleSource::Files(loaded.rule_files()),
@@ -524,7 +580,33 @@ pub fn start(
         let shared = Arc::clone(&shared);
         let metrics = metrics.clone();
         let sender = Mutex::new(sender);
-        timely::execute(timely::Config::process(settings.workers), move |worker| {
+        let config = match &settings.cluster {
+            None => timely::Config::process(settings.workers),
+            Some(cluster) => {
+                watch_timely_panics();
+                tracing::info!(
+                    process = cluster.process,
+                    processes = cluster.addresses.len(),
+                    "joining the timely cluster (waits for every process)"
+                );
+                timely::Config {
+                    communication: timely::CommunicationConfig::Cluster {
+                        threads: settings.workers,
+                        process: cluster.process,
+                        addresses: cluster.addresses.clone(),
+                        report: false,
+                        zerocopy: false,
+                    },
+                    worker: timely::WorkerConfig::default(),
+                }
+            }
+        };
+        timely::execute(config, move |worker| {
+            tracing::debug!(
+                worker = worker.index(),
+                peers = worker.peers(),
+                "worker started"
+            );
             let sender = sender
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -602,6 +684,80 @@ struct Commits {
     interval: Duration,
     /// Per clock, milliseconds of event time re-read on restart.
     history: [u64; 2],
+}
+
+/// The first panic of a timely thread (worker or network) in this process, if any.
+static TIMELY_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Records panics of timely's threads: when a process of a cluster dies, the threads
+/// talking to it panic ("timely communication error: reading data: socket closed") and the
+/// workers would wait for its progress forever; the workers look here and stop instead.
+/// Installed once per process; other panics pass through to the previous hook unchanged.
+fn watch_timely_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or_default();
+            if name.starts_with("timely:") {
+                let message = info
+                    .payload()
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                TIMELY_FAILURE
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(format!("{name}: {message}"));
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// What a timely thread of this process panicked with, if one did.
+fn timely_failure() -> Option<String> {
+    TIMELY_FAILURE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// Newest watermark per clock (sensors, citizen) of any worker of the cluster.
+type ClusterMarks = Arc<[AtomicU64; 2]>;
+
+/// A dataflow of its own that tells every worker the watermarks every other worker reached:
+/// an input (never advanced, so the marks flow at once) broadcast to all workers.
+fn cluster_watermarks(
+    worker: &mut timely::worker::Worker,
+) -> (
+    timely::dataflow::operators::vec::input::Handle<Time, (usize, u64)>,
+    ClusterMarks,
+) {
+    use timely::dataflow::operators::Operator;
+    use timely::dataflow::operators::vec::{Broadcast, Input};
+    let marks: ClusterMarks = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let seen = Arc::clone(&marks);
+    let input = worker.dataflow::<Time, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<(usize, u64)>();
+        stream.broadcast().sink(
+            timely::dataflow::channels::pact::Pipeline,
+            "ClusterWatermarks",
+            move |(input, _frontier)| {
+                input.for_each(|_, data| {
+                    for (clock, mark) in data.drain(..) {
+                        if let Some(slot) = seen.get(clock) {
+                            slot.fetch_max(mark, Ordering::Relaxed);
+                        }
+                    }
+                });
+            },
+        );
+        input
+    });
+    (input, marks)
 }
 
 /// A topic to read whole: where and how.
@@ -694,6 +850,10 @@ fn worker_loop(
     } = inputs;
     // The first worker of this process talks to its output thread about alert frontiers.
     let first_local = worker.index().is_multiple_of(shared.workers);
+    // In a cluster, workers whose partitions are all idle follow the newest watermark of any
+    // worker of the cluster, as they follow their own process's in one process.
+    let mut cluster_marks = (worker.peers() > shared.workers).then(|| cluster_watermarks(worker));
+    let mut sent_marks = [0u64; 2];
     // Worker 0 feeds the rules: the set at start (at time 0, before any reading), then the
     // difference to each reloaded set.
     let mut running_rules: Vec<RuleRow> = Vec::new();
@@ -710,6 +870,11 @@ fn worker_loop(
     let mut events = Vec::new();
     let mut counted_loaded = false;
     while !shared.stop.load(Ordering::Relaxed) {
+        if let Some(failure) = timely_failure() {
+            return Err(format!(
+                "the timely cluster failed ({failure}): a process of the cluster died or was cut off; restart every process (they resume from the committed offsets)"
+            ));
+        }
         if shared.lease.as_ref().is_some_and(Lease::lost) {
             return Err(
                 "lost the lease to another engine of the group (this one did not heartbeat within session.timeout.ms); stopping so only one consumes"
@@ -791,13 +956,29 @@ fn worker_loop(
                 }
             }
         }
-        let others = [
+        let mut others = [
             shared.watermarks[0].load(Ordering::Relaxed),
             shared.watermarks[1].load(Ordering::Relaxed),
         ];
+        if let Some((_, seen)) = &cluster_marks {
+            for (other, mark) in others.iter_mut().zip(seen.iter()) {
+                *other = (*other).max(mark.load(Ordering::Relaxed));
+            }
+        }
         let watermarks = source.advance_watermarks(others);
         for (slot, value) in shared.watermarks.iter().zip(watermarks) {
             slot.fetch_max(value, Ordering::Relaxed);
+        }
+        if let Some((input, _)) = &mut cluster_marks
+            && watermarks != sent_marks
+        {
+            for (clock, (&mark, sent)) in watermarks.iter().zip(sent_marks.iter_mut()).enumerate() {
+                if mark > *sent {
+                    *sent = mark;
+                    input.send((clock, mark));
+                }
+            }
+            input.flush();
         }
         let sensors = watermarks[Clock::Sensors as usize];
         let citizen = watermarks[Clock::Citizen as usize];

@@ -173,6 +173,18 @@ pub struct EngineConfig {
     #[serde(with = "duration")]
     #[schemars(with = "duration::DurationString")]
     pub status_interval: Duration,
+    /// Processes of one timely cluster (`1`: this process alone). With more, every process
+    /// runs the same config with its own `process_id`, and Kafka partitions, state and alerts
+    /// are spread over all workers of all processes. Default: `1`.
+    #[schemars(range(min = 1))]
+    pub processes: usize,
+    /// This process's index in the cluster, `0` to `processes - 1`. Default: `0`.
+    pub process_id: usize,
+    /// With `processes` above 1: a file of `host:port` lines, one per process in process
+    /// order (timely's cluster addresses; process `i` listens on line `i`), relative to this
+    /// file. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostfile: Option<std::path::PathBuf>,
 }
 
 /// The default number of workers: the available CPU cores, at least 1.
@@ -185,6 +197,9 @@ impl Default for EngineConfig {
         EngineConfig {
             workers: default_workers(),
             status_interval: Duration::from_secs(5),
+            processes: 1,
+            process_id: 0,
+            hostfile: None,
         }
     }
 }
@@ -489,6 +504,29 @@ pub(crate) fn validate(config: &Config, root: &Spanned<DeValue<'_>>, cx: &mut Fi
             span(&path(&["engine", "workers"])),
             "`engine.workers` must be at least 1",
             Some("leave it out to run one worker per available CPU core".to_string()),
+        );
+    }
+    if config.engine.processes == 0 {
+        cx.error(
+            span(&path(&["engine", "processes"])),
+            "`engine.processes` must be at least 1",
+            Some("leave it out to run this process alone".to_string()),
+        );
+    } else if config.engine.process_id >= config.engine.processes {
+        cx.error(
+            span(&path(&["engine", "process_id"])),
+            format!(
+                "`engine.process_id` {} is not below `engine.processes` {}",
+                config.engine.process_id, config.engine.processes
+            ),
+            Some("processes are numbered from 0".to_string()),
+        );
+    }
+    if config.engine.processes > 1 && config.engine.hostfile.is_none() {
+        cx.error(
+            span(&path(&["engine", "processes"])),
+            "`engine.processes` above 1 needs `engine.hostfile`",
+            Some("a file of host:port lines, one per process".to_string()),
         );
     }
     for (value, keys) in [
@@ -798,6 +836,22 @@ dead_letter_file = "dead.jsonl"
     }
 
     #[test]
+    fn cluster_settings_are_checked() {
+        assert_eq!(
+            errors("[engine]\nprocesses = 2\nprocess_id = 2\n"),
+            vec![
+                "2:13: `engine.processes` above 1 needs `engine.hostfile`",
+                "3:14: `engine.process_id` 2 is not below `engine.processes` 2",
+            ]
+        );
+        assert_eq!(
+            errors("[engine]\nprocesses = 0\n"),
+            vec!["2:13: `engine.processes` must be at least 1"]
+        );
+        assert!(errors("[engine]\nprocesses = 2\nprocess_id = 1\nhostfile = \"h\"\n").is_empty());
+    }
+
+    #[test]
     fn unknown_fields_wrong_types_and_bad_durations_all_at_once() {
         let text = r#"[engine]
 wrokers = 2
@@ -838,7 +892,9 @@ idle_timeout = 500
         let hints: Vec<Option<&str>> = all.iter().map(|d| d.hint.as_deref()).collect();
         assert_eq!(
             hints[0],
-            Some("did you mean `workers`? expected one of: workers, status_interval")
+            Some(
+                "did you mean `workers`? expected one of: workers, status_interval, processes, process_id, hostfile"
+            )
         );
         assert_eq!(hints[1], Some(duration::HINT));
         assert_eq!(hints[2], Some("strings are written in quotes: \"1\""));

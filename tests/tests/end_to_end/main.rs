@@ -3,6 +3,7 @@
 //! small enough for CI machines with little disk.
 
 mod citizen_reports;
+mod cluster_mode;
 mod consumer_group_lease;
 mod hostile_input;
 mod http_api;
