@@ -848,7 +848,9 @@ dead_letter_file = "dead.jsonl"
             errors("[engine]\nprocesses = 0\n"),
             vec!["2:13: `engine.processes` must be at least 1"]
         );
-        assert!(errors("[engine]\nprocesses = 2\nprocess_id = 1\nhostfile = \"h\"\n").is_empty());
+        let config = valid("[engine]\nprocesses = 2\nprocess_id = 1\nhostfile = \"h\"\n");
+        assert_eq!((config.engine.processes, config.engine.process_id), (2, 1));
+        assert_eq!(config.engine.hostfile, Some(PathBuf::from("h")));
     }
 
     #[test]
