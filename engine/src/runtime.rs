@@ -528,14 +528,10 @@ pub fn start(
 
     // With a lease, an engine taking over learns from the shared alerts topic what the
     // engine before it published.
-    let alerts_history = match (&settings.lease, &settings.outputs.alerts_topic) {
-        (Some(lease), Some(topic)) => Some(TopicToRead {
-            brokers: lease.brokers.clone(),
-            properties: lease.properties.clone(),
-            topic: topic.clone(),
-        }),
-        _ => None,
-    };
+    let alerts_history = settings
+        .lease
+        .clone()
+        .zip(settings.outputs.alerts_topic.clone());
     let output = {
         let shared = Arc::clone(&shared);
         let metrics = metrics.clone();
@@ -689,6 +685,9 @@ struct Commits {
 /// The first panic of a timely thread (worker or network) in this process, if any.
 static TIMELY_FAILURE: Mutex<Option<String>> = Mutex::new(None);
 
+/// Set with [`TIMELY_FAILURE`], so the workers' loop reads an atomic, not a lock.
+static TIMELY_FAILED: AtomicBool = AtomicBool::new(false);
+
 /// Records panics of timely's threads: when a process of a cluster dies, the threads
 /// talking to it panic ("timely communication error: reading data: socket closed") and the
 /// workers would wait for its progress forever; the workers look here and stop instead.
@@ -711,6 +710,7 @@ fn watch_timely_panics() {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .get_or_insert(format!("{name}: {message}"));
+                TIMELY_FAILED.store(true, Ordering::SeqCst);
             }
             previous(info);
         }));
@@ -719,6 +719,9 @@ fn watch_timely_panics() {
 
 /// What a timely thread of this process panicked with, if one did.
 fn timely_failure() -> Option<String> {
+    if !TIMELY_FAILED.load(Ordering::Relaxed) {
+        return None;
+    }
     TIMELY_FAILURE
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -760,13 +763,6 @@ fn cluster_watermarks(
     (input, marks)
 }
 
-/// A topic to read whole: where and how.
-struct TopicToRead {
-    brokers: String,
-    properties: Vec<(String, String)>,
-    topic: String,
-}
-
 /// How long an engine taking over may take to read the alerts topic.
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -777,31 +773,27 @@ fn take_over(
     shared: &Shared,
     recovered: &mut RecoveredAlerts,
     seed: &FiringSeed,
-    history: Option<&TopicToRead>,
+    history: Option<&(LeaseConfig, String)>,
 ) -> Result<bool, EngineError> {
     if let Some(lease) = &shared.lease {
         if !lease.wait_held(&shared.stop, Duration::MAX) {
             return Ok(false);
         }
-        if let Some(history) = history {
+        if let Some((kafka, topic)) = history {
             let payloads = citybrain_connectors::topic_history::read_whole(
-                &history.brokers,
-                &history.properties,
-                &history.topic,
+                &kafka.brokers,
+                &kafka.properties,
+                topic,
                 HISTORY_TIMEOUT,
             )
             .map_err(|e| EngineError::Worker(e.to_string()))?;
             let skipped = recovered.merge_payloads(&payloads);
             if skipped > 0 {
-                tracing::warn!(
-                    skipped,
-                    topic = history.topic,
-                    "alerts topic messages that do not parse"
-                );
+                tracing::warn!(skipped, topic, "alerts topic messages that do not parse");
             }
             tracing::info!(
                 messages = payloads.len(),
-                topic = history.topic,
+                topic,
                 "lease taken: alerts published before are left out when derived again"
             );
             seed.lock()
