@@ -17,7 +17,7 @@ use citybrain_model::AlertTransition;
 use citybrain_tests::{MockKafka, TOPICS, TestEngine, http_get, start_engine, test_config};
 use serde_json::Value;
 
-use crate::real_data_methane::{RULES, methane_columns, produce_methane};
+use crate::real_data_methane::{ROW_MS, RULES, T0, methane_columns, produce_methane};
 
 /// The methane rules plus a hopping window and a rate of rise, so keyed state of several
 /// kinds is spread over the cluster.
@@ -169,19 +169,31 @@ fn summary(transitions: &[AlertTransition]) -> Vec<(String, String, String, u64,
     out
 }
 
-/// The KPIs whose values do not depend on how far wall-clock idleness moved event time on.
-fn settled_kpis(port: u16) -> Value {
-    let (status, body) = http_get(
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        "/api/kpis",
-    );
-    assert_eq!(status, 200, "{body}");
-    let snapshot: Value = serde_json::from_str(&body).expect("json");
-    let values = &snapshot["values"];
-    serde_json::json!({
-        "max_ch4_per_face": values["max_ch4_per_face"],
-        "faces_in_alarm": values["faces_in_alarm"],
-    })
+/// The KPIs whose values do not depend on how far wall-clock idleness moved event time on,
+/// from the first snapshot on `port` complete past `last_event` (every reading reflected);
+/// waits up to 60 s for it.
+fn settled_kpis(port: u16, last_event: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http_get(
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            "/api/kpis",
+        );
+        assert_eq!(status, 200, "{body}");
+        let snapshot: Value = serde_json::from_str(&body).expect("json");
+        if snapshot["time"].as_u64().is_some_and(|t| t > last_event) {
+            let values = &snapshot["values"];
+            return serde_json::json!({
+                "max_ch4_per_face": values["max_ch4_per_face"],
+                "faces_in_alarm": values["faces_in_alarm"],
+            });
+        }
+        assert!(
+            Instant::now() < deadline,
+            "KPIs on port {port} never complete past {last_event}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Polls `done` every 200 ms for up to `limit`.
@@ -217,7 +229,8 @@ fn two_processes_of_two_workers_equal_one_process_of_one_worker() {
             n > 0 && last.1.elapsed() > Duration::from_secs(5)
         },
     );
-    let single_kpis = settled_kpis(single_port);
+    let last_event = T0 + ROW_MS * (mm116.len() as u64 - 1);
+    let single_kpis = settled_kpis(single_port, last_event);
     let (single_log, _) = single.stop();
     assert!(single_log.len() > 500, "{} transitions", single_log.len());
 
@@ -285,9 +298,11 @@ fn two_processes_of_two_workers_equal_one_process_of_one_worker() {
     );
     // Each process's API serves the whole cluster's KPIs.
     for port in ports {
-        eventually("the cluster's KPIs", Duration::from_secs(30), || {
-            settled_kpis(port) == single_kpis
-        });
+        assert_eq!(
+            settled_kpis(port, last_event),
+            single_kpis,
+            "the cluster's KPIs on port {port}"
+        );
     }
 
     // Killing one process takes the other down with an error, not a hang.
