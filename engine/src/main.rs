@@ -12,7 +12,7 @@ use citybrain_connectors::dispatch::Secret;
 use citybrain_connectors::simulate::{SimulationProducer, SimulationTopics, run_real_time};
 use citybrain_connectors::simulator::{Scale, Simulator, SimulatorConfig};
 use citybrain_engine::receiver::DemoReceiver;
-use citybrain_engine::reload::{RuleSource, reload_on_sighup};
+use citybrain_engine::reload::{RuleSource, on_signal, reload_on_sighup};
 use citybrain_engine::runtime::{self, EngineSettings, Status};
 use citybrain_engine::{config, demo, replay};
 use citybrain_model::time::{format_event_time, now_millis};
@@ -208,27 +208,16 @@ fn stop_on_ctrl_c() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("a runtime for the SIGTERM handler")?;
-    let mut terms = runtime
-        .block_on(async {
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        })
-        .context("installing the SIGTERM handler")?;
     let flag = Arc::clone(&stop);
-    std::thread::Builder::new()
-        .name("citybrain-sigterm".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                if terms.recv().await.is_some() {
-                    tracing::info!("SIGTERM: stopping");
-                    flag.store(true, Ordering::SeqCst);
-                }
-            });
-        })
-        .context("starting the SIGTERM thread")?;
+    on_signal(
+        tokio::signal::unix::SignalKind::terminate(),
+        "citybrain-sigterm",
+        move || {
+            tracing::info!("SIGTERM: stopping");
+            flag.store(true, Ordering::SeqCst);
+        },
+    )
+    .context("installing the SIGTERM handler")?;
     Ok(stop)
 }
 

@@ -611,21 +611,33 @@ fn watch_dirs(
 /// Reloads the rule files on every `SIGHUP` to this process, from a thread of its own for the
 /// process's life (`kill -HUP <pid>`, as daemons are told to re-read their config).
 pub fn reload_on_sighup(reloader: Arc<Reloader>) -> std::io::Result<()> {
+    on_signal(
+        tokio::signal::unix::SignalKind::hangup(),
+        "citybrain-sighup",
+        move || {
+            tracing::info!("SIGHUP: reloading the rule files");
+            reloader.reload(Trigger::Signal);
+        },
+    )
+}
+
+/// Runs `handler` on a thread of its own (named `thread`) each time the process receives the
+/// signal `kind`; from the call on, the signal no longer has its default effect.
+pub fn on_signal(
+    kind: tokio::signal::unix::SignalKind,
+    thread: &str,
+    mut handler: impl FnMut() + Send + 'static,
+) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut hangups = runtime.block_on(async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    })?;
+    let mut signals = runtime.block_on(async { tokio::signal::unix::signal(kind) })?;
     std::thread::Builder::new()
-        .name("citybrain-sighup".into())
+        .name(thread.into())
         .spawn(move || {
             runtime.block_on(async move {
-                while hangups.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reloading the rule files");
-                    let reloader = Arc::clone(&reloader);
-                    let _ =
-                        tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await;
+                while signals.recv().await.is_some() {
+                    handler();
                 }
             });
         })?;
