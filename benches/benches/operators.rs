@@ -89,17 +89,54 @@ fn operators(c: &mut Criterion) {
 
 type Messages = Vec<(Time, Vec<Vec<u8>>)>;
 
-/// One run of `pipeline` on `workers` workers fed wire JSON: each worker decodes every
+/// How the workers of a run are laid out.
+#[derive(Clone, Copy, Debug)]
+enum Topology {
+    /// One timely process with this many worker threads.
+    Threads(usize),
+    /// This many timely processes of one worker each, connected over TCP on 127.0.0.1 the way
+    /// `citybrain run --processes` connects them (here each runs as a thread of the bench
+    /// process, with its own communication layer: data between them is serialized).
+    Processes(usize),
+}
+
+impl Topology {
+    fn workers(self) -> usize {
+        match self {
+            Topology::Threads(n) | Topology::Processes(n) => n,
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Topology::Threads(n) => format!("1x{n}"),
+            Topology::Processes(n) => format!("{n}x1"),
+        }
+    }
+}
+
+/// `count` free TCP addresses on 127.0.0.1 (bound and released: free at the time of asking).
+fn free_addresses(count: usize) -> Vec<String> {
+    let listeners: Vec<_> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("bound").to_string())
+        .collect()
+}
+
+/// One run of `pipeline` laid out as `topology`, fed wire JSON: each worker decodes every
 /// `workers`-th message of each batch and feeds the readings. Times from a barrier after the
 /// untimed setup to the last worker done.
 fn timed_bytes_run(
     pipeline: Pipeline,
-    workers: usize,
+    topology: Topology,
     registry: Arc<Vec<RegistryRow>>,
     messages: Arc<Messages>,
 ) -> Duration {
-    let barrier = Arc::new(Barrier::new(workers));
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+    let barrier = Arc::new(Barrier::new(topology.workers()));
+    let work = move |worker: &mut timely::worker::Worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let mut handles = build(worker, pipeline, false);
         let (registry, rules) = if index == 0 {
@@ -123,12 +160,44 @@ fn timed_bytes_run(
         }
         drop(finish(worker, handles));
         start.elapsed()
-    })
-    .expect("timely workers start");
-    guards
-        .join()
+    };
+    let configs: Vec<timely::Config> = match topology {
+        Topology::Threads(n) => vec![timely::Config::process(n)],
+        Topology::Processes(n) => {
+            let addresses = free_addresses(n);
+            (0..n)
+                .map(|process| timely::Config {
+                    communication: timely::CommunicationConfig::Cluster {
+                        threads: 1,
+                        process,
+                        addresses: addresses.clone(),
+                        report: false,
+                        zerocopy: false,
+                    },
+                    worker: timely::WorkerConfig::default(),
+                })
+                .collect()
+        }
+    };
+    // Each process's `execute` waits for the others to connect: start them side by side.
+    let processes: Vec<_> = configs
         .into_iter()
-        .map(|elapsed| elapsed.expect("worker finishes"))
+        .map(|config| {
+            let work = work.clone();
+            std::thread::spawn(move || {
+                timely::execute(config, work)
+                    .expect("timely workers start")
+                    .join()
+                    .into_iter()
+                    .map(|elapsed| elapsed.expect("worker finishes"))
+                    .max()
+                    .unwrap_or_default()
+            })
+        })
+        .collect();
+    processes
+        .into_iter()
+        .map(|process| process.join().expect("process thread finishes"))
         .max()
         .unwrap_or_default()
 }
@@ -149,10 +218,14 @@ fn bytes_to_alerts(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8))
         .throughput(Throughput::Elements(workload.events as u64));
     for pipeline in [Pipeline::Engine, Pipeline::Floor] {
-        for workers in [1, 2] {
+        for topology in [
+            Topology::Threads(1),
+            Topology::Threads(2),
+            Topology::Processes(2),
+        ] {
             let id = BenchmarkId::new(
                 pipeline.name(),
-                format!("10k_sensors/10k_batch/{workers}_workers"),
+                format!("10k_sensors/10k_batch/{}", topology.name()),
             );
             group.bench_function(id, |b| {
                 b.iter_custom(|iters| {
@@ -160,7 +233,7 @@ fn bytes_to_alerts(c: &mut Criterion) {
                         .map(|_| {
                             timed_bytes_run(
                                 pipeline,
-                                workers,
+                                topology,
                                 Arc::clone(&registry),
                                 Arc::clone(&messages),
                             )

@@ -1,6 +1,8 @@
 //! What every rule kind produces and the `for`/hysteresis state machine consumes: a derived
 //! value per (rule, alert entity, event time), with the rule's alarm side as of that time.
 
+use std::sync::Arc;
+
 use citybrain_model::Labels;
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
@@ -22,20 +24,28 @@ pub struct RuleHit {
     /// value is a code (correlation rules report their first metric).
     pub reported: OrderedFloat<f64>,
     /// The alert entity's labels (and, for some kinds, values such as `ch4` for summaries).
-    pub labels: Labels,
-    /// The alarm side as of `time` (so a changed threshold applies from its change on).
-    pub rule: ThresholdRule,
+    /// Shared: every hit of an entity carries the same labels, and a hit is cloned on its way
+    /// through the dataflow.
+    pub labels: Arc<Labels>,
+    /// The alarm side as of `time` (so a changed threshold applies from its change on); shared
+    /// by every hit of the rule for the same reason.
+    pub rule: Arc<ThresholdRule>,
 }
 
 impl RuleHit {
     /// An evaluation that reports the value it compares.
-    pub fn new(time: Time, value: f64, labels: Labels, rule: ThresholdRule) -> Self {
+    pub fn new(
+        time: Time,
+        value: f64,
+        labels: impl Into<Arc<Labels>>,
+        rule: impl Into<Arc<ThresholdRule>>,
+    ) -> Self {
         RuleHit {
             time,
             value: OrderedFloat(value),
             reported: OrderedFloat(value),
-            labels,
-            rule,
+            labels: labels.into(),
+            rule: rule.into(),
         }
     }
 }

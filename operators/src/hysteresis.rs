@@ -36,7 +36,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::vec::{Broadcast, Filter};
 
 use crate::hit::{HitRow, RuleHit};
 use crate::rule::{RuleRow, ThresholdRule};
@@ -154,7 +154,7 @@ struct Waiting {
 
 /// What a firing alert was raised with, to resolve it when its rule is removed.
 struct Fired {
-    labels: Labels,
+    labels: Arc<Labels>,
     value: f64,
 }
 
@@ -244,7 +244,16 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
         // Alert states are spread over the workers by key: every worker needs every rule change
         // to find the alerts of a removed rule among its keys.
         let rule_changes = rules.inner.broadcast();
-        self.inner.binary_frontier(
+        // Hits are instants: at a time `t` the hits present all have `hit.time == t`, so the
+        // updates at `t` about earlier hits (the retractions one tick after them, see
+        // `instant`, and a join's insertions and retractions that cancel with them) add up
+        // to retractions, which change nothing here: only insertions are evaluations.
+        // Dropping them before the exchange halves what crosses to the key's worker and
+        // waits for the frontier.
+        let evaluations = self
+            .inner
+            .filter(|((_, hit), time, _)| hit.time >= *time);
+        evaluations.binary_frontier(
             rule_changes,
             exchange,
             Pipeline,

@@ -1,19 +1,21 @@
 //! Matching readings with rules: enriched reading instants are arranged once by
-//! (domain, metric) and every rule kind joins its rules with that one arrangement, keeping the
-//! readings in each rule's label scope.
+//! (domain, metric, shard) and every rule kind joins its rules, copied to every shard, with
+//! that one arrangement, keeping the readings in each rule's label scope.
+
+use std::sync::Arc;
 
 use citybrain_model::{Domain, Metric};
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::{ExchangeData, VecCollection};
 
-use crate::enrich::{Enrich, Event};
+use crate::enrich::{Enrich, Event, EventKey, SHARDS};
 use crate::instant::IntoInstants;
 use crate::{Diff, ReadingRow, RegistryRow, Time};
 
-/// Reading instants with their entity's labels, arranged by (domain, metric): built once,
-/// shared by every rule kind.
-pub type Events<'s> = Arranged<'s, TraceAgent<ValSpine<(Domain, Metric), Event, Time, Diff>>>;
+/// Reading instants with their entity's labels, arranged by (domain, metric, shard): built
+/// once, shared by every rule kind.
+pub type Events<'s> = Arranged<'s, TraceAgent<ValSpine<EventKey, Event, Time, Diff>>>;
 
 /// The shared event arrangement: readings (each `+1` at its event time) as instants, enriched
 /// with reference data.
@@ -27,7 +29,8 @@ pub fn events<'s>(
 /// Joins rules keyed by the (domain, metric) they watch with the events.
 pub trait MatchEvents<'s, R> {
     /// One `(rule, event)` per event of the rule's (domain, metric) for which `selects` holds
-    /// (usually: the entity is in the rule's scope). The output is an instant per match.
+    /// (usually: the entity is in the rule's scope). The output is an instant per match. The
+    /// rule is shared by its matches (one allocation per rule, not per match).
     ///
     /// ```
     /// use citybrain_model::{Domain, Metric};
@@ -58,24 +61,28 @@ pub trait MatchEvents<'s, R> {
         self,
         events: &Events<'s>,
         selects: F,
-    ) -> VecCollection<'s, Time, (R, Event), Diff>
+    ) -> VecCollection<'s, Time, (Arc<R>, Event), Diff>
     where
         F: Fn(&R, &Event) -> bool + 'static;
 }
 
-impl<'s, R: ExchangeData> MatchEvents<'s, R>
+impl<'s, R: ExchangeData + Sync> MatchEvents<'s, R>
     for VecCollection<'s, Time, ((Domain, Metric), R), Diff>
 {
     fn match_events<F>(
         self,
         events: &Events<'s>,
         selects: F,
-    ) -> VecCollection<'s, Time, (R, Event), Diff>
+    ) -> VecCollection<'s, Time, (Arc<R>, Event), Diff>
     where
         F: Fn(&R, &Event) -> bool + 'static,
     {
-        self.join_core(events.clone(), move |_, rule, event| {
-            selects(rule, event).then(|| (rule.clone(), event.clone()))
+        self.flat_map(|((domain, metric), rule)| {
+            let rule = Arc::new(rule);
+            (0..SHARDS).map(move |shard| ((domain, metric, shard), Arc::clone(&rule)))
+        })
+        .join_core(events.clone(), move |_, rule: &Arc<R>, event: &Event| {
+            selects(rule, event).then(|| (Arc::clone(rule), event.clone()))
         })
     }
 }

@@ -16,6 +16,7 @@
 //! report.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use citybrain_model::{Labels, ReportKind};
 use differential_dataflow::consolidation::consolidate;
@@ -239,7 +240,7 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                         }
                         let mut hits = effects.hits;
                         for (_, hit) in &mut hits {
-                            with_grid_labels(&mut hit.labels, &grid_labels);
+                            with_grid_labels(Arc::make_mut(&mut hit.labels), &grid_labels);
                         }
                         if !hits.is_empty() {
                             output

@@ -7,6 +7,8 @@
 //! derived value per (rule, alert entity, event time) that the one `for`/hysteresis state
 //! machine ([`crate::hysteresis`]) compares with that alarm side.
 
+use std::sync::Arc;
+
 use citybrain_model::{Domain, Labels, Metric, Severity};
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
@@ -160,10 +162,11 @@ impl GroupBy {
     }
 
     /// The group a reading of `entity` with `labels` belongs to: the alert entity and the
-    /// labels the alert carries. `None` when the entity lacks the group's label.
-    pub fn group(self, entity: &str, labels: &Labels) -> Option<(String, Labels)> {
+    /// labels the alert carries (the entity's own, shared, for [`GroupBy::Entity`]). `None`
+    /// when the entity lacks the group's label.
+    pub fn group(self, entity: &str, labels: &Arc<Labels>) -> Option<(String, Arc<Labels>)> {
         if self == GroupBy::Entity {
-            return Some((entity.to_string(), labels.clone()));
+            return Some((entity.to_string(), Arc::clone(labels)));
         }
         let name = self.as_str();
         let value = labels.iter().find(|(k, _)| k == name)?.1.clone();
@@ -173,7 +176,7 @@ impl GroupBy {
             .filter(|(k, _)| carried.contains(&k.as_str()))
             .cloned()
             .collect();
-        Some((value, kept))
+        Some((value, Arc::new(kept)))
     }
 }
 

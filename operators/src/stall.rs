@@ -41,6 +41,8 @@
 //! each (being heard from does not set a new one: a timer that comes due before the newest
 //! event plus `stall_after` moves there).
 
+use std::sync::Arc;
+
 use citybrain_model::{Labels, PartitionId};
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
@@ -148,8 +150,8 @@ fn hit(rule: &StallRule, partition: &PartitionId, time: Time, stalled: bool, new
             time,
             value: OrderedFloat(if stalled { 1.0 } else { 0.0 }),
             reported: OrderedFloat(seconds),
-            labels,
-            rule: rule.alarm.clone(),
+            labels: Arc::new(labels),
+            rule: Arc::new(rule.alarm.clone()),
         },
     ))
 }

@@ -38,6 +38,8 @@
 //! (rule, entity), and the pending deadlines (at most one live one per record; superseded ones
 //! are skipped when they come due).
 
+use std::sync::Arc;
+
 use citybrain_model::Labels;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
@@ -166,8 +168,8 @@ fn hit(watch: &Watch, entity: &str, time: Time, silent: bool, last: Time) -> Hit
             time,
             value: OrderedFloat(if silent { 1.0 } else { 0.0 }),
             reported: OrderedFloat(seconds),
-            labels,
-            rule: alarm,
+            labels: Arc::new(labels),
+            rule: Arc::new(alarm),
         },
     )
 }
@@ -390,7 +392,12 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
         let readings = rules
             .map(|rule| ((rule.alarm.domain, rule.alarm.metric), rule))
             .match_events(&self, |rule, event| rule.alarm.selects(&event.labels))
-            .map(|(rule, event)| ((rule.alarm.id, event.entity), Input::Reading(event.time)));
+            .map(|(rule, event)| {
+                (
+                    (rule.alarm.id.clone(), event.entity),
+                    Input::Reading(event.time),
+                )
+            });
         let stalled = stalled.map(|key| (key, Input::Stalled));
 
         let exchange = Exchange::new(|update: &((Key, Input), Time, Diff)| update.0.0.1.hashed());

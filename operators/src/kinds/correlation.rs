@@ -20,6 +20,8 @@
 //! instant joins the state of both sides. State holds the readings of the last `tolerance` per
 //! live group.
 
+use std::sync::Arc;
+
 use citybrain_model::{Domain, Labels, Metric};
 use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
@@ -164,7 +166,7 @@ pub struct SideKey {
 type SideReading = (String, Time, OrderedFloat<f64>);
 
 /// A pending evaluation: the rule as of the reading, the group's labels, the reading's time.
-type Evaluation = (CorrelationRule, Labels, Time);
+type Evaluation = (CorrelationRule, Arc<Labels>, Time);
 
 /// Joins two metrics of a group as of each reading.
 pub trait Correlations<'s> {
@@ -243,9 +245,10 @@ impl<'s> Correlations<'s> for Events<'s> {
         });
         let matched = sides
             .match_events(&self, |(rule, _), event| rule.alarm.selects(&event.labels))
-            .flat_map(|((rule, side), event)| {
+            .flat_map(|(matched, event)| {
+                let (rule, side) = &*matched;
                 let (group, labels) = rule.group_by.group(&event.entity, &event.labels)?;
-                Some((rule, side, group, labels, event))
+                Some((rule.clone(), side.clone(), group, labels, event))
             });
 
         let states = matched
@@ -312,8 +315,8 @@ impl<'s> Correlations<'s> for Events<'s> {
                     time: *time,
                     value: OrderedFloat(level),
                     reported: *first,
-                    labels: rule.labels(labels, first.0, second.0),
-                    rule: rule.level_rule(),
+                    labels: Arc::new(rule.labels(labels, first.0, second.0)),
+                    rule: Arc::new(rule.level_rule()),
                 };
                 Some(((rule.alarm.id.clone(), key.group.clone()), hit))
             })

@@ -42,6 +42,7 @@
 //! firing alert are forgotten after the retention.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use citybrain_model::{Domain, Labels, ReportKind};
 use differential_dataflow::VecCollection;
@@ -189,8 +190,8 @@ pub(crate) fn report_hit(
             time,
             value: OrderedFloat(if on { 1.0 } else { 0.0 }),
             reported: OrderedFloat(hours),
-            labels,
-            rule,
+            labels: Arc::new(labels),
+            rule: Arc::new(rule),
         },
     )
 }

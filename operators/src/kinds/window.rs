@@ -18,6 +18,8 @@
 //! silence is the absence kind's business). Identical readings (same entity, time and value)
 //! count once.
 
+use std::sync::Arc;
+
 use citybrain_model::{Domain, Labels, Metric};
 use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
@@ -146,20 +148,23 @@ pub struct WindowShape {
 }
 
 /// One window of one group under one rule.
+///
+/// The group and the end come first: keys are sorted and compared all the time, and those two
+/// tell most keys apart; the rule id and shape are shared by every key of the rule.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WindowKey {
-    /// Rule id.
-    pub rule: String,
-    /// The rule's shape when the reading arrived.
-    pub shape: WindowShape,
     /// The group (alert entity).
     pub group: String,
     /// End of the window (exclusive), when it is evaluated.
     pub end: Time,
+    /// Rule id.
+    pub rule: Arc<str>,
+    /// The rule's shape when the reading arrived.
+    pub shape: Arc<WindowShape>,
 }
 
 /// A reading in a window: value first, so a window's values arrive sorted.
-type WindowValue = (OrderedFloat<f64>, Time, String, Labels);
+type WindowValue = (OrderedFloat<f64>, Time, String, Arc<Labels>);
 
 /// Aggregates events over windows.
 pub trait WindowAggregates<'s> {
@@ -221,24 +226,31 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
         self,
         rules: VecCollection<'s, Time, WindowRule, Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
+        // The id and shape are built once per rule and shared by its windows' keys.
         let windowed = rules
             .clone()
-            .map(|rule| ((rule.alarm.domain, rule.alarm.metric), rule))
-            .match_events(&self, |rule, event| rule.alarm.selects(&event.labels))
+            .map(|rule| {
+                let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
+                let shape = Arc::new(rule.shape());
+                ((rule.alarm.domain, rule.alarm.metric), (rule, id, shape))
+            })
+            .match_events(&self, |(rule, _, _), event| {
+                rule.alarm.selects(&event.labels)
+            })
             .flat_map(|(rule, event)| {
+                let (rule, id, shape) = &*rule;
                 let Some((group, labels)) = rule.group_by.group(&event.entity, &event.labels)
                 else {
                     return Vec::new();
                 };
-                let shape = rule.shape();
                 let value: WindowValue = (event.value, event.time, event.entity, labels);
                 rule.window_ends(event.time)
                     .map(|end| {
                         let key = WindowKey {
-                            rule: rule.alarm.id.clone(),
-                            shape: shape.clone(),
                             group: group.clone(),
                             end,
+                            rule: Arc::clone(id),
+                            shape: Arc::clone(shape),
                         };
                         (key, value.clone())
                     })
@@ -260,7 +272,10 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
             }
         });
 
-        let current = rules.map(|rule| ((rule.alarm.id.clone(), rule.shape()), rule.alarm));
+        let current = rules.map(|rule| {
+            let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
+            ((id, Arc::new(rule.shape())), Arc::new(rule.alarm))
+        });
         results
             .map(|(key, (result, labels))| {
                 ((key.rule, key.shape), (key.group, key.end, result, labels))
@@ -268,7 +283,7 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
             .join_map(current, |_, (group, end, result, labels), alarm| {
                 (
                     (alarm.id.clone(), group.clone()),
-                    RuleHit::new(*end, result.0, labels.clone(), alarm.clone()),
+                    RuleHit::new(*end, result.0, Arc::clone(labels), Arc::clone(alarm)),
                 )
             })
     }

@@ -14,7 +14,7 @@ use crate::reference::{RuleChange, rule_transitions_over_time};
 use crate::rule::{Direction, GroupBy, RuleRow};
 
 /// One rule of each kind; `v` picks one of two versions of levels and shapes.
-fn rules(v: usize) -> Vec<RuleRow> {
+pub(super) fn rules(v: usize) -> Vec<RuleRow> {
     let pick = |a: f64, b: f64| if v == 0 { a } else { b };
     let pick_ms = |a: u64, b: u64| if v == 0 { a } else { b };
     vec![

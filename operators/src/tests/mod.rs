@@ -11,6 +11,7 @@ mod absence;
 mod all_kinds;
 mod baseline;
 mod correlation;
+mod exchange;
 mod follow_up;
 mod rate_of_rise;
 mod report_deadline;
