@@ -250,9 +250,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
         // to retractions, which change nothing here: only insertions are evaluations.
         // Dropping them before the exchange halves what crosses to the key's worker and
         // waits for the frontier.
-        let evaluations = self
-            .inner
-            .filter(|((_, hit), time, _)| hit.time >= *time);
+        let evaluations = self.inner.filter(|((_, hit), time, _)| hit.time >= *time);
         evaluations.binary_frontier(
             rule_changes,
             exchange,

@@ -34,6 +34,7 @@ pub mod instant;
 pub mod kinds;
 pub mod kpi;
 pub mod latest;
+pub mod lookup;
 pub mod matching;
 pub mod overdue;
 pub mod reference;

@@ -1,36 +1,33 @@
-//! Matching readings with rules: enriched reading instants are arranged once by
-//! (domain, metric, shard) and every rule kind joins its rules, copied to every shard, with
-//! that one arrangement, keeping the readings in each rule's label scope.
+//! Matching readings with rules: every rule kind looks its rules up for each enriched reading
+//! ([`crate::lookup`]), keeping the readings in each rule's label scope. The rules are few and
+//! every worker holds all of them, so readings stay on the worker that enriched them.
 
 use std::sync::Arc;
 
 use citybrain_model::{Domain, Metric};
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::ValSpine;
-use differential_dataflow::{ExchangeData, VecCollection};
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::vec::Broadcast;
 
-use crate::enrich::{Enrich, Event, EventKey, SHARDS};
-use crate::instant::IntoInstants;
+pub use crate::enrich::Events;
+use crate::enrich::{Enrich, EnrichedRow, Event};
+use crate::lookup::{Emit, LookupAsOf};
 use crate::{Diff, ReadingRow, RegistryRow, Time};
 
-/// Reading instants with their entity's labels, arranged by (domain, metric, shard): built
-/// once, shared by every rule kind.
-pub type Events<'s> = Arranged<'s, TraceAgent<ValSpine<EventKey, Event, Time, Diff>>>;
-
-/// The shared event arrangement: readings (each `+1` at its event time) as instants, enriched
-/// with reference data.
+/// The shared enriched readings: readings (each `+1` at its event time) with reference data.
 pub fn events<'s>(
     readings: VecCollection<'s, Time, ReadingRow, Diff>,
     registry: VecCollection<'s, Time, RegistryRow, Diff>,
 ) -> Events<'s> {
-    readings.into_instants().enrich(registry).arrange_by_key()
+    readings.enrich(registry)
 }
 
-/// Joins rules keyed by the (domain, metric) they watch with the events.
+/// Matches rules keyed by the (domain, metric) they watch with the events.
 pub trait MatchEvents<'s, R> {
     /// One `(rule, event)` per event of the rule's (domain, metric) for which `selects` holds
-    /// (usually: the entity is in the rule's scope). The output is an instant per match. The
-    /// rule is shared by its matches (one allocation per rule, not per match).
+    /// (usually: the entity is in the rule's scope), with the rules as of the event's time.
+    /// The output is an instant per match (see [`crate::instant`]). The rule is shared by its
+    /// matches (one allocation per rule, not per match).
     ///
     /// ```
     /// use citybrain_model::{Domain, Metric};
@@ -47,9 +44,8 @@ pub trait MatchEvents<'s, R> {
     ///     rule_rows
     ///         .match_events(&events, |level: &OrderedFloat<f64>, event| event.value >= *level)
     ///         .inspect(|((level, event), time, diff)| {
-    ///             if *diff > 0 {
-    ///                 assert_eq!((level.0, event.entity.as_str(), *time), (1.0, "s2", 4));
-    ///             }
+    ///             assert_eq!((level.0, event.entity.as_str()), (1.0, "s2"));
+    ///             assert_eq!((*time, *diff), if *diff > 0 { (4, 1) } else { (5, -1) });
     ///         });
     ///     rules.insert(((Domain::Mine, Metric::Ch4), OrderedFloat(1.0)));
     ///     readings.advance_to(4);
@@ -77,12 +73,26 @@ impl<'s, R: ExchangeData + Sync> MatchEvents<'s, R>
     where
         F: Fn(&R, &Event) -> bool + 'static,
     {
-        self.flat_map(|((domain, metric), rule)| {
-            let rule = Arc::new(rule);
-            (0..SHARDS).map(move |shard| ((domain, metric, shard), Arc::clone(&rule)))
-        })
-        .join_core(events.clone(), move |_, rule: &Arc<R>, event: &Event| {
-            selects(rule, event).then(|| (Arc::clone(rule), event.clone()))
-        })
+        let rules = self
+            .map(|(watched, rule)| (watched, Arc::new(rule)))
+            .inner
+            .broadcast();
+        events
+            .clone()
+            .lookup_as_of(
+                rules,
+                Pipeline,
+                Pipeline,
+                |(watched, _): &EnrichedRow| *watched,
+                Emit::Instant,
+                move |(_, event), _, rules, out| {
+                    for (rule, count) in rules {
+                        if *count > 0 && selects(rule, event) {
+                            out.push((Arc::clone(rule), event.clone()));
+                        }
+                    }
+                },
+            )
+            .as_collection()
     }
 }

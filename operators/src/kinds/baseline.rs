@@ -69,6 +69,9 @@ pub trait Baselines<'s> {
     ///     let (mut rules, rule_rows) = scope.new_collection();
     ///     events(reading_rows, registry_rows)
     ///         .baseline_hits(rule_rows)
+    ///         // The means and the readings meet in whatever order they arrive: what holds
+    ///         // at a time is the consolidated result.
+    ///         .consolidate()
     ///         .inspect(|((_, hit), time, diff)| {
     ///             if *diff > 0 && *time == 30 {
     ///                 // 10 against the mean of 20 and 40.

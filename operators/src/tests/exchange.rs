@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{alarm, all_kinds, registry};
-use crate::enrich::{Event, shard_of};
+use crate::enrich::Event;
 use crate::hit::RuleHit;
 use crate::kinds::window::WindowKey;
 use crate::rule::{Direction, RuleRow};
@@ -47,7 +47,7 @@ fn every_exchanged_row_type_survives_bincode() {
     round_trip(rules.clone());
     let labels = Arc::new(vec![("face".to_string(), "m1/f1".to_string())]);
     round_trip((
-        (Domain::Mine, Metric::Ch4, shard_of("s1")),
+        (Domain::Mine, Metric::Ch4),
         Event {
             time: 7,
             entity: "s1".into(),

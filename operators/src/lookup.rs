@@ -1,0 +1,286 @@
+//! Looking events up in a slowly changing table as of each event's time: a half join.
+//!
+//! Readings are many and each is an instant (see [`crate::instant`]); reference data and rules
+//! are few and change rarely. A differential `join` of the two arranges both sides, so every
+//! reading is sorted and merged into an arrangement only to be matched once and forgotten.
+//! Here only the table is kept, as plain per-key state; each event is matched against the
+//! table as it stands at the event's time and passed on. For instants that is the same
+//! result: an event present only at `t` meets exactly the table rows present at `t`.
+//!
+//! Events wait until the table's frontier has passed their time (its rows at that time are
+//! final); table changes wait until no event before them can arrive any more. Both are
+//! applied in time order, so out-of-order input within the frontiers gives the in-order
+//! result. Downstream operators wait for the same frontiers anyway, so nothing is held back
+//! longer than before.
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::{Data, ExchangeData};
+use rustc_hash::FxHashMap;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::ParallelizationContract;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::{Diff, Time};
+
+/// A table change: a `(key, value)` row inserted (`+1`) or removed (`-1`) at a time.
+pub type TableUpdate<K, V> = ((K, V), Time, Diff);
+
+/// What waits for one time: the capability to emit at it (once an event of that time came),
+/// the events and the table changes of that time.
+struct Waiting<D, K, V> {
+    capability: Option<Capability<Time>>,
+    events: Vec<(D, Diff)>,
+    changes: Vec<((K, V), Diff)>,
+}
+
+impl<D, K, V> Default for Waiting<D, K, V> {
+    fn default() -> Self {
+        Waiting {
+            capability: None,
+            events: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+}
+
+/// What an event's output looks like in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// Each output at the event's time only, as the event came (a stream of occurrences).
+    Once,
+    /// Each output as an instant: `+diff` at the event's time and `-diff` one tick later.
+    Instant,
+}
+
+/// Matches events with the rows of a table as of the event's time.
+pub trait LookupAsOf<'s, D> {
+    /// For each event, `logic(event, time, rows, output)` with the table's rows under
+    /// `key_of(event)` at the event's time (each row with its count, positive for a present
+    /// row; an empty slice when the key has none). What `logic` pushes is emitted with the
+    /// event's diff, at its time ([`Emit::Once`]) or as an instant ([`Emit::Instant`]).
+    ///
+    /// `event_pact` and `table_pact` route both inputs: the same key must reach the same
+    /// worker (exchange both by the key), or every worker must see the whole table (broadcast
+    /// it and keep events where they are). The table is a set: a row's count is not
+    /// multiplied into the output.
+    ///
+    /// ```
+    /// use citybrain_operators::lookup::{Emit, LookupAsOf};
+    /// use timely::dataflow::channels::pact::Pipeline;
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    ///
+    /// let captured = timely::example(|scope| {
+    ///     // The table: sensor -> face; sensor 1 moves from face 10 to face 20 at time 5.
+    ///     let table = vec![((1u32, 10u32), 0, 1), ((1, 10), 5, -1), ((1, 20), 5, 1)].to_stream(scope);
+    ///     let readings = vec![(1u32, 3, 1), (1, 5, 1), (9, 6, 1)].to_stream(scope);
+    ///     readings
+    ///         .lookup_as_of(table, Pipeline, Pipeline, |s: &u32| *s, Emit::Once, |s, _, rows, out| {
+    ///             // 0: not in the table.
+    ///             let face = rows.first().map_or(0, |(face, _)| *face);
+    ///             out.push((*s, face));
+    ///         })
+    ///         .capture()
+    /// });
+    /// let mut seen: Vec<_> = captured.extract().into_iter().flat_map(|(_, data)| data).collect();
+    /// seen.sort();
+    /// assert_eq!(seen, vec![((1, 10), 3, 1), ((1, 20), 5, 1), ((9, 0), 6, 1)]);
+    /// ```
+    #[allow(clippy::too_many_arguments)] // two inputs, their routes, and what to do
+    fn lookup_as_of<K, V, O, P1, P2, F, L>(
+        self,
+        table: StreamVec<'s, Time, TableUpdate<K, V>>,
+        event_pact: P1,
+        table_pact: P2,
+        key_of: F,
+        emit: Emit,
+        logic: L,
+    ) -> StreamVec<'s, Time, (O, Time, Diff)>
+    where
+        K: ExchangeData + Hash + Eq,
+        V: ExchangeData,
+        O: Data,
+        P1: ParallelizationContract<Time, Vec<(D, Time, Diff)>>,
+        P2: ParallelizationContract<Time, Vec<TableUpdate<K, V>>>,
+        F: Fn(&D) -> K + 'static,
+        L: FnMut(&D, Time, &[(V, Diff)], &mut Vec<O>) + 'static;
+}
+
+impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
+    fn lookup_as_of<K, V, O, P1, P2, F, L>(
+        self,
+        table: StreamVec<'s, Time, TableUpdate<K, V>>,
+        event_pact: P1,
+        table_pact: P2,
+        key_of: F,
+        emit: Emit,
+        mut logic: L,
+    ) -> StreamVec<'s, Time, (O, Time, Diff)>
+    where
+        K: ExchangeData + Hash + Eq,
+        V: ExchangeData,
+        O: Data,
+        P1: ParallelizationContract<Time, Vec<(D, Time, Diff)>>,
+        P2: ParallelizationContract<Time, Vec<TableUpdate<K, V>>>,
+        F: Fn(&D) -> K + 'static,
+        L: FnMut(&D, Time, &[(V, Diff)], &mut Vec<O>) + 'static,
+    {
+        self.binary_frontier(
+            table,
+            event_pact,
+            table_pact,
+            "LookupAsOf",
+            move |_capability, _info| {
+                let mut waiting: BTreeMap<Time, Waiting<D, K, V>> = BTreeMap::new();
+                let mut rows: FxHashMap<K, Vec<(V, Diff)>> = FxHashMap::default();
+                let mut out: Vec<O> = Vec::new();
+                move |(events, events_frontier), (changes, table_frontier), output| {
+                    events.for_each(|capability, data| {
+                        for (event, time, diff) in data.drain(..) {
+                            let entry = waiting.entry(time).or_default();
+                            if entry.capability.is_none() {
+                                entry.capability = Some(capability.delayed(&time, 0));
+                            }
+                            entry.events.push((event, diff));
+                        }
+                    });
+                    changes.for_each(|_capability, data| {
+                        for (row, time, diff) in data.drain(..) {
+                            waiting.entry(time).or_default().changes.push((row, diff));
+                        }
+                    });
+                    // A time is ready when the table's rows at it are final and no event
+                    // before it can still arrive (its changes must not reach earlier events).
+                    while let Some(entry) = waiting.first_entry() {
+                        let time = *entry.key();
+                        if table_frontier.less_equal(&time) || events_frontier.less_than(&time) {
+                            break;
+                        }
+                        let Waiting {
+                            capability,
+                            events,
+                            mut changes,
+                        } = entry.remove();
+                        consolidate(&mut changes);
+                        for ((key, value), diff) in changes {
+                            let values = rows.entry(key.clone()).or_default();
+                            values.push((value, diff));
+                            consolidate(values);
+                            if values.is_empty() {
+                                rows.remove(&key);
+                            }
+                        }
+                        let Some(capability) = capability else {
+                            continue;
+                        };
+                        let mut now = output.session(&capability);
+                        let mut retractions = Vec::new();
+                        for (event, diff) in events {
+                            let values = rows.get(&key_of(&event)).map_or(&[][..], Vec::as_slice);
+                            logic(&event, time, values, &mut out);
+                            for o in out.drain(..) {
+                                if emit == Emit::Instant {
+                                    retractions.push((o.clone(), time.saturating_add(1), -diff));
+                                }
+                                now.give((o, time, diff));
+                            }
+                        }
+                        drop(now);
+                        if !retractions.is_empty() {
+                            let later = capability.delayed(&time.saturating_add(1));
+                            output.session(&later).give_container(&mut retractions);
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::{Capture, ToStream};
+
+    use super::{Emit, LookupAsOf};
+
+    type Change = (u8, u8, u64, isize);
+
+    /// The reference: each event meets the rows present at its time (changes at its time
+    /// included), computed from scratch.
+    fn reference(events: &[(u8, u64)], changes: &[Change]) -> Vec<((u8, u8), u64, isize)> {
+        let mut out = Vec::new();
+        for &(key, time) in events {
+            let mut counts: BTreeMap<u8, isize> = BTreeMap::new();
+            for &(k, v, t, d) in changes {
+                if k == key && t <= time {
+                    *counts.entry(v).or_default() += d;
+                }
+            }
+            let mut present: Vec<u8> = counts
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(v, _)| v)
+                .collect();
+            if present.is_empty() {
+                // Unmatched: a distinct value, so a wrong match stands out.
+                present.push(u8::MAX);
+            }
+            for v in present {
+                out.push(((key, v), time, 1));
+                out.push(((key, v), time + 1, -1));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn every_event_meets_the_rows_of_its_time(
+            events in proptest::collection::vec((0u8..4, 0u64..20), 0..40),
+            inserts in proptest::collection::vec((0u8..4, 0u8..3, 0u64..20, 0u64..10), 0..12),
+        ) {
+            // Rows inserted at a time and (maybe) removed some time later.
+            let mut changes: Vec<(u8, u8, u64, isize)> = Vec::new();
+            for (k, v, t, life) in inserts {
+                changes.push((k, v, t, 1));
+                if life > 0 {
+                    changes.push((k, v, t + life, -1));
+                }
+            }
+            let (events_in, changes_in) = (events.clone(), changes.clone());
+            let captured = timely::example(move |scope| {
+                let table = changes_in
+                    .iter()
+                    .map(|&(k, v, t, d)| ((k, v), t, d))
+                    .collect::<Vec<_>>()
+                    .to_stream(scope);
+                events_in
+                    .iter()
+                    .map(|&(k, t)| (k, t, 1))
+                    .collect::<Vec<_>>()
+                    .to_stream(scope)
+                    .lookup_as_of(table, Pipeline, Pipeline, |k: &u8| *k, Emit::Instant, |k, _, rows, out| {
+                        let present: Vec<u8> = rows.iter().filter(|(_, n)| *n > 0).map(|(v, _)| *v).collect();
+                        if present.is_empty() {
+                            out.push((*k, u8::MAX));
+                        }
+                        out.extend(present.into_iter().map(|v| (*k, v)));
+                    })
+                    .capture()
+            });
+            let mut got: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
+            got.sort();
+            prop_assert_eq!(got, reference(&events, &changes));
+        }
+    }
+}
