@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use citybrain_model::{Domain, Metric};
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Broadcast;
 
@@ -60,7 +61,16 @@ pub trait MatchEvents<'s, R> {
     ) -> VecCollection<'s, Time, (Arc<R>, Event), Diff>
     where
         F: Fn(&R, &Event) -> bool + 'static;
+
+    /// [`MatchEvents::match_events`] as occurrences: each match `+1` at its event's time, never
+    /// retracted, for operators that keep what they need themselves.
+    fn match_occurrences<F>(self, events: &Events<'s>, selects: F) -> Matches<'s, R>
+    where
+        F: Fn(&R, &Event) -> bool + 'static;
 }
+
+/// Matches as occurrences: `((rule, event), time, diff)`.
+pub type Matches<'s, R> = StreamVec<'s, Time, ((Arc<R>, Event), Time, Diff)>;
 
 impl<'s, R: ExchangeData + Sync> MatchEvents<'s, R>
     for VecCollection<'s, Time, ((Domain, Metric), R), Diff>
@@ -73,26 +83,44 @@ impl<'s, R: ExchangeData + Sync> MatchEvents<'s, R>
     where
         F: Fn(&R, &Event) -> bool + 'static,
     {
-        let rules = self
-            .map(|(watched, rule)| (watched, Arc::new(rule)))
-            .inner
-            .broadcast();
-        events
-            .clone()
-            .lookup_as_of(
-                rules,
-                Pipeline,
-                Pipeline,
-                |(watched, _): &EnrichedRow| *watched,
-                Emit::Instant,
-                move |(_, event), _, rules, out| {
-                    for (rule, count) in rules {
-                        if *count > 0 && selects(rule, event) {
-                            out.push((Arc::clone(rule), event.clone()));
-                        }
-                    }
-                },
-            )
-            .as_collection()
+        matches(self, events, selects, Emit::Instant).as_collection()
     }
+
+    fn match_occurrences<F>(self, events: &Events<'s>, selects: F) -> Matches<'s, R>
+    where
+        F: Fn(&R, &Event) -> bool + 'static,
+    {
+        matches(self, events, selects, Emit::Once)
+    }
+}
+
+/// Looks each event's rules up (every worker holds all rules), keeping those `selects`.
+fn matches<'s, R, F>(
+    rules: VecCollection<'s, Time, ((Domain, Metric), R), Diff>,
+    events: &Events<'s>,
+    selects: F,
+    emit: Emit,
+) -> Matches<'s, R>
+where
+    R: ExchangeData + Sync,
+    F: Fn(&R, &Event) -> bool + 'static,
+{
+    let rules = rules
+        .map(|(watched, rule)| (watched, Arc::new(rule)))
+        .inner
+        .broadcast();
+    events.clone().lookup_as_of(
+        rules,
+        Pipeline,
+        Pipeline,
+        |(watched, _): &EnrichedRow| *watched,
+        emit,
+        move |(_, event), _, rules, out| {
+            for (rule, count) in rules {
+                if *count > 0 && selects(rule, event) {
+                    out.push((Arc::clone(rule), event.clone()));
+                }
+            }
+        },
+    )
 }

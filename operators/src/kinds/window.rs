@@ -6,13 +6,13 @@
 //! window `k` covers `[k H, k H + W)` and ends at `k H + W`. A reading at `t` belongs to every
 //! window that covers `t`.
 //!
-//! Built with the temporal filter: each reading is placed, for each window it belongs to, at
-//! that window's end time and retracted one millisecond later ([`crate::during`]); a
-//! differential `reduce` per (rule, group, window end) then computes the aggregate once, at
-//! the window's end, when the frontier has passed it. State holds only the readings of open
-//! windows (times `W / H` for hopping windows): it grows with live keys and window lengths,
-//! not with readings seen. The result is joined with the rule as of the window's end, so an
-//! edited threshold applies to the windows that end after the edit.
+//! A frontier-driven operator, exchanged by group: each reading is filed under the end of
+//! every window it belongs to, and a window is evaluated once, at its end, when the frontier
+//! has passed it, with the rule as of that time (so an edited threshold applies to the windows
+//! that end after the edit; a rule whose shape was edited, or that was removed, drops its open
+//! windows). State holds only the readings of open windows (times `W / H` for hopping
+//! windows): it grows with live keys and window lengths, not with readings seen. Windows are
+//! kept per (rule id, shape): editing a rule's levels, hold, severity or summary keeps them.
 //!
 //! A window without readings has no value and is not evaluated (it neither raises nor clears;
 //! silence is the absence kind's business). Identical readings (same entity, time and value)
@@ -25,12 +25,19 @@ use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
 
-use crate::during::{During, Span};
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
 use crate::matching::{Events, MatchEvents};
+use std::collections::BTreeMap;
+
 use crate::rule::{GroupBy, RuleRow, ThresholdRule};
 use crate::{Diff, Time};
+use differential_dataflow::{AsCollection, Hashable};
+use rustc_hash::FxHashMap;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Broadcast, Map};
 
 /// The aggregate of a window's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -147,24 +154,8 @@ pub struct WindowShape {
     pub aggregate: Aggregate,
 }
 
-/// One window of one group under one rule.
-///
-/// The group and the end come first: keys are sorted and compared all the time, and those two
-/// tell most keys apart; the rule id and shape are shared by every key of the rule.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct WindowKey {
-    /// The group (alert entity).
-    pub group: String,
-    /// End of the window (exclusive), when it is evaluated.
-    pub end: Time,
-    /// Rule id.
-    pub rule: Arc<str>,
-    /// The rule's shape when the reading arrived.
-    pub shape: Arc<WindowShape>,
-}
-
-/// A reading in a window: value first, so a window's values arrive sorted.
-type WindowValue = (OrderedFloat<f64>, Time, String, Arc<Labels>);
+/// A reading in a window: value first, so a window's values sort by value.
+pub(crate) type WindowValue = (OrderedFloat<f64>, Time, String, Arc<Labels>);
 
 /// Aggregates events over windows.
 pub trait WindowAggregates<'s> {
@@ -221,72 +212,195 @@ pub trait WindowAggregates<'s> {
     ) -> VecCollection<'s, Time, HitRow, Diff>;
 }
 
+/// A window rule as matched: the rule with its id and shape, built once per rule row.
+pub(crate) type MatchedRule = (WindowRule, Arc<str>, Arc<WindowShape>);
+
+/// A reading on its way to its windows: (group, rule, value); exchanged by group.
+pub(crate) type Placed = (String, Arc<MatchedRule>, WindowValue);
+
+/// The open windows of one (rule, shape) and group ending at one time.
+struct OpenWindow {
+    rule: Arc<str>,
+    shape: Arc<WindowShape>,
+    values: Vec<WindowValue>,
+}
+
+/// Everything ending at one time: the capability to emit at it, and per group its windows.
+struct Ending {
+    capability: Capability<Time>,
+    groups: FxHashMap<String, Vec<OpenWindow>>,
+}
+
 impl<'s> WindowAggregates<'s> for Events<'s> {
     fn window_hits(
         self,
         rules: VecCollection<'s, Time, WindowRule, Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        // The id and shape are built once per rule and shared by its windows' keys.
-        let windowed = rules
+        // The id and shape are built once per rule and shared by its windows.
+        let placed = rules
             .clone()
             .map(|rule| {
                 let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
                 let shape = Arc::new(rule.shape());
                 ((rule.alarm.domain, rule.alarm.metric), (rule, id, shape))
             })
-            .match_events(&self, |(rule, _, _), event| {
+            .match_occurrences(&self, |(rule, _, _), event| {
                 rule.alarm.selects(&event.labels)
             })
-            .flat_map(|(rule, event)| {
-                let (rule, id, shape) = &*rule;
-                let Some((group, labels)) = rule.group_by.group(&event.entity, &event.labels)
-                else {
-                    return Vec::new();
-                };
+            .flat_map(|((matched, event), time, diff)| {
+                let (group, labels) = matched.0.group_by.group(&event.entity, &event.labels)?;
                 let value: WindowValue = (event.value, event.time, event.entity, labels);
-                rule.window_ends(event.time)
-                    .map(|end| {
-                        let key = WindowKey {
-                            group: group.clone(),
-                            end,
-                            rule: Arc::clone(id),
-                            shape: Arc::clone(shape),
-                        };
-                        (key, value.clone())
-                    })
-                    .collect()
-            })
-            .during(|(key, (_, time, _, _))| Span {
-                at: *time,
-                from: key.end,
-                until: key.end.saturating_add(1),
+                Some(((group, matched, value), time, diff))
             });
-
-        let results = windowed.reduce(|key, input, output| {
-            let present = input.iter().filter(|(_, diff)| *diff > 0);
-            // Values arrive sorted by value (the first field).
-            let values: Vec<f64> = present.clone().map(|((value, ..), _)| value.0).collect();
-            let labels = present.map(|((_, _, _, labels), _)| labels).min();
-            if let (Some(result), Some(labels)) = (key.shape.aggregate.of(&values), labels) {
-                output.push(((OrderedFloat(result), labels.clone()), 1));
-            }
-        });
-
-        let current = rules.map(|rule| {
-            let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
-            ((id, Arc::new(rule.shape())), Arc::new(rule.alarm))
-        });
-        results
-            .map(|(key, (result, labels))| {
-                ((key.rule, key.shape), (key.group, key.end, result, labels))
-            })
-            .join_map(current, |_, (group, end, result, labels), alarm| {
-                (
-                    (alarm.id.clone(), group.clone()),
-                    RuleHit::new(*end, result.0, Arc::clone(labels), Arc::clone(alarm)),
-                )
-            })
+        let rule_changes = rules.inner.broadcast();
+        let by_group = Exchange::new(|((group, _, _), _, _): &(Placed, Time, Diff)| group.hashed());
+        placed
+            .binary_frontier(
+                rule_changes,
+                by_group,
+                Pipeline,
+                "WindowAggregates",
+                |_capability, _info| {
+                    let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
+                    let mut pending_rules: BTreeMap<Time, Vec<(WindowRule, Diff)>> =
+                        BTreeMap::new();
+                    let mut current = CurrentRules::default();
+                    move |(placed, placed_frontier), (changes, rules_frontier), output| {
+                        placed.for_each(|capability, data| {
+                            for ((group, matched, value), time, diff) in data.drain(..) {
+                                // Occurrences are insertions; a retraction would be a reading
+                                // taken back, which the sources never send.
+                                if diff <= 0 {
+                                    continue;
+                                }
+                                let (rule, id, shape) = &*matched;
+                                for end in rule.window_ends(time) {
+                                    let slot = ending.entry(end).or_insert_with(|| Ending {
+                                        capability: capability.delayed(&end, 0),
+                                        groups: FxHashMap::default(),
+                                    });
+                                    let windows = slot.groups.entry(group.clone()).or_default();
+                                    let at = windows.iter().position(|w| {
+                                        (Arc::ptr_eq(&w.shape, shape) || w.shape == *shape)
+                                            && w.rule == *id
+                                    });
+                                    let window = match at {
+                                        Some(at) => &mut windows[at],
+                                        None => {
+                                            windows.push(OpenWindow {
+                                                rule: Arc::clone(id),
+                                                shape: Arc::clone(shape),
+                                                values: Vec::new(),
+                                            });
+                                            let last = windows.len() - 1;
+                                            &mut windows[last]
+                                        }
+                                    };
+                                    window.values.push(value.clone());
+                                }
+                            }
+                        });
+                        changes.for_each(|_capability, data| {
+                            for (rule, time, diff) in data.drain(..) {
+                                pending_rules.entry(time).or_default().push((rule, diff));
+                            }
+                        });
+                        while let Some(entry) = ending.first_entry() {
+                            let end = *entry.key();
+                            if placed_frontier.less_equal(&end) || rules_frontier.less_equal(&end) {
+                                break;
+                            }
+                            let Ending { capability, groups } = entry.remove();
+                            // The rules as of the window's end.
+                            while let Some(changes) = pending_rules.first_entry() {
+                                if *changes.key() > end {
+                                    break;
+                                }
+                                current.apply(changes.remove());
+                            }
+                            let mut hits = Vec::new();
+                            for (group, windows) in groups {
+                                for window in windows {
+                                    let Some(alarm) = current.alarm(&window.rule, &window.shape)
+                                    else {
+                                        // Removed, or its shape edited: these windows ended with it.
+                                        continue;
+                                    };
+                                    if let Some(hit) = evaluate(window, alarm, &group, end) {
+                                        hits.push(hit);
+                                    }
+                                }
+                            }
+                            if hits.is_empty() {
+                                continue;
+                            }
+                            let after = end.saturating_add(1);
+                            let mut retractions: Vec<_> =
+                                hits.iter().map(|hit| (hit.clone(), after, -1)).collect();
+                            output
+                                .session(&capability)
+                                .give_iterator(hits.into_iter().map(|hit| (hit, end, 1)));
+                            output
+                                .session(&capability.delayed(&after))
+                                .give_container(&mut retractions);
+                        }
+                    }
+                },
+            )
+            .as_collection()
     }
+}
+
+/// The window rules in force, each with its alarm side and shape, shared by the hits.
+#[derive(Default)]
+struct CurrentRules {
+    rows: Vec<(WindowRule, Arc<ThresholdRule>, WindowShape, Diff)>,
+}
+
+impl CurrentRules {
+    /// Applies the rule-row changes of one time.
+    fn apply(&mut self, changes: Vec<(WindowRule, Diff)>) {
+        for (rule, diff) in changes {
+            match self.rows.iter_mut().find(|(row, ..)| *row == rule) {
+                Some(row) => row.3 += diff,
+                None => {
+                    let alarm = Arc::new(rule.alarm.clone());
+                    let shape = rule.shape();
+                    self.rows.push((rule, alarm, shape, diff));
+                }
+            }
+        }
+        self.rows.retain(|row| row.3 != 0);
+    }
+
+    /// The alarm side of the rule `id` while it has `shape`, if it is in force.
+    fn alarm(&self, id: &str, shape: &WindowShape) -> Option<&Arc<ThresholdRule>> {
+        self.rows
+            .iter()
+            .find(|(rule, _, row_shape, count)| {
+                *count > 0 && rule.alarm.id == id && row_shape == shape
+            })
+            .map(|(_, alarm, ..)| alarm)
+    }
+}
+
+/// The hit of one window at its end: its aggregate over the distinct readings (identical ones
+/// count once), with the least of their labels; `None` when the aggregate has no value.
+fn evaluate(
+    mut window: OpenWindow,
+    alarm: &Arc<ThresholdRule>,
+    group: &str,
+    end: Time,
+) -> Option<HitRow> {
+    window.values.sort();
+    window.values.dedup();
+    let labels = window.values.iter().map(|(_, _, _, labels)| labels).min()?;
+    let values: Vec<f64> = window.values.iter().map(|(value, ..)| value.0).collect();
+    let result = window.shape.aggregate.of(&values)?;
+    Some((
+        (alarm.id.clone(), group.to_string()),
+        RuleHit::new(end, result, Arc::clone(labels), Arc::clone(alarm)),
+    ))
 }
 
 /// The registry entry: the window rows of `rules`.

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::{alarm, all_kinds, registry};
 use crate::enrich::Event;
 use crate::hit::RuleHit;
-use crate::kinds::window::WindowKey;
+use crate::kinds::window::Placed;
 use crate::rule::{Direction, RuleRow};
 use crate::stall::PartitionRow;
 use crate::{ReadingRow, RegistryRow};
@@ -63,12 +63,16 @@ fn every_exchanged_row_type_survives_bincode() {
         .iter()
         .find_map(RuleRow::as_window)
         .expect("the kinds' rules have a window rule");
-    round_trip(WindowKey {
-        group: "m1/f1".into(),
-        end: 60_000,
-        rule: Arc::from(window.alarm.id.as_str()),
-        shape: Arc::new(window.shape()),
-    });
+    let placed: Placed = (
+        "m1/f1".into(),
+        Arc::new((
+            window.clone(),
+            Arc::from(window.alarm.id.as_str()),
+            Arc::new(window.shape()),
+        )),
+        (OrderedFloat(0.4), 7, "s1".into(), Arc::clone(&labels)),
+    );
+    round_trip(placed);
     round_trip((
         "r-1".to_string(),
         (
