@@ -7,6 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Barrier};
+
+/// The engine binary's allocator (`engine/src/main.rs`): both pipelines run on what the engine
+/// runs on. With glibc's malloc, rows allocated on one worker and freed on another (after an
+/// exchange) contend for the first worker's arena.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use citybrain_benches::pipeline::{Pipeline, build, feed_batch, finish, load};
