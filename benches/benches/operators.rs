@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
-use citybrain_benches::pipeline::{Pipeline, build, feed_batch, finish, load};
+use citybrain_benches::pipeline::{Pipeline, build, feed_batch, feed_batch_ahead, finish, load};
 use citybrain_benches::workload::{Workload, engine_rules};
 use citybrain_model::decode::decode_mine_reading;
 use citybrain_operators::ordered_float::OrderedFloat;
@@ -153,6 +153,8 @@ fn timed_bytes_run(
         load(worker, &mut handles, registry, &rules);
         barrier.wait();
         let start = Instant::now();
+        // One batch in flight: each batch waits only for the previous one's alerts.
+        let mut settled = 0;
         for (time, batch) in messages.iter() {
             let readings = batch.iter().skip(index).step_by(peers).filter_map(|bytes| {
                 let reading = decode_mine_reading(bytes).ok()?;
@@ -162,7 +164,8 @@ fn timed_bytes_run(
                 );
                 Some((row, reading.time))
             });
-            feed_batch(worker, &mut handles, *time, readings);
+            feed_batch_ahead(worker, &mut handles, *time, readings, settled);
+            settled = time.saturating_add(1);
         }
         drop(finish(worker, handles));
         start.elapsed()

@@ -143,7 +143,7 @@ pub fn load(
     handles.readings.advance_to(START);
     handles.readings.flush();
     while handles.probe.less_than(&START) {
-        worker.step();
+        step(worker);
     }
 }
 
@@ -155,16 +155,36 @@ pub fn feed_batch(
     time: Time,
     rows: impl IntoIterator<Item = (ReadingRow, Time)>,
 ) {
+    let next = time.saturating_add(1);
+    feed_batch_ahead(worker, handles, time, rows, next);
+}
+
+/// [`feed_batch`] with batches in flight: steps the worker only until every alert before
+/// `settled` is out (e.g. the previous batch's), as the engine keeps reading while its dataflow
+/// works, so the workers' exchanges of one batch overlap with the next.
+pub fn feed_batch_ahead(
+    worker: &mut Worker,
+    handles: &mut Handles,
+    time: Time,
+    rows: impl IntoIterator<Item = (ReadingRow, Time)>,
+    settled: Time,
+) {
     handles.readings.advance_to(time);
     for (row, at) in rows {
         handles.readings.update_at(row, at.max(time), 1);
     }
-    let next = time.saturating_add(1);
-    handles.readings.advance_to(next);
+    handles.readings.advance_to(time.saturating_add(1));
     handles.readings.flush();
-    while handles.probe.less_than(&next) {
-        worker.step();
+    while handles.probe.less_than(&settled) {
+        step(worker);
     }
+}
+
+/// One step of the worker, parking up to a millisecond when it has nothing to do, as the
+/// engine's worker loop does: a worker waiting for another's data then leaves the core to it
+/// instead of spinning on the shared channels.
+fn step(worker: &mut Worker) {
+    worker.step_or_park(Some(std::time::Duration::from_millis(1)));
 }
 
 /// Closes the readings and runs until the dataflow is done (open windows are evaluated);
@@ -178,7 +198,7 @@ pub fn finish(worker: &mut Worker, handles: Handles) -> Seen {
     } = handles;
     drop(readings);
     while !probe.done() {
-        worker.step();
+        step(worker);
     }
     seen
 }

@@ -7,8 +7,10 @@
 //!   event without the collection growing with the history.
 //! - [`during::During`]: moves such instants to the intervals of longer windows (the temporal
 //!   filter for windows and trailing histories).
+//! - [`lookup::LookupAsOf`]: a half join: events looked up in a slowly changing table as of
+//!   their time, keeping only the table as state.
 //! - [`enrich::Enrich`]: attaches reference-data labels (mine, face, ...) to readings.
-//! - [`matching::MatchEvents`]: joins the enriched readings, arranged once, with rules.
+//! - [`matching::MatchEvents`]: looks up each enriched reading's rules.
 //! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation,
 //!   absence, report deadline, follow-up): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
 //!   (rule, alert entity, event time).

@@ -40,7 +40,7 @@ use crate::{Diff, RegistryRow, Time};
 
 /// What every kind builds on, built once per dataflow.
 pub struct Sources<'s> {
-    /// Reading instants with their entity's labels, arranged by (domain, metric).
+    /// Readings with their entity's labels, as they occur, on the worker of their entity.
     pub events: Events<'s>,
     /// The registry (labels and expected cadence per entity): what a kind that looks at
     /// silences, such as absence timers, needs besides the events.
@@ -70,7 +70,8 @@ impl<'s> Sources<'s> {
 }
 
 /// Builds the hits of one kind from the shared sources and the whole rules collection (each
-/// kind picks its own rows).
+/// kind picks its own rows). The state machine reads only a hit's insertion at its time, so a
+/// kind may give its hits as instants or as occurrences (never retracted).
 pub type HitsOf = for<'s> fn(
     &Sources<'s>,
     VecCollection<'s, Time, RuleRow, Diff>,

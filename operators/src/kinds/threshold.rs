@@ -1,6 +1,7 @@
 //! The `threshold` rule kind: each reading of a metric in the rule's scope, as it is.
 
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::operators::vec::Map;
 
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
@@ -61,15 +62,17 @@ impl<'s> ThresholdHits<'s> for Events<'s> {
         self,
         rules: VecCollection<'s, Time, ThresholdRule, Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
+        // Occurrences, not instants: the state machine reads only insertions, so the
+        // retraction of each hit one tick later would be made only to be dropped.
         rules
             .map(|rule| ((rule.domain, rule.metric), rule))
-            .match_events(&self, |rule, event| rule.selects(&event.labels))
-            .map(|(rule, event)| {
-                (
-                    (rule.id.clone(), event.entity),
-                    RuleHit::new(event.time, event.value.0, event.labels, rule),
-                )
+            .match_occurrences(&self, |rule, event| rule.selects(&event.labels))
+            .map(|((rule, event), time, diff)| {
+                let key = (rule.id.clone(), event.entity);
+                let hit = RuleHit::new(event.time, event.value.0, event.labels, rule);
+                ((key, hit), time, diff)
             })
+            .as_collection()
     }
 }
 
