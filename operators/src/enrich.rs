@@ -31,8 +31,9 @@ pub struct Event {
     pub labels: Arc<Labels>,
 }
 
-/// An enriched reading keyed for the rules: (domain, metric) -> event.
-pub type EnrichedRow = ((Domain, Metric), Event);
+/// An enriched reading keyed for the rules: (domain, metric) -> event. Shared: every rule kind
+/// reads the one stream, and timely copies a stream's data for each reader.
+pub type EnrichedRow = ((Domain, Metric), Arc<Event>);
 
 /// Enriched readings as they occur: each `+1` at its event time, never retracted (the rule
 /// matching makes instants of what it keeps, see [`crate::matching`]).
@@ -85,7 +86,7 @@ impl<'s> Enrich<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                         value: *value,
                         labels,
                     };
-                    ((*domain, *metric), event)
+                    ((*domain, *metric), Arc::new(event))
                 };
                 let mut known = rows.iter().filter(|(_, count)| *count > 0).peekable();
                 if known.peek().is_none() {

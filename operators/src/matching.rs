@@ -118,7 +118,7 @@ where
         move |(_, event), _, rules, out| {
             for (rule, count) in rules {
                 if *count > 0 && selects(rule, event) {
-                    out.push((Arc::clone(rule), event.clone()));
+                    out.push((Arc::clone(rule), Event::clone(event)));
                 }
             }
         },
