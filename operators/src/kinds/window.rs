@@ -18,26 +18,24 @@
 //! silence is the absence kind's business). Identical readings (same entity, time and value)
 //! count once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use citybrain_model::{Domain, Labels, Metric};
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use ordered_float::OrderedFloat;
-use serde::{Deserialize, Serialize};
-
-use crate::hit::{HitRow, RuleHit};
-use crate::kinds::Sources;
-use crate::matching::{Events, MatchEvents};
-use std::collections::BTreeMap;
-
-use crate::rule::{GroupBy, RuleRow, ThresholdRule};
-use crate::{Diff, Time};
-use differential_dataflow::{AsCollection, Hashable};
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
+
+use crate::hit::{HitRow, RuleHit};
+use crate::kinds::Sources;
+use crate::matching::{Events, MatchEvents};
+use crate::rule::{GroupBy, RuleRow, ThresholdRule};
+use crate::{Diff, Time};
 
 /// The aggregate of a window's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -267,14 +265,14 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
                     let mut current = CurrentRules::default();
                     move |(placed, placed_frontier), (changes, rules_frontier), output| {
                         placed.for_each(|capability, data| {
-                            for ((group, matched, value), time, diff) in data.drain(..) {
+                            for ((group, matched, value), _, diff) in data.drain(..) {
                                 // Occurrences are insertions; a retraction would be a reading
                                 // taken back, which the sources never send.
                                 if diff <= 0 {
                                     continue;
                                 }
                                 let (rule, id, shape) = &*matched;
-                                for end in rule.window_ends(time) {
+                                for end in rule.window_ends(value.1) {
                                     let slot = ending.entry(end).or_insert_with(|| Ending {
                                         capability: capability.delayed(&end, 0),
                                         groups: FxHashMap::default(),
