@@ -55,7 +55,8 @@ pub trait Enrich<'s> {
     ///     let (mut readings, reading_rows) = scope.new_collection();
     ///     let (mut registry, registry_rows) = scope.new_collection();
     ///     reading_rows.enrich(registry_rows).inspect(|((key, event), time, diff)| {
-    ///         assert_eq!((*key, event.entity.as_str(), *time, *diff), ((Domain::Mine, Metric::Ch4), "s1", 7, 1));
+    ///         assert_eq!(*key, (Domain::Mine, Metric::Ch4));
+    ///         assert_eq!((event.entity.as_str(), *time, *diff), ("s1", 7, 1));
     ///         assert_eq!(*event.labels, vec![("face".to_string(), "m/f1".to_string())]);
     ///     });
     ///     let sensor = (Domain::Mine, "s1".to_string());
