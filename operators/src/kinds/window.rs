@@ -8,9 +8,9 @@
 //!
 //! A frontier-driven operator, exchanged by group: each reading is filed under the end of
 //! every window it belongs to, and a window is evaluated once, at its end, when the frontier
-//! has passed it, with the rule as of that time (so an edited threshold applies to the windows
-//! that end after the edit; a rule whose shape was edited, or that was removed, drops its open
-//! windows). State holds only the readings of open windows (times `W / H` for hopping
+//! has passed it. The result meets the rule as of that time ([`crate::lookup`]): an edited
+//! threshold applies to the windows that end after the edit; a rule whose shape was edited, or
+//! that was removed, has nothing for its open windows. State holds only the readings of open windows (times `W / H` for hopping
 //! windows): it grows with live keys and window lengths, not with readings seen. Windows are
 //! kept per (rule id, shape): editing a rule's levels, hold, severity or summary keeps them.
 //!
@@ -33,6 +33,7 @@ use timely::dataflow::operators::vec::{Broadcast, Map};
 
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
+use crate::lookup::{Emit, LookupAsOf};
 use crate::matching::{Events, MatchEvents};
 use crate::rule::{GroupBy, RuleRow, ThresholdRule};
 use crate::{Diff, Time};
@@ -250,97 +251,83 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
                 let value: WindowValue = (event.value, event.time, event.entity, labels);
                 Some(((group, matched, value), time, diff))
             });
-        let rule_changes = rules.inner.broadcast();
         let by_group = Exchange::new(|((group, _, _), _, _): &(Placed, Time, Diff)| group.hashed());
-        placed
-            .binary_frontier(
-                rule_changes,
-                by_group,
+        let closed = placed.unary_frontier(by_group, "WindowAggregates", |_capability, _info| {
+            let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
+            move |(placed, frontier), output| {
+                placed.for_each(|capability, data| {
+                    for ((group, matched, value), _, diff) in data.drain(..) {
+                        // Occurrences are insertions; a retraction would be a reading taken
+                        // back, which the sources never send.
+                        if diff <= 0 {
+                            continue;
+                        }
+                        let (rule, id, shape) = &*matched;
+                        for end in rule.window_ends(value.1) {
+                            let slot = ending.entry(end).or_insert_with(|| Ending {
+                                capability: capability.delayed(&end, 0),
+                                groups: FxHashMap::default(),
+                            });
+                            let windows = slot.groups.entry(group.clone()).or_default();
+                            let at = windows.iter().position(|w| {
+                                (Arc::ptr_eq(&w.shape, shape) || w.shape == *shape) && w.rule == *id
+                            });
+                            let window = match at {
+                                Some(at) => &mut windows[at],
+                                None => {
+                                    windows.push(OpenWindow {
+                                        rule: Arc::clone(id),
+                                        shape: Arc::clone(shape),
+                                        values: Vec::new(),
+                                    });
+                                    let last = windows.len() - 1;
+                                    &mut windows[last]
+                                }
+                            };
+                            window.values.push(value.clone());
+                        }
+                    }
+                });
+                while let Some(entry) = ending.first_entry() {
+                    let end = *entry.key();
+                    if frontier.less_equal(&end) {
+                        break;
+                    }
+                    let Ending { capability, groups } = entry.remove();
+                    let mut session = output.session(&capability);
+                    for (group, windows) in groups {
+                        for window in windows {
+                            if let Some(closed) = aggregate(window, &group) {
+                                session.give((closed, end, 1));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        // Each window meets its rule as of its end: an edited threshold applies to the windows
+        // that end after the edit; a rule removed, or its shape edited, has none for them.
+        let alarms = rules
+            .map(|rule| {
+                let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
+                ((id, Arc::new(rule.shape())), Arc::new(rule.alarm))
+            })
+            .inner
+            .broadcast();
+        closed
+            .lookup_as_of(
+                alarms,
                 Pipeline,
-                "WindowAggregates",
-                |_capability, _info| {
-                    let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
-                    let mut pending_rules: BTreeMap<Time, Vec<(WindowRule, Diff)>> =
-                        BTreeMap::new();
-                    let mut current = CurrentRules::default();
-                    move |(placed, placed_frontier), (changes, rules_frontier), output| {
-                        placed.for_each(|capability, data| {
-                            for ((group, matched, value), _, diff) in data.drain(..) {
-                                // Occurrences are insertions; a retraction would be a reading
-                                // taken back, which the sources never send.
-                                if diff <= 0 {
-                                    continue;
-                                }
-                                let (rule, id, shape) = &*matched;
-                                for end in rule.window_ends(value.1) {
-                                    let slot = ending.entry(end).or_insert_with(|| Ending {
-                                        capability: capability.delayed(&end, 0),
-                                        groups: FxHashMap::default(),
-                                    });
-                                    let windows = slot.groups.entry(group.clone()).or_default();
-                                    let at = windows.iter().position(|w| {
-                                        (Arc::ptr_eq(&w.shape, shape) || w.shape == *shape)
-                                            && w.rule == *id
-                                    });
-                                    let window = match at {
-                                        Some(at) => &mut windows[at],
-                                        None => {
-                                            windows.push(OpenWindow {
-                                                rule: Arc::clone(id),
-                                                shape: Arc::clone(shape),
-                                                values: Vec::new(),
-                                            });
-                                            let last = windows.len() - 1;
-                                            &mut windows[last]
-                                        }
-                                    };
-                                    window.values.push(value.clone());
-                                }
-                            }
-                        });
-                        changes.for_each(|_capability, data| {
-                            for (rule, time, diff) in data.drain(..) {
-                                pending_rules.entry(time).or_default().push((rule, diff));
-                            }
-                        });
-                        while let Some(entry) = ending.first_entry() {
-                            let end = *entry.key();
-                            if placed_frontier.less_equal(&end) || rules_frontier.less_equal(&end) {
-                                break;
-                            }
-                            let Ending { capability, groups } = entry.remove();
-                            // The rules as of the window's end.
-                            while let Some(changes) = pending_rules.first_entry() {
-                                if *changes.key() > end {
-                                    break;
-                                }
-                                current.apply(changes.remove());
-                            }
-                            let mut hits = Vec::new();
-                            for (group, windows) in groups {
-                                for window in windows {
-                                    let Some(alarm) = current.alarm(&window.rule, &window.shape)
-                                    else {
-                                        // Removed, or its shape edited: these windows ended with it.
-                                        continue;
-                                    };
-                                    if let Some(hit) = evaluate(window, alarm, &group, end) {
-                                        hits.push(hit);
-                                    }
-                                }
-                            }
-                            if hits.is_empty() {
-                                continue;
-                            }
-                            let after = end.saturating_add(1);
-                            let mut retractions: Vec<_> =
-                                hits.iter().map(|hit| (hit.clone(), after, -1)).collect();
-                            output
-                                .session(&capability)
-                                .give_iterator(hits.into_iter().map(|hit| (hit, end, 1)));
-                            output
-                                .session(&capability.delayed(&after))
-                                .give_container(&mut retractions);
+                Pipeline,
+                |(_, rule, shape, _, _): &Closed| (Arc::clone(rule), Arc::clone(shape)),
+                Emit::Instant,
+                |(group, _, _, result, labels), end, alarms, out| {
+                    for (alarm, count) in alarms {
+                        if *count > 0 {
+                            let key = (alarm.id.clone(), group.clone());
+                            let hit =
+                                RuleHit::new(end, result.0, Arc::clone(labels), Arc::clone(alarm));
+                            out.push((key, hit));
                         }
                     }
                 },
@@ -349,55 +336,29 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
     }
 }
 
-/// The window rules in force, each with its alarm side and shape, shared by the hits.
-#[derive(Default)]
-struct CurrentRules {
-    rows: Vec<(WindowRule, Arc<ThresholdRule>, WindowShape, Diff)>,
-}
+/// A closed window: (group, rule id, shape, aggregate, labels).
+type Closed = (
+    String,
+    Arc<str>,
+    Arc<WindowShape>,
+    OrderedFloat<f64>,
+    Arc<Labels>,
+);
 
-impl CurrentRules {
-    /// Applies the rule-row changes of one time.
-    fn apply(&mut self, changes: Vec<(WindowRule, Diff)>) {
-        for (rule, diff) in changes {
-            match self.rows.iter_mut().find(|(row, ..)| *row == rule) {
-                Some(row) => row.3 += diff,
-                None => {
-                    let alarm = Arc::new(rule.alarm.clone());
-                    let shape = rule.shape();
-                    self.rows.push((rule, alarm, shape, diff));
-                }
-            }
-        }
-        self.rows.retain(|row| row.3 != 0);
-    }
-
-    /// The alarm side of the rule `id` while it has `shape`, if it is in force.
-    fn alarm(&self, id: &str, shape: &WindowShape) -> Option<&Arc<ThresholdRule>> {
-        self.rows
-            .iter()
-            .find(|(rule, _, row_shape, count)| {
-                *count > 0 && rule.alarm.id == id && row_shape == shape
-            })
-            .map(|(_, alarm, ..)| alarm)
-    }
-}
-
-/// The hit of one window at its end: its aggregate over the distinct readings (identical ones
-/// count once), with the least of their labels; `None` when the aggregate has no value.
-fn evaluate(
-    mut window: OpenWindow,
-    alarm: &Arc<ThresholdRule>,
-    group: &str,
-    end: Time,
-) -> Option<HitRow> {
+/// One window at its end: its aggregate over the distinct readings (identical ones count
+/// once), with the least of their labels; `None` when the aggregate has no value.
+fn aggregate(mut window: OpenWindow, group: &str) -> Option<Closed> {
     window.values.sort();
     window.values.dedup();
     let labels = window.values.iter().map(|(_, _, _, labels)| labels).min()?;
     let values: Vec<f64> = window.values.iter().map(|(value, ..)| value.0).collect();
     let result = window.shape.aggregate.of(&values)?;
     Some((
-        (alarm.id.clone(), group.to_string()),
-        RuleHit::new(end, result, Arc::clone(labels), Arc::clone(alarm)),
+        group.to_string(),
+        window.rule,
+        Arc::clone(&window.shape),
+        OrderedFloat(result),
+        Arc::clone(labels),
     ))
 }
 
