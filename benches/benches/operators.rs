@@ -7,12 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Barrier};
-
-/// The engine binary's allocator (`engine/src/main.rs`): both pipelines run on what the engine
-/// runs on. With glibc's malloc, rows allocated on one worker and freed on another (after an
-/// exchange) contend for the first worker's arena.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use citybrain_benches::pipeline::{Pipeline, build, feed_batch, feed_batch_ahead, finish, load};
@@ -23,6 +17,12 @@ use citybrain_operators::{ReadingRow, RegistryRow, Time};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
+
+/// The engine binary's allocator (`engine/src/main.rs`): both pipelines run on what the engine
+/// runs on. With glibc's malloc, rows allocated on one worker and freed on another (after an
+/// exchange) contend for the first worker's arena.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Readings per measured run: 100 s of event time at 1k sensors, 10 s at 10k, one reading per
 /// sensor at 100k; few enough that the engine's slowest run stays within seconds.
