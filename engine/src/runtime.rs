@@ -99,7 +99,8 @@ pub struct ClusterSettings {
 
 impl ClusterSettings {
     /// Reads a hostfile: one `host:port` per line (blank lines and `#` comments skipped), which
-    /// must name exactly `processes` processes.
+    /// must name exactly `processes` processes; `process` is this one's index among them
+    /// ([`EngineConfig::problems`](crate::config::EngineConfig::problems) checks it).
     pub fn from_hostfile(
         path: &std::path::Path,
         processes: usize,
@@ -118,11 +119,6 @@ impl ClusterSettings {
                 "hostfile {} names {} processes, [engine] processes is {processes}",
                 path.display(),
                 addresses.len()
-            )));
-        }
-        if process >= processes {
-            return Err(EngineError::Config(format!(
-                "process id {process} is not below the {processes} processes"
             )));
         }
         Ok(ClusterSettings { process, addresses })
@@ -168,6 +164,11 @@ impl EngineSettings {
     /// Resolves the settings of a loaded config; paths are relative to the config's directory.
     pub fn from_config(loaded: &LoadedConfig) -> Result<Self, EngineError> {
         let config = &loaded.config;
+        let problems = config.engine.problems();
+        if !problems.is_empty() {
+            let messages: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+            return Err(EngineError::Config(messages.join("; ")));
+        }
         let brokers = config.kafka.brokers.clone().ok_or(EngineError::NoBrokers)?;
         let properties: Vec<(String, String)> = config
             .kafka
@@ -234,18 +235,15 @@ impl EngineSettings {
                 topic: topic.clone(),
                 properties: properties.clone(),
             }),
-            cluster: match (config.engine.processes, &config.engine.hostfile) {
-                (0 | 1, _) => None,
-                (processes, Some(hostfile)) => Some(ClusterSettings::from_hostfile(
-                    &loaded.resolve(hostfile),
-                    processes,
-                    config.engine.process_id,
-                )?),
-                (_, None) => {
-                    return Err(EngineError::Config(
-                        "[engine] processes above 1 needs a hostfile".to_string(),
-                    ));
+            cluster: match &config.engine.hostfile {
+                Some(hostfile) if config.engine.processes > 1 => {
+                    Some(ClusterSettings::from_hostfile(
+                        &loaded.resolve(hostfile),
+                        config.engine.processes,
+                        config.engine.process_id,
+                    )?)
                 }
+                _ => None,
             },
             kpis: load_kpis(loaded)?,
             reload: ReloadSettings {

@@ -204,6 +204,63 @@ impl Default for EngineConfig {
     }
 }
 
+/// A value of `[engine]` out of range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineProblem {
+    /// The field's name within `[engine]`.
+    pub field: &'static str,
+    /// What is wrong, naming the field.
+    pub message: String,
+    /// How to put it right.
+    pub hint: &'static str,
+}
+
+impl EngineConfig {
+    /// Every value out of range. Config validation reports them at their place in the file;
+    /// the engine checks again after command-line flags have overridden the file.
+    pub fn problems(&self) -> Vec<EngineProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |field, message: String, hint| {
+            problems.push(EngineProblem {
+                field,
+                message,
+                hint,
+            })
+        };
+        if self.workers == 0 {
+            problem(
+                "workers",
+                "`engine.workers` must be at least 1".to_string(),
+                "leave it out to run one worker per available CPU core",
+            );
+        }
+        if self.processes == 0 {
+            problem(
+                "processes",
+                "`engine.processes` must be at least 1".to_string(),
+                "leave it out to run this process alone",
+            );
+        } else if self.process_id >= self.processes {
+            problem(
+                "process_id",
+                format!(
+                    "`engine.process_id` {} is not below `engine.processes` {}",
+                    self.process_id, self.processes
+                ),
+                "processes are numbered from 0",
+            );
+        }
+        if self.processes > 1 && self.hostfile.is_none() {
+            problem(
+                "processes",
+                "`engine.processes` above 1 needs `engine.hostfile`".to_string(),
+                "a file of host:port lines, one per process",
+            );
+        }
+        problems
+    }
+}
+
 /// `[kafka]`: how to reach the brokers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -499,34 +556,11 @@ pub(crate) fn validate(config: &Config, root: &Spanned<DeValue<'_>>, cx: &mut Fi
     let span = |p: &[Seg]| value_at(root, p).map_or(0..0, Spanned::span);
     super::dispatch::validate(&config.dispatch, root, cx);
 
-    if config.engine.workers == 0 {
+    for problem in config.engine.problems() {
         cx.error(
-            span(&path(&["engine", "workers"])),
-            "`engine.workers` must be at least 1",
-            Some("leave it out to run one worker per available CPU core".to_string()),
-        );
-    }
-    if config.engine.processes == 0 {
-        cx.error(
-            span(&path(&["engine", "processes"])),
-            "`engine.processes` must be at least 1",
-            Some("leave it out to run this process alone".to_string()),
-        );
-    } else if config.engine.process_id >= config.engine.processes {
-        cx.error(
-            span(&path(&["engine", "process_id"])),
-            format!(
-                "`engine.process_id` {} is not below `engine.processes` {}",
-                config.engine.process_id, config.engine.processes
-            ),
-            Some("processes are numbered from 0".to_string()),
-        );
-    }
-    if config.engine.processes > 1 && config.engine.hostfile.is_none() {
-        cx.error(
-            span(&path(&["engine", "processes"])),
-            "`engine.processes` above 1 needs `engine.hostfile`",
-            Some("a file of host:port lines, one per process".to_string()),
+            span(&path(&["engine", problem.field])),
+            problem.message,
+            Some(problem.hint.to_string()),
         );
     }
     for (value, keys) in [
@@ -694,6 +728,35 @@ mod tests {
                 .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn command_line_overrides_are_checked_like_the_file() {
+        // `citybrain run --processes 2 --process-id 2` over a config without a hostfile.
+        let engine = EngineConfig {
+            processes: 2,
+            process_id: 2,
+            ..EngineConfig::default()
+        };
+        let problems: Vec<(&str, String)> = engine
+            .problems()
+            .into_iter()
+            .map(|p| (p.field, p.message))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (
+                    "process_id",
+                    "`engine.process_id` 2 is not below `engine.processes` 2".to_string()
+                ),
+                (
+                    "processes",
+                    "`engine.processes` above 1 needs `engine.hostfile`".to_string()
+                ),
+            ]
+        );
+        assert!(EngineConfig::default().problems().is_empty());
     }
 
     fn valid(text: &str) -> Config {
