@@ -40,7 +40,7 @@ const DEADLINE_DAYS: [(&str, u64); 11] = [
 /// The ladder: (days past the deadline, level).
 const LADDER: [(u64, &str); 2] = [(2, "town"), (7, "district")];
 
-fn rules_toml() -> String {
+pub(crate) fn rules_toml() -> String {
     let deadlines: Vec<String> = DEADLINE_DAYS
         .iter()
         .map(|(kind, days)| format!("\"{kind}\" = \"{days}d\""))
@@ -123,6 +123,65 @@ fn reference(requests: &[Request]) -> Vec<Seen> {
     out
 }
 
+/// Produces the grids of `requests` (to `registry.grids`) and their `created` and `resolved`
+/// events (to `citizen.reports`), each up to 4 minutes of event time after later ones (the
+/// allowed lateness is 5 minutes: a `resolved` often comes before its `created`), then a
+/// sentinel report of no watched type a day after every timer of the ladder rule, which moves
+/// the report clock past them all.
+pub(crate) fn produce_la311(kafka: &MockKafka, requests: &[Request]) {
+    let grids: BTreeSet<(String, String, String)> = requests
+        .iter()
+        .map(|r| {
+            let village = format!("nc-{}", r.nc.as_deref().unwrap_or("none"));
+            (grid(r), village, town(r))
+        })
+        .collect();
+    for (id, village, town) in &grids {
+        let record = serde_json::json!({
+            "village": village, "town": town, "district": "los-angeles",
+        });
+        kafka.produce(
+            "registry.grids",
+            Some(id),
+            Some(record.to_string().as_bytes()),
+        );
+    }
+    let mut jitter = SeededRandom(311);
+    let mut events: Vec<(u64, String, String)> = Vec::new();
+    for r in requests {
+        let g = grid(r);
+        let created = event(&r.id, r.created, "created", &r.kind, &g);
+        events.push((
+            r.created + jitter.between(0, 240_000),
+            r.id.clone(),
+            created,
+        ));
+        if let Some(closed) = r.closed {
+            let resolved = event(&r.id, closed, "resolved", &r.kind, &g);
+            events.push((closed + jitter.between(0, 240_000), r.id.clone(), resolved));
+        }
+    }
+    events.sort();
+    for (_, id, message) in &events {
+        kafka.produce("citizen.reports", Some(id), Some(message.as_bytes()));
+    }
+    let longest_deadline = DEADLINE_DAYS.iter().map(|(_, d)| d).max().copied();
+    let top_step = LADDER.iter().map(|(d, _)| d).max().copied();
+    let last_timer = longest_deadline.unwrap_or(0) + top_step.unwrap_or(0);
+    let last = requests
+        .iter()
+        .map(|r| r.closed.unwrap_or(0).max(r.created + last_timer * DAY))
+        .max()
+        .unwrap_or_default();
+    let sentinel = event("sentinel", last + DAY, "created", "sentinel", "none");
+    kafka.produce(
+        "citizen.reports",
+        Some("sentinel"),
+        Some(sentinel.as_bytes()),
+    );
+    kafka.flush();
+}
+
 fn event(report: &str, time: u64, kind: &str, category: &str, grid: &str) -> String {
     serde_json::json!({
         "report": report,
@@ -153,42 +212,6 @@ fn la311_escalation_ladder_equals_the_file() {
         "{fired:?}"
     );
 
-    let kafka = MockKafka::new(&TOPICS);
-    let grids: BTreeSet<(String, String, String)> = requests
-        .iter()
-        .map(|r| {
-            let village = format!("nc-{}", r.nc.as_deref().unwrap_or("none"));
-            (grid(r), village, town(r))
-        })
-        .collect();
-    for (id, village, town) in &grids {
-        let record = serde_json::json!({
-            "village": village, "town": town, "district": "los-angeles",
-        });
-        kafka.produce(
-            "registry.grids",
-            Some(id),
-            Some(record.to_string().as_bytes()),
-        );
-    }
-    // Each event is produced up to 4 minutes of event time after later ones (the allowed
-    // lateness is 5 minutes): a `resolved` often comes before its `created`.
-    let mut jitter = SeededRandom(311);
-    let mut events: Vec<(u64, String, String)> = Vec::new();
-    for r in &requests {
-        let g = grid(r);
-        let created = event(&r.id, r.created, "created", &r.kind, &g);
-        events.push((
-            r.created + jitter.between(0, 240_000),
-            r.id.clone(),
-            created,
-        ));
-        if let Some(closed) = r.closed {
-            let resolved = event(&r.id, closed, "resolved", &r.kind, &g);
-            events.push((closed + jitter.between(0, 240_000), r.id.clone(), resolved));
-        }
-    }
-    events.sort();
     let last = requests
         .iter()
         .filter_map(|r| r.closed)
@@ -198,18 +221,8 @@ fn la311_escalation_ladder_equals_the_file() {
         last > parse_time("8/1/20 0:00"),
         "closes run into August 2020"
     );
-    for (_, id, message) in &events {
-        kafka.produce("citizen.reports", Some(id), Some(message.as_bytes()));
-    }
-    // A report of no watched type a day after the last close moves the report clock past
-    // every timer.
-    let sentinel = event("sentinel", last + DAY, "created", "sentinel", "none");
-    kafka.produce(
-        "citizen.reports",
-        Some("sentinel"),
-        Some(sentinel.as_bytes()),
-    );
-    kafka.flush();
+    let kafka = MockKafka::new(&TOPICS);
+    produce_la311(&kafka, &requests);
 
     let engine = TestEngine::start(&test_config(&kafka.brokers), &rules_toml());
     let got = engine.wait_until(Duration::from_secs(300), |t, _| t.len() >= expected.len());
