@@ -219,7 +219,8 @@ pub struct KafkaSource {
     /// Latest registry value per (kind, key), to retract on update or tombstone.
     registry: HashMap<(RegistryKind, String), EntityInfo>,
     watermarks: [u64; 2],
-    drained: bool,
+    /// When the last poll found nothing buffered (`None`: it stopped with messages left).
+    drained_at: Option<Instant>,
     /// Messages skipped because their offset was already consumed.
     redelivered: u64,
     /// The brokers' end offsets of the reading partitions, fetched in the background.
@@ -352,7 +353,7 @@ impl KafkaSource {
             held: false,
             registry: HashMap::new(),
             watermarks: [0; 2],
-            drained: false,
+            drained_at: None,
             redelivered: 0,
             end_offsets,
             end_offset_keys,
@@ -421,13 +422,13 @@ impl KafkaSource {
     pub fn poll(&mut self, max: usize, timeout: Duration, out: &mut Vec<SourceEvent>) -> usize {
         let mut count = 0;
         let mut wait = timeout;
-        self.drained = false;
+        self.drained_at = None;
         // Per reading partition: the event times of the readings of this poll.
         let mut heard: HashMap<(usize, i32), Vec<u64>> = HashMap::new();
         while count < max {
             let message = match self.consumer.poll(wait) {
                 None => {
-                    self.drained = true;
+                    self.drained_at = Some(Instant::now());
                     break;
                 }
                 Some(Err(error)) => {
@@ -623,7 +624,7 @@ impl KafkaSource {
                 .partitions
                 .values()
                 .filter(|p| self.specs[p.spec].kind.clock() == Some(clock))
-                .map(|p| p.clock.contribution(now, self.drained))
+                .map(|p| p.clock.contribution(now, self.drained_at))
                 .collect();
             let i = clock as usize;
             self.watermarks[i] = combine(self.watermarks[i], contributions, others[i]);

@@ -101,11 +101,14 @@ impl PartitionClock {
         self.lateness_ms
     }
 
-    /// This partition's contribution at `now`. `drained` says the consumer's last poll found
-    /// nothing buffered, i.e. no message is waiting locally.
-    pub fn contribution(&self, now: Instant, drained: bool) -> Contribution {
-        let silent = now.saturating_duration_since(self.last_message);
-        if self.caught_up(now) && drained && silent >= self.idle_timeout {
+    /// This partition's contribution at `now`. `drained_at` is when the consumer's last poll
+    /// found nothing buffered (`None`: that poll stopped with messages left, or none came back
+    /// empty yet). Silence counts only up to that poll: a worker busy in the dataflow, not
+    /// polling, must not take its own inattention for a silent partition, or the readings
+    /// waiting for it turn late when it polls again.
+    pub fn contribution(&self, now: Instant, drained_at: Option<Instant>) -> Contribution {
+        let silent = drained_at.map(|at| at.saturating_duration_since(self.last_message));
+        if let Some(silent) = silent.filter(|s| *s >= self.idle_timeout && self.caught_up(now)) {
             // Only the silence beyond the idle timeout moves event time on: deliveries that
             // come in bursts up to `idle_timeout + lateness` apart never produce late events.
             let beyond = silent.saturating_sub(self.idle_timeout);
@@ -163,8 +166,11 @@ mod tests {
         let mut p = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
         p.observe(0, Some(10_000), t0);
         p.observe(1, Some(9_000), t0);
-        assert_eq!(p.contribution(t0, true), Contribution::Active(Some(9_750)));
-        assert_eq!(combine(0, [p.contribution(t0, true)], 0), 9_750);
+        assert_eq!(
+            p.contribution(t0, Some(t0)),
+            Contribution::Active(Some(9_750))
+        );
+        assert_eq!(combine(0, [p.contribution(t0, Some(t0))], 0), 9_750);
     }
 
     #[test]
@@ -174,7 +180,7 @@ mod tests {
         let mut b = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
         a.observe(0, Some(10_000), t0);
         b.observe(0, Some(5_000), t0);
-        let c = [a.contribution(t0, true), b.contribution(t0, true)];
+        let c = [a.contribution(t0, Some(t0)), b.contribution(t0, Some(t0))];
         assert_eq!(combine(0, c, 0), 4_750);
     }
 
@@ -188,16 +194,45 @@ mod tests {
         let later = t0 + Duration::from_millis(600);
         a.observe(1, Some(10_600), later);
         // b silent for 600 ms with nothing buffered: idle.
-        let c = [a.contribution(later, true), b.contribution(later, true)];
+        let c = [
+            a.contribution(later, Some(later)),
+            b.contribution(later, Some(later)),
+        ];
         assert_eq!(combine(0, c, 0), 10_350);
         // Everything silent: event time follows the wall clock from the newest event, counting
         // only the silence beyond the idle timeout.
         let much_later = later + Duration::from_millis(1_000);
         let c = [
-            a.contribution(much_later, true),
-            b.contribution(much_later, true),
+            a.contribution(much_later, Some(much_later)),
+            b.contribution(much_later, Some(much_later)),
         ];
         assert_eq!(combine(10_350, c, 0), 10_600 + (1_000 - 500) - 250);
+    }
+
+    #[test]
+    fn a_busy_worker_that_did_not_poll_does_not_call_its_partition_idle() {
+        // Seen in the end-to-end load bench: a worker stepping the dataflow for longer than
+        // the idle timeout, its partition's readings waiting in the client, took the partition
+        // for idle; the watermark followed the other worker's and the waiting readings went
+        // to the dead letters as late.
+        let t0 = Instant::now();
+        let mut p = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
+        p.observe(0, Some(10_000), t0);
+        // Its last poll (right after that reading) found nothing more; then 2 s elsewhere.
+        let busy_until = t0 + Duration::from_secs(2);
+        assert_eq!(
+            p.contribution(busy_until, Some(t0)),
+            Contribution::Active(Some(9_750))
+        );
+        assert_eq!(
+            p.contribution(busy_until, None),
+            Contribution::Active(Some(9_750))
+        );
+        // Polling again and still finding nothing, it is idle.
+        assert!(matches!(
+            p.contribution(busy_until, Some(busy_until)),
+            Contribution::Idle(_)
+        ));
     }
 
     #[test]
@@ -205,8 +240,11 @@ mod tests {
         let t0 = Instant::now();
         let p = PartitionClock::new(LATE, IDLE, 100, FRESH, t0);
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(p.contribution(later, true), Contribution::Active(None));
-        assert_eq!(combine(42, [p.contribution(later, true)], 1_000), 42);
+        assert_eq!(
+            p.contribution(later, Some(later)),
+            Contribution::Active(None)
+        );
+        assert_eq!(combine(42, [p.contribution(later, Some(later))], 1_000), 42);
     }
 
     #[test]
@@ -214,9 +252,12 @@ mod tests {
         let t0 = Instant::now();
         let p = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
         let later = t0 + Duration::from_secs(1);
-        assert_eq!(combine(0, [p.contribution(later, true)], 7_000), 7_000);
+        assert_eq!(
+            combine(0, [p.contribution(later, Some(later))], 7_000),
+            7_000
+        );
         assert_eq!(combine(8_000, [], 7_000), 8_000);
-        assert_eq!(combine(0, [p.contribution(later, false)], 7_000), 0);
+        assert_eq!(combine(0, [p.contribution(later, None)], 7_000), 0);
     }
 
     #[test]
@@ -226,16 +267,19 @@ mod tests {
         let mut p = PartitionClock::new(LATE, IDLE, 1, Duration::from_secs(2), t0);
         p.observe(0, Some(10_000), t0);
         let later = t0 + Duration::from_secs(1);
-        assert!(matches!(p.contribution(later, true), Contribution::Idle(_)));
+        assert!(matches!(
+            p.contribution(later, Some(later)),
+            Contribution::Idle(_)
+        ));
         p.set_end(5, later);
         assert_eq!(
-            p.contribution(later, true),
+            p.contribution(later, Some(later)),
             Contribution::Active(Some(9_750))
         );
         // Older news does not undo it.
         p.set_end(1, t0);
         assert_eq!(
-            p.contribution(later, true),
+            p.contribution(later, Some(later)),
             Contribution::Active(Some(9_750))
         );
     }
@@ -248,10 +292,13 @@ mod tests {
         p.observe(0, Some(10_000), t0);
         let later = t0 + Duration::from_secs(3);
         assert_eq!(
-            p.contribution(later, true),
+            p.contribution(later, Some(later)),
             Contribution::Active(Some(9_750))
         );
         p.set_end(1, later);
-        assert!(matches!(p.contribution(later, true), Contribution::Idle(_)));
+        assert!(matches!(
+            p.contribution(later, Some(later)),
+            Contribution::Idle(_)
+        ));
     }
 }
