@@ -1,0 +1,430 @@
+//! The end-to-end load bench: generator -> Kafka (tansu, a real Kafka-compatible broker
+//! process on 127.0.0.1) -> the whole engine (every built-in KPI, the workload's threshold and
+//! one-minute window rules) -> alert transitions.
+//!
+//! `cargo bench -p citybrain-benches --bench end_to_end` prints, in one run:
+//! 1. **ceiling**: the input path alone, a `BaseConsumer` reading the pre-produced readings and
+//!    decoding each with the engine's decoder, nothing after it;
+//! 2. **max**: the engine consuming the same readings from the start, until its KPI snapshot
+//!    reflects the last one (so every rule and KPI has seen every reading);
+//! 3. **paced**: a producer at 25 %, 50 % and 80 % of that maximum with event time = the wall
+//!    clock at production, and each transition's event-time-to-alert latency (wall clock when
+//!    the engine hands it to its sinks minus its event time) in an hdrhistogram;
+//! 4. the process's peak RSS (engine, generator and the ceiling's consumer; not tansu's).
+//!
+//! Needs `tansu` (`scripts/install-test-deps.sh` installs it). Run as a test (`cargo test
+//! --benches`, no `--bench` argument) it only says how to run it. Sizes: `LOAD_SENSORS`
+//! (default 10,000), `LOAD_EVENTS` (pre-produced readings, default 300,000), `LOAD_SECONDS`
+//! (each paced level, default 20), `LOAD_WORKERS` (default 2), `LOAD_LATENESS_MS` (the
+//! sensor streams' allowed lateness, default 5) and `LOAD_IDLE_MS` (their idle timeout,
+//! default 200) and `LOAD_GRAIN_MS` (paced event times are rounded down to it, default 1: how
+//! many distinct event times the engine sees per second).
+#![allow(missing_docs)]
+#![allow(clippy::expect_used, clippy::print_stdout)] // a bench binary: a broken setup fails loudly
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use citybrain_benches::workload::{
+    CADENCE_MS, HOLD_MS, START, THRESHOLD, THRESHOLD_CLEAR, WINDOW_CLEAR, WINDOW_THRESHOLD,
+    ch4_value, sensor_id,
+};
+use citybrain_model::AlertTransition;
+use citybrain_model::decode::decode_mine_reading;
+use citybrain_tests::{MockKafka, TOPICS, http_get, start_engine};
+use hdrhistogram::Histogram;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const READINGS: &str = "mine.readings";
+/// The paced levels, as fractions of the measured maximum.
+const LEVELS: [f64; 3] = [0.25, 0.5, 0.8];
+/// Paced transitions in the first seconds of a level are not counted (the pipeline fills).
+const WARM_UP: Duration = Duration::from_secs(2);
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The engine's config: a short fetch wait (as `config/demo.toml`), the sensor streams'
+/// allowed lateness (part of every alert's latency) and idle timeout (a partition silent this
+/// long stops holding the clock, and its readings in flight may turn late), alerts to a file
+/// and a topic.
+fn config_toml(brokers: &str, workers: usize, lateness_ms: usize, idle_ms: usize) -> String {
+    format!(
+        r#"
+[engine]
+workers = {workers}
+
+[kafka]
+brokers = "{brokers}"
+group_id = "citybrain-load"
+properties = {{ "fetch.wait.max.ms" = "5" }}
+
+[sources.mine]
+allowed_lateness = "{lateness_ms}ms"
+idle_timeout = "{idle_ms}ms"
+
+[sources.farm]
+allowed_lateness = "{lateness_ms}ms"
+idle_timeout = "{idle_ms}ms"
+
+[http]
+bind = "127.0.0.1:0"
+
+[outputs]
+alerts_topic = "alerts"
+alerts_file = "alerts.jsonl"
+dead_letter_topic = "dead-letters"
+dead_letter_file = "dead-letters.jsonl"
+"#
+    )
+}
+
+/// The workload's two rules (`citybrain_benches::workload::engine_rules`) as rule-file TOML.
+fn rules_toml() -> String {
+    format!(
+        r#"
+[[rule]]
+id = "ch4-high"
+domain = "mine"
+metric = "ch4"
+scope = {{ kind = "ch4" }}
+above = {THRESHOLD}
+clear = {THRESHOLD_CLEAR}
+for = "{HOLD_MS}ms"
+severity = "critical"
+
+[[rule]]
+id = "ch4-avg-1m"
+kind = "window"
+domain = "mine"
+metric = "ch4"
+scope = {{ kind = "ch4" }}
+window = "1m"
+aggregate = "avg"
+above = {WINDOW_THRESHOLD}
+clear = {WINDOW_CLEAR}
+severity = "critical"
+"#
+    )
+}
+
+fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .set("enable.idempotence", "true")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer")
+}
+
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, value: &[u8]) {
+    let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).key(key).payload(value);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, returned)) => {
+                record = returned;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+fn reading(sensor: usize, time: u64, value: f64) -> String {
+    format!(
+        r#"{{"sensor":"{}","ts":{time},"metric":"ch4","value":{value}}}"#,
+        sensor_id(sensor)
+    )
+}
+
+/// Registers `sensors` CH4 sensors (16 per face, 8 faces per mine, as the workload).
+fn produce_registry(producer: &ThreadedProducer<DefaultProducerContext>, sensors: usize) {
+    for sensor in 0..sensors {
+        let face = sensor / 16;
+        let record = format!(
+            r#"{{"mine":"mine-{}","face":"mine-{}/face-{face}","kind":"ch4","cadence_ms":{CADENCE_MS}}}"#,
+            face / 8,
+            face / 8
+        );
+        send(
+            producer,
+            "registry.sensors",
+            &sensor_id(sensor),
+            record.as_bytes(),
+        );
+    }
+}
+
+/// Pre-produces `events` readings, every sensor once per second of event time from
+/// [`START`]; returns the last event time.
+fn produce_backlog(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    sensors: usize,
+    events: usize,
+) -> u64 {
+    let mut last = START;
+    for event in 0..events {
+        let (sensor, round) = (event % sensors, (event / sensors) as u64);
+        // Spread a round's readings over its second, so event time moves smoothly.
+        let time = START + round * CADENCE_MS + (sensor * 1_000 / sensors) as u64;
+        last = time;
+        let message = reading(sensor, time, ch4_value(sensor, round));
+        send(producer, READINGS, &sensor_id(sensor), message.as_bytes());
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    last
+}
+
+/// Reads every message of `mine.readings` and decodes it: messages per second.
+fn ceiling(brokers: &str, events: usize) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "citybrain-load-ceiling")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let partitions = TOPICS
+        .iter()
+        .find(|(t, _)| *t == READINGS)
+        .map_or(1, |(_, p)| *p);
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition_offset(READINGS, partition, rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&list).expect("assign");
+    let (mut read, mut decoded) = (0, 0);
+    let mut started: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while read < events && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            started.get_or_insert_with(Instant::now);
+            read += 1;
+            if decode_mine_reading(rdkafka::Message::payload(&message).unwrap_or_default()).is_ok()
+            {
+                decoded += 1;
+            }
+        }
+    }
+    assert_eq!(
+        decoded, events,
+        "the ceiling consumer decoded every reading"
+    );
+    events as f64 / started.map_or(f64::NAN, |s| s.elapsed().as_secs_f64())
+}
+
+/// The time of the engine's KPI snapshot (every reading before it is reflected).
+fn snapshot_time(addr: std::net::SocketAddr) -> u64 {
+    let (_, body) = http_get(addr, "/api/kpis");
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["time"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Latencies of the transitions the engine emits while `recording` is set, microseconds.
+struct Latencies {
+    recording: AtomicBool,
+    histogram: Mutex<Histogram<u64>>,
+}
+
+/// One paced level: produces `rate` readings per second for `run`, with event time = now
+/// rounded down to `grain_ms`; returns (readings produced, latency histogram).
+fn paced(
+    brokers: &str,
+    sensors: usize,
+    rate: f64,
+    run: Duration,
+    grain_ms: u64,
+    latencies: &Latencies,
+) -> (u64, Histogram<u64>) {
+    let producer = producer(brokers);
+    if let Ok(mut h) = latencies.histogram.lock() {
+        h.reset();
+    }
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    let mut round_of = vec![0u64; sensors];
+    while start.elapsed() < run {
+        if start.elapsed() >= WARM_UP {
+            latencies.recording.store(true, Ordering::Relaxed);
+        }
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        let time = now_ms() / grain_ms * grain_ms;
+        while sent < due {
+            let sensor = (sent % sensors as u64) as usize;
+            let round = round_of[sensor];
+            round_of[sensor] += 1;
+            let message = reading(sensor, time, ch4_value(sensor, round));
+            send(&producer, READINGS, &sensor_id(sensor), message.as_bytes());
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    latencies.recording.store(false, Ordering::Relaxed);
+    let _ = producer.flush(Duration::from_secs(10));
+    let histogram = latencies
+        .histogram
+        .lock()
+        .map(|h| h.clone())
+        .expect("histogram");
+    (sent, histogram)
+}
+
+/// Peak resident set size of this process, MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "end_to_end: a load bench through a tansu broker; run it with `cargo bench -p citybrain-benches --bench end_to_end`"
+        );
+        return;
+    }
+    let sensors = env_or("LOAD_SENSORS", 10_000).max(1);
+    let events = env_or("LOAD_EVENTS", 300_000).max(1);
+    let level_run = Duration::from_secs(env_or("LOAD_SECONDS", 20) as u64);
+    let workers = env_or("LOAD_WORKERS", 2).max(1);
+    let lateness_ms = env_or("LOAD_LATENESS_MS", 5);
+    let idle_ms = env_or("LOAD_IDLE_MS", 200).max(1);
+    let grain_ms = env_or("LOAD_GRAIN_MS", 1).max(1) as u64;
+
+    let kafka = MockKafka::tansu(&TOPICS);
+    let producer = producer(&kafka.brokers);
+    produce_registry(&producer, sensors);
+    let produced = Instant::now();
+    let last_time = produce_backlog(&producer, sensors, events);
+    let produce_rate = events as f64 / produced.elapsed().as_secs_f64();
+    println!("end_to_end: {sensors} sensors, {events} readings produced at {produce_rate:.0}/s");
+
+    let ceiling = ceiling(&kafka.brokers, events);
+    println!("end_to_end: ceiling (consume + decode): {ceiling:.0} readings/s");
+
+    let latencies = Arc::new(Latencies {
+        recording: AtomicBool::new(false),
+        histogram: Mutex::new(Histogram::new(3).expect("histogram")),
+    });
+    let seen = Arc::clone(&latencies);
+    let (first_transition, first_rx) = mpsc::channel::<()>();
+    let on_transition = Box::new(move |t: &AlertTransition| {
+        let _ = first_transition.send(());
+        if seen.recording.load(Ordering::Relaxed) {
+            let latency = now_us().saturating_sub(t.event_time * 1_000);
+            if let Ok(mut h) = seen.histogram.lock() {
+                let _ = h.record(latency.max(1));
+            }
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = start_engine(
+        dir.path(),
+        &config_toml(&kafka.brokers, workers, lateness_ms, idle_ms),
+        &rules_toml(),
+        on_transition,
+    );
+    let addr = engine.http_addr().expect("http server");
+    let started = Instant::now();
+    let mut first_event: Option<Instant> = None;
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        let status = engine.status();
+        if status.events > 0 {
+            first_event.get_or_insert_with(Instant::now);
+        }
+        if status.events as usize >= events && snapshot_time(addr) >= last_time {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine did not get through the backlog: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let max = events as f64 / first_event.unwrap_or(started).elapsed().as_secs_f64();
+    let transitions = engine.status().transitions;
+    assert!(first_rx.try_recv().is_ok(), "the backlog raised alerts");
+    println!(
+        "end_to_end: max (consume to every rule and KPI): {max:.0} readings/s = {:.2}x the ceiling; {transitions} transitions",
+        max / ceiling
+    );
+
+    for level in LEVELS {
+        let rate = max * level;
+        let dead_before = engine.status().dead_letters;
+        let (sent, histogram) = paced(
+            &kafka.brokers,
+            sensors,
+            rate,
+            level_run,
+            grain_ms,
+            &latencies,
+        );
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1_000.0;
+        println!(
+            "end_to_end: paced {:.0}% = {rate:.0}/s ({sent} readings, {} dead-lettered): {} transitions, latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+            level * 100.0,
+            engine.status().dead_letters - dead_before,
+            histogram.len(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            histogram.max() as f64 / 1_000.0
+        );
+    }
+    println!(
+        "end_to_end: peak RSS {:.0} MiB; {} readings dead-lettered (late or undecodable)",
+        peak_rss_mib(),
+        engine.status().dead_letters
+    );
+    engine.stop();
+    engine.wait().expect("the engine stopped cleanly");
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    let dead = std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap_or_default();
+    for line in dead.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let reason = value["reason"].as_str().unwrap_or("?").to_string();
+        *reasons.entry(reason).or_default() += 1;
+    }
+    println!("end_to_end: dead letters by reason: {reasons:?}");
+    for line in dead.lines().take(3) {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        println!(
+            "end_to_end: e.g. partition {} offset {}: {}",
+            value["partition"], value["offset"], value["detail"]
+        );
+    }
+}
