@@ -18,7 +18,8 @@
 //! (each paced level, default 20), `LOAD_WORKERS` (default 2), `LOAD_LATENESS_MS` (the
 //! sensor streams' allowed lateness, default 5) and `LOAD_IDLE_MS` (their idle timeout,
 //! default 200) and `LOAD_GRAIN_MS` (paced event times are rounded down to it, default 1: how
-//! many distinct event times the engine sees per second).
+//! many distinct event times the engine sees per second); `LOAD_MAX_RATE` sets the rate the
+//! paced levels are fractions of (default: the measured maximum), to compare runs at equal rates.
 #![allow(missing_docs)]
 #![allow(clippy::expect_used, clippy::print_stdout)] // a bench binary: a broken setup fails loudly
 
@@ -382,8 +383,13 @@ fn main() {
         max / ceiling
     );
 
+    // `LOAD_MAX_RATE` fixes the rate the levels are fractions of, so runs compare at equal rates.
+    let base = std::env::var("LOAD_MAX_RATE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(max);
     for level in LEVELS {
-        let rate = max * level;
+        let rate = base * level;
         let dead_before = engine.status().dead_letters;
         let (sent, histogram) = paced(
             &kafka.brokers,
