@@ -239,6 +239,50 @@ fn ceiling(brokers: &str, events: usize) -> f64 {
     events as f64 / started.map_or(f64::NAN, |s| s.elapsed().as_secs_f64())
 }
 
+/// Reads `mine.readings` as the broker stored it and counts the readings more than
+/// `lateness_ms` behind an earlier reading of their partition: (readings, out of order). Any
+/// consumer sees those late, whatever the engine does.
+fn out_of_order(brokers: &str, lateness_ms: u64) -> (u64, u64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "citybrain-load-order")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let partitions = TOPICS
+        .iter()
+        .find(|(t, _)| *t == READINGS)
+        .map_or(1, |(_, p)| *p);
+    let (mut read, mut behind) = (0, 0);
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(READINGS, partition, Duration::from_secs(10))
+            .expect("watermarks");
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(READINGS, partition, rdkafka::Offset::Offset(low))
+            .expect("partition");
+        consumer.assign(&list).expect("assign");
+        let mut newest = 0u64;
+        let mut next = low;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while next < high && Instant::now() < deadline {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            next = rdkafka::Message::offset(&message) + 1;
+            read += 1;
+            let payload = rdkafka::Message::payload(&message).unwrap_or_default();
+            if let Ok(reading) = decode_mine_reading(payload) {
+                if reading.time + lateness_ms < newest {
+                    behind += 1;
+                }
+                newest = newest.max(reading.time);
+            }
+        }
+    }
+    (read, behind)
+}
+
 /// The time of the engine's KPI snapshot (every reading before it is reflected).
 fn snapshot_time(addr: std::net::SocketAddr) -> u64 {
     let (_, body) = http_get(addr, "/api/kpis");
@@ -426,6 +470,10 @@ fn main() {
         *reasons.entry(reason).or_default() += 1;
     }
     println!("end_to_end: dead letters by reason: {reasons:?}");
+    let (stored, behind) = out_of_order(&kafka.brokers, lateness_ms as u64);
+    println!(
+        "end_to_end: the broker's log of {READINGS}: {stored} readings, {behind} more than the lateness behind an earlier one of their partition"
+    );
     for line in dead.lines().take(3) {
         let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
         println!(

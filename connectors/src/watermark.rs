@@ -211,10 +211,11 @@ mod tests {
 
     #[test]
     fn a_busy_worker_that_did_not_poll_does_not_call_its_partition_idle() {
-        // Seen in the end-to-end load bench: a worker stepping the dataflow for longer than
-        // the idle timeout, its partition's readings waiting in the client, took the partition
-        // for idle; the watermark followed the other worker's and the waiting readings went
-        // to the dead letters as late.
+        // A worker stepping the dataflow for longer than the idle timeout, its partition's
+        // readings waiting in the client, took the partition for idle; the watermark followed
+        // the other worker's and the waiting readings went to the dead letters as late. (Found
+        // reading the code while chasing the load bench's late readings, which had another
+        // cause: see benches/README.md.)
         let t0 = Instant::now();
         let mut p = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
         p.observe(0, Some(10_000), t0);
