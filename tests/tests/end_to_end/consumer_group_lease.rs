@@ -236,13 +236,27 @@ fn a_standby_takes_over_from_an_engine_killed_with_sigkill() {
     let took_over = killed.elapsed();
     let dir = standby.dir.path().to_path_buf();
     let first_log = logged(&child_log);
-    eventually("every transition logged", Duration::from_secs(180), || {
+    let merged = || {
         let mut ids: Vec<String> = first_log.iter().map(|t| t.id.clone()).collect();
         ids.extend(logged(&dir.join("alerts.jsonl")).into_iter().map(|t| t.id));
         ids.sort();
         ids.dedup();
-        ids.len() >= expected.len()
-    });
+        ids.len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while merged() < expected.len() {
+        // Say where it stuck: how far the standby got, and whether it dropped anything.
+        assert!(
+            Instant::now() < deadline,
+            "timed out: every transition logged: {} of {} ({} by the killed engine); the standby: {:?}, readyz {:?}",
+            merged(),
+            expected.len(),
+            first_log.len(),
+            standby.engine().status(),
+            http_get(standby_addr, "/readyz"),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(Duration::from_millis(500));
     let (second_log, dead_letters) = standby.stop();
     assert!(dead_letters.is_empty(), "{dead_letters:?}");
