@@ -200,11 +200,12 @@ fn produce_backlog(
     last
 }
 
-/// Reads every message of `mine.readings` and decodes it: messages per second.
-fn ceiling(brokers: &str, events: usize) -> f64 {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// A plain consumer of group `group` that commits nothing (it assigns its partitions itself),
+/// and the number of partitions of `mine.readings`.
+fn readings_consumer(brokers: &str, group: &str) -> (BaseConsumer, i32) {
+    let consumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", "citybrain-load-ceiling")
+        .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
@@ -213,6 +214,12 @@ fn ceiling(brokers: &str, events: usize) -> f64 {
         .iter()
         .find(|(t, _)| *t == READINGS)
         .map_or(1, |(_, p)| *p);
+    (consumer, partitions)
+}
+
+/// Reads every message of `mine.readings` and decodes it: messages per second.
+fn ceiling(brokers: &str, events: usize) -> f64 {
+    let (consumer, partitions) = readings_consumer(brokers, "citybrain-load-ceiling");
     let mut list = rdkafka::TopicPartitionList::new();
     for partition in 0..partitions {
         list.add_partition_offset(READINGS, partition, rdkafka::Offset::Beginning)
@@ -243,16 +250,7 @@ fn ceiling(brokers: &str, events: usize) -> f64 {
 /// `lateness_ms` behind an earlier reading of their partition: (readings, out of order). Any
 /// consumer sees those late, whatever the engine does.
 fn out_of_order(brokers: &str, lateness_ms: u64) -> (u64, u64) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "citybrain-load-order")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let partitions = TOPICS
-        .iter()
-        .find(|(t, _)| *t == READINGS)
-        .map_or(1, |(_, p)| *p);
+    let (consumer, partitions) = readings_consumer(brokers, "citybrain-load-order");
     let (mut read, mut behind) = (0, 0);
     for partition in 0..partitions {
         let (low, high) = consumer
