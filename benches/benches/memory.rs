@@ -156,7 +156,7 @@ fn main() {
             let (reports_input, reports) = scope.new_collection::<ReportEventRow, Diff>();
             let partitions = citybrain_operators::no_partitions(&rule_rows);
             let (sensor, citizen) = rule_alerts_by_clock_seeded(
-                readings,
+                citybrain_operators::matching::events(readings, registry_rows.clone()),
                 registry_rows,
                 reports,
                 partitions,

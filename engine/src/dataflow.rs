@@ -20,7 +20,6 @@ use citybrain_operators::report_state::{ReportEventRow, ReportStates, UnknownRep
 use citybrain_operators::rule::RuleRow;
 use citybrain_operators::stall::PartitionRow;
 use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time, rule_alerts_by_clock_seeded};
-use differential_dataflow::VecCollection;
 use differential_dataflow::input::{Input, InputSession};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::channels::pact::Pipeline;
@@ -117,20 +116,6 @@ pub fn clock_of(def: &KpiDef) -> KpiClock {
     }
 }
 
-/// A reading as a KPI row keyed by its entity: labels `domain`, `entity`, `metric`.
-fn reading_rows<'s>(
-    collection: VecCollection<'s, Time, ReadingRow, Diff>,
-) -> VecCollection<'s, Time, ((Domain, String), KpiRow), Diff> {
-    collection.map(|((domain, entity), (metric, value))| {
-        let pairs = [
-            ("domain", domain.as_str().to_string()),
-            ("entity", entity.clone()),
-            ("metric", metric.as_str().to_string()),
-        ];
-        labeled(domain, entity, pairs, value.0)
-    })
-}
-
 fn labeled(
     domain: Domain,
     entity: String,
@@ -178,8 +163,9 @@ pub fn build(
         let (reports_input, reports) = scope.new_collection::<ReportEventRow, Diff>();
         let (partitions_input, partitions) = scope.new_collection::<PartitionRow, Diff>();
 
+        let events = citybrain_operators::matching::events(readings.clone(), registry.clone());
         let (alerts, citizen_alerts) = rule_alerts_by_clock_seeded(
-            readings.clone(),
+            events.clone(),
             registry.clone(),
             reports.clone(),
             partitions,
@@ -214,7 +200,7 @@ pub fn build(
             let _ = alerts_out.send(Output::Alert(t.clone()));
         });
         let (probe, alerts) = alerts.probe();
-        let citizen_active = citizen_alerts.clone().active_alerts();
+        let citizen_for_kpis = citizen_alerts.clone();
         let (citizen_probe, _) = citizen_alerts
             .inspect(move |t: &AlertTransition| {
                 let _ = citizen_out.send(Output::Alert(t.clone()));
@@ -228,7 +214,9 @@ pub fn build(
             })
             .probe_with(&citizen_probe);
 
-        let report_event_rows =
+        // Only the sources some KPI reads are built: an unread one still costs its operators.
+        let reads = |source: KpiSource| kpis.iter().any(|def| def.source == source);
+        let report_event_rows = reads(KpiSource::ReportEvents).then(|| {
             reports
                 .clone()
                 .into_instants()
@@ -243,20 +231,19 @@ pub fn build(
                         [("kind", kind), ("category", category), ("grid", grid)],
                         1.0,
                     )
-                });
+                })
+        });
         let sources = KpiSources {
-            readings: insertions(with_registry_labels(
-                reading_rows(readings.clone().into_instants().map(|(row, _time)| row)),
-                registry.clone(),
-            )),
-            latest: with_registry_labels(reading_rows(readings.latest()), registry.clone()),
+            readings: reads(KpiSource::Readings).then_some(events),
+            latest: reads(KpiSource::Latest).then(|| readings.latest(registry.clone())),
             // Sensor alerts only: the alert KPIs follow the sensor clock.
-            alerts: alerts.active_alerts(),
-            reports: with_registry_labels(
-                report_states.mark_overdue(citizen_active),
-                registry.clone(),
-            ),
-            report_events: insertions(with_registry_labels(report_event_rows, registry)),
+            alerts: reads(KpiSource::Alerts).then(|| alerts.active_alerts()),
+            reports: reads(KpiSource::Reports).then(|| {
+                let citizen_active = citizen_for_kpis.active_alerts();
+                with_registry_labels(report_states.mark_overdue(citizen_active), registry.clone())
+            }),
+            report_events: report_event_rows
+                .map(|rows| insertions(with_registry_labels(rows, registry))),
         };
         for (clock, defs) in [
             (KpiClock::Sensors, &sensor_kpis),

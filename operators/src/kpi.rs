@@ -1,19 +1,25 @@
 //! Live KPIs as differential aggregates: each KPI definition filters the rows of one source,
 //! groups them by a label and reduces each group to one number, maintained incrementally.
 //!
-//! Sources are collections of [`KpiRow`]s (labels + a value): state sources (latest readings,
-//! active alerts, report states) hold one row per live thing; event sources (readings, report
-//! events) hold each event for the KPI's window only (an event enters at its event time and is
-//! retracted at event time + window), so memory grows with live keys and window lengths, not
-//! with events seen.
+//! State sources (latest readings, active alerts, report states) hold one row per live thing;
+//! event sources (readings, report events) hold each event for the KPI's window only (an event
+//! enters at its event time and is retracted at event time + window), so memory grows with live
+//! keys and window lengths, not with events seen.
+//!
+//! Rows are read through [`KpiFields`]: readings and latest readings are the enriched
+//! [`Event`](crate::enrich::Event)s the rules already share, so no label list is built per
+//! reading and no reading is arranged to join it with the registry. Each KPI keeps only what its
+//! aggregate reads of a row (a [`Point`]) before any window or arrangement.
 
 use std::collections::BTreeSet;
 
 use citybrain_model::Labels;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Map;
 
+use crate::enrich::{EnrichedRow, Events};
 use crate::{Diff, EntityKey, RegistryRow, Time};
 
 /// One row of a KPI source: labels (sorted) and a value.
@@ -89,27 +95,73 @@ pub struct KpiDef {
     pub window_ms: Option<u64>,
 }
 
-/// True when `labels` carry every selector (`*` matches any value of the label).
-pub fn matches(labels: &Labels, selectors: &Labels) -> bool {
-    selectors.iter().all(|(name, wanted)| {
-        labels
+/// What a KPI reads of a source row: its labels by name and its value.
+///
+/// Rows of state and report sources carry their labels as a list ([`KpiRow`]); readings are
+/// read straight off the enriched [`Event`]s the rules share, so a KPI over millions of readings
+/// builds no label list per reading.
+pub trait KpiFields {
+    /// The value of label `name`, if the row has it.
+    fn label(&self, name: &str) -> Option<&str>;
+    /// The row's value.
+    fn value(&self) -> f64;
+}
+
+impl KpiFields for KpiRow {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.0
             .iter()
-            .any(|(k, v)| k == name && (wanted == "*" || v == wanted))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn value(&self) -> f64 {
+        self.1.0
+    }
+}
+
+/// A reading's labels are `domain`, `entity` and `metric`, then its entity's registry labels
+/// (the reading's own win).
+impl KpiFields for EnrichedRow {
+    fn label(&self, name: &str) -> Option<&str> {
+        let ((domain, metric), event) = self;
+        match name {
+            "domain" => Some(domain.as_str()),
+            "entity" => Some(event.entity.as_str()),
+            "metric" => Some(metric.as_str()),
+            _ => event
+                .labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str()),
+        }
+    }
+
+    fn value(&self) -> f64 {
+        self.1.value.0
+    }
+}
+
+/// True when `row` carries every selector (`*` matches any value of the label).
+pub fn matches(row: &impl KpiFields, selectors: &Labels) -> bool {
+    selectors.iter().all(|(name, wanted)| {
+        row.label(name)
+            .is_some_and(|v| wanted == "*" || v == wanted)
     })
 }
 
 /// The group a row falls in: the value of `group_by`, `unknown` when the row lacks it.
-pub fn group_of(labels: &Labels, group_by: Option<&str>) -> String {
+pub fn group_of(row: &impl KpiFields, group_by: Option<&str>) -> String {
     match group_by {
         None => String::new(),
-        Some(name) => labels
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or_else(|| "unknown".to_string(), |(_, v)| v.clone()),
+        Some(name) => row.label(name).unwrap_or("unknown").to_string(),
     }
 }
 
 /// Reduces one group's rows (with multiplicities) to its KPI value; `None` for no rows.
+///
+/// The definition of every aggregate, from scratch: what the incremental [`kpi_values`] is
+/// tested against.
 pub fn aggregate(
     rows: &[(&KpiRow, Diff)],
     aggregate: &Aggregate,
@@ -146,7 +198,7 @@ pub fn aggregate(
         Aggregate::Ratio(numerator) => {
             let hits: Diff = rows
                 .iter()
-                .filter(|((labels, _), m)| *m > 0 && matches(labels, numerator))
+                .filter(|(row, m)| *m > 0 && matches(*row, numerator))
                 .map(|(_, m)| *m)
                 .sum();
             hits as f64 / n
@@ -155,30 +207,78 @@ pub fn aggregate(
     })
 }
 
-/// The KPI sources of one dataflow.
+/// The KPI sources of one dataflow; `None` for a source no KPI reads (it is then not built).
 pub struct KpiSources<'s> {
-    /// Every reading, enriched, each at its event time (+1, never retracted).
-    pub readings: VecCollection<'s, Time, KpiRow, Diff>,
-    /// The latest reading per (entity, metric), enriched.
-    pub latest: VecCollection<'s, Time, KpiRow, Diff>,
+    /// Every reading, enriched, as it occurs (`+1` at its event time, never retracted): the
+    /// stream the rules share ([`crate::matching::events`]).
+    pub readings: Option<Events<'s>>,
+    /// The latest reading per (entity, metric), enriched ([`crate::latest::Latest`]).
+    pub latest: Option<VecCollection<'s, Time, EnrichedRow, Diff>>,
     /// Active alerts.
-    pub alerts: VecCollection<'s, Time, KpiRow, Diff>,
+    pub alerts: Option<VecCollection<'s, Time, KpiRow, Diff>>,
     /// Report states, enriched with their grid.
-    pub reports: VecCollection<'s, Time, KpiRow, Diff>,
+    pub reports: Option<VecCollection<'s, Time, KpiRow, Diff>>,
     /// Every report event, enriched, each at its event time (+1, never retracted).
-    pub report_events: VecCollection<'s, Time, KpiRow, Diff>,
+    pub report_events: Option<VecCollection<'s, Time, KpiRow, Diff>>,
 }
 
 impl<'s> KpiSources<'s> {
-    fn get(&self, source: KpiSource) -> VecCollection<'s, Time, KpiRow, Diff> {
-        match source {
-            KpiSource::Readings => self.readings.clone(),
-            KpiSource::Latest => self.latest.clone(),
-            KpiSource::Alerts => self.alerts.clone(),
-            KpiSource::Reports => self.reports.clone(),
-            KpiSource::ReportEvents => self.report_events.clone(),
-        }
+    /// The rows of `def`'s source that it counts, as [`Point`]s (`None`: the source is not
+    /// built).
+    fn points(&self, def: &KpiDef) -> Option<VecCollection<'s, Time, Point, Diff>> {
+        let rows_of = |rows: &VecCollection<'s, Time, KpiRow, Diff>| {
+            let def = def.clone();
+            rows.clone().flat_map(move |row| point(&def, &row))
+        };
+        Some(match def.source {
+            KpiSource::Readings => {
+                let def = def.clone();
+                self.readings
+                    .clone()?
+                    .flat_map(move |(row, time, diff)| {
+                        point(&def, &row).map(|point| (point, time, diff))
+                    })
+                    .as_collection()
+            }
+            KpiSource::Latest => {
+                let def = def.clone();
+                self.latest.clone()?.flat_map(move |row| point(&def, &row))
+            }
+            KpiSource::Alerts => rows_of(self.alerts.as_ref()?),
+            KpiSource::Reports => rows_of(self.reports.as_ref()?),
+            KpiSource::ReportEvents => rows_of(self.report_events.as_ref()?),
+        })
     }
+}
+
+/// A source row as one KPI counts it: group -> (tag, value). Only what the KPI's aggregate
+/// reads is kept, so rows that count the same consolidate: the tag is the distinct-counted
+/// label's value (else empty); the value is the row's value for sums, averages and order
+/// statistics, 1 or 0 for a ratio (in the numerator or not), else 0.
+pub type Point = (String, (String, OrderedFloat<f64>));
+
+/// `row` as `def` counts it; `None` when the filter drops it (or it lacks the distinct-counted
+/// label).
+pub fn point(def: &KpiDef, row: &impl KpiFields) -> Option<Point> {
+    if !matches(row, &def.filter) {
+        return None;
+    }
+    let (tag, value) = match &def.aggregate {
+        Aggregate::Count | Aggregate::RatePerMinute => (String::new(), 0.0),
+        Aggregate::DistinctCount(label) => (row.label(label)?.to_string(), 0.0),
+        Aggregate::Ratio(numerator) => {
+            (String::new(), f64::from(u8::from(matches(row, numerator))))
+        }
+        Aggregate::Sum
+        | Aggregate::Avg
+        | Aggregate::Min
+        | Aggregate::Max
+        | Aggregate::Percentile(_) => (String::new(), row.value()),
+    };
+    Some((
+        group_of(row, def.group_by.as_deref()),
+        (tag, OrderedFloat(value)),
+    ))
 }
 
 /// Adds each row's entity labels from the registry (left join: rows of unregistered entities
@@ -232,11 +332,13 @@ impl<'s, D: differential_dataflow::Data> FilterDiffPositive<'s, D>
 const SUM_SCALE: f64 = 1e6;
 
 /// Maintains every KPI in `defs` over `sources`: one row `((name, group), value)` per group
-/// that has rows. An event source's rows count for the KPI's window only.
+/// that has rows. An event source's rows count for the KPI's window only. A KPI whose source
+/// is not built has no rows.
 ///
-/// Counts, ratios, sums and averages are kept as accumulated differences (`count_total`), so
-/// a change costs the same however large its group; min, max and percentiles reduce over the
-/// group's distinct values.
+/// Each KPI first projects its source's rows to [`Point`]s (filter, group, and only the field
+/// its aggregate reads). Counts, ratios, sums and averages are kept as accumulated differences
+/// (`count_total`), so a change costs the same however large its group; min, max and
+/// percentiles reduce over the group's distinct values.
 pub fn kpi_values<'s>(
     sources: &KpiSources<'s>,
     defs: &[KpiDef],
@@ -245,93 +347,110 @@ pub fn kpi_values<'s>(
 
     let mut outputs = Vec::new();
     for def in defs {
-        let filter = def.filter.clone();
-        let group_by = def.group_by.clone();
-        let name = def.name.clone();
-        let mut rows = sources
-            .get(def.source)
-            .filter(move |(labels, _)| matches(labels, &filter))
-            .map(move |row| ((name.clone(), group_of(&row.0, group_by.as_deref())), row));
+        let Some(mut points) = sources.points(def) else {
+            continue;
+        };
+        if matches!(
+            def.aggregate,
+            Aggregate::Count
+                | Aggregate::RatePerMinute
+                | Aggregate::DistinctCount(_)
+                | Aggregate::Ratio(_)
+        ) {
+            // Few distinct points: merging them per time before the window halves the work.
+            points = points.consolidate_stream();
+        }
         if let (Some(window), true) = (def.window_ms, def.source.is_event_source()) {
-            let expired = rows
+            let expired = points
                 .clone()
                 .delay(move |t| t.saturating_add(window))
                 .negate();
-            rows = rows.concat(expired);
+            points = points.concat(expired);
         }
         let minutes = def.window_ms.unwrap_or(60_000).max(1) as f64 / 60_000.0;
         let values = match def.aggregate.clone() {
             Aggregate::Count | Aggregate::RatePerMinute => {
                 let per_minute = def.aggregate == Aggregate::RatePerMinute;
-                rows.map(|(key, _)| key)
+                points
+                    .map(|(group, _)| group)
                     .count_total()
-                    .flat_map(move |(key, n)| {
-                        (n > 0).then(|| {
-                            (
-                                key,
-                                OrderedFloat(if per_minute {
-                                    n as f64 / minutes
-                                } else {
-                                    n as f64
-                                }),
-                            )
-                        })
+                    .flat_map(move |(group, n)| {
+                        let value = if per_minute {
+                            n as f64 / minutes
+                        } else {
+                            n as f64
+                        };
+                        (n > 0).then_some((group, value))
                     })
             }
-            Aggregate::DistinctCount(label) => rows
-                .flat_map(move |(key, (labels, _))| {
-                    labels
-                        .into_iter()
-                        .find(|(k, _)| *k == label)
-                        .map(|(_, v)| (key, v))
-                })
+            Aggregate::DistinctCount(_) => points
+                .map(|(group, (tag, _))| (group, tag))
                 .distinct()
-                .map(|(key, _)| key)
+                .map(|(group, _)| group)
                 .count_total()
-                .flat_map(|(key, n)| (n > 0).then_some((key, OrderedFloat(n as f64)))),
-            Aggregate::Ratio(numerator) => rows
-                .explode(move |(key, (labels, _))| {
-                    let hit = isize::from(matches(&labels, &numerator));
-                    Some((key, (hit, 1isize)))
-                })
+                .flat_map(|(group, n)| (n > 0).then_some((group, n as f64))),
+            Aggregate::Ratio(_) => points
+                .explode(|(group, (_, hit))| Some((group, (hit.0 as isize, 1isize))))
                 .count_total()
-                .flat_map(|(key, (hits, n))| {
-                    (n > 0).then(|| (key, OrderedFloat(hits as f64 / n as f64)))
-                }),
+                .flat_map(|(group, (hits, n))| (n > 0).then(|| (group, hits as f64 / n as f64))),
             Aggregate::Sum | Aggregate::Avg => {
                 let average = def.aggregate == Aggregate::Avg;
-                rows.explode(|(key, (_, value))| {
-                    let fixed = (value.0 * SUM_SCALE).round() as isize;
-                    Some((key, (1isize, fixed)))
-                })
-                .count_total()
-                .flat_map(move |(key, (n, sum))| {
-                    let total = sum as f64 / SUM_SCALE;
-                    (n > 0).then(|| {
-                        (
-                            key,
-                            OrderedFloat(if average { total / n as f64 } else { total }),
-                        )
+                points
+                    .explode(|(group, (_, value))| {
+                        let fixed = (value.0 * SUM_SCALE).round() as isize;
+                        Some((group, (1isize, fixed)))
                     })
-                })
-            }
-            how @ (Aggregate::Min | Aggregate::Max | Aggregate::Percentile(_)) => {
-                let window = def.window_ms;
-                rows.map(|(key, (_, value))| (key, (Vec::new(), value)))
-                    .reduce(move |_key, input, output| {
-                        if let Some(value) = aggregate(input, &how, window) {
-                            output.push((OrderedFloat(value), 1));
-                        }
+                    .count_total()
+                    .flat_map(move |(group, (n, sum))| {
+                        let total = sum as f64 / SUM_SCALE;
+                        let value = if average { total / n as f64 } else { total };
+                        (n > 0).then_some((group, value))
                     })
             }
+            how @ (Aggregate::Min | Aggregate::Max | Aggregate::Percentile(_)) => points
+                .map(|(group, (_, value))| (group, value))
+                .reduce(move |_group, values, output| {
+                    if let Some(value) = order_statistic(values, &how) {
+                        output.push((value, 1));
+                    }
+                })
+                .map(|(group, value)| (group, value.0)),
         };
-        outputs.push(values);
+        let name = def.name.clone();
+        outputs
+            .push(values.map(move |(group, value)| ((name.clone(), group), OrderedFloat(value))));
     }
     let first = outputs.first()?.clone();
     Some(differential_dataflow::collection::concatenate(
         first.scope(),
         outputs,
     ))
+}
+
+/// The least, greatest or nearest-rank percentile of a group's values (sorted ascending, with
+/// their counts, as `reduce` gives them); `None` for no values.
+fn order_statistic(
+    values: &[(&OrderedFloat<f64>, Diff)],
+    how: &Aggregate,
+) -> Option<OrderedFloat<f64>> {
+    let present = || values.iter().filter(|(_, n)| *n > 0);
+    match how {
+        Aggregate::Min => present().next().map(|(v, _)| **v),
+        Aggregate::Max => present().next_back().map(|(v, _)| **v),
+        Aggregate::Percentile(p) => {
+            let total: Diff = present().map(|(_, n)| *n).sum();
+            let rank = ((f64::from(*p) / 100.0) * total as f64).ceil() as Diff;
+            let rank = rank.clamp(1, total.max(1));
+            let mut seen = 0;
+            present()
+                .find(|(_, n)| {
+                    seen += *n;
+                    seen >= rank
+                })
+                .map(|(v, _)| **v)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -389,7 +508,7 @@ mod tests {
 
     #[test]
     fn filters_and_groups() {
-        let (labels, _) = row(&[("district", "uxin"), ("status", "open")], 0.0);
+        let labels = row(&[("district", "uxin"), ("status", "open")], 0.0);
         let selectors = |pairs: &[(&str, &str)]| -> Labels {
             pairs
                 .iter()

@@ -1,96 +1,249 @@
-//! The latest reading per (entity, metric) as a collection: the "now" view of every sensor.
+//! The latest reading per (entity, metric) with its entity's labels: the "now" view of every
+//! sensor that KPIs such as "max CH4 per face" read.
 //!
-//! A frontier-driven timely operator, exchanged by entity, that keeps one value per live
-//! (entity, metric) and emits its change (retract the old value, insert the new one) at the
-//! event time of each newer reading, once the frontier has passed it. Out-of-order readings
-//! inside the allowed lateness give exactly the in-order result.
+//! A frontier-driven timely operator over readings and the registry, both exchanged by entity,
+//! that keeps one value per live (entity, metric) and emits its change (retract the old row,
+//! insert the new one) at the event time of each newer reading, once both frontiers have passed
+//! it. A registry change relabels the entity's latest rows at the change's time, so the output
+//! equals a join of the latest readings with the registry as it stands at every time, without
+//! arranging either side. Out-of-order readings inside the allowed lateness give exactly the
+//! in-order result.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use citybrain_model::Metric;
+use citybrain_model::{Labels, Metric};
 use differential_dataflow::collection::vec;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
-use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::{Diff, EntityKey, ReadingRow, Time};
+use crate::enrich::{EnrichedRow, Event};
+use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
 
-/// The latest value of one metric of one entity.
-pub type LatestRow = (EntityKey, (Metric, OrderedFloat<f64>));
+/// What waits for one time: the capability to emit at it, the readings and the registry
+/// changes of that time.
+struct Waiting {
+    capability: Option<Capability<Time>>,
+    readings: Vec<(ReadingRow, Diff)>,
+    changes: Vec<((EntityKey, Arc<Labels>), Diff)>,
+}
 
-/// Updates of one time, held until the frontier passes it, with the capability to emit at it.
-type Waiting = (Capability<Time>, Vec<(ReadingRow, Diff)>);
-
-/// Keeps the latest reading per (entity, metric).
+/// Keeps the latest reading per (entity, metric), labelled.
 pub trait Latest<'s> {
-    /// A collection holding, at every time, each (entity, metric)'s newest value.
+    /// A collection holding, at every time, each (entity, metric)'s newest reading as an
+    /// [`Event`] keyed by (domain, metric), with the entity's labels at that time (empty when
+    /// it is not registered). Of several readings of one key at one time the largest value
+    /// wins, so the result does not depend on arrival order.
     ///
     /// ```
-    /// use citybrain_model::{Domain, Metric};
+    /// use citybrain_model::{Domain, EntityInfo, Metric};
     /// use citybrain_operators::latest::Latest;
     /// use citybrain_operators::ordered_float::OrderedFloat;
     /// use differential_dataflow::input::Input;
     ///
     /// timely::example(|scope| {
-    ///     let (mut input, readings) = scope.new_collection();
-    ///     readings.latest().inspect(|update| assert!(update.1 == 1 || update.1 == 2));
-    ///     let key = (Domain::Mine, "s1".to_string());
-    ///     input.update_at((key.clone(), (Metric::Ch4, OrderedFloat(0.4))), 1, 1);
-    ///     input.update_at((key, (Metric::Ch4, OrderedFloat(0.9))), 2, 1);
+    ///     let (mut readings, reading_rows) = scope.new_collection();
+    ///     let (mut registry, registry_rows) = scope.new_collection();
+    ///     reading_rows.latest(registry_rows).inspect(|((key, event), time, diff)| {
+    ///         assert_eq!(*key, (Domain::Mine, Metric::Ch4));
+    ///         let face = event.labels.first().map(|(_, face)| face.as_str());
+    ///         // 0.4 on face f1 at 1; at 2 the sensor moves to f2; at 3 it reads 0.9.
+    ///         let expected = match (*time, *diff) {
+    ///             (1, 1) | (2, -1) => (0.4, Some("f1")),
+    ///             (2, 1) | (3, -1) => (0.4, Some("f2")),
+    ///             _ => (0.9, Some("f2")),
+    ///         };
+    ///         assert_eq!((event.value.0, face), expected);
+    ///     });
+    ///     let sensor = (Domain::Mine, "s1".to_string());
+    ///     let info = |face: &str| EntityInfo::new([("face", Some(face.into()))], 0);
+    ///     registry.insert((sensor.clone(), info("f1")));
+    ///     readings.advance_to(1);
+    ///     registry.advance_to(1);
+    ///     readings.insert((sensor.clone(), (Metric::Ch4, OrderedFloat(0.4))));
+    ///     readings.advance_to(2);
+    ///     registry.advance_to(2);
+    ///     registry.remove((sensor.clone(), info("f1")));
+    ///     registry.insert((sensor.clone(), info("f2")));
+    ///     readings.advance_to(3);
+    ///     readings.insert((sensor, (Metric::Ch4, OrderedFloat(0.9))));
     /// });
     /// ```
-    fn latest(self) -> VecCollection<'s, Time, LatestRow, Diff>;
+    fn latest(
+        self,
+        registry: VecCollection<'s, Time, RegistryRow, Diff>,
+    ) -> VecCollection<'s, Time, EnrichedRow, Diff>;
 }
 
 impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
-    fn latest(self) -> VecCollection<'s, Time, LatestRow, Diff> {
-        let exchange = Exchange::new(|update: &(ReadingRow, Time, Diff)| (update.0).0.hashed());
+    fn latest(
+        self,
+        registry: VecCollection<'s, Time, RegistryRow, Diff>,
+    ) -> VecCollection<'s, Time, EnrichedRow, Diff> {
+        let labels = registry
+            .map(|(key, info)| (key, Arc::new(info.labels)))
+            .inner;
+        let readings_route = Exchange::new(|(row, _, _): &(ReadingRow, Time, Diff)| row.0.hashed());
+        let registry_route =
+            Exchange::new(|((key, _), _, _): &((EntityKey, Arc<Labels>), Time, Diff)| key.hashed());
         self.inner
-            .unary_frontier(exchange, "Latest", |_capability, _info| {
-                let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
-                let mut current: FxHashMap<(EntityKey, Metric), OrderedFloat<f64>> =
-                    FxHashMap::default();
-                move |(input, frontier), output| {
-                    input.for_each(|capability, data| {
-                        for (row, time, diff) in data.drain(..) {
-                            waiting
-                                .entry(time)
-                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
-                                .1
-                                .push((row, diff));
-                        }
-                    });
-                    while let Some(entry) = waiting.first_entry() {
-                        let time = *entry.key();
-                        if frontier.less_equal(&time) {
-                            break;
-                        }
-                        let (capability, mut updates) = entry.remove();
-                        consolidate(&mut updates);
-                        let mut session = output.session(&capability);
-                        // Of several readings of one key at one time the largest value wins
-                        // (updates are sorted), so the result does not depend on arrival order.
-                        for ((entity, (metric, value)), diff) in updates {
-                            if diff <= 0 {
+            .binary_frontier(
+                labels,
+                readings_route,
+                registry_route,
+                "Latest",
+                |_capability, _info| {
+                    let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
+                    let mut table = LabelTable::default();
+                    let mut current: FxHashMap<EntityKey, Vec<(Metric, Arc<Event>)>> =
+                        FxHashMap::default();
+                    move |(readings, readings_frontier), (changes, registry_frontier), output| {
+                        readings.for_each(|capability, data| {
+                            for (row, time, diff) in data.drain(..) {
+                                let entry = waiting.entry(time).or_insert_with(Waiting::new);
+                                entry.hold(&capability, time);
+                                entry.readings.push((row, diff));
+                            }
+                        });
+                        changes.for_each(|capability, data| {
+                            for (row, time, diff) in data.drain(..) {
+                                let entry = waiting.entry(time).or_insert_with(Waiting::new);
+                                entry.hold(&capability, time);
+                                entry.changes.push((row, diff));
+                            }
+                        });
+                        while let Some(entry) = waiting.first_entry() {
+                            let time = *entry.key();
+                            if readings_frontier.less_equal(&time)
+                                || registry_frontier.less_equal(&time)
+                            {
+                                break;
+                            }
+                            let Waiting {
+                                capability,
+                                mut readings,
+                                mut changes,
+                            } = entry.remove();
+                            let Some(capability) = capability else {
                                 continue;
+                            };
+                            let mut session = output.session(&capability);
+                            // Registry changes first: readings of this time see the table as
+                            // of it, like the rules' lookups do.
+                            consolidate(&mut changes);
+                            let mut changed: Vec<EntityKey> = Vec::new();
+                            for ((key, labels), diff) in changes {
+                                table.update(&key, labels, diff);
+                                if changed.last() != Some(&key) {
+                                    changed.push(key);
+                                }
                             }
-                            let key = (entity, metric);
-                            let previous = current.insert(key.clone(), value);
-                            if previous == Some(value) {
-                                continue;
+                            for key in &changed {
+                                let Some(events) = current.get_mut(key) else {
+                                    continue;
+                                };
+                                let labels = table.labels_of(key);
+                                for (metric, event) in events.iter_mut() {
+                                    if event.labels == labels {
+                                        continue;
+                                    }
+                                    let relabelled = Arc::new(Event {
+                                        labels: Arc::clone(&labels),
+                                        ..Event::clone(event)
+                                    });
+                                    let metric = *metric;
+                                    let old = std::mem::replace(event, Arc::clone(&relabelled));
+                                    session.give((((key.0, metric), old), time, -1));
+                                    session.give((((key.0, metric), relabelled), time, 1));
+                                }
                             }
-                            if let Some(previous) = previous {
-                                session.give(((key.0.clone(), (metric, previous)), time, -1));
+                            // Sorted: of one key's readings at this time the largest comes last.
+                            consolidate(&mut readings);
+                            for (((domain, entity), (metric, value)), diff) in readings {
+                                if diff <= 0 {
+                                    continue;
+                                }
+                                let key = (domain, entity);
+                                let labels = table.labels_of(&key);
+                                let events = current.entry(key.clone()).or_default();
+                                let slot = events.iter().position(|(m, _)| *m == metric);
+                                if let Some(i) = slot
+                                    && events[i].1.value == value
+                                    && events[i].1.labels == labels
+                                {
+                                    continue;
+                                }
+                                let event = Arc::new(Event {
+                                    time,
+                                    entity: key.1,
+                                    value,
+                                    labels,
+                                });
+                                let old = match slot {
+                                    Some(i) => Some(std::mem::replace(
+                                        &mut events[i].1,
+                                        Arc::clone(&event),
+                                    )),
+                                    None => {
+                                        events.push((metric, Arc::clone(&event)));
+                                        None
+                                    }
+                                };
+                                if let Some(old) = old {
+                                    session.give((((domain, metric), old), time, -1));
+                                }
+                                session.give((((domain, metric), event), time, 1));
                             }
-                            session.give(((key.0, (metric, value)), time, 1));
                         }
                     }
-                }
-            })
+                },
+            )
             .as_collection()
+    }
+}
+
+impl Waiting {
+    fn new() -> Self {
+        Waiting {
+            capability: None,
+            readings: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// Keeps a capability for `time` (the first input to bring something at it provides it).
+    fn hold(&mut self, capability: &InputCapability<Time>, time: Time) {
+        if self.capability.is_none() {
+            self.capability = Some(capability.delayed(&time, 0));
+        }
+    }
+}
+
+/// Each registered entity's labels.
+#[derive(Default)]
+struct LabelTable {
+    rows: FxHashMap<EntityKey, Vec<(Arc<Labels>, Diff)>>,
+}
+
+impl LabelTable {
+    fn update(&mut self, key: &EntityKey, labels: Arc<Labels>, diff: Diff) {
+        let rows = self.rows.entry(key.clone()).or_default();
+        rows.push((labels, diff));
+        consolidate(rows);
+        if rows.is_empty() {
+            self.rows.remove(key);
+        }
+    }
+
+    /// The entity's labels: its (first) registry row's, empty when it has none.
+    fn labels_of(&self, key: &EntityKey) -> Arc<Labels> {
+        self.rows
+            .get(key)
+            .and_then(|rows| rows.iter().find(|(_, n)| *n > 0))
+            .map_or_else(Arc::default, |(labels, _)| Arc::clone(labels))
     }
 }

@@ -126,7 +126,7 @@ pub fn rule_alerts_by_clock<'s>(
 ) {
     let partitions = no_partitions(&rules);
     rule_alerts_by_clock_seeded(
-        readings,
+        matching::events(readings, registry.clone()),
         registry,
         reports,
         partitions,
@@ -148,9 +148,12 @@ pub fn no_partitions<'s>(
 /// more `report_retention_ms` after its last event. `partitions` is what the Kafka source
 /// says about its reading partitions ([`stall::PartitionRow`]; [`no_partitions`] without
 /// one), what absence rules with a `stall_after` time.
+///
+/// Readings come enriched ([`matching::events`] of the readings and `registry`), so other
+/// readers of the enriched readings (the KPIs) share them.
 #[allow(clippy::too_many_arguments)] // every input of the dataflow, passed once
 pub fn rule_alerts_by_clock_seeded<'s>(
-    readings: VecCollection<'s, Time, ReadingRow, Diff>,
+    events: matching::Events<'s>,
     registry: VecCollection<'s, Time, RegistryRow, Diff>,
     reports: VecCollection<'s, Time, report_state::ReportEventRow, Diff>,
     partitions: VecCollection<'s, Time, stall::PartitionRow, Diff>,
@@ -166,7 +169,7 @@ pub fn rule_alerts_by_clock_seeded<'s>(
 
     let scope = rules.scope();
     let sources = kinds::Sources {
-        events: matching::events(readings, registry.clone()),
+        events,
         registry,
         reports,
         partitions,

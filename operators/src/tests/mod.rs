@@ -13,6 +13,7 @@ mod baseline;
 mod correlation;
 mod exchange;
 mod follow_up;
+mod kpi;
 mod rate_of_rise;
 mod report_deadline;
 mod stall;
@@ -166,7 +167,7 @@ fn run_arrivals(
                 let (partition_input, partitions) = scope.new_collection();
                 let (_, reports) = scope.new_collection();
                 let (sensor, citizen) = rule_alerts_by_clock_seeded(
-                    readings,
+                    crate::matching::events(readings, registry.clone()),
                     registry,
                     reports,
                     partitions,

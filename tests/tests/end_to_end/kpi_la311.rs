@@ -196,15 +196,13 @@ fn backlog_closure_rate_and_median_time_to_resolve_equal_the_file() {
         let (mut report_input, mut registry_input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (report_input, events) = scope.new_collection();
             let (registry_input, registry) = scope.new_collection();
-            let (_, empty) =
-                scope.new_collection_from(Vec::<citybrain_operators::kpi::KpiRow>::new());
             let reports = with_registry_labels(events.report_states(), registry);
             let sources = KpiSources {
-                readings: empty.clone(),
-                latest: empty.clone(),
-                alerts: empty.clone(),
-                reports,
-                report_events: empty,
+                readings: None,
+                latest: None,
+                alerts: None,
+                reports: Some(reports),
+                report_events: None,
             };
             let (probe, _) = kpi_values(&sources, &defs())
                 .expect("kpis")
