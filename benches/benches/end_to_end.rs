@@ -10,7 +10,8 @@
 //! 3. **paced**: a producer at 25 %, 50 % and 80 % of that maximum with event time = the wall
 //!    clock at production, and each transition's event-time-to-alert latency (wall clock when
 //!    the engine hands it to its sinks minus its event time) in an hdrhistogram;
-//! 4. the process's peak RSS (engine, generator and the ceiling's consumer; not tansu's).
+//! 4. the process's resident set after the backlog and after each level, and its peak
+//!    (engine, generator and the ceiling's consumer; not tansu's).
 //!
 //! Needs `tansu` (`scripts/install-test-deps.sh` installs it). Run as a test (`cargo test
 //! --benches`, no `--bench` argument) it only says how to run it. Sizes: `LOAD_SENSORS`
@@ -19,7 +20,8 @@
 //! sensor streams' allowed lateness, default 5) and `LOAD_IDLE_MS` (their idle timeout,
 //! default 200) and `LOAD_GRAIN_MS` (paced event times are rounded down to it, default 1: how
 //! many distinct event times the engine sees per second); `LOAD_MAX_RATE` sets the rate the
-//! paced levels are fractions of (default: the measured maximum), to compare runs at equal rates.
+//! paced levels are fractions of (default: the measured maximum), to compare runs at equal rates;
+//! `LOAD_PACED=0` skips the paced levels (memory sweeps over sensors and events).
 #![allow(missing_docs)]
 #![allow(clippy::expect_used, clippy::print_stdout)] // a bench binary: a broken setup fails loudly
 
@@ -339,13 +341,13 @@ fn paced(
     (sent, histogram)
 }
 
-/// Peak resident set size of this process, MiB.
-fn peak_rss_mib() -> f64 {
+/// A size from this process's `/proc/self/status` (`VmHWM:` peak, `VmRSS:` now), MiB.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
@@ -365,6 +367,11 @@ fn main() {
     let lateness_ms = env_or("LOAD_LATENESS_MS", 5);
     let idle_ms = env_or("LOAD_IDLE_MS", 200).max(1);
     let grain_ms = env_or("LOAD_GRAIN_MS", 1).max(1) as u64;
+    let levels: &[f64] = if env_or("LOAD_PACED", 1) == 0 {
+        &[]
+    } else {
+        &LEVELS
+    };
 
     let kafka = MockKafka::tansu(&TOPICS);
     let producer = producer(&kafka.brokers);
@@ -421,8 +428,9 @@ fn main() {
     let transitions = engine.status().transitions;
     assert!(first_rx.try_recv().is_ok(), "the backlog raised alerts");
     println!(
-        "end_to_end: max (consume to every rule and KPI): {max:.0} readings/s = {:.2}x the ceiling; {transitions} transitions",
-        max / ceiling
+        "end_to_end: max (consume to every rule and KPI): {max:.0} readings/s = {:.2}x the ceiling; {transitions} transitions; RSS now {:.0} MiB",
+        max / ceiling,
+        status_mib("VmRSS:")
     );
 
     // `LOAD_MAX_RATE` fixes the rate the levels are fractions of, so runs compare at equal rates.
@@ -430,7 +438,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(max);
-    for level in LEVELS {
+    for &level in levels {
         let rate = base * level;
         let dead_before = engine.status().dead_letters;
         let (sent, histogram) = paced(
@@ -443,19 +451,20 @@ fn main() {
         );
         let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1_000.0;
         println!(
-            "end_to_end: paced {:.0}% = {rate:.0}/s ({sent} readings, {} dead-lettered): {} transitions, latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+            "end_to_end: paced {:.0}% = {rate:.0}/s ({sent} readings, {} dead-lettered): {} transitions, latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; RSS now {:.0} MiB",
             level * 100.0,
             engine.status().dead_letters - dead_before,
             histogram.len(),
             ms(0.5),
             ms(0.99),
             ms(0.999),
-            histogram.max() as f64 / 1_000.0
+            histogram.max() as f64 / 1_000.0,
+            status_mib("VmRSS:")
         );
     }
     println!(
         "end_to_end: peak RSS {:.0} MiB; {} readings dead-lettered (late or undecodable)",
-        peak_rss_mib(),
+        status_mib("VmHWM:"),
         engine.status().dead_letters
     );
     engine.stop();
