@@ -11,7 +11,9 @@
 //!    clock at production, and each transition's event-time-to-alert latency (wall clock when
 //!    the engine hands it to its sinks minus its event time) in an hdrhistogram;
 //! 4. the process's resident set after the backlog and after each level, and its peak
-//!    (engine, generator and the ceiling's consumer; not tansu's).
+//!    (engine, generator and the ceiling's consumer; not tansu's);
+//! 5. once the engine has stopped, the broker's own delivery latency (produce -> consume) at
+//!    each paced rate: the floor under the alert latency.
 //!
 //! Needs `tansu` (`scripts/install-test-deps.sh` installs it). Run as a test (`cargo test
 //! --benches`, no `--bench` argument) it only says how to run it. Sizes: `LOAD_SENSORS`
@@ -46,6 +48,11 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const READINGS: &str = "mine.readings";
+/// The topic the broker's delivery floor is measured on (the engine does not read it).
+const PROBE_TOPIC: &str = "latency.probe";
+const PROBE_PARTITIONS: i32 = 2;
+/// `fetch.wait.max.ms` of the engine's consumer here and of the floor's consumer.
+const FETCH_WAIT_MS: &str = "5";
 /// The paced levels, as fractions of the measured maximum.
 const LEVELS: [f64; 3] = [0.25, 0.5, 0.8];
 /// Paced transitions in the first seconds of a level are not counted (the pipeline fills).
@@ -83,7 +90,7 @@ workers = {workers}
 [kafka]
 brokers = "{brokers}"
 group_id = "citybrain-load"
-properties = {{ "fetch.wait.max.ms" = "5" }}
+properties = {{ "fetch.wait.max.ms" = "{FETCH_WAIT_MS}" }}
 
 [sources.mine]
 allowed_lateness = "{lateness_ms}ms"
@@ -301,14 +308,13 @@ struct Latencies {
 /// One paced level: produces `rate` readings per second for `run`, with event time = now
 /// rounded down to `grain_ms`; returns (readings produced, latency histogram).
 fn paced(
-    brokers: &str,
+    producer: &ThreadedProducer<DefaultProducerContext>,
     sensors: usize,
     rate: f64,
     run: Duration,
     grain_ms: u64,
     latencies: &Latencies,
 ) -> (u64, Histogram<u64>) {
-    let producer = producer(brokers);
     if let Ok(mut h) = latencies.histogram.lock() {
         h.reset();
     }
@@ -326,7 +332,7 @@ fn paced(
             let round = round_of[sensor];
             round_of[sensor] += 1;
             let message = reading(sensor, time, ch4_value(sensor, round));
-            send(&producer, READINGS, &sensor_id(sensor), message.as_bytes());
+            send(producer, READINGS, &sensor_id(sensor), message.as_bytes());
             sent += 1;
         }
         std::thread::sleep(Duration::from_micros(500));
@@ -339,6 +345,65 @@ fn paced(
         .map(|h| h.clone())
         .expect("histogram");
     (sent, histogram)
+}
+
+/// The broker's own delivery latency at `rate` messages/s for `run`: a producer like the
+/// generator's sends to [`PROBE_TOPIC`], a `BaseConsumer` with the engine's fetch settings
+/// reads it; each message carries its send time. Returns the histogram, microseconds.
+fn delivery_floor(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    brokers: &str,
+    rate: f64,
+    run: Duration,
+) -> Histogram<u64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "citybrain-load-floor")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+        .create()
+        .expect("consumer");
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..PROBE_PARTITIONS {
+        list.add_partition_offset(PROBE_TOPIC, partition, rdkafka::Offset::End)
+            .expect("partition");
+    }
+    consumer.assign(&list).expect("assign");
+    // Let the consumer reach the end before the clock starts.
+    let _ = consumer.poll(Duration::from_millis(500));
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(Ok(message)) = consumer.poll(Duration::from_millis(10)) {
+                    let sent = std::str::from_utf8(
+                        rdkafka::Message::payload(&message).unwrap_or_default(),
+                    )
+                    .ok()
+                    .and_then(|text| text.parse::<u64>().ok());
+                    if let Some(sent) = sent {
+                        let _ = histogram.record(now_us().saturating_sub(sent).max(1));
+                    }
+                }
+            }
+            histogram
+        });
+        let start = Instant::now();
+        let mut sent: u64 = 0;
+        while start.elapsed() < run {
+            let due = (start.elapsed().as_secs_f64() * rate) as u64;
+            while sent < due {
+                let key = (sent % 1024).to_string();
+                send(producer, PROBE_TOPIC, &key, now_us().to_string().as_bytes());
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        reader.join().expect("reader")
+    })
 }
 
 /// A size from this process's `/proc/self/status` (`VmHWM:` peak, `VmRSS:` now), MiB.
@@ -373,7 +438,9 @@ fn main() {
         &LEVELS
     };
 
-    let kafka = MockKafka::tansu(&TOPICS);
+    let mut topics = TOPICS.to_vec();
+    topics.push((PROBE_TOPIC, PROBE_PARTITIONS));
+    let kafka = MockKafka::tansu(&topics);
     let producer = producer(&kafka.brokers);
     produce_registry(&producer, sensors);
     let produced = Instant::now();
@@ -441,14 +508,7 @@ fn main() {
     for &level in levels {
         let rate = base * level;
         let dead_before = engine.status().dead_letters;
-        let (sent, histogram) = paced(
-            &kafka.brokers,
-            sensors,
-            rate,
-            level_run,
-            grain_ms,
-            &latencies,
-        );
+        let (sent, histogram) = paced(&producer, sensors, rate, level_run, grain_ms, &latencies);
         let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1_000.0;
         println!(
             "end_to_end: paced {:.0}% = {rate:.0}/s ({sent} readings, {} dead-lettered): {} transitions, latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; RSS now {:.0} MiB",
@@ -469,6 +529,18 @@ fn main() {
     );
     engine.stop();
     engine.wait().expect("the engine stopped cleanly");
+    for &level in levels {
+        let rate = base * level;
+        let floor = delivery_floor(&producer, &kafka.brokers, rate, Duration::from_secs(5));
+        let ms = |q: f64| floor.value_at_quantile(q) as f64 / 1_000.0;
+        println!(
+            "end_to_end: broker delivery floor at {rate:.0}/s (produce -> consume, engine stopped): p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms ({} messages)",
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            floor.len()
+        );
+    }
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     let dead = std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap_or_default();
     for line in dead.lines() {

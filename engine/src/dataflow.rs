@@ -129,7 +129,8 @@ fn labeled(
 
 /// Builds the dataflow in `worker`; returns its inputs and probes on the alert outputs of the
 /// sensor and the citizen clock, in that order (the citizen probe also covers the unknown
-/// report events).
+/// report events), the two durability probes (see [`Inputs::durable`]) and a fifth on all the
+/// sensor clock's work, alerts and KPIs: what the worker loop waits for before it reads more.
 /// Alert keys in `seed` start as firing (after a restart: what the alert log last recorded);
 /// citizen reports that need nothing more are forgotten `report_retention_ms` after their
 /// last event.
@@ -146,7 +147,7 @@ pub fn build(
     report_retention_ms: Time,
     sender: &Sender<Output>,
     local_workers: usize,
-) -> (Inputs, [ProbeHandle<Time>; 4]) {
+) -> (Inputs, [ProbeHandle<Time>; 5]) {
     let index = worker.index();
     let placement = Placement::of(worker, local_workers);
     let first_local = index == placement.first_worker(placement.process);
@@ -200,6 +201,7 @@ pub fn build(
             let _ = alerts_out.send(Output::Alert(t.clone()));
         });
         let (probe, alerts) = alerts.probe();
+        let (sensor_work, alerts) = alerts.probe();
         let citizen_for_kpis = citizen_alerts.clone();
         let (citizen_probe, _) = citizen_alerts
             .inspect(move |t: &AlertTransition| {
@@ -252,6 +254,9 @@ pub fn build(
             let Some(values) = kpi_values(&sources, defs) else {
                 continue;
             };
+            if clock == KpiClock::Sensors {
+                values.inner.clone().probe_with(&sensor_work);
+            }
             let out = kpi_out.clone();
             let mut last_sent: Option<Time> = None;
             // Every update to the first worker of every process: its frontier there is the
@@ -300,6 +305,7 @@ pub fn build(
                 citizen_probe,
                 sensors_durable_probe,
                 citizen_durable_probe,
+                sensor_work,
             ],
         )
     })

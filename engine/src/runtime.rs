@@ -20,6 +20,7 @@
 //! the firing seed, and only then lets the workers build the dataflow and consume
 //! (`take_over`); a standby serves HTTP and reads nothing.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -827,6 +828,7 @@ fn worker_loop(
     let (inputs, probes) =
         crate::dataflow::build(worker, kpis, seed, retention, &sender, shared.workers);
     let mut reported = [0; 2];
+    let mut unfinished: VecDeque<Time> = VecDeque::new();
     let mut next_commit = Instant::now() + commits.interval;
     let mut next_partition_metrics = Instant::now();
     let mut next_health = Instant::now();
@@ -882,8 +884,18 @@ fn worker_loop(
                 .set_kafka_away(worker.index(), source.brokers_away());
         }
         let batch = 4096;
+        // Read more only while few polls are unfinished: what the dataflow cannot keep up with
+        // stays in Kafka, not in memory, and what it has is not queued behind a backlog.
+        let finished = probes[4].with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
+        while unfinished.front().is_some_and(|time| *time <= finished) {
+            unfinished.pop_front();
+        }
         // Never wait for Kafka here: the dataflow may have work (see the park below).
-        let read = source.poll(batch, Duration::ZERO, &mut events);
+        let read = if unfinished.len() < POLLS_IN_FLIGHT {
+            source.poll(batch, Duration::ZERO, &mut events)
+        } else {
+            0
+        };
         shared.events.fetch_add(read as u64, Ordering::Relaxed);
         if !counted_loaded && source.registry_loaded() {
             counted_loaded = true;
@@ -976,6 +988,11 @@ fn worker_loop(
         if sensors > *readings.time() {
             readings.advance_to(sensors);
             partitions.advance_to(sensors);
+        }
+        if read > 0 {
+            // Done once the sensor work has passed the input frontier after this poll (its
+            // readings at or past the frontier wait for the watermark, not for the worker).
+            unfinished.push_back(*readings.time());
         }
         if citizen > *reports.time() {
             reports.advance_to(citizen);
@@ -1284,6 +1301,11 @@ fn output_loop(
 /// How long an idle worker parks before it polls Kafka again (it wakes earlier when another
 /// worker sends it data or progress). New messages wait at most this long in the consumer.
 const IDLE_PARK: Duration = Duration::from_millis(1);
+
+/// Polls of a worker (each up to 4,096 messages) the sensor clock's alerts and KPIs may not
+/// have finished before the worker stops reading: bounds the readings held in the dataflow
+/// (memory) and what a new reading queues behind (latency) when input outruns the worker.
+const POLLS_IN_FLIGHT: usize = 4;
 
 /// How often the output thread retries writing a file that could not be written.
 const OUTPUT_RETRY: Duration = Duration::from_millis(250);

@@ -370,7 +370,7 @@ fn advance(inputs: &mut crate::dataflow::Inputs, [sensors, citizen]: [Time; 2]) 
 /// Steps the worker until the outputs of both clocks caught up with `[readings, reports]`.
 fn wait_for(
     worker: &mut timely::worker::Worker,
-    [sensor_probe, citizen_probe, ..]: &[timely::dataflow::ProbeHandle<Time>; 4],
+    [sensor_probe, citizen_probe, ..]: &[timely::dataflow::ProbeHandle<Time>; 5],
     [readings, reports]: [Time; 2],
 ) {
     while sensor_probe.less_than(&readings) || citizen_probe.less_than(&reports) {
