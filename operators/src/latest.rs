@@ -116,6 +116,9 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                                 entry.changes.push((row, diff));
                             }
                         });
+                        // Every ready time in one message, under the earliest one's capability.
+                        let mut first: Option<Capability<Time>> = None;
+                        let mut ready: Vec<(EnrichedRow, Time, Diff)> = Vec::new();
                         while let Some(entry) = waiting.first_entry() {
                             let time = *entry.key();
                             if readings_frontier.less_equal(&time)
@@ -128,10 +131,12 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                                 mut readings,
                                 mut changes,
                             } = entry.remove();
-                            let Some(capability) = capability else {
+                            if capability.is_none() {
                                 continue;
-                            };
-                            let mut session = output.session(&capability);
+                            }
+                            if first.is_none() {
+                                first = capability;
+                            }
                             // Registry changes first: readings of this time see the table as
                             // of it, like the rules' lookups do.
                             consolidate(&mut changes);
@@ -157,8 +162,8 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                                     });
                                     let metric = *metric;
                                     let old = std::mem::replace(event, Arc::clone(&relabelled));
-                                    session.give((((key.0, metric), old), time, -1));
-                                    session.give((((key.0, metric), relabelled), time, 1));
+                                    ready.push((((key.0, metric), old), time, -1));
+                                    ready.push((((key.0, metric), relabelled), time, 1));
                                 }
                             }
                             // Sorted: of one key's readings at this time the largest comes last.
@@ -194,10 +199,15 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                                     }
                                 };
                                 if let Some(old) = old {
-                                    session.give((((domain, metric), old), time, -1));
+                                    ready.push((((domain, metric), old), time, -1));
                                 }
-                                session.give((((domain, metric), event), time, 1));
+                                ready.push((((domain, metric), event), time, 1));
                             }
+                        }
+                        if let Some(capability) = first
+                            && !ready.is_empty()
+                        {
+                            output.session(&capability).give_container(&mut ready);
                         }
                     }
                 },

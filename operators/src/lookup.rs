@@ -153,6 +153,11 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                             waiting.entry(time).or_default().changes.push((row, diff));
                         }
                     });
+                    // Everything ready leaves in one message under the earliest ready time's
+                    // capability (each update carries its own time): a message per time and
+                    // operator would cost an allocation and a progress change per time.
+                    let mut first: Option<Capability<Time>> = None;
+                    let mut ready: Vec<(O, Time, Diff)> = Vec::new();
                     // A time is ready when the table's rows at it are final and no event
                     // before it can still arrive (its changes must not reach earlier events).
                     while let Some(entry) = waiting.first_entry() {
@@ -174,26 +179,27 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                                 rows.remove(&key);
                             }
                         }
-                        let Some(capability) = capability else {
+                        if capability.is_none() {
                             continue;
-                        };
-                        let mut now = output.session(&capability);
-                        let mut retractions = Vec::new();
+                        }
+                        if first.is_none() {
+                            first = capability;
+                        }
                         for (event, diff) in events {
                             let values = rows.get(&key_of(&event)).map_or(&[][..], Vec::as_slice);
                             logic(&event, time, values, &mut out);
                             for o in out.drain(..) {
                                 if emit == Emit::Instant {
-                                    retractions.push((o.clone(), time.saturating_add(1), -diff));
+                                    ready.push((o.clone(), time.saturating_add(1), -diff));
                                 }
-                                now.give((o, time, diff));
+                                ready.push((o, time, diff));
                             }
                         }
-                        drop(now);
-                        if !retractions.is_empty() {
-                            let later = capability.delayed(&time.saturating_add(1));
-                            output.session(&later).give_container(&mut retractions);
-                        }
+                    }
+                    if let Some(capability) = first
+                        && !ready.is_empty()
+                    {
+                        output.session(&capability).give_container(&mut ready);
                     }
                 }
             },
