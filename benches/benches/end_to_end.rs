@@ -42,7 +42,6 @@ use citybrain_tests::{MockKafka, TOPICS, http_get, start_engine};
 use hdrhistogram::Histogram;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -141,29 +140,6 @@ severity = "critical"
     )
 }
 
-fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "1")
-        .set("enable.idempotence", "true")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .expect("producer")
-}
-
-fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, value: &[u8]) {
-    let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).key(key).payload(value);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, returned)) => {
-                record = returned;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-}
-
 fn reading(sensor: usize, time: u64, value: f64) -> String {
     format!(
         r#"{{"sensor":"{}","ts":{time},"metric":"ch4","value":{value}}}"#,
@@ -172,7 +148,7 @@ fn reading(sensor: usize, time: u64, value: f64) -> String {
 }
 
 /// Registers `sensors` CH4 sensors (16 per face, 8 faces per mine, as the workload).
-fn produce_registry(producer: &ThreadedProducer<DefaultProducerContext>, sensors: usize) {
+fn produce_registry(kafka: &MockKafka, sensors: usize) {
     for sensor in 0..sensors {
         let face = sensor / 16;
         let record = format!(
@@ -180,22 +156,17 @@ fn produce_registry(producer: &ThreadedProducer<DefaultProducerContext>, sensors
             face / 8,
             face / 8
         );
-        send(
-            producer,
+        kafka.produce(
             "registry.sensors",
-            &sensor_id(sensor),
-            record.as_bytes(),
+            Some(&sensor_id(sensor)),
+            Some(record.as_bytes()),
         );
     }
 }
 
 /// Pre-produces `events` readings, every sensor once per second of event time from
 /// [`START`]; returns the last event time.
-fn produce_backlog(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    sensors: usize,
-    events: usize,
-) -> u64 {
+fn produce_backlog(kafka: &MockKafka, sensors: usize, events: usize) -> u64 {
     let mut last = START;
     for event in 0..events {
         let (sensor, round) = (event % sensors, (event / sensors) as u64);
@@ -203,9 +174,9 @@ fn produce_backlog(
         let time = START + round * CADENCE_MS + (sensor * 1_000 / sensors) as u64;
         last = time;
         let message = reading(sensor, time, ch4_value(sensor, round));
-        send(producer, READINGS, &sensor_id(sensor), message.as_bytes());
+        kafka.produce(READINGS, Some(&sensor_id(sensor)), Some(message.as_bytes()));
     }
-    producer.flush(Duration::from_secs(60)).expect("flush");
+    kafka.flush();
     last
 }
 
@@ -308,7 +279,7 @@ struct Latencies {
 /// One paced level: produces `rate` readings per second for `run`, with event time = now
 /// rounded down to `grain_ms`; returns (readings produced, latency histogram).
 fn paced(
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    kafka: &MockKafka,
     sensors: usize,
     rate: f64,
     run: Duration,
@@ -332,13 +303,13 @@ fn paced(
             let round = round_of[sensor];
             round_of[sensor] += 1;
             let message = reading(sensor, time, ch4_value(sensor, round));
-            send(producer, READINGS, &sensor_id(sensor), message.as_bytes());
+            kafka.produce(READINGS, Some(&sensor_id(sensor)), Some(message.as_bytes()));
             sent += 1;
         }
         std::thread::sleep(Duration::from_micros(500));
     }
     latencies.recording.store(false, Ordering::Relaxed);
-    let _ = producer.flush(Duration::from_secs(10));
+    kafka.flush();
     let histogram = latencies
         .histogram
         .lock()
@@ -347,17 +318,11 @@ fn paced(
     (sent, histogram)
 }
 
-/// The broker's own delivery latency at `rate` messages/s for `run`: a producer like the
-/// generator's sends to [`PROBE_TOPIC`], a `BaseConsumer` with the engine's fetch settings
-/// reads it; each message carries its send time. Returns the histogram, microseconds.
-fn delivery_floor(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    brokers: &str,
-    rate: f64,
-    run: Duration,
-) -> Histogram<u64> {
+/// The broker's own delivery latency at `rate` messages/s for `run`: the generator's producer
+/// sends to [`PROBE_TOPIC`], a `BaseConsumer` with the engine's fetch settings reads it; each message carries its send time. Returns the histogram, microseconds.
+fn delivery_floor(kafka: &MockKafka, rate: f64, run: Duration) -> Histogram<u64> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+        .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", "citybrain-load-floor")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", FETCH_WAIT_MS)
@@ -395,7 +360,11 @@ fn delivery_floor(
             let due = (start.elapsed().as_secs_f64() * rate) as u64;
             while sent < due {
                 let key = (sent % 1024).to_string();
-                send(producer, PROBE_TOPIC, &key, now_us().to_string().as_bytes());
+                kafka.produce(
+                    PROBE_TOPIC,
+                    Some(&key),
+                    Some(now_us().to_string().as_bytes()),
+                );
                 sent += 1;
             }
             std::thread::sleep(Duration::from_micros(500));
@@ -441,10 +410,9 @@ fn main() {
     let mut topics = TOPICS.to_vec();
     topics.push((PROBE_TOPIC, PROBE_PARTITIONS));
     let kafka = MockKafka::tansu(&topics);
-    let producer = producer(&kafka.brokers);
-    produce_registry(&producer, sensors);
+    produce_registry(&kafka, sensors);
     let produced = Instant::now();
-    let last_time = produce_backlog(&producer, sensors, events);
+    let last_time = produce_backlog(&kafka, sensors, events);
     let produce_rate = events as f64 / produced.elapsed().as_secs_f64();
     println!("end_to_end: {sensors} sensors, {events} readings produced at {produce_rate:.0}/s");
 
@@ -508,7 +476,7 @@ fn main() {
     for &level in levels {
         let rate = base * level;
         let dead_before = engine.status().dead_letters;
-        let (sent, histogram) = paced(&producer, sensors, rate, level_run, grain_ms, &latencies);
+        let (sent, histogram) = paced(&kafka, sensors, rate, level_run, grain_ms, &latencies);
         let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1_000.0;
         println!(
             "end_to_end: paced {:.0}% = {rate:.0}/s ({sent} readings, {} dead-lettered): {} transitions, latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; RSS now {:.0} MiB",
@@ -531,7 +499,7 @@ fn main() {
     engine.wait().expect("the engine stopped cleanly");
     for &level in levels {
         let rate = base * level;
-        let floor = delivery_floor(&producer, &kafka.brokers, rate, Duration::from_secs(5));
+        let floor = delivery_floor(&kafka, rate, Duration::from_secs(5));
         let ms = |q: f64| floor.value_at_quantile(q) as f64 / 1_000.0;
         println!(
             "end_to_end: broker delivery floor at {rate:.0}/s (produce -> consume, engine stopped): p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms ({} messages)",

@@ -100,29 +100,26 @@ impl MockKafka {
         if let Some(payload) = payload {
             record = record.payload(payload);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((_, returned)) => {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        }
+        self.send(record);
     }
 
     /// Produces one message to partition `partition` of `topic`.
     pub fn produce_to(&self, topic: &str, partition: i32, key: &str, payload: &[u8]) {
-        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
+        let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
             .partition(partition)
             .key(key)
             .payload(payload);
+        self.send(record);
+    }
+
+    /// Queues `record`, waiting while the producer's queue is full.
+    fn send(&self, mut record: BaseRecord<'_, str, [u8]>) {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
                 Err((_, returned)) => {
                     record = returned;
-                    std::thread::sleep(Duration::from_millis(2));
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             }
         }
@@ -170,6 +167,8 @@ fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "1")
         .set("enable.idempotence", "true")
+        // Load benches queue whole backlogs at once.
+        .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("producer")
 }
