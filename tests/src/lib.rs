@@ -173,6 +173,29 @@ fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
         .expect("producer")
 }
 
+/// A port of 127.0.0.1 nothing listens on now, for a server another process (or a later
+/// step) binds. It lies below the kernel's ephemeral range (32768 and up on Linux), so no
+/// socket bound to port 0 meanwhile, by this test or any other running beside it, can take
+/// it (regression: a cluster test failed with "Address already in use" after such a port,
+/// released by the test, was handed to another test's connection).
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // A start that differs between the test processes running at once.
+    let start = std::process::id();
+    for _ in 0..SPAN {
+        let step = u32::from(NEXT.fetch_add(7, Ordering::Relaxed));
+        let offset = (start.wrapping_add(step) % u32::from(SPAN)) as u16;
+        let port = FIRST + offset;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
+}
+
 /// A tansu broker process (in-memory storage), killed when dropped.
 struct Tansu {
     child: std::process::Child,
@@ -195,10 +218,7 @@ impl Tansu {
     }
 
     fn start(topics: &[(&str, i32)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let exe = Self::executable();
         let child = std::process::Command::new(&exe)

@@ -9,13 +9,14 @@
 #![allow(clippy::expect_used)] // test helpers: a broker or process that cannot start fails the test
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use citybrain_model::AlertTransition;
-use citybrain_tests::{MockKafka, TOPICS, TestEngine, http_get, start_engine, test_config};
+use citybrain_tests::{
+    MockKafka, TOPICS, TestEngine, free_port, http_get, start_engine, test_config,
+};
 use serde_json::Value;
 
 use crate::citizen_reports::produce_la311;
@@ -70,14 +71,6 @@ severity = "warning"
 "#,
         ladder = crate::citizen_reports::rules_toml()
     )
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The engine config of process `process` of the cluster (or of a lone one-worker engine when

@@ -541,11 +541,7 @@ fn queue_depth_and_oldest_undelivered_age_are_exported_while_a_receiver_is_down(
 fn a_receiver_that_is_down_for_a_while_gets_everything_when_it_comes_back() {
     // A port nothing listens on: every attempt is a connection error until the receiver starts
     // there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = citybrain_tests::free_port();
     let url = format!("http://127.0.0.1:{port}/hook");
     let dir = tempfile::tempdir().unwrap();
     let registry = prometheus::Registry::new();
