@@ -38,6 +38,7 @@ use citybrain_benches::workload::{
 };
 use citybrain_model::AlertTransition;
 use citybrain_model::decode::decode_mine_reading;
+use citybrain_model::time::now_millis;
 use citybrain_tests::{MockKafka, TOPICS, http_get, start_engine};
 use hdrhistogram::Histogram;
 use rdkafka::ClientConfig;
@@ -62,12 +63,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn now_us() -> u64 {
@@ -297,7 +292,7 @@ fn paced(
             latencies.recording.store(true, Ordering::Relaxed);
         }
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
-        let time = now_ms() / grain_ms * grain_ms;
+        let time = now_millis() / grain_ms * grain_ms;
         while sent < due {
             let sensor = (sent % sensors as u64) as usize;
             let round = round_of[sensor];

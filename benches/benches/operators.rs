@@ -121,14 +121,10 @@ impl Topology {
     }
 }
 
-/// `count` free TCP addresses on 127.0.0.1 (bound and released: free at the time of asking).
+/// `count` free TCP addresses on 127.0.0.1 for the timely processes to bind.
 fn free_addresses(count: usize) -> Vec<String> {
-    let listeners: Vec<_> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|listener| listener.local_addr().expect("bound").to_string())
+    (0..count)
+        .map(|_| format!("127.0.0.1:{}", citybrain_tests::free_port()))
         .collect()
 }
 

@@ -18,19 +18,15 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::enrich::{EnrichedRow, Event};
+use crate::lookup::Table;
 use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
 
-/// What waits for one time: the capability to emit at it, the readings and the registry
-/// changes of that time.
-struct Waiting {
-    capability: Option<Capability<Time>>,
-    readings: Vec<(ReadingRow, Diff)>,
-    changes: Vec<((EntityKey, Arc<Labels>), Diff)>,
-}
+/// What waits for one time: readings (the events) and registry changes.
+type Waiting = crate::lookup::Waiting<ReadingRow, EntityKey, Arc<Labels>>;
 
 /// Keeps the latest reading per (entity, metric), labelled.
 pub trait Latest<'s> {
@@ -98,20 +94,20 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                 "Latest",
                 |_capability, _info| {
                     let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
-                    let mut table = LabelTable::default();
+                    let mut table: Table<EntityKey, Arc<Labels>> = Table::default();
                     let mut current: FxHashMap<EntityKey, Vec<(Metric, Arc<Event>)>> =
                         FxHashMap::default();
                     move |(readings, readings_frontier), (changes, registry_frontier), output| {
                         readings.for_each(|capability, data| {
                             for (row, time, diff) in data.drain(..) {
-                                let entry = waiting.entry(time).or_insert_with(Waiting::new);
+                                let entry = waiting.entry(time).or_default();
                                 entry.hold(&capability, time);
-                                entry.readings.push((row, diff));
+                                entry.events.push((row, diff));
                             }
                         });
                         changes.for_each(|capability, data| {
                             for (row, time, diff) in data.drain(..) {
-                                let entry = waiting.entry(time).or_insert_with(Waiting::new);
+                                let entry = waiting.entry(time).or_default();
                                 entry.hold(&capability, time);
                                 entry.changes.push((row, diff));
                             }
@@ -128,7 +124,7 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                             }
                             let Waiting {
                                 capability,
-                                mut readings,
+                                events: mut readings,
                                 mut changes,
                             } = entry.remove();
                             if capability.is_none() {
@@ -142,7 +138,7 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                             consolidate(&mut changes);
                             let mut changed: Vec<EntityKey> = Vec::new();
                             for ((key, labels), diff) in changes {
-                                table.update(&key, labels, diff);
+                                table.update(key.clone(), labels, diff);
                                 if changed.last() != Some(&key) {
                                     changed.push(key);
                                 }
@@ -151,7 +147,7 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                                 let Some(events) = current.get_mut(key) else {
                                     continue;
                                 };
-                                let labels = table.labels_of(key);
+                                let labels = labels_of(&table, key);
                                 for (metric, event) in events.iter_mut() {
                                     if event.labels == labels {
                                         continue;
@@ -173,7 +169,7 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                                     continue;
                                 }
                                 let key = (domain, entity);
-                                let labels = table.labels_of(&key);
+                                let labels = labels_of(&table, &key);
                                 let events = current.entry(key.clone()).or_default();
                                 let slot = events.iter().position(|(m, _)| *m == metric);
                                 if let Some(i) = slot
@@ -216,44 +212,11 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
     }
 }
 
-impl Waiting {
-    fn new() -> Self {
-        Waiting {
-            capability: None,
-            readings: Vec::new(),
-            changes: Vec::new(),
-        }
-    }
-
-    /// Keeps a capability for `time` (the first input to bring something at it provides it).
-    fn hold(&mut self, capability: &InputCapability<Time>, time: Time) {
-        if self.capability.is_none() {
-            self.capability = Some(capability.delayed(&time, 0));
-        }
-    }
-}
-
-/// Each registered entity's labels.
-#[derive(Default)]
-struct LabelTable {
-    rows: FxHashMap<EntityKey, Vec<(Arc<Labels>, Diff)>>,
-}
-
-impl LabelTable {
-    fn update(&mut self, key: &EntityKey, labels: Arc<Labels>, diff: Diff) {
-        let rows = self.rows.entry(key.clone()).or_default();
-        rows.push((labels, diff));
-        consolidate(rows);
-        if rows.is_empty() {
-            self.rows.remove(key);
-        }
-    }
-
-    /// The entity's labels: its (first) registry row's, empty when it has none.
-    fn labels_of(&self, key: &EntityKey) -> Arc<Labels> {
-        self.rows
-            .get(key)
-            .and_then(|rows| rows.iter().find(|(_, n)| *n > 0))
-            .map_or_else(Arc::default, |(labels, _)| Arc::clone(labels))
-    }
+/// An entity's labels: its (first) registry row's, empty when it has none.
+fn labels_of(table: &Table<EntityKey, Arc<Labels>>, key: &EntityKey) -> Arc<Labels> {
+    table
+        .rows(key)
+        .iter()
+        .find(|(_, n)| *n > 0)
+        .map_or_else(Arc::default, |(labels, _)| Arc::clone(labels))
 }

@@ -21,20 +21,20 @@ use differential_dataflow::{Data, ExchangeData};
 use rustc_hash::FxHashMap;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::ParallelizationContract;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::{Diff, Time};
 
 /// A table change: a `(key, value)` row inserted (`+1`) or removed (`-1`) at a time.
 pub type TableUpdate<K, V> = ((K, V), Time, Diff);
 
-/// What waits for one time: the capability to emit at it (once an event of that time came),
-/// the events and the table changes of that time.
-struct Waiting<D, K, V> {
-    capability: Option<Capability<Time>>,
-    events: Vec<(D, Diff)>,
-    changes: Vec<((K, V), Diff)>,
+/// What waits for one time: the capability to emit at it, the events and the table changes
+/// of that time. Also [`crate::latest`]'s.
+pub(crate) struct Waiting<D, K, V> {
+    pub(crate) capability: Option<Capability<Time>>,
+    pub(crate) events: Vec<(D, Diff)>,
+    pub(crate) changes: Vec<((K, V), Diff)>,
 }
 
 impl<D, K, V> Default for Waiting<D, K, V> {
@@ -44,6 +44,46 @@ impl<D, K, V> Default for Waiting<D, K, V> {
             events: Vec::new(),
             changes: Vec::new(),
         }
+    }
+}
+
+impl<D, K, V> Waiting<D, K, V> {
+    /// Keeps a capability for `time` (the first input to bring something at it provides it).
+    pub(crate) fn hold(&mut self, capability: &InputCapability<Time>, time: Time) {
+        if self.capability.is_none() {
+            self.capability = Some(capability.delayed(&time, 0));
+        }
+    }
+}
+
+/// A slowly changing table as plain per-key state: each key's rows with their counts. Also
+/// [`crate::latest`]'s registry.
+pub(crate) struct Table<K, V> {
+    rows: FxHashMap<K, Vec<(V, Diff)>>,
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Table {
+            rows: FxHashMap::default(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Ord> Table<K, V> {
+    /// Applies one change; a key whose rows all cancel out is forgotten.
+    pub(crate) fn update(&mut self, key: K, value: V, diff: Diff) {
+        let values = self.rows.entry(key.clone()).or_default();
+        values.push((value, diff));
+        consolidate(values);
+        if values.is_empty() {
+            self.rows.remove(&key);
+        }
+    }
+
+    /// The rows under `key` (none: an empty slice).
+    pub(crate) fn rows(&self, key: &K) -> &[(V, Diff)] {
+        self.rows.get(key).map_or(&[][..], Vec::as_slice)
     }
 }
 
@@ -136,15 +176,13 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
             "LookupAsOf",
             move |_capability, _info| {
                 let mut waiting: BTreeMap<Time, Waiting<D, K, V>> = BTreeMap::new();
-                let mut rows: FxHashMap<K, Vec<(V, Diff)>> = FxHashMap::default();
+                let mut table: Table<K, V> = Table::default();
                 let mut out: Vec<O> = Vec::new();
                 move |(events, events_frontier), (changes, table_frontier), output| {
                     events.for_each(|capability, data| {
                         for (event, time, diff) in data.drain(..) {
                             let entry = waiting.entry(time).or_default();
-                            if entry.capability.is_none() {
-                                entry.capability = Some(capability.delayed(&time, 0));
-                            }
+                            entry.hold(&capability, time);
                             entry.events.push((event, diff));
                         }
                     });
@@ -172,12 +210,7 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                         } = entry.remove();
                         consolidate(&mut changes);
                         for ((key, value), diff) in changes {
-                            let values = rows.entry(key.clone()).or_default();
-                            values.push((value, diff));
-                            consolidate(values);
-                            if values.is_empty() {
-                                rows.remove(&key);
-                            }
+                            table.update(key, value, diff);
                         }
                         if capability.is_none() {
                             continue;
@@ -186,8 +219,7 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                             first = capability;
                         }
                         for (event, diff) in events {
-                            let values = rows.get(&key_of(&event)).map_or(&[][..], Vec::as_slice);
-                            logic(&event, time, values, &mut out);
+                            logic(&event, time, table.rows(&key_of(&event)), &mut out);
                             for o in out.drain(..) {
                                 if emit == Emit::Instant {
                                     ready.push((o.clone(), time.saturating_add(1), -diff));
