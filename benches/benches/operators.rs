@@ -1,5 +1,6 @@
 //! Throughput of citybrain's rule operators against the hand-written timely + differential
-//! floor on the same events (`operators`), and of decoding wire JSON plus the operators on two
+//! floor on the same events (`operators`; with `--features dbsp` also against the same rules in
+//! Feldera's DBSP), and of decoding wire JSON plus the operators on two
 //! workers (`bytes_to_alerts`). See `benches/README.md` for the workload and the results.
 #![allow(missing_docs)]
 // criterion_group! generates undocumented items
@@ -9,6 +10,8 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "dbsp")]
+use citybrain_benches::dbsp_peer::{DbspPeer, DbspReading, convert};
 use citybrain_benches::pipeline::{Pipeline, build, feed_batch, feed_batch_ahead, finish, load};
 use citybrain_benches::workload::{Workload, engine_rules};
 use citybrain_model::decode::decode_mine_reading;
@@ -63,6 +66,21 @@ fn timed_run(
     })
 }
 
+/// One run of the DBSP peer on one DBSP worker: starts the circuit and loads the registry
+/// untimed, then times feeding every batch (one transaction each) and the last transaction.
+#[cfg(feature = "dbsp")]
+fn timed_dbsp_run(registry: &[RegistryRow], batches: &[(Time, Vec<DbspReading>)]) -> Duration {
+    let mut peer = DbspPeer::start(1, false).expect("the DBSP circuit starts");
+    peer.load(registry).expect("the registry loads");
+    let batches = batches.to_vec();
+    let start = Instant::now();
+    for (time, readings) in batches {
+        peer.feed(time, readings).expect("a transaction runs");
+    }
+    peer.finish().expect("the last transaction runs");
+    start.elapsed()
+}
+
 fn operators(c: &mut Criterion) {
     let mut group = c.benchmark_group("operators");
     group
@@ -85,6 +103,20 @@ fn operators(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     (0..iters)
                         .map(|_| timed_run(pipeline, Arc::clone(&registry), Arc::clone(&batches)))
+                        .sum()
+                })
+            });
+        }
+        #[cfg(feature = "dbsp")]
+        {
+            let converted: Vec<(Time, Vec<DbspReading>)> = batches
+                .iter()
+                .map(|(time, rows)| (*time, convert(rows, *time)))
+                .collect();
+            group.bench_function(BenchmarkId::new("dbsp", &shape), |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| timed_dbsp_run(&registry, &converted))
                         .sum()
                 })
             });

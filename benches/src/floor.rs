@@ -73,11 +73,33 @@ pub struct FloorTransition {
 
 /// Where a (rule, sensor) stands; sensors in the normal state are not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Alarm {
+pub enum Alarm {
     /// At or above the alarm level since this event time, not yet for the hold time.
     Pending(Time),
     /// Firing.
     Firing,
+}
+
+/// The `for`/hysteresis state machine of one (rule, sensor): its next state (`None` is normal)
+/// after `value` at `time`, and the transition that step makes, if any. Shared by the floor and
+/// the DBSP peer, so both differ from the engine only in the dataflow around it.
+pub fn advance(
+    current: Option<Alarm>,
+    alarm: &FloorAlarm,
+    value: f64,
+    time: Time,
+) -> (Option<Alarm>, Option<TransitionState>) {
+    match current {
+        Some(Alarm::Firing) if value < alarm.clear => (None, Some(TransitionState::Resolved)),
+        Some(Alarm::Firing) => (current, None),
+        _ if value < alarm.threshold => (None, None),
+        Some(Alarm::Pending(since)) if time.saturating_sub(since) >= alarm.hold_ms => {
+            (Some(Alarm::Firing), Some(TransitionState::Firing))
+        }
+        Some(Alarm::Pending(_)) => (current, None),
+        None if alarm.hold_ms == 0 => (Some(Alarm::Firing), Some(TransitionState::Firing)),
+        None => (Some(Alarm::Pending(time)), None),
+    }
 }
 
 /// Applies one value to `entity`'s state under `alarm`; returns the transition, if any.
@@ -89,25 +111,16 @@ fn step(
     time: Time,
 ) -> Option<TransitionState> {
     let current = states.get(entity).copied();
-    let (next, transition) = match current {
-        Some(Alarm::Firing) if value < alarm.clear => (None, Some(TransitionState::Resolved)),
-        Some(Alarm::Firing) => return None,
-        _ if value < alarm.threshold => (None, None),
-        Some(Alarm::Pending(since)) if time.saturating_sub(since) >= alarm.hold_ms => {
-            (Some(Alarm::Firing), Some(TransitionState::Firing))
+    let (next, transition) = advance(current, alarm, value, time);
+    if next != current {
+        match next {
+            Some(next) => {
+                states.insert(entity.to_string(), next);
+            }
+            None => {
+                states.remove(entity);
+            }
         }
-        Some(Alarm::Pending(_)) => return None,
-        None if alarm.hold_ms == 0 => (Some(Alarm::Firing), Some(TransitionState::Firing)),
-        None => (Some(Alarm::Pending(time)), None),
-    };
-    match next {
-        Some(next) => {
-            states.insert(entity.to_string(), next);
-        }
-        None if current.is_some() => {
-            states.remove(entity);
-        }
-        None => {}
     }
     transition
 }

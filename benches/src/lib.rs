@@ -3,6 +3,8 @@
 //! the engine's operators are compared with ([`floor`]), and the driver that feeds either the
 //! way the engine does ([`pipeline`]).
 
+#[cfg(feature = "dbsp")]
+pub mod dbsp_peer;
 pub mod floor;
 pub mod pipeline;
 pub mod workload;
