@@ -77,7 +77,7 @@ impl<'s> Enrich<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
             labels,
             Exchange::new(|(row, _, _): &(ReadingRow, Time, Diff)| row.0.hashed()),
             Exchange::new(|((key, _), _, _): &((EntityKey, Arc<Labels>), Time, Diff)| key.hashed()),
-            |((domain, entity), _): &ReadingRow| (*domain, entity.clone()),
+            |(key, _): &ReadingRow| key,
             Emit::Once,
             |((domain, entity), (metric, value)), time, rows, out| {
                 let event = |labels| {

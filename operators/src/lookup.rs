@@ -119,7 +119,7 @@ pub trait LookupAsOf<'s, D> {
     ///     let table = vec![((1u32, 10u32), 0, 1), ((1, 10), 5, -1), ((1, 20), 5, 1)].to_stream(scope);
     ///     let readings = vec![(1u32, 3, 1), (1, 5, 1), (9, 6, 1)].to_stream(scope);
     ///     readings
-    ///         .lookup_as_of(table, Pipeline, Pipeline, |s: &u32| *s, Emit::Once, |s, _, rows, out| {
+    ///         .lookup_as_of(table, Pipeline, Pipeline, |s: &u32| s, Emit::Once, |s, _, rows, out| {
     ///             // 0: not in the table.
     ///             let face = rows.first().map_or(0, |(face, _)| *face);
     ///             out.push((*s, face));
@@ -146,7 +146,7 @@ pub trait LookupAsOf<'s, D> {
         O: Data,
         P1: ParallelizationContract<Time, Vec<(D, Time, Diff)>>,
         P2: ParallelizationContract<Time, Vec<TableUpdate<K, V>>>,
-        F: Fn(&D) -> K + 'static,
+        F: for<'e> Fn(&'e D) -> &'e K + 'static,
         L: FnMut(&D, Time, &[(V, Diff)], &mut Vec<O>) + 'static;
 }
 
@@ -166,7 +166,7 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
         O: Data,
         P1: ParallelizationContract<Time, Vec<(D, Time, Diff)>>,
         P2: ParallelizationContract<Time, Vec<TableUpdate<K, V>>>,
-        F: Fn(&D) -> K + 'static,
+        F: for<'e> Fn(&'e D) -> &'e K + 'static,
         L: FnMut(&D, Time, &[(V, Diff)], &mut Vec<O>) + 'static,
     {
         self.binary_frontier(
@@ -219,7 +219,7 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                             first = capability;
                         }
                         for (event, diff) in events {
-                            logic(&event, time, table.rows(&key_of(&event)), &mut out);
+                            logic(&event, time, table.rows(key_of(&event)), &mut out);
                             for o in out.drain(..) {
                                 if emit == Emit::Instant {
                                     ready.push((o.clone(), time.saturating_add(1), -diff));
@@ -307,7 +307,7 @@ mod tests {
                     .map(|&(k, t)| (k, t, 1))
                     .collect::<Vec<_>>()
                     .to_stream(scope)
-                    .lookup_as_of(table, Pipeline, Pipeline, |k: &u8| *k, Emit::Instant, |k, _, rows, out| {
+                    .lookup_as_of(table, Pipeline, Pipeline, |k: &u8| k, Emit::Instant, |k, _, rows, out| {
                         let present: Vec<u8> = rows.iter().filter(|(_, n)| *n > 0).map(|(v, _)| *v).collect();
                         if present.is_empty() {
                             out.push((*k, u8::MAX));

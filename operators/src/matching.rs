@@ -113,7 +113,7 @@ where
         rules,
         Pipeline,
         Pipeline,
-        |(watched, _): &EnrichedRow| *watched,
+        |(watched, _): &EnrichedRow| watched,
         emit,
         move |(_, event), _, rules, out| {
             for (rule, count) in rules {

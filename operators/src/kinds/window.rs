@@ -19,6 +19,7 @@
 //! count once.
 
 use std::collections::BTreeMap;
+use std::mem;
 use std::sync::Arc;
 
 use citybrain_model::{Domain, Labels, Metric};
@@ -256,19 +257,29 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
             let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
             move |(placed, frontier), output| {
                 placed.for_each(|capability, data| {
-                    for ((group, matched, value), _, diff) in data.drain(..) {
+                    for ((mut group, matched, value), _, diff) in data.drain(..) {
                         // Occurrences are insertions; a retraction would be a reading taken
                         // back, which the sources never send.
                         if diff <= 0 {
                             continue;
                         }
                         let (rule, id, shape) = &*matched;
-                        for end in rule.window_ends(value.1) {
+                        // The last window takes the value (and a new group its key) without a
+                        // copy: a tumbling window has only one.
+                        let mut ends = rule.window_ends(value.1).peekable();
+                        while let Some(end) = ends.next() {
+                            let last = ends.peek().is_none();
                             let slot = ending.entry(end).or_insert_with(|| Ending {
                                 capability: capability.delayed(&end, 0),
                                 groups: FxHashMap::default(),
                             });
-                            let windows = slot.groups.entry(group.clone()).or_default();
+                            let windows = match slot.groups.get_mut(group.as_str()) {
+                                Some(windows) => windows,
+                                None if last => {
+                                    slot.groups.entry(mem::take(&mut group)).or_default()
+                                }
+                                None => slot.groups.entry(group.clone()).or_default(),
+                            };
                             let at = windows.iter().position(|w| {
                                 (Arc::ptr_eq(&w.shape, shape) || w.shape == *shape) && w.rule == *id
                             });
@@ -280,10 +291,14 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
                                         shape: Arc::clone(shape),
                                         values: Vec::new(),
                                     });
-                                    let last = windows.len() - 1;
-                                    &mut windows[last]
+                                    let newest = windows.len() - 1;
+                                    &mut windows[newest]
                                 }
                             };
+                            if last {
+                                window.values.push(value);
+                                break;
+                            }
                             window.values.push(value.clone());
                         }
                     }
@@ -295,9 +310,15 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
                     }
                     let Ending { capability, groups } = entry.remove();
                     let mut session = output.session(&capability);
-                    for (group, windows) in groups {
-                        for window in windows {
-                            if let Some(closed) = aggregate(window, &group) {
+                    for (mut group, windows) in groups {
+                        let mut windows = windows.into_iter().peekable();
+                        while let Some(window) = windows.next() {
+                            // The group's last window takes its key.
+                            let group = match windows.peek() {
+                                Some(_) => group.clone(),
+                                None => mem::take(&mut group),
+                            };
+                            if let Some(closed) = aggregate(window, group) {
                                 session.give((closed, end, 1));
                             }
                         }
@@ -319,9 +340,9 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
                 alarms,
                 Pipeline,
                 Pipeline,
-                |(_, rule, shape, _, _): &Closed| (Arc::clone(rule), Arc::clone(shape)),
+                |(_, rule, _, _): &Closed| rule,
                 Emit::Instant,
-                |(group, _, _, result, labels), end, alarms, out| {
+                |(group, _, result, labels), end, alarms, out| {
                     for (alarm, count) in alarms {
                         if *count > 0 {
                             let key = (alarm.id.clone(), group.clone());
@@ -336,27 +357,25 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
     }
 }
 
-/// A closed window: (group, rule id, shape, aggregate, labels).
+/// A closed window: (group, (rule id, shape), aggregate, labels).
 type Closed = (
     String,
-    Arc<str>,
-    Arc<WindowShape>,
+    (Arc<str>, Arc<WindowShape>),
     OrderedFloat<f64>,
     Arc<Labels>,
 );
 
 /// One window at its end: its aggregate over the distinct readings (identical ones count
 /// once), with the least of their labels; `None` when the aggregate has no value.
-fn aggregate(mut window: OpenWindow, group: &str) -> Option<Closed> {
+fn aggregate(mut window: OpenWindow, group: String) -> Option<Closed> {
     window.values.sort();
     window.values.dedup();
     let labels = window.values.iter().map(|(_, _, _, labels)| labels).min()?;
     let values: Vec<f64> = window.values.iter().map(|(value, ..)| value.0).collect();
     let result = window.shape.aggregate.of(&values)?;
     Some((
-        group.to_string(),
-        window.rule,
-        Arc::clone(&window.shape),
+        group,
+        (window.rule, Arc::clone(&window.shape)),
         OrderedFloat(result),
         Arc::clone(labels),
     ))
