@@ -341,7 +341,9 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
                 Pipeline,
                 Pipeline,
                 |(_, rule, _, _): &Closed| rule,
-                Emit::Instant,
+                // Occurrences, as the threshold kind's: the state machine reads insertions
+                // only, so the retraction of an instant would be built just to be dropped.
+                Emit::Once,
                 |(group, _, result, labels), end, alarms, out| {
                     for (alarm, count) in alarms {
                         if *count > 0 {
