@@ -96,8 +96,9 @@ pub fn rule_alerts<'s>(
     use timely::dataflow::operators::Concatenate;
 
     let scope = rules.scope();
+    let events = matching::events(readings, registry.clone());
     let sources = kinds::Sources {
-        events: matching::events(readings, registry.clone()),
+        events: events.clone(),
         registry,
         reports,
         partitions: no_partitions(&rules),
@@ -105,7 +106,12 @@ pub fn rule_alerts<'s>(
     };
     let transitions: Vec<_> = kinds::KINDS
         .iter()
-        .map(|(name, hits_of)| {
+        .zip(kinds_events(&events, &rules))
+        .map(|((name, hits_of), events)| {
+            let sources = kinds::Sources {
+                events,
+                ..sources.clone()
+            };
             hits_of(&sources, rules.clone()).hold_and_hysteresis(rules_of_kind(&rules, name))
         })
         .collect();
@@ -168,6 +174,7 @@ pub fn rule_alerts_by_clock_seeded<'s>(
     use timely::dataflow::operators::Concatenate;
 
     let scope = rules.scope();
+    let routed = kinds_events(&events, &rules);
     let sources = kinds::Sources {
         events,
         registry,
@@ -176,7 +183,11 @@ pub fn rule_alerts_by_clock_seeded<'s>(
         report_retention_ms,
     };
     let (mut sensor, mut citizen) = (Vec::new(), Vec::new());
-    for (name, hits_of) in kinds::KINDS {
+    for ((name, hits_of), events) in kinds::KINDS.iter().zip(routed) {
+        let sources = kinds::Sources {
+            events,
+            ..sources.clone()
+        };
         let transitions = hits_of(&sources, rules.clone())
             .hold_and_hysteresis_seeded(rules_of_kind(&rules, name), Arc::clone(&seed));
         if kinds::CITIZEN_KINDS.contains(name) {
@@ -189,6 +200,15 @@ pub fn rule_alerts_by_clock_seeded<'s>(
         scope.clone().concatenate(sensor),
         scope.concatenate(citizen),
     )
+}
+
+/// The events of each kind of [`kinds::KINDS`], in its order ([`matching::route_by_kind`]).
+fn kinds_events<'s>(
+    events: &matching::Events<'s>,
+    rules: &VecCollection<'s, Time, rule::RuleRow, Diff>,
+) -> Vec<matching::Events<'s>> {
+    let names = kinds::KINDS.iter().map(|(name, _)| *name).collect();
+    matching::route_by_kind(events, rules, names)
 }
 
 /// The rows of one kind: what its state machine watches for removed rules (a rule whose kind

@@ -8,11 +8,12 @@ use citybrain_model::{Domain, Metric};
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::vec::{Broadcast, Partition};
 
 pub use crate::enrich::Events;
 use crate::enrich::{Enrich, EnrichedRow, Event};
 use crate::lookup::{Emit, LookupAsOf};
+use crate::rule::RuleRow;
 use crate::{Diff, ReadingRow, RegistryRow, Time};
 
 /// The shared enriched readings: readings (each `+1` at its event time) with reference data.
@@ -21,6 +22,48 @@ pub fn events<'s>(
     registry: VecCollection<'s, Time, RegistryRow, Diff>,
 ) -> Events<'s> {
     readings.enrich(registry)
+}
+
+/// The events each of `kinds` reads: an event reaches a kind only when a rule of that kind
+/// watches its (domain, metric) at the event's time ([`RuleRow::watched`]), so a kind with no
+/// rule for a metric never buffers its readings. One lookup for every kind: each kind's own
+/// matching then sees only its share. The result has one stream per entry of `kinds`, in order.
+pub fn route_by_kind<'s>(
+    events: &Events<'s>,
+    rules: &VecCollection<'s, Time, RuleRow, Diff>,
+    kinds: Vec<&'static str>,
+) -> Vec<Events<'s>> {
+    let parts = kinds.len() as u64;
+    let table = rules
+        .clone()
+        .flat_map(move |row| {
+            let kind = kinds.iter().position(|name| *name == row.kind());
+            row.watched()
+                .into_iter()
+                .filter_map(move |watched| Some((watched, kind?)))
+        })
+        .inner
+        .broadcast();
+    events
+        .clone()
+        .lookup_as_of(
+            table,
+            Pipeline,
+            Pipeline,
+            |(watched, _): &EnrichedRow| watched,
+            Emit::Once,
+            |row, _, rows, out| {
+                // The table is consolidated: one row per kind, counting its rules.
+                for (kind, count) in rows {
+                    if *count > 0 {
+                        out.push((*kind, row.clone()));
+                    }
+                }
+            },
+        )
+        .partition(parts, |((kind, row), time, diff)| {
+            (kind as u64, (row, time, diff))
+        })
 }
 
 /// Matches rules keyed by the (domain, metric) they watch with the events.

@@ -261,6 +261,21 @@ impl RuleRow {
         }
     }
 
+    /// The (domain, metric) pairs whose readings the rule reads (none for the citizen-report
+    /// kinds, which read report events): what routes readings to its kind
+    /// ([`crate::matching::route_by_kind`]). Each kind keys its rules the same way.
+    pub fn watched(&self) -> Vec<(Domain, Metric)> {
+        match self {
+            RuleRow::Correlation(rule) => rule
+                .conditions()
+                .iter()
+                .map(|side| (rule.alarm.domain, side.metric))
+                .collect(),
+            RuleRow::ReportDeadline(_) | RuleRow::FollowUp(_) => Vec::new(),
+            _ => vec![(self.alarm().domain, self.alarm().metric)],
+        }
+    }
+
     /// The threshold rule, if this is one.
     pub fn as_threshold(&self) -> Option<&ThresholdRule> {
         match self {

@@ -238,7 +238,7 @@ impl<'s> Correlations<'s> for Events<'s> {
         self,
         rules: VecCollection<'s, Time, CorrelationRule, Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        // Each rule watches two metrics: one row per side.
+        // Each rule watches two metrics: one row per side (as `RuleRow::watched` says).
         let sides = rules.flat_map(|rule| {
             rule.conditions()
                 .map(|side| ((rule.alarm.domain, side.metric), (rule.clone(), side)))

@@ -39,8 +39,11 @@ use crate::rule::RuleRow;
 use crate::{Diff, RegistryRow, Time};
 
 /// What every kind builds on, built once per dataflow.
+#[derive(Clone)]
 pub struct Sources<'s> {
-    /// Readings with their entity's labels, as they occur, on the worker of their entity.
+    /// Readings with their entity's labels, as they occur, on the worker of their entity; a
+    /// kind gets those of the (domain, metric) pairs its rules watch
+    /// ([`crate::matching::route_by_kind`]).
     pub events: Events<'s>,
     /// The registry (labels and expected cadence per entity): what a kind that looks at
     /// silences, such as absence timers, needs besides the events.
