@@ -80,20 +80,26 @@ impl<'s> Enrich<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
             |(key, _): &ReadingRow| key,
             Emit::Once,
             |((domain, entity), (metric, value)), time, rows, out| {
-                let event = |labels| {
+                let event = |entity, labels| {
                     let event = Event {
                         time,
-                        entity: entity.clone(),
-                        value: *value,
+                        entity,
+                        value,
                         labels,
                     };
-                    ((*domain, *metric), Arc::new(event))
+                    ((domain, metric), Arc::new(event))
                 };
+                // An entity has one labels row; the last (or the unknown entity's empty
+                // labels) takes the id without a copy.
                 let mut known = rows.iter().filter(|(_, count)| *count > 0).peekable();
-                if known.peek().is_none() {
-                    out.push(event(Arc::default()));
+                while let Some((labels, _)) = known.next() {
+                    if known.peek().is_none() {
+                        out.push(event(entity, Arc::clone(labels)));
+                        return;
+                    }
+                    out.push(event(entity.clone(), Arc::clone(labels)));
                 }
-                out.extend(known.map(|(labels, _)| event(Arc::clone(labels))));
+                out.push(event(entity, Arc::default()));
             },
         )
     }

@@ -102,6 +102,7 @@ pub trait LookupAsOf<'s, D> {
     /// `key_of(event)` at the event's time (each row with its count, positive for a present
     /// row; an empty slice when the key has none). What `logic` pushes is emitted with the
     /// event's diff, at its time ([`Emit::Once`]) or as an instant ([`Emit::Instant`]).
+    /// `logic` owns the event, so what it passes on can be moved rather than copied.
     ///
     /// `event_pact` and `table_pact` route both inputs: the same key must reach the same
     /// worker (exchange both by the key), or every worker must see the whole table (broadcast
@@ -122,7 +123,7 @@ pub trait LookupAsOf<'s, D> {
     ///         .lookup_as_of(table, Pipeline, Pipeline, |s: &u32| s, Emit::Once, |s, _, rows, out| {
     ///             // 0: not in the table.
     ///             let face = rows.first().map_or(0, |(face, _)| *face);
-    ///             out.push((*s, face));
+    ///             out.push((s, face));
     ///         })
     ///         .capture()
     /// });
@@ -147,7 +148,7 @@ pub trait LookupAsOf<'s, D> {
         P1: ParallelizationContract<Time, Vec<(D, Time, Diff)>>,
         P2: ParallelizationContract<Time, Vec<TableUpdate<K, V>>>,
         F: for<'e> Fn(&'e D) -> &'e K + 'static,
-        L: FnMut(&D, Time, &[(V, Diff)], &mut Vec<O>) + 'static;
+        L: FnMut(D, Time, &[(V, Diff)], &mut Vec<O>) + 'static;
 }
 
 impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
@@ -167,7 +168,7 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
         P1: ParallelizationContract<Time, Vec<(D, Time, Diff)>>,
         P2: ParallelizationContract<Time, Vec<TableUpdate<K, V>>>,
         F: for<'e> Fn(&'e D) -> &'e K + 'static,
-        L: FnMut(&D, Time, &[(V, Diff)], &mut Vec<O>) + 'static,
+        L: FnMut(D, Time, &[(V, Diff)], &mut Vec<O>) + 'static,
     {
         self.binary_frontier(
             table,
@@ -219,7 +220,8 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                             first = capability;
                         }
                         for (event, diff) in events {
-                            logic(&event, time, table.rows(key_of(&event)), &mut out);
+                            let rows = table.rows(key_of(&event));
+                            logic(event, time, rows, &mut out);
                             for o in out.drain(..) {
                                 if emit == Emit::Instant {
                                     ready.push((o.clone(), time.saturating_add(1), -diff));
@@ -310,9 +312,9 @@ mod tests {
                     .lookup_as_of(table, Pipeline, Pipeline, |k: &u8| k, Emit::Instant, |k, _, rows, out| {
                         let present: Vec<u8> = rows.iter().filter(|(_, n)| *n > 0).map(|(v, _)| *v).collect();
                         if present.is_empty() {
-                            out.push((*k, u8::MAX));
+                            out.push((k, u8::MAX));
                         }
-                        out.extend(present.into_iter().map(|v| (*k, v)));
+                        out.extend(present.into_iter().map(|v| (k, v)));
                     })
                     .capture()
             });

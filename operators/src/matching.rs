@@ -152,6 +152,8 @@ where
         .map(|(watched, rule)| (watched, Arc::new(rule)))
         .inner
         .broadcast();
+    // The rules an event matches; kept to reuse its allocation.
+    let mut selected: Vec<Arc<R>> = Vec::new();
     events.clone().lookup_as_of(
         rules,
         Pipeline,
@@ -159,10 +161,19 @@ where
         |(watched, _): &EnrichedRow| watched,
         emit,
         move |(_, event), _, rules, out| {
-            for (rule, count) in rules {
-                if *count > 0 && selects(rule, event) {
-                    out.push((Arc::clone(rule), Event::clone(event)));
-                }
+            selected.extend(
+                rules
+                    .iter()
+                    .filter(|(rule, count)| *count > 0 && selects(rule, &event))
+                    .map(|(rule, _)| Arc::clone(rule)),
+            );
+            let last = selected.pop();
+            for rule in selected.drain(..) {
+                out.push((rule, Event::clone(&event)));
+            }
+            // The last match takes the event itself when no other kind still holds it.
+            if let Some(rule) = last {
+                out.push((rule, Arc::unwrap_or_clone(event)));
             }
         },
     )

@@ -344,14 +344,17 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
                 // Occurrences, as the threshold kind's: the state machine reads insertions
                 // only, so the retraction of an instant would be built just to be dropped.
                 Emit::Once,
-                |(group, _, result, labels), end, alarms, out| {
-                    for (alarm, count) in alarms {
-                        if *count > 0 {
-                            let key = (alarm.id.clone(), group.clone());
-                            let hit =
-                                RuleHit::new(end, result.0, Arc::clone(labels), Arc::clone(alarm));
-                            out.push((key, hit));
-                        }
+                |(mut group, _, result, labels), end, alarms, out| {
+                    let mut present = alarms.iter().filter(|(_, count)| *count > 0).peekable();
+                    while let Some((alarm, _)) = present.next() {
+                        // The last hit takes the group without a copy.
+                        let group = match present.peek() {
+                            Some(_) => group.clone(),
+                            None => mem::take(&mut group),
+                        };
+                        let hit =
+                            RuleHit::new(end, result.0, Arc::clone(&labels), Arc::clone(alarm));
+                        out.push(((alarm.id.clone(), group), hit));
                     }
                 },
             )
