@@ -281,32 +281,17 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
-    use citybrain_model::TransitionState;
-
     use super::run;
-    use crate::pipeline::{Pipeline, run_single};
-    use crate::workload::{THRESHOLD_RULE, WINDOW_RULE, Workload};
+    use crate::pipeline::{Pipeline, SMALL_RUN, assert_both_rules_fire_and_resolve, run_single};
 
     /// DBSP's transitions equal the floor's (and so the engine's) on a run that raises and
     /// resolves both rules, on one DBSP worker and on two.
     #[test]
     fn dbsp_transitions_equal_the_floors() {
-        let workload = Workload {
-            sensors: 40,
-            batch: 20,
-            events: 40 * 200,
-        };
-        let floor = run_single(Pipeline::Floor, workload);
-        for rule in [THRESHOLD_RULE, WINDOW_RULE] {
-            for state in [TransitionState::Firing, TransitionState::Resolved] {
-                assert!(
-                    floor.iter().any(|k| k.0 == rule && k.2 == state),
-                    "{rule} {state:?} never happens"
-                );
-            }
-        }
+        let floor = run_single(Pipeline::Floor, SMALL_RUN);
+        assert_both_rules_fire_and_resolve(&floor);
         for workers in [1, 2] {
-            let peer = run(workload, workers).expect("the DBSP circuit runs");
+            let peer = run(SMALL_RUN, workers).expect("the DBSP circuit runs");
             assert_eq!(peer, floor, "{workers} DBSP workers");
         }
     }

@@ -244,30 +244,16 @@ pub fn floor_alerts<'s>(
 
 #[cfg(test)]
 mod tests {
-    use citybrain_model::TransitionState;
-
-    use crate::pipeline::{Pipeline, run_single};
-    use crate::workload::{THRESHOLD_RULE, WINDOW_RULE, Workload};
+    use crate::pipeline::{Pipeline, SMALL_RUN, assert_both_rules_fire_and_resolve, run_single};
+    use crate::workload::Workload;
 
     /// The floor's (rule, sensor, state, time) set equals the engine's on a small run that
     /// raises and resolves both rules, with several batches per second of event time.
     #[test]
     fn floor_transitions_equal_the_engines() {
-        let workload = Workload {
-            sensors: 40,
-            batch: 20,
-            events: 40 * 200,
-        };
-        let engine = run_single(Pipeline::Engine, workload);
-        let floor = run_single(Pipeline::Floor, workload);
-        for rule in [THRESHOLD_RULE, WINDOW_RULE] {
-            for state in [TransitionState::Firing, TransitionState::Resolved] {
-                let count = |keys: &[(String, String, TransitionState, u64)]| {
-                    keys.iter().filter(|k| k.0 == rule && k.2 == state).count()
-                };
-                assert!(count(&engine) > 0, "{rule} {state:?} never happens");
-            }
-        }
+        let engine = run_single(Pipeline::Engine, SMALL_RUN);
+        let floor = run_single(Pipeline::Floor, SMALL_RUN);
+        assert_both_rules_fire_and_resolve(&engine);
         assert_eq!(engine.len(), floor.len());
         assert_eq!(engine, floor);
     }

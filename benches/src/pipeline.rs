@@ -227,3 +227,26 @@ pub fn run_single(pipeline: Pipeline, workload: workload::Workload) -> Vec<Trans
         keys
     })
 }
+
+/// The small run the pipeline comparisons share: 40 sensors, 20 per batch (several batches per
+/// second of event time), 200 s; it raises and resolves both rules.
+#[cfg(test)]
+pub(crate) const SMALL_RUN: workload::Workload = workload::Workload {
+    sensors: 40,
+    batch: 20,
+    events: 40 * 200,
+};
+
+/// Panics unless `keys` hold a firing and a resolved transition of both rules: two runs in
+/// which nothing happens would compare equal and prove nothing.
+#[cfg(test)]
+pub(crate) fn assert_both_rules_fire_and_resolve(keys: &[TransitionKey]) {
+    for rule in [workload::THRESHOLD_RULE, workload::WINDOW_RULE] {
+        for state in [TransitionState::Firing, TransitionState::Resolved] {
+            assert!(
+                keys.iter().any(|k| k.0 == rule && k.2 == state),
+                "{rule} {state:?} never happens"
+            );
+        }
+    }
+}
