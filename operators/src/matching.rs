@@ -178,3 +178,94 @@ where
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use citybrain_model::{Domain, Metric};
+    use differential_dataflow::input::Input;
+    use ordered_float::OrderedFloat;
+    use proptest::prelude::*;
+    use timely::dataflow::operators::Inspect;
+
+    use super::{events, route_by_kind};
+    use crate::kinds::window::{Aggregate, WindowRule};
+    use crate::rule::{Direction, GroupBy, RuleRow};
+    use crate::tests::alarm;
+
+    const KINDS: [&str; 2] = ["threshold", "window"];
+    const METRICS: [Metric; 2] = [Metric::Ch4, Metric::Co];
+
+    /// A rule of `KINDS[kind]` on `METRICS[metric]`.
+    fn rule(id: usize, kind: u8, metric: u8) -> RuleRow {
+        let mut side = alarm(&format!("r{id}"), Direction::Above, 1.0, 0.5, 0, &[]);
+        side.metric = METRICS[metric as usize];
+        match kind {
+            0 => RuleRow::Threshold(side),
+            _ => RuleRow::Window(WindowRule {
+                alarm: side,
+                window_ms: 10,
+                hop_ms: 10,
+                group_by: GroupBy::Entity,
+                aggregate: Aggregate::Avg,
+            }),
+        }
+    }
+
+    proptest! {
+        /// Each kind gets a reading exactly once when, at the reading's time, at least one
+        /// rule of that kind watches its metric, and never otherwise; rules come and go.
+        #[test]
+        fn each_kind_gets_the_readings_its_rules_watch_at_their_time(
+            readings in proptest::collection::vec((0u8..2, 0u64..30), 0..30),
+            rules in proptest::collection::vec((0u8..2, 0u8..2, 0u64..30, 0u64..15), 0..6),
+        ) {
+            // (kind, metric, from, life): present from `from`, removed `life` later (0: never).
+            let present = |kind: u8, metric: u8, time: u64| {
+                rules.iter().any(|&(k, m, from, life)| {
+                    k == kind && m == metric && from <= time && (life == 0 || time < from + life)
+                })
+            };
+            let mut expected: Vec<(usize, Metric, u64)> = Vec::new();
+            for &(metric, time) in &readings {
+                for kind in 0..2u8 {
+                    if present(kind, metric, time) {
+                        expected.push((kind as usize, METRICS[metric as usize], time));
+                    }
+                }
+            }
+            expected.sort();
+
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&seen);
+            let (readings_in, rules_in) = (readings.clone(), rules.clone());
+            timely::example(move |scope| {
+                let (mut reading_input, reading_rows) = scope.new_collection();
+                let (_registry_input, registry_rows) = scope.new_collection();
+                let (mut rule_input, rule_rows) = scope.new_collection();
+                let routed = route_by_kind(&events(reading_rows, registry_rows), &rule_rows, KINDS.to_vec());
+                for (kind, stream) in routed.into_iter().enumerate() {
+                    let sink = Arc::clone(&sink);
+                    stream.inspect(move |(((_, metric), event), time, diff)| {
+                        assert_eq!((*time, *diff), (event.time, 1));
+                        sink.lock().expect("one worker").push((kind, *metric, *time));
+                    });
+                }
+                for &(metric, time) in &readings_in {
+                    let row = ((Domain::Mine, "s1".to_string()), (METRICS[metric as usize], OrderedFloat(1.0)));
+                    reading_input.update_at(row, time, 1);
+                }
+                for (id, &(kind, metric, from, life)) in rules_in.iter().enumerate() {
+                    rule_input.update_at(rule(id, kind, metric), from, 1);
+                    if life > 0 {
+                        rule_input.update_at(rule(id, kind, metric), from + life, -1);
+                    }
+                }
+            });
+            let mut got = std::mem::take(&mut *seen.lock().expect("one worker"));
+            got.sort();
+            prop_assert_eq!(got, expected);
+        }
+    }
+}
