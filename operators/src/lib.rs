@@ -92,30 +92,10 @@ pub fn rule_alerts<'s>(
     reports: VecCollection<'s, Time, report_state::ReportEventRow, Diff>,
     rules: VecCollection<'s, Time, rule::RuleRow, Diff>,
 ) -> StreamVec<'s, Time, AlertTransition> {
-    use hysteresis::HoldAndHysteresis;
-    use timely::dataflow::operators::Concatenate;
+    use timely::dataflow::operators::Concat;
 
-    let scope = rules.scope();
-    let events = matching::events(readings, registry.clone());
-    let sources = kinds::Sources {
-        events: events.clone(),
-        registry,
-        reports,
-        partitions: no_partitions(&rules),
-        report_retention_ms: DEFAULT_REPORT_RETENTION_MS,
-    };
-    let transitions: Vec<_> = kinds::KINDS
-        .iter()
-        .zip(kinds_events(&events, &rules))
-        .map(|((name, hits_of), events)| {
-            let sources = kinds::Sources {
-                events,
-                ..sources.clone()
-            };
-            hits_of(&sources, rules.clone()).hold_and_hysteresis(rules_of_kind(&rules, name))
-        })
-        .collect();
-    scope.concatenate(transitions)
+    let (sensor, citizen) = rule_alerts_by_clock(readings, registry, reports, rules);
+    sensor.concat(citizen)
 }
 
 /// [`rule_alerts`] split by clock: (transitions of the sensor kinds, transitions of the
