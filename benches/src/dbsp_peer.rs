@@ -30,10 +30,11 @@ use dbsp::typed_batch::IndexedZSetReader;
 use dbsp::typed_batch::SpineSnapshot;
 use dbsp::utils::{Tup2, Tup3, Tup5};
 use dbsp::{
-    DBSPHandle, IndexedZSetHandle, OrdIndexedZSet, OutputHandle, Runtime, TypedBox, ZSetHandle,
+    DBSPHandle, IndexedZSetHandle, OrdIndexedZSet, OutputHandle, RootCircuit, Runtime, Stream,
+    TypedBox, ZSetHandle,
 };
 
-use crate::floor::{Alarm, FloorAlarm, advance};
+use crate::floor::{Alarm, FloorAlarm, FloorRules, advance};
 use crate::pipeline::{TransitionKey, floor_rules};
 
 /// A reading as DBSP carries it: event time and value, indexed by sensor.
@@ -59,6 +60,8 @@ pub struct DbspPeer {
     clock: ZSetHandle<u64>,
     threshold: OutputHandle<SpineSnapshot<States>>,
     window: OutputHandle<SpineSnapshot<States>>,
+    /// The rules' ids name the transitions.
+    rules: FloorRules,
     collect: bool,
     seen: Vec<TransitionKey>,
 }
@@ -96,6 +99,19 @@ fn fold(alarm: &FloorAlarm, state: Option<&State>, input: &ReadingValue) -> Stat
     let Tup2(time, value) = *input;
     let (next, transition) = advance(state.and_then(decode), alarm, value.into_inner(), time);
     encode(next, transition, time, value.into_inner())
+}
+
+/// The states of `alarm` per sensor over `values` ((time, value) per sensor, in time order): a
+/// `chain_aggregate` folding each value into the sensor's state with [`fold`].
+fn alarm_states(
+    values: &Stream<RootCircuit, OrdIndexedZSet<String, ReadingValue>>,
+    alarm: FloorAlarm,
+) -> Stream<RootCircuit, States> {
+    let first = alarm.clone();
+    values.chain_aggregate(
+        move |value, _| fold(&first, None, value),
+        move |state, value, _| fold(&alarm, Some(&state), value),
+    )
 }
 
 /// `value` in integer millionths. DBSP's `average` needs an integer-like type (its `F64` has no
@@ -136,34 +152,29 @@ impl DbspPeer {
     /// key is kept (see [`DbspPeer::finish`]).
     pub fn start(workers: usize, collect: bool) -> Result<Self, dbsp::Error> {
         let rules = floor_rules();
+        let circuit_rules = rules.clone();
         let (handle, (registry, readings, clock, threshold, window)) =
             Runtime::init_circuit(workers, move |circuit| {
+                let rules = circuit_rules;
                 let (labels, registry) = circuit.add_input_zset::<LabelRow>();
                 let (readings, readings_handle) =
                     circuit.add_input_indexed_zset::<String, ReadingValue>();
                 let (clock, clock_handle) = circuit.add_input_zset::<u64>();
                 // The largest batch time so far, on every worker.
-                let waterline: dbsp::Stream<_, TypedBox<u64, DynData>> =
+                let waterline: Stream<_, TypedBox<u64, DynData>> =
                     clock.waterline_monotonic(|| 0, |time| *time);
-                let bounds: dbsp::Stream<_, Bounds> =
+                let bounds: Stream<_, Bounds> =
                     waterline.apply(|until| (TypedBox::new(0), until.clone()));
                 let scope = rules.scope.clone();
                 let watched_sensors = labels
                     .filter(move |Tup3(_, name, value)| *name == scope.0 && *value == scope.1)
                     .map_index(|Tup3(sensor, _, _)| (sensor.clone(), ()));
-                let watched: dbsp::Stream<_, OrdIndexedZSet<String, ReadingValue>> = readings
+                let watched: Stream<_, OrdIndexedZSet<String, ReadingValue>> = readings
                     .join_generic(&watched_sensors, |sensor, reading, ()| {
                         [(sensor.clone(), *reading)]
                     });
 
-                let threshold_rule = rules.threshold.clone();
-                let threshold = watched.chain_aggregate(
-                    {
-                        let rule = threshold_rule.clone();
-                        move |reading, _| fold(&rule, None, reading)
-                    },
-                    move |state, reading, _| fold(&threshold_rule, Some(&state), reading),
-                );
+                let threshold = alarm_states(&watched, rules.threshold.clone());
 
                 let window_ms = rules.window_ms.max(1);
                 let averages = watched
@@ -180,14 +191,7 @@ impl DbspPeer {
                     })
                     .window((true, true), &bounds)
                     .map_index(|(end, Tup2(sensor, mean))| (sensor.clone(), Tup2(*end, *mean)));
-                let window_rule = rules.window.clone();
-                let window = closed.chain_aggregate(
-                    {
-                        let rule = window_rule.clone();
-                        move |mean, _| fold(&rule, None, mean)
-                    },
-                    move |state, mean, _| fold(&window_rule, Some(&state), mean),
-                );
+                let window = alarm_states(&closed, rules.window.clone());
                 let fresh = |(_, state): (&String, &State)| state.2 != 0;
                 Ok((
                     registry,
@@ -204,6 +208,7 @@ impl DbspPeer {
             clock,
             threshold,
             window,
+            rules,
             collect,
             seen: Vec::new(),
         })
@@ -244,10 +249,9 @@ impl DbspPeer {
     fn step(&mut self, until: u64) -> Result<(), dbsp::Error> {
         self.clock.push(until, 1);
         self.handle.transaction()?;
-        let rules = floor_rules();
         for (output, rule) in [
-            (&self.threshold, &rules.threshold),
-            (&self.window, &rules.window),
+            (&self.threshold, &self.rules.threshold),
+            (&self.window, &self.rules.window),
         ] {
             // What every worker output over the transaction's steps (a transaction on several
             // workers takes several steps; each key lives on one worker).
