@@ -22,8 +22,8 @@ use differential_dataflow::collection::vec;
 use differential_dataflow::{AsCollection, Data, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
 
+use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// Where an instant goes: its event time and the interval it is to be present in.
@@ -83,7 +83,7 @@ impl<'s, D: Data> During<'s, D> for vec::Collection<'s, Time, D, Diff> {
         F: FnMut(&D) -> Span + 'static,
     {
         self.inner
-            .unary_frontier(Pipeline, "During", move |_, _| {
+            .unary_frontier_while_holding(Pipeline, "During", move |_| {
                 // Moved updates by their new time, not yet reached by the input frontier.
                 let mut future: BTreeMap<Time, Vec<(D, Time, Diff)>> = BTreeMap::new();
                 // A capability no later than every time in `future` (none when it is empty).

@@ -35,11 +35,11 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Filter};
 
 use crate::hit::{HitRow, RuleHit};
 use crate::rule::{RuleRow, ThresholdRule};
+use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// Where an alert key stands; keys in the normal state are not stored.
@@ -251,12 +251,12 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
         // Dropping them before the exchange halves what crosses to the key's worker and
         // waits for the frontier.
         let evaluations = self.inner.filter(|((_, hit), time, _)| hit.time >= *time);
-        evaluations.binary_frontier(
+        evaluations.binary_frontier_while_holding(
             rule_changes,
             exchange,
             Pipeline,
             "HoldAndHysteresis",
-            |_capability, _info| {
+            |_capability| {
                 let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
                 let mut states: FxHashMap<(String, String), AlertState> = FxHashMap::default();
                 let mut seeded = !seed

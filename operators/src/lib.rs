@@ -44,6 +44,7 @@ pub mod report_state;
 pub mod report_timers;
 pub mod rule;
 pub mod stall;
+pub mod woken_while_holding;
 
 use std::sync::Arc;
 

@@ -21,9 +21,9 @@ use differential_dataflow::{Data, ExchangeData};
 use rustc_hash::FxHashMap;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::ParallelizationContract;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 
+use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// A table change: a `(key, value)` row inserted (`+1`) or removed (`-1`) at a time.
@@ -170,12 +170,12 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
         F: for<'e> Fn(&'e D) -> &'e K + 'static,
         L: FnMut(D, Time, &[(V, Diff)], &mut Vec<O>) + 'static,
     {
-        self.binary_frontier(
+        self.binary_frontier_while_holding(
             table,
             event_pact,
             table_pact,
             "LookupAsOf",
-            move |_capability, _info| {
+            move |_capability| {
                 let mut waiting: BTreeMap<Time, Waiting<D, K, V>> = BTreeMap::new();
                 let mut table: Table<K, V> = Table::default();
                 let mut out: Vec<O> = Vec::new();

@@ -47,7 +47,6 @@ use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
 
 use crate::agenda::{Agenda, Ready};
 use crate::hit::{HitRow, RuleHit};
@@ -55,6 +54,7 @@ use crate::kinds::Sources;
 use crate::matching::{Events, MatchEvents};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::stall::PartitionStalls;
+use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, RegistryRow, Time};
 
 /// The label every alert of this kind carries, with the value `absence`.
@@ -405,7 +405,7 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
             .concat(readings)
             .concat(stalled)
             .inner
-            .unary_frontier(exchange, "Absence", |_capability, _info| {
+            .unary_frontier_while_holding(exchange, "Absence", |_capability| {
                 let mut agenda: Agenda<((Key, Input), Diff), Key> = Agenda::new();
                 let mut states: FxHashMap<Key, State> = FxHashMap::default();
                 move |(input, frontier), output| {

@@ -29,7 +29,6 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 
 use crate::hit::{HitRow, RuleHit};
@@ -37,6 +36,7 @@ use crate::kinds::Sources;
 use crate::lookup::{Emit, LookupAsOf};
 use crate::matching::{Events, MatchEvents};
 use crate::rule::{GroupBy, RuleRow, ThresholdRule};
+use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// The aggregate of a window's values.
@@ -253,79 +253,81 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
                 Some(((group, matched, value), time, diff))
             });
         let by_group = Exchange::new(|((group, _, _), _, _): &(Placed, Time, Diff)| group.hashed());
-        let closed = placed.unary_frontier(by_group, "WindowAggregates", |_capability, _info| {
-            let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
-            move |(placed, frontier), output| {
-                placed.for_each(|capability, data| {
-                    for ((mut group, matched, value), _, diff) in data.drain(..) {
-                        // Occurrences are insertions; a retraction would be a reading taken
-                        // back, which the sources never send.
-                        if diff <= 0 {
-                            continue;
-                        }
-                        let (rule, id, shape) = &*matched;
-                        // The last window takes the value (and a new group its key) without a
-                        // copy: a tumbling window has only one.
-                        let mut ends = rule.window_ends(value.1).peekable();
-                        while let Some(end) = ends.next() {
-                            let last = ends.peek().is_none();
-                            let slot = ending.entry(end).or_insert_with(|| Ending {
-                                capability: capability.delayed(&end, 0),
-                                groups: FxHashMap::default(),
-                            });
-                            let windows = match slot.groups.get_mut(group.as_str()) {
-                                Some(windows) => windows,
-                                None if last => {
-                                    slot.groups.entry(mem::take(&mut group)).or_default()
-                                }
-                                None => slot.groups.entry(group.clone()).or_default(),
-                            };
-                            let at = windows.iter().position(|w| {
-                                (Arc::ptr_eq(&w.shape, shape) || w.shape == *shape) && w.rule == *id
-                            });
-                            let window = match at {
-                                Some(at) => &mut windows[at],
-                                None => {
-                                    windows.push(OpenWindow {
-                                        rule: Arc::clone(id),
-                                        shape: Arc::clone(shape),
-                                        values: Vec::new(),
-                                    });
-                                    let newest = windows.len() - 1;
-                                    &mut windows[newest]
-                                }
-                            };
-                            if last {
-                                window.values.push(value);
-                                break;
+        let closed =
+            placed.unary_frontier_while_holding(by_group, "WindowAggregates", |_capability| {
+                let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
+                move |(placed, frontier), output| {
+                    placed.for_each(|capability, data| {
+                        for ((mut group, matched, value), _, diff) in data.drain(..) {
+                            // Occurrences are insertions; a retraction would be a reading taken
+                            // back, which the sources never send.
+                            if diff <= 0 {
+                                continue;
                             }
-                            window.values.push(value.clone());
+                            let (rule, id, shape) = &*matched;
+                            // The last window takes the value (and a new group its key) without a
+                            // copy: a tumbling window has only one.
+                            let mut ends = rule.window_ends(value.1).peekable();
+                            while let Some(end) = ends.next() {
+                                let last = ends.peek().is_none();
+                                let slot = ending.entry(end).or_insert_with(|| Ending {
+                                    capability: capability.delayed(&end, 0),
+                                    groups: FxHashMap::default(),
+                                });
+                                let windows = match slot.groups.get_mut(group.as_str()) {
+                                    Some(windows) => windows,
+                                    None if last => {
+                                        slot.groups.entry(mem::take(&mut group)).or_default()
+                                    }
+                                    None => slot.groups.entry(group.clone()).or_default(),
+                                };
+                                let at = windows.iter().position(|w| {
+                                    (Arc::ptr_eq(&w.shape, shape) || w.shape == *shape)
+                                        && w.rule == *id
+                                });
+                                let window = match at {
+                                    Some(at) => &mut windows[at],
+                                    None => {
+                                        windows.push(OpenWindow {
+                                            rule: Arc::clone(id),
+                                            shape: Arc::clone(shape),
+                                            values: Vec::new(),
+                                        });
+                                        let newest = windows.len() - 1;
+                                        &mut windows[newest]
+                                    }
+                                };
+                                if last {
+                                    window.values.push(value);
+                                    break;
+                                }
+                                window.values.push(value.clone());
+                            }
                         }
-                    }
-                });
-                while let Some(entry) = ending.first_entry() {
-                    let end = *entry.key();
-                    if frontier.less_equal(&end) {
-                        break;
-                    }
-                    let Ending { capability, groups } = entry.remove();
-                    let mut session = output.session(&capability);
-                    for (mut group, windows) in groups {
-                        let mut windows = windows.into_iter().peekable();
-                        while let Some(window) = windows.next() {
-                            // The group's last window takes its key.
-                            let group = match windows.peek() {
-                                Some(_) => group.clone(),
-                                None => mem::take(&mut group),
-                            };
-                            if let Some(closed) = aggregate(window, group) {
-                                session.give((closed, end, 1));
+                    });
+                    while let Some(entry) = ending.first_entry() {
+                        let end = *entry.key();
+                        if frontier.less_equal(&end) {
+                            break;
+                        }
+                        let Ending { capability, groups } = entry.remove();
+                        let mut session = output.session(&capability);
+                        for (mut group, windows) in groups {
+                            let mut windows = windows.into_iter().peekable();
+                            while let Some(window) = windows.next() {
+                                // The group's last window takes its key.
+                                let group = match windows.peek() {
+                                    Some(_) => group.clone(),
+                                    None => mem::take(&mut group),
+                                };
+                                if let Some(closed) = aggregate(window, group) {
+                                    session.give((closed, end, 1));
+                                }
                             }
                         }
                     }
                 }
-            }
-        });
+            });
         // Each window meets its rule as of its end: an edited threshold applies to the windows
         // that end after the edit; a rule removed, or its shape edited, has none for them.
         let alarms = rules
