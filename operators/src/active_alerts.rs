@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use citybrain_model::{AlertTransition, Labels, TransitionState};
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, VecCollection};
 use ordered_float::OrderedFloat;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::entity_route;
 use crate::kpi::KpiRow;
 use crate::{Diff, Time};
 
@@ -27,8 +28,7 @@ pub trait ActiveAlerts<'s> {
 
 impl<'s> ActiveAlerts<'s> for StreamVec<'s, Time, AlertTransition> {
     fn active_alerts(self) -> VecCollection<'s, Time, KpiRow, Diff> {
-        let exchange =
-            Exchange::new(|t: &AlertTransition| (t.rule.clone(), t.entity.clone()).hashed());
+        let exchange = Exchange::new(|t: &AlertTransition| entity_route(&t.entity));
         self.unary_frontier(exchange, "ActiveAlerts", |_capability, _info| {
             let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
             let mut active: HashMap<(String, String), KpiRow> = HashMap::new();

@@ -8,13 +8,14 @@
 use std::sync::Arc;
 
 use citybrain_model::{Domain, Labels, Metric};
+use differential_dataflow::VecCollection;
 use differential_dataflow::collection::vec;
-use differential_dataflow::{Hashable, VecCollection};
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 
+use crate::entity_route;
 use crate::lookup::{Emit, LookupAsOf};
 use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
 
@@ -75,8 +76,10 @@ impl<'s> Enrich<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
             .inner;
         self.inner.lookup_as_of(
             labels,
-            Exchange::new(|(row, _, _): &(ReadingRow, Time, Diff)| row.0.hashed()),
-            Exchange::new(|((key, _), _, _): &((EntityKey, Arc<Labels>), Time, Diff)| key.hashed()),
+            Exchange::new(|(row, _, _): &(ReadingRow, Time, Diff)| entity_route(&row.0.1)),
+            Exchange::new(
+                |((key, _), _, _): &((EntityKey, Arc<Labels>), Time, Diff)| entity_route(&key.1),
+            ),
             |(key, _): &ReadingRow| key,
             Emit::Once,
             |((domain, entity), (metric, value)), time, rows, out| {

@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use citybrain_model::alert::{OUT_OF_SCOPE, RULE_CHANGED, RULE_REMOVED, transition_id};
 use citybrain_model::time::format_event_time;
 use citybrain_model::{AlertTransition, Labels, TransitionState};
-use differential_dataflow::Hashable;
 use differential_dataflow::collection::vec;
 use differential_dataflow::consolidation::consolidate;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -37,6 +36,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::vec::{Broadcast, Filter};
 
+use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
@@ -240,7 +240,8 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
         rules: vec::Collection<'s, Time, RuleRow, Diff>,
         seed: FiringSeed,
     ) -> StreamVec<'s, Time, AlertTransition> {
-        let exchange = Exchange::new(|update: &(HitRow, Time, Diff)| update.0.0.hashed());
+        // By alert entity only: a reading's hits are then already on their worker.
+        let exchange = Exchange::new(|update: &(HitRow, Time, Diff)| entity_route(&update.0.0.1));
         // Alert states are spread over the workers by key: every worker needs every rule change
         // to find the alerts of a removed rule among its keys.
         let rule_changes = rules.inner.broadcast();

@@ -15,13 +15,14 @@ use std::sync::Arc;
 use citybrain_model::{Labels, Metric};
 use differential_dataflow::collection::vec;
 use differential_dataflow::consolidation::consolidate;
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::enrich::{EnrichedRow, Event};
+use crate::entity_route;
 use crate::lookup::Table;
 use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
 
@@ -83,9 +84,11 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
         let labels = registry
             .map(|(key, info)| (key, Arc::new(info.labels)))
             .inner;
-        let readings_route = Exchange::new(|(row, _, _): &(ReadingRow, Time, Diff)| row.0.hashed());
-        let registry_route =
-            Exchange::new(|((key, _), _, _): &((EntityKey, Arc<Labels>), Time, Diff)| key.hashed());
+        let readings_route =
+            Exchange::new(|(row, _, _): &(ReadingRow, Time, Diff)| entity_route(&row.0.1));
+        let registry_route = Exchange::new(
+            |((key, _), _, _): &((EntityKey, Arc<Labels>), Time, Diff)| entity_route(&key.1),
+        );
         self.inner
             .binary_frontier(
                 labels,

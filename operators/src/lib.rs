@@ -64,6 +64,16 @@ pub type Diff = isize;
 /// Identifies an entity within its domain: (domain, sensor/device/grid id).
 pub type EntityKey = (Domain, String);
 
+/// Where an entity's state lives: the hash every exchange keyed by an entity (or an alert
+/// entity) routes by. One hash for all of them keeps a reading, its rule hits, its per-entity
+/// windows and its alerts on the worker that enriched it, so they never cross to another
+/// worker (or, across processes, get serialized) after the first exchange. The domain is left
+/// out: a rule's alert key has its entity but not always its domain.
+pub fn entity_route(entity: &str) -> u64 {
+    use differential_dataflow::Hashable;
+    entity.hashed()
+}
+
 /// A reading as a collection row: entity -> (metric, value).
 pub type ReadingRow = (EntityKey, (Metric, OrderedFloat<f64>));
 

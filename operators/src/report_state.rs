@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use citybrain_model::{Domain, Labels, ReportKind};
 use differential_dataflow::collection::vec;
 use differential_dataflow::consolidation::consolidate;
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, VecCollection};
 use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use timely::dataflow::StreamVec;
@@ -34,6 +34,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 
+use crate::entity_route;
 use crate::kpi::KpiRow;
 use crate::{Diff, EntityKey, Time};
 
@@ -219,7 +220,8 @@ impl<'s> ReportStates<'s> for vec::Collection<'s, Time, ReportEventRow, Diff> {
         VecCollection<'s, Time, ReportRow, Diff>,
         StreamVec<'s, Time, UnknownReportEvent>,
     ) {
-        let exchange = Exchange::new(|update: &(ReportEventRow, Time, Diff)| (update.0).0.hashed());
+        let exchange =
+            Exchange::new(|update: &(ReportEventRow, Time, Diff)| entity_route(&update.0.0));
         let out = self
             .inner
             .unary_frontier(exchange, "ReportStates", |_capability, _info| {

@@ -20,12 +20,13 @@ use std::sync::Arc;
 
 use citybrain_model::{Labels, ReportKind};
 use differential_dataflow::consolidation::consolidate;
-use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::agenda::{Agenda, Ready};
+use crate::entity_route;
 use crate::hit::HitRow;
 use crate::report_state::{ReportEventRow, lifecycle_rank};
 use crate::{Diff, Time};
@@ -168,7 +169,7 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
         let grids = grids.flat_map(move |(grid, labels)| {
             (0..peers).map(move |worker| (worker, Input::Grid(grid.clone(), labels.clone())))
         });
-        let events = self.map(|row| (row.0.hashed(), Input::Event(row)));
+        let events = self.map(|row| (entity_route(&row.0), Input::Event(row)));
         let exchange = Exchange::new(|update: &((u64, Input<L::Rule>), Time, Diff)| update.0.0);
         rules
             .concat(grids)

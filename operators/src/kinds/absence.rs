@@ -42,13 +42,14 @@ use std::sync::Arc;
 
 use citybrain_model::Labels;
 use differential_dataflow::consolidation::consolidate;
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, VecCollection};
 use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 
 use crate::agenda::{Agenda, Ready};
+use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
 use crate::matching::{Events, MatchEvents};
@@ -400,7 +401,8 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
             });
         let stalled = stalled.map(|key| (key, Input::Stalled));
 
-        let exchange = Exchange::new(|update: &((Key, Input), Time, Diff)| update.0.0.1.hashed());
+        let exchange =
+            Exchange::new(|update: &((Key, Input), Time, Diff)| entity_route(&update.0.0.1));
         watches
             .concat(readings)
             .concat(stalled)

@@ -23,7 +23,7 @@ use std::mem;
 use std::sync::Arc;
 
 use citybrain_model::{Domain, Labels, Metric};
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, VecCollection};
 use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 
+use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
 use crate::lookup::{Emit, LookupAsOf};
@@ -252,7 +253,9 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
                 let value: WindowValue = (event.value, event.time, event.entity, labels);
                 Some(((group, matched, value), time, diff))
             });
-        let by_group = Exchange::new(|((group, _, _), _, _): &(Placed, Time, Diff)| group.hashed());
+        // A group of one entity stays where its readings are.
+        let by_group =
+            Exchange::new(|((group, _, _), _, _): &(Placed, Time, Diff)| entity_route(group));
         let closed =
             placed.unary_frontier_while_holding(by_group, "WindowAggregates", |_capability| {
                 let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
