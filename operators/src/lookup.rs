@@ -181,10 +181,17 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                 let mut out: Vec<O> = Vec::new();
                 move |(events, events_frontier), (changes, table_frontier), output| {
                     events.for_each(|capability, data| {
-                        for (event, time, diff) in data.drain(..) {
+                        let mut data = data.drain(..).peekable();
+                        while let Some((event, time, diff)) = data.next() {
                             let entry = waiting.entry(time).or_default();
                             entry.hold(&capability, time);
                             entry.events.push((event, diff));
+                            // A message's events mostly share one time: one map entry for
+                            // each run of them.
+                            while let Some((event, _, diff)) = data.next_if(|(_, t, _)| *t == time)
+                            {
+                                entry.events.push((event, diff));
+                            }
                         }
                     });
                     changes.for_each(|_capability, data| {

@@ -155,7 +155,9 @@ pub struct WindowShape {
     pub aggregate: Aggregate,
 }
 
-/// A reading in a window: value first, so a window's values sort by value.
+/// A reading in a window: value first, so a window's values sort by value. The entity is
+/// empty in a group of one entity (the group is the entity: naming it again in every reading
+/// would cost a copy of its id per reading).
 pub(crate) type WindowValue = (OrderedFloat<f64>, Time, String, Arc<Labels>);
 
 /// Aggregates events over windows.
@@ -249,8 +251,13 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
                 rule.alarm.selects(&event.labels)
             })
             .flat_map(|((matched, event), time, diff)| {
-                let (group, labels) = matched.0.group_by.group(&event.entity, &event.labels)?;
-                let value: WindowValue = (event.value, event.time, event.entity, labels);
+                let (group, entity, labels) = if matched.0.group_by == GroupBy::Entity {
+                    (event.entity, String::new(), event.labels)
+                } else {
+                    let (group, labels) = matched.0.group_by.group(&event.entity, &event.labels)?;
+                    (group, event.entity, labels)
+                };
+                let value: WindowValue = (event.value, event.time, entity, labels);
                 Some(((group, matched, value), time, diff))
             });
         // A group of one entity stays where its readings are.
