@@ -380,6 +380,9 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 Some(next) => {
                                     states.insert(key, next);
                                 }
+                                // A normal key that stays normal was never stored: no second
+                                // hash of its two strings (most readings are this case).
+                                None if state.is_none() => {}
                                 None => {
                                     states.remove(&key);
                                 }
