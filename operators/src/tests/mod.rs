@@ -14,6 +14,7 @@ mod correlation;
 mod exchange;
 mod follow_up;
 mod kpi;
+mod locality;
 mod rate_of_rise;
 mod report_deadline;
 mod stall;
