@@ -1,9 +1,11 @@
 //! The `for`/hysteresis state machine per (rule, entity), in event time.
 //!
-//! A frontier-driven timely operator, exchanged by alert key. It buffers rule hits per time
-//! and processes each time only once the input frontier has passed it, in time order, so
-//! out-of-order input within the allowed lateness gives exactly the in-order result. Its state
-//! is one small record per key that is pending or firing; normal keys cost nothing.
+//! A frontier-driven timely operator, exchanged by the alert's entity
+//! ([`crate::entity_route`]: every key of an entity on one worker, the one its readings were
+//! enriched on). It buffers rule hits per time and processes each time only once the input
+//! frontier has passed it, in time order, so out-of-order input within the allowed lateness
+//! gives exactly the in-order result. Its state is one small record per key that is pending
+//! or firing; normal keys cost nothing.
 //!
 //! Every rule kind feeds it: an evaluation ([`RuleHit`]) is a derived value of a (rule, alert
 //! entity) at an event time, e.g. a reading, a window's aggregate or a rate of change.
@@ -242,8 +244,8 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
     ) -> StreamVec<'s, Time, AlertTransition> {
         // By alert entity only: a reading's hits are then already on their worker.
         let exchange = Exchange::new(|update: &(HitRow, Time, Diff)| entity_route(&update.0.0.1));
-        // Alert states are spread over the workers by key: every worker needs every rule change
-        // to find the alerts of a removed rule among its keys.
+        // Alert states are spread over the workers by entity: every worker needs every rule
+        // change to find the alerts of a removed rule among its keys.
         let rule_changes = rules.inner.broadcast();
         // Hits are instants: at a time `t` the hits present all have `hit.time == t`, so the
         // updates at `t` about earlier hits (the retractions one tick after them, see
