@@ -30,8 +30,8 @@
 //! hold); the reported value is the hours since the report was resolved.
 //!
 //! Built on [`crate::report_timers`]. State: one record per live report (category, grid,
-//! level, whether it is open, when it was resolved, one entry per rule timing it); reports
-//! with neither a timer nor a firing alert are forgotten after the retention.
+//! level, whether it is open, when it was resolved, one entry per rule timing it); resolved
+//! reports with neither a timer nor a firing alert are forgotten after the retention.
 
 use std::collections::BTreeMap;
 
@@ -286,8 +286,12 @@ impl ReportTimerLogic for FollowUps {
     }
 
     fn prune(&mut self, cutoff: Time) {
+        // An open report is kept however long it idles: its resolution starts the visit timer,
+        // and the report states keep open reports too, so that resolution is no dead letter.
         self.reports.retain(|_, report| {
-            report.last >= cutoff || report.tracks.values().any(|t| t.due.is_some() || t.firing)
+            report.open
+                || report.last >= cutoff
+                || report.tracks.values().any(|t| t.due.is_some() || t.firing)
         });
     }
 }

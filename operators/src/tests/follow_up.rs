@@ -104,6 +104,22 @@ fn overdue_visits_fire_and_visits_resolve_them() {
     assert!(only_land.iter().all(|t| t.entity == "f4") && only_land.len() == 3);
 }
 
+/// The retention (7 days) forgot an open report with no timer when another report's event
+/// came 180 h later, so its resolution at 181 h started no visit timer (found by the proptest
+/// below).
+#[test]
+fn an_open_report_idle_past_the_retention_still_gets_its_visit_timed() {
+    use ReportKind::*;
+    let events: Vec<Event> = vec![
+        ("r", Created, "noise", 0),
+        ("s", Created, "noise", 180 * H),
+        ("r", Resolved, "noise", 181 * H),
+    ];
+    let got = run(&[RuleRow::FollowUp(visit_rule(&[]))], &events, 282 * H);
+    let seen: Vec<_> = got.iter().map(|t| (t.event_time / H, t.state)).collect();
+    assert_eq!(seen, vec![(281, TransitionState::Firing)]);
+}
+
 #[test]
 fn deadline_and_follow_up_rules_run_side_by_side() {
     use ReportKind::*;
