@@ -10,7 +10,7 @@
 //! - [`lookup::LookupAsOf`]: a half join: events looked up in a slowly changing table as of
 //!   their time, keeping only the table as state.
 //! - [`enrich::Enrich`]: attaches reference-data labels (mine, face, ...) to readings.
-//! - [`matching::MatchEvents`]: looks up each enriched reading's rules.
+//! - [`matching::match_by_kind`]: looks up each enriched reading's rules, for every kind at once.
 //! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation,
 //!   absence, report deadline, follow-up): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
 //!   (rule, alert entity, event time).
@@ -165,19 +165,15 @@ pub fn rule_alerts_by_clock_seeded<'s>(
     use timely::dataflow::operators::Concatenate;
 
     let scope = rules.scope();
-    let routed = kinds_events(&events, &rules);
-    let sources = kinds::Sources {
-        events,
-        registry,
-        reports,
-        partitions,
-        report_retention_ms,
-    };
+    let matched = kinds_matches(&events, &rules);
     let (mut sensor, mut citizen) = (Vec::new(), Vec::new());
-    for ((name, hits_of), events) in kinds::KINDS.iter().zip(routed) {
+    for ((name, hits_of), matches) in kinds::KINDS.iter().zip(matched) {
         let sources = kinds::Sources {
-            events,
-            ..sources.clone()
+            matches,
+            registry: registry.clone(),
+            reports: reports.clone(),
+            partitions: partitions.clone(),
+            report_retention_ms,
         };
         let transitions = hits_of(&sources, rules.clone())
             .hold_and_hysteresis_seeded(rules_of_kind(&rules, name), Arc::clone(&seed));
@@ -193,13 +189,13 @@ pub fn rule_alerts_by_clock_seeded<'s>(
     )
 }
 
-/// The events of each kind of [`kinds::KINDS`], in its order ([`matching::route_by_kind`]).
-fn kinds_events<'s>(
+/// The matches of each kind of [`kinds::KINDS`], in its order ([`matching::match_by_kind`]).
+fn kinds_matches<'s>(
     events: &matching::Events<'s>,
     rules: &VecCollection<'s, Time, rule::RuleRow, Diff>,
-) -> Vec<matching::Events<'s>> {
+) -> Vec<matching::Matches<'s>> {
     let names = kinds::KINDS.iter().map(|(name, _)| *name).collect();
-    matching::route_by_kind(events, rules, names)
+    matching::match_by_kind(events, rules, names)
 }
 
 /// The rows of one kind: what its state machine watches for removed rules (a rule whose kind

@@ -1,19 +1,25 @@
-//! Matching readings with rules: every rule kind looks its rules up for each enriched reading
-//! ([`crate::lookup`]), keeping the readings in each rule's label scope. The rules are few and
-//! every worker holds all of them, so readings stay on the worker that enriched them.
+//! Matching readings with rules: one lookup of each enriched reading's rules ([`crate::lookup`])
+//! serves every rule kind. A reading meets the rules that watch its (domain, metric) at its
+//! time and whose label scope holds its entity; each match goes to its rule's kind. The rules
+//! are few and every worker holds all of them, so readings stay on the worker that enriched
+//! them.
+//!
+//! One lookup for all kinds, not one per kind: a reading pays for one table probe however many
+//! kinds exist, and a kind with no rule for a metric never sees its readings.
 
 use std::sync::Arc;
 
-use citybrain_model::{Domain, Metric};
-use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use citybrain_model::Metric;
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::vec::{Broadcast, Partition};
+use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 
 pub use crate::enrich::Events;
 use crate::enrich::{Enrich, EnrichedRow, Event};
 use crate::lookup::{Emit, LookupAsOf};
-use crate::rule::RuleRow;
+use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, ReadingRow, RegistryRow, Time};
 
 /// The shared enriched readings: readings (each `+1` at its event time) with reference data.
@@ -24,26 +30,122 @@ pub fn events<'s>(
     readings.enrich(registry)
 }
 
-/// The events each of `kinds` reads: an event reaches a kind only when a rule of that kind
-/// watches its (domain, metric) at the event's time ([`RuleRow::watched`]), so a kind with no
-/// rule for a metric never buffers its readings. One lookup for every kind: each kind's own
-/// matching then sees only its share. The result has one stream per entry of `kinds`, in order.
-pub fn route_by_kind<'s>(
+/// A rule as matched: its row, and its alarm side built once per rule row so that every hit
+/// of the rule shares it ([`crate::hit::RuleHit::rule`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MatchedRule {
+    /// The rule.
+    pub row: RuleRow,
+    /// `row`'s alarm side ([`RuleRow::alarm`]), shared.
+    pub alarm: Arc<ThresholdRule>,
+}
+
+impl From<RuleRow> for MatchedRule {
+    fn from(row: RuleRow) -> Self {
+        let alarm = Arc::new(row.alarm().clone());
+        MatchedRule { row, alarm }
+    }
+}
+
+/// A reading that met a rule: the rule (shared by its matches), the metric the reading is of
+/// (a correlation rule watches two), and the reading.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Match {
+    /// The rule met.
+    pub rule: Arc<MatchedRule>,
+    /// The reading's metric.
+    pub metric: Metric,
+    /// The reading with its entity's labels.
+    pub event: Event,
+}
+
+/// Matches as occurrences: each `+1` at its reading's time, never retracted (the state machine
+/// and the frontier-driven kinds keep what they need themselves).
+pub type Matches<'s> = StreamVec<'s, Time, (Match, Time, Diff)>;
+
+/// Each of `kinds`' matches, one stream per entry of `kinds`, in order: a reading meets a rule
+/// when, at the reading's time, the rule watches the reading's (domain, metric)
+/// ([`RuleRow::watched`]) and its label scope selects the reading's entity. A rule whose kind
+/// is not in `kinds` meets nothing.
+///
+/// ```
+/// use citybrain_model::{Domain, Metric, Severity};
+/// use citybrain_operators::matching::{events, match_by_kind};
+/// use citybrain_operators::ordered_float::OrderedFloat;
+/// use citybrain_operators::rule::{Direction, RuleRow, ThresholdRule};
+/// use differential_dataflow::input::Input;
+/// use timely::dataflow::operators::Inspect;
+///
+/// timely::example(|scope| {
+///     let (mut readings, reading_rows) = scope.new_collection();
+///     let (_registry, registry_rows) = scope.new_collection();
+///     let (mut rules, rule_rows) = scope.new_collection();
+///     let events = events(reading_rows, registry_rows);
+///     let threshold = match_by_kind(&events, &rule_rows, vec!["threshold"]).remove(0);
+///     threshold.inspect(|(matched, time, diff)| {
+///         assert_eq!(matched.rule.alarm.id, "ch4-alarm");
+///         assert_eq!((matched.event.entity.as_str(), *time, *diff), ("s1", 4, 1));
+///     });
+///     rules.insert(RuleRow::Threshold(ThresholdRule {
+///         id: "ch4-alarm".into(),
+///         domain: Domain::Mine,
+///         metric: Metric::Ch4,
+///         scope: vec![],
+///         direction: Direction::Above,
+///         threshold: OrderedFloat(1.0),
+///         clear: OrderedFloat(1.0),
+///         hold_ms: 0,
+///         severity: Severity::Critical,
+///         summary: "methane".into(),
+///         labels: vec![],
+///     }));
+///     readings.advance_to(4);
+///     readings.insert(((Domain::Mine, "s1".to_string()), (Metric::Ch4, OrderedFloat(0.5))));
+///     // Another metric: no rule watches it.
+///     readings.insert(((Domain::Mine, "s1".to_string()), (Metric::Co, OrderedFloat(9.0))));
+/// });
+/// ```
+pub fn match_by_kind<'s>(
     events: &Events<'s>,
     rules: &VecCollection<'s, Time, RuleRow, Diff>,
     kinds: Vec<&'static str>,
-) -> Vec<Events<'s>> {
-    let parts = kinds.len() as u64;
+) -> Vec<Matches<'s>> {
+    let parts = kinds.len();
+    match_into_parts(events, rules, parts, move |row| {
+        kinds.iter().position(|name| *name == row.kind())
+    })
+}
+
+/// The matches of `rules`, all of one kind: what a kind's operator used on its own (outside
+/// [`crate::rule_alerts`]) starts from.
+pub fn match_rules<'s>(
+    events: &Events<'s>,
+    rules: &VecCollection<'s, Time, RuleRow, Diff>,
+) -> Matches<'s> {
+    match_into_parts(events, rules, 1, |_| Some(0)).remove(0)
+}
+
+/// [`match_by_kind`] with each rule's part given by `part_of` (`None`: the rule meets nothing).
+fn match_into_parts<'s>(
+    events: &Events<'s>,
+    rules: &VecCollection<'s, Time, RuleRow, Diff>,
+    parts: usize,
+    part_of: impl Fn(&RuleRow) -> Option<usize> + 'static,
+) -> Vec<Matches<'s>> {
     let table = rules
         .clone()
         .flat_map(move |row| {
-            let kind = kinds.iter().position(|name| *name == row.kind());
-            row.watched()
+            let part = part_of(&row);
+            let watched = row.watched();
+            let rule = Arc::new(MatchedRule::from(row));
+            watched
                 .into_iter()
-                .filter_map(move |watched| Some((watched, kind?)))
+                .filter_map(move |watched| Some((watched, (part?, Arc::clone(&rule)))))
         })
         .inner
         .broadcast();
+    // The rules a reading meets; kept to reuse its allocation.
+    let mut met: Vec<(usize, Arc<MatchedRule>)> = Vec::new();
     events
         .clone()
         .lookup_as_of(
@@ -52,131 +154,57 @@ pub fn route_by_kind<'s>(
             Pipeline,
             |(watched, _): &EnrichedRow| watched,
             Emit::Once,
-            |row, _, rows, out| {
-                // The table is consolidated: one row per kind, counting its rules.
-                for (kind, count) in rows {
-                    if *count > 0 {
-                        out.push((*kind, row.clone()));
-                    }
+            move |((_, metric), event), _, rules, out| {
+                met.extend(
+                    rules
+                        .iter()
+                        .filter(|((_, rule), count)| {
+                            *count > 0 && rule.alarm.selects(&event.labels)
+                        })
+                        .map(|((part, rule), _)| (*part, Arc::clone(rule))),
+                );
+                let last = met.pop();
+                for (part, rule) in met.drain(..) {
+                    let event = Event::clone(&event);
+                    out.push((
+                        part,
+                        Match {
+                            rule,
+                            metric,
+                            event,
+                        },
+                    ));
+                }
+                // The last match takes the event itself when no other reader still holds it.
+                if let Some((part, rule)) = last {
+                    let event = Arc::unwrap_or_clone(event);
+                    out.push((
+                        part,
+                        Match {
+                            rule,
+                            metric,
+                            event,
+                        },
+                    ));
                 }
             },
         )
-        .partition(parts, |((kind, row), time, diff)| {
-            (kind as u64, (row, time, diff))
+        .partition(parts as u64, |((part, matched), time, diff)| {
+            (part as u64, (matched, time, diff))
         })
 }
 
-/// Matches rules keyed by the (domain, metric) they watch with the events.
-pub trait MatchEvents<'s, R> {
-    /// One `(rule, event)` per event of the rule's (domain, metric) for which `selects` holds
-    /// (usually: the entity is in the rule's scope), with the rules as of the event's time.
-    /// The output is an instant per match (see [`crate::instant`]). The rule is shared by its
-    /// matches (one allocation per rule, not per match).
-    ///
-    /// ```
-    /// use citybrain_model::{Domain, Metric};
-    /// use citybrain_operators::matching::{MatchEvents, events};
-    /// use citybrain_operators::ordered_float::OrderedFloat;
-    /// use differential_dataflow::input::Input;
-    ///
-    /// timely::example(|scope| {
-    ///     let (mut readings, reading_rows) = scope.new_collection();
-    ///     let (_registry, registry_rows) = scope.new_collection();
-    ///     let (mut rules, rule_rows) = scope.new_collection();
-    ///     let events = events(reading_rows, registry_rows);
-    ///     // A "rule" here is any data keyed by what it watches; keep readings above its level.
-    ///     rule_rows
-    ///         .match_events(&events, |level: &OrderedFloat<f64>, event| event.value >= *level)
-    ///         .inspect(|((level, event), time, diff)| {
-    ///             assert_eq!((level.0, event.entity.as_str()), (1.0, "s2"));
-    ///             assert_eq!((*time, *diff), if *diff > 0 { (4, 1) } else { (5, -1) });
-    ///         });
-    ///     rules.insert(((Domain::Mine, Metric::Ch4), OrderedFloat(1.0)));
-    ///     readings.advance_to(4);
-    ///     readings.insert(((Domain::Mine, "s1".to_string()), (Metric::Ch4, OrderedFloat(0.5))));
-    ///     readings.insert(((Domain::Mine, "s2".to_string()), (Metric::Ch4, OrderedFloat(1.5))));
-    /// });
-    /// ```
-    fn match_events<F>(
-        self,
-        events: &Events<'s>,
-        selects: F,
-    ) -> VecCollection<'s, Time, (Arc<R>, Event), Diff>
-    where
-        F: Fn(&R, &Event) -> bool + 'static;
-
-    /// [`MatchEvents::match_events`] as occurrences: each match `+1` at its event's time, never
-    /// retracted, for operators that keep what they need themselves.
-    fn match_occurrences<F>(self, events: &Events<'s>, selects: F) -> Matches<'s, R>
-    where
-        F: Fn(&R, &Event) -> bool + 'static;
-}
-
-/// Matches as occurrences: `((rule, event), time, diff)`.
-pub type Matches<'s, R> = StreamVec<'s, Time, ((Arc<R>, Event), Time, Diff)>;
-
-impl<'s, R: ExchangeData + Sync> MatchEvents<'s, R>
-    for VecCollection<'s, Time, ((Domain, Metric), R), Diff>
-{
-    fn match_events<F>(
-        self,
-        events: &Events<'s>,
-        selects: F,
-    ) -> VecCollection<'s, Time, (Arc<R>, Event), Diff>
-    where
-        F: Fn(&R, &Event) -> bool + 'static,
-    {
-        matches(self, events, selects, Emit::Instant).as_collection()
-    }
-
-    fn match_occurrences<F>(self, events: &Events<'s>, selects: F) -> Matches<'s, R>
-    where
-        F: Fn(&R, &Event) -> bool + 'static,
-    {
-        matches(self, events, selects, Emit::Once)
-    }
-}
-
-/// Looks each event's rules up (every worker holds all rules), keeping those `selects`.
-fn matches<'s, R, F>(
-    rules: VecCollection<'s, Time, ((Domain, Metric), R), Diff>,
-    events: &Events<'s>,
-    selects: F,
-    emit: Emit,
-) -> Matches<'s, R>
-where
-    R: ExchangeData + Sync,
-    F: Fn(&R, &Event) -> bool + 'static,
-{
-    let rules = rules
-        .map(|(watched, rule)| (watched, Arc::new(rule)))
-        .inner
-        .broadcast();
-    // The rules an event matches; kept to reuse its allocation.
-    let mut selected: Vec<Arc<R>> = Vec::new();
-    events.clone().lookup_as_of(
-        rules,
-        Pipeline,
-        Pipeline,
-        |(watched, _): &EnrichedRow| watched,
-        emit,
-        move |(_, event), _, rules, out| {
-            selected.extend(
-                rules
-                    .iter()
-                    .filter(|(rule, count)| *count > 0 && selects(rule, &event))
-                    .map(|(rule, _)| Arc::clone(rule)),
-            );
-            let last = selected.pop();
-            for rule in selected.drain(..) {
-                out.push((rule, Event::clone(&event)));
-            }
-            // The last match takes the event itself when no other kind still holds it.
-            if let Some(rule) = last {
-                out.push((rule, Arc::unwrap_or_clone(event)));
-            }
-        },
-    )
+/// Matches as a collection of instants (`+1` at the reading's time, `-1` one tick later), for
+/// kinds that join them with differential arrangements.
+pub fn as_instants(matches: Matches<'_>) -> VecCollection<'_, Time, Match, Diff> {
+    matches
+        .flat_map(|(matched, time, diff)| {
+            [
+                (matched.clone(), time, diff),
+                (matched, time.saturating_add(1), -diff),
+            ]
+        })
+        .as_collection()
 }
 
 #[cfg(test)]
@@ -189,7 +217,7 @@ mod tests {
     use proptest::prelude::*;
     use timely::dataflow::operators::Inspect;
 
-    use super::{events, route_by_kind};
+    use super::{events, match_by_kind};
     use crate::kinds::window::{Aggregate, WindowRule};
     use crate::rule::{Direction, GroupBy, RuleRow};
     use crate::tests::alarm;
@@ -214,24 +242,23 @@ mod tests {
     }
 
     proptest! {
-        /// Each kind gets a reading exactly once when, at the reading's time, at least one
-        /// rule of that kind watches its metric, and never otherwise; rules come and go.
+        /// Each kind gets a reading once per rule of that kind that watches its metric at the
+        /// reading's time, and never otherwise; rules come and go.
         #[test]
         fn each_kind_gets_the_readings_its_rules_watch_at_their_time(
             readings in proptest::collection::vec((0u8..2, 0u64..30), 0..30),
             rules in proptest::collection::vec((0u8..2, 0u8..2, 0u64..30, 0u64..15), 0..6),
         ) {
             // (kind, metric, from, life): present from `from`, removed `life` later (0: never).
-            let present = |kind: u8, metric: u8, time: u64| {
-                rules.iter().any(|&(k, m, from, life)| {
-                    k == kind && m == metric && from <= time && (life == 0 || time < from + life)
-                })
+            let present = |id: usize, time: u64| {
+                let (_, _, from, life) = rules[id];
+                from <= time && (life == 0 || time < from + life)
             };
-            let mut expected: Vec<(usize, Metric, u64)> = Vec::new();
+            let mut expected: Vec<(usize, Metric, u64, String)> = Vec::new();
             for &(metric, time) in &readings {
-                for kind in 0..2u8 {
-                    if present(kind, metric, time) {
-                        expected.push((kind as usize, METRICS[metric as usize], time));
+                for (id, &(kind, rule_metric, ..)) in rules.iter().enumerate() {
+                    if rule_metric == metric && present(id, time) {
+                        expected.push((kind as usize, METRICS[metric as usize], time, format!("r{id}")));
                     }
                 }
             }
@@ -244,12 +271,13 @@ mod tests {
                 let (mut reading_input, reading_rows) = scope.new_collection();
                 let (_registry_input, registry_rows) = scope.new_collection();
                 let (mut rule_input, rule_rows) = scope.new_collection();
-                let routed = route_by_kind(&events(reading_rows, registry_rows), &rule_rows, KINDS.to_vec());
-                for (kind, stream) in routed.into_iter().enumerate() {
+                let matched = match_by_kind(&events(reading_rows, registry_rows), &rule_rows, KINDS.to_vec());
+                for (kind, stream) in matched.into_iter().enumerate() {
                     let sink = Arc::clone(&sink);
-                    stream.inspect(move |(((_, metric), event), time, diff)| {
-                        assert_eq!((*time, *diff), (event.time, 1));
-                        sink.lock().expect("one worker").push((kind, *metric, *time));
+                    stream.inspect(move |(matched, time, diff)| {
+                        assert_eq!((*time, *diff), (matched.event.time, 1));
+                        let seen = (kind, matched.metric, *time, matched.rule.alarm.id.clone());
+                        sink.lock().expect("one worker").push(seen);
                     });
                 }
                 for &(metric, time) in &readings_in {

@@ -52,7 +52,7 @@ use crate::agenda::{Agenda, Ready};
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
-use crate::matching::{Events, MatchEvents};
+use crate::matching::{Events, Match, Matches, as_instants, match_rules};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::stall::PartitionStalls;
 use crate::woken_while_holding::WokenWhileHolding;
@@ -363,126 +363,134 @@ impl<'s> AbsenceHits<'s> for Events<'s> {
         rules: VecCollection<'s, Time, AbsenceRule, Diff>,
         stalled: VecCollection<'s, Time, (String, String), Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        let by_kind = rules.clone().map(|rule| {
-            (
-                (rule.alarm.domain, rule.alarm.metric.as_str().to_string()),
-                rule,
-            )
-        });
-        let watches = registry
-            .flat_map(|((domain, entity), info)| {
-                let kind = info.label("kind")?.to_string();
-                (info.cadence_ms > 0).then_some(((domain, kind), (entity, info)))
-            })
-            .join_map(by_kind, |_, (entity, info), rule| {
-                (
-                    (rule.alarm.id.clone(), entity.clone()),
-                    (rule.clone(), info.clone()),
-                )
-            })
-            .flat_map(|(key, (rule, info))| {
-                rule.watches(&info.labels, info.cadence_ms).then(|| {
-                    let watch = Watch {
-                        rule,
-                        cadence_ms: info.cadence_ms,
-                        labels: info.labels,
-                    };
-                    (key, Input::Watch(watch))
-                })
-            });
-        let readings = rules
-            .map(|rule| ((rule.alarm.domain, rule.alarm.metric), rule))
-            .match_events(&self, |rule, event| rule.alarm.selects(&event.labels))
-            .map(|(rule, event)| {
-                (
-                    (rule.alarm.id.clone(), event.entity),
-                    Input::Reading(event.time),
-                )
-            });
-        let stalled = stalled.map(|key| (key, Input::Stalled));
+        let matches = match_rules(&self, &rules.clone().map(RuleRow::Absence));
+        hits_of_matches(matches, registry, rules, stalled)
+    }
+}
 
-        let exchange =
-            Exchange::new(|update: &((Key, Input), Time, Diff)| entity_route(&update.0.0.1));
-        watches
-            .concat(readings)
-            .concat(stalled)
-            .inner
-            .unary_frontier_while_holding(exchange, "Absence", |_capability| {
-                let mut agenda: Agenda<((Key, Input), Diff), Key> = Agenda::new();
-                let mut states: FxHashMap<Key, State> = FxHashMap::default();
-                move |(input, frontier), output| {
-                    input.for_each(|capability, data| {
-                        for (update, time, diff) in data.drain(..) {
-                            agenda.push(&capability, time, (update, diff));
-                        }
-                    });
-                    // At the end of the input nothing is silent: deadlines are dropped.
-                    let closed = frontier.is_empty();
-                    if closed {
-                        agenda.clear_timers();
+/// The hits of `rules`: silences of the entities `registry` gives a cadence, ended by the
+/// rules' `matches`.
+fn hits_of_matches<'s>(
+    matches: Matches<'s>,
+    registry: VecCollection<'s, Time, RegistryRow, Diff>,
+    rules: VecCollection<'s, Time, AbsenceRule, Diff>,
+    stalled: VecCollection<'s, Time, (String, String), Diff>,
+) -> VecCollection<'s, Time, HitRow, Diff> {
+    let by_kind = rules.map(|rule| {
+        (
+            (rule.alarm.domain, rule.alarm.metric.as_str().to_string()),
+            rule,
+        )
+    });
+    let watches = registry
+        .flat_map(|((domain, entity), info)| {
+            let kind = info.label("kind")?.to_string();
+            (info.cadence_ms > 0).then_some(((domain, kind), (entity, info)))
+        })
+        .join_map(by_kind, |_, (entity, info), rule| {
+            (
+                (rule.alarm.id.clone(), entity.clone()),
+                (rule.clone(), info.clone()),
+            )
+        })
+        .flat_map(|(key, (rule, info))| {
+            rule.watches(&info.labels, info.cadence_ms).then(|| {
+                let watch = Watch {
+                    rule,
+                    cadence_ms: info.cadence_ms,
+                    labels: info.labels,
+                };
+                (key, Input::Watch(watch))
+            })
+        });
+    let readings = as_instants(matches).map(|Match { rule, event, .. }| {
+        (
+            (rule.alarm.id.clone(), event.entity),
+            Input::Reading(event.time),
+        )
+    });
+    let stalled = stalled.map(|key| (key, Input::Stalled));
+
+    let exchange = Exchange::new(|update: &((Key, Input), Time, Diff)| entity_route(&update.0.0.1));
+    watches
+        .concat(readings)
+        .concat(stalled)
+        .inner
+        .unary_frontier_while_holding(exchange, "Absence", |_capability| {
+            let mut agenda: Agenda<((Key, Input), Diff), Key> = Agenda::new();
+            let mut states: FxHashMap<Key, State> = FxHashMap::default();
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for (update, time, diff) in data.drain(..) {
+                        agenda.push(&capability, time, (update, diff));
                     }
-                    while let Some(Ready {
-                        time,
-                        capability,
-                        mut updates,
-                        due: keys,
-                    }) = agenda.next_ready(|t| !frontier.less_equal(t))
-                    {
-                        let mut hits = Vec::new();
-                        let mut scheduled = Vec::new();
-                        consolidate(&mut updates);
-                        // Sorted by key: apply each key's updates together.
-                        let mut rest = updates.as_slice();
-                        while let Some(((key, _), _)) = rest.first() {
-                            let len = rest
-                                .iter()
-                                .take_while(|((other, _), _)| other == key)
-                                .count();
-                            let (group, tail) = rest.split_at(len);
-                            rest = tail;
-                            let mut changes = Vec::new();
-                            let mut reading = false;
-                            let mut stall = None;
-                            for ((_, item), diff) in group {
-                                match item {
-                                    Input::Watch(watch) => {
-                                        changes.push((watch.clone(), *diff));
-                                    }
-                                    Input::Stalled => stall = Some(*diff > 0),
-                                    Input::Reading(at) if *at == time && *diff > 0 => {
-                                        reading = true;
-                                    }
-                                    Input::Reading(_) => {}
+                });
+                // At the end of the input nothing is silent: deadlines are dropped.
+                let closed = frontier.is_empty();
+                if closed {
+                    agenda.clear_timers();
+                }
+                while let Some(Ready {
+                    time,
+                    capability,
+                    mut updates,
+                    due: keys,
+                }) = agenda.next_ready(|t| !frontier.less_equal(t))
+                {
+                    let mut hits = Vec::new();
+                    let mut scheduled = Vec::new();
+                    consolidate(&mut updates);
+                    // Sorted by key: apply each key's updates together.
+                    let mut rest = updates.as_slice();
+                    while let Some(((key, _), _)) = rest.first() {
+                        let len = rest
+                            .iter()
+                            .take_while(|((other, _), _)| other == key)
+                            .count();
+                        let (group, tail) = rest.split_at(len);
+                        rest = tail;
+                        let mut changes = Vec::new();
+                        let mut reading = false;
+                        let mut stall = None;
+                        for ((_, item), diff) in group {
+                            match item {
+                                Input::Watch(watch) => {
+                                    changes.push((watch.clone(), *diff));
                                 }
-                            }
-                            if let Some(deadline) =
-                                apply(&mut states, key, time, changes, reading, stall, &mut hits)
-                            {
-                                scheduled.push((key.clone(), deadline));
-                            }
-                        }
-                        for key in &keys {
-                            on_timer(&mut states, key, time, &mut hits);
-                        }
-                        if !closed {
-                            for (key, deadline) in scheduled {
-                                agenda.schedule(&capability, key, deadline);
+                                Input::Stalled => stall = Some(*diff > 0),
+                                Input::Reading(at) if *at == time && *diff > 0 => {
+                                    reading = true;
+                                }
+                                Input::Reading(_) => {}
                             }
                         }
-                        if !hits.is_empty() {
-                            output
-                                .session(&capability)
-                                .give_iterator(hits.iter().map(|hit| (hit.clone(), time, 1)));
-                            let next = time.saturating_add(1);
-                            output
-                                .session(&capability.delayed(&next))
-                                .give_iterator(hits.into_iter().map(|hit| (hit, next, -1)));
+                        if let Some(deadline) =
+                            apply(&mut states, key, time, changes, reading, stall, &mut hits)
+                        {
+                            scheduled.push((key.clone(), deadline));
                         }
+                    }
+                    for key in &keys {
+                        on_timer(&mut states, key, time, &mut hits);
+                    }
+                    if !closed {
+                        for (key, deadline) in scheduled {
+                            agenda.schedule(&capability, key, deadline);
+                        }
+                    }
+                    if !hits.is_empty() {
+                        output
+                            .session(&capability)
+                            .give_iterator(hits.iter().map(|hit| (hit.clone(), time, 1)));
+                        let next = time.saturating_add(1);
+                        output
+                            .session(&capability.delayed(&next))
+                            .give_iterator(hits.into_iter().map(|hit| (hit, next, -1)));
                     }
                 }
-            })
-            .as_collection()
-    }
+            }
+        })
+        .as_collection()
 }
 
 /// The registry entry: the absence rows of `rules`, with the `ingest stalled` hits of those
@@ -493,9 +501,6 @@ pub(crate) fn hits<'s>(
 ) -> VecCollection<'s, Time, HitRow, Diff> {
     let rules = rules.flat_map(|row| row.as_absence().cloned());
     let (stall_hits, stalled) = sources.partitions.clone().partition_stalls(rules.clone());
-    sources
-        .events
-        .clone()
-        .absence_hits_unless_stalled(sources.registry.clone(), rules, stalled)
-        .concat(stall_hits)
+    let registry = sources.registry.clone();
+    hits_of_matches(sources.matches.clone(), registry, rules, stalled).concat(stall_hits)
 }

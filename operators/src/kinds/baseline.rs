@@ -12,6 +12,8 @@
 //! (time, value) order), and each reading instant joins it. State holds the readings of the
 //! last `B` per live entity.
 
+use std::sync::Arc;
+
 use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::during::{During, Span};
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::{HistoryKey, Sources};
-use crate::matching::{Events, MatchEvents};
+use crate::matching::{Events, Match, Matches, as_instants, match_rules};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
 
@@ -111,51 +113,53 @@ impl<'s> Baselines<'s> for Events<'s> {
         self,
         rules: VecCollection<'s, Time, BaselineRule, Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        let matched = rules
-            .map(|rule| ((rule.alarm.domain, rule.alarm.metric), rule))
-            .match_events(&self, |rule, event| rule.alarm.selects(&event.labels))
-            .map(|(rule, event)| (rule.history_key(&event.entity), (event, rule)));
-
-        let means = matched
-            .clone()
-            .map(|(key, (event, _))| (key, (event.time, event.value)))
-            .during(|(key, (time, _))| Span {
-                at: *time,
-                from: time.saturating_add(1),
-                until: time.saturating_add(key.window_ms).saturating_add(1),
-            })
-            .reduce(|_, input, output| {
-                // Summed in (time, value) order, so the result does not depend on arrival.
-                let (sum, count) = input
-                    .iter()
-                    .filter(|(_, diff)| *diff > 0)
-                    .fold((0.0, 0usize), |(sum, count), ((_, value), _)| {
-                        (sum + value.0, count + 1)
-                    });
-                if count > 0 {
-                    output.push((OrderedFloat(sum / count as f64), 1));
-                }
-            });
-
-        matched.join_core(means.arrange_by_key(), |_, (event, rule), mean| {
-            let mean: &OrderedFloat<f64> = mean;
-            BaselineRule::ratio(event.value.0, mean.0).map(|ratio| {
-                (
-                    (rule.alarm.id.clone(), event.entity.clone()),
-                    RuleHit::new(event.time, ratio, event.labels.clone(), rule.alarm.clone()),
-                )
-            })
-        })
+        hits_of_matches(match_rules(&self, &rules.map(RuleRow::Baseline)))
     }
 }
 
-/// The registry entry: the baseline rows of `rules`.
+/// The hits of the rules' matches.
+fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
+    let matched = as_instants(matches).flat_map(|Match { rule, event, .. }| {
+        let key = rule.row.as_baseline()?.history_key(&event.entity);
+        Some((key, (event, rule)))
+    });
+
+    let means = matched
+        .clone()
+        .map(|(key, (event, _))| (key, (event.time, event.value)))
+        .during(|(key, (time, _))| Span {
+            at: *time,
+            from: time.saturating_add(1),
+            until: time.saturating_add(key.window_ms).saturating_add(1),
+        })
+        .reduce(|_, input, output| {
+            // Summed in (time, value) order, so the result does not depend on arrival.
+            let (sum, count) = input
+                .iter()
+                .filter(|(_, diff)| *diff > 0)
+                .fold((0.0, 0usize), |(sum, count), ((_, value), _)| {
+                    (sum + value.0, count + 1)
+                });
+            if count > 0 {
+                output.push((OrderedFloat(sum / count as f64), 1));
+            }
+        });
+
+    matched.join_core(means.arrange_by_key(), |_, (event, matched), mean| {
+        let mean: &OrderedFloat<f64> = mean;
+        let ratio = BaselineRule::ratio(event.value.0, mean.0)?;
+        let alarm = Arc::clone(&matched.alarm);
+        Some((
+            (alarm.id.clone(), event.entity.clone()),
+            RuleHit::new(event.time, ratio, event.labels.clone(), alarm),
+        ))
+    })
+}
+
+/// The registry entry: hits of the baseline rules' matches.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
-    rules: VecCollection<'s, Time, RuleRow, Diff>,
+    _rules: VecCollection<'s, Time, RuleRow, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
-    sources
-        .events
-        .clone()
-        .baseline_hits(rules.flat_map(|row| row.as_baseline().cloned()))
+    hits_of_matches(sources.matches.clone())
 }

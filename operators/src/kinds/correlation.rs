@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::during::{During, Span};
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
-use crate::matching::{Events, MatchEvents};
+use crate::matching::{Events, Match, Matches, as_instants, match_rules};
 use crate::rule::{Direction, GroupBy, RuleRow, ThresholdRule};
 use crate::{Diff, Time};
 
@@ -238,98 +238,110 @@ impl<'s> Correlations<'s> for Events<'s> {
         self,
         rules: VecCollection<'s, Time, CorrelationRule, Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        // Each rule watches two metrics: one row per side (as `RuleRow::watched` says).
-        let sides = rules.flat_map(|rule| {
-            rule.conditions()
-                .map(|side| ((rule.alarm.domain, side.metric), (rule.clone(), side)))
-        });
-        let matched = sides
-            .match_events(&self, |(rule, _), event| rule.alarm.selects(&event.labels))
-            .flat_map(|(matched, event)| {
-                let (rule, side) = &*matched;
-                let (group, labels) = rule.group_by.group(&event.entity, &event.labels)?;
-                Some((rule.clone(), side.clone(), group, labels, event))
-            });
-
-        let states = matched
-            .clone()
-            .map(|(rule, side, group, _, event)| {
-                let reading: SideReading = (event.entity, event.time, event.value);
-                ((rule.side_key(&side, &group), rule.tolerance_ms), reading)
-            })
-            .during(|((_, tolerance), (_, time, _))| Span {
-                at: *time,
-                from: *time,
-                until: time.saturating_add(*tolerance).saturating_add(1),
-            })
-            .map(|((key, _), reading)| (key, reading))
-            .reduce(|key, input, output| {
-                let side = Condition {
-                    metric: key.metric,
-                    direction: key.direction,
-                    threshold: OrderedFloat(0.0),
-                    clear: OrderedFloat(0.0),
-                };
-                // Per sensor (readings sorted by sensor, then time): its latest time's worst
-                // value; then the worst over the sensors.
-                let mut worst: Option<f64> = None;
-                let mut latest: Option<(&String, Time, f64)> = None;
-                for ((sensor, time, value), _) in input.iter().filter(|(_, diff)| *diff > 0) {
-                    latest = match latest {
-                        Some((s, t, v)) if s == sensor && t == *time => {
-                            Some((s, t, side.worse(v, value.0)))
-                        }
-                        Some((s, _, _)) if s == sensor => Some((sensor, *time, value.0)),
-                        Some((_, _, v)) => {
-                            worst = Some(worst.map_or(v, |w| side.worse(w, v)));
-                            Some((sensor, *time, value.0))
-                        }
-                        None => Some((sensor, *time, value.0)),
-                    };
-                }
-                if let Some((_, _, v)) = latest {
-                    worst = Some(worst.map_or(v, |w| side.worse(w, v)));
-                }
-                if let Some(worst) = worst {
-                    output.push((OrderedFloat(worst), 1));
-                }
-            })
-            .arrange_by_key();
-
-        let evaluations = matched.map(|(rule, _, group, labels, event)| {
-            let key = rule.side_key(&rule.first(), &group);
-            let evaluation: Evaluation = (rule, labels, event.time);
-            (key, evaluation)
-        });
-        evaluations
-            .join_core(states.clone(), |key, evaluation, first| {
-                let (rule, _, _) = evaluation;
-                let first: &OrderedFloat<f64> = first;
-                let second_key = rule.side_key(&rule.with, &key.group);
-                Some((second_key, (evaluation.clone(), *first)))
-            })
-            .join_core(states, |key, ((rule, labels, time), first), second| {
-                let second: &OrderedFloat<f64> = second;
-                let level = rule.level(first.0, second.0);
-                let hit = RuleHit {
-                    time: *time,
-                    value: OrderedFloat(level),
-                    reported: *first,
-                    labels: Arc::new(rule.labels(labels, first.0, second.0)),
-                    rule: Arc::new(rule.level_rule()),
-                };
-                Some(((rule.alarm.id.clone(), key.group.clone()), hit))
-            })
+        hits_of_matches(match_rules(&self, &rules.map(RuleRow::Correlation)))
     }
 }
 
-/// The registry entry: the correlation rows of `rules`.
+/// The hits of the rules' matches.
+fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
+    // Each rule watches two metrics (as `RuleRow::watched` says): a reading is on the side of
+    // its metric, or on both when they watch the same one.
+    let matched = as_instants(matches).flat_map(
+        |Match {
+             rule,
+             metric,
+             event,
+         }| {
+            let mut sides = Vec::new();
+            if let Some(rule) = rule.row.as_correlation()
+                && let Some((group, labels)) = rule.group_by.group(&event.entity, &event.labels)
+            {
+                for side in rule.conditions() {
+                    if side.metric == metric {
+                        let (group, labels) = (group.clone(), labels.clone());
+                        sides.push((rule.clone(), side, group, labels, event.clone()));
+                    }
+                }
+            }
+            sides
+        },
+    );
+
+    let states = matched
+        .clone()
+        .map(|(rule, side, group, _, event)| {
+            let reading: SideReading = (event.entity, event.time, event.value);
+            ((rule.side_key(&side, &group), rule.tolerance_ms), reading)
+        })
+        .during(|((_, tolerance), (_, time, _))| Span {
+            at: *time,
+            from: *time,
+            until: time.saturating_add(*tolerance).saturating_add(1),
+        })
+        .map(|((key, _), reading)| (key, reading))
+        .reduce(|key, input, output| {
+            let side = Condition {
+                metric: key.metric,
+                direction: key.direction,
+                threshold: OrderedFloat(0.0),
+                clear: OrderedFloat(0.0),
+            };
+            // Per sensor (readings sorted by sensor, then time): its latest time's worst
+            // value; then the worst over the sensors.
+            let mut worst: Option<f64> = None;
+            let mut latest: Option<(&String, Time, f64)> = None;
+            for ((sensor, time, value), _) in input.iter().filter(|(_, diff)| *diff > 0) {
+                latest = match latest {
+                    Some((s, t, v)) if s == sensor && t == *time => {
+                        Some((s, t, side.worse(v, value.0)))
+                    }
+                    Some((s, _, _)) if s == sensor => Some((sensor, *time, value.0)),
+                    Some((_, _, v)) => {
+                        worst = Some(worst.map_or(v, |w| side.worse(w, v)));
+                        Some((sensor, *time, value.0))
+                    }
+                    None => Some((sensor, *time, value.0)),
+                };
+            }
+            if let Some((_, _, v)) = latest {
+                worst = Some(worst.map_or(v, |w| side.worse(w, v)));
+            }
+            if let Some(worst) = worst {
+                output.push((OrderedFloat(worst), 1));
+            }
+        })
+        .arrange_by_key();
+
+    let evaluations = matched.map(|(rule, _, group, labels, event)| {
+        let key = rule.side_key(&rule.first(), &group);
+        let evaluation: Evaluation = (rule, labels, event.time);
+        (key, evaluation)
+    });
+    evaluations
+        .join_core(states.clone(), |key, evaluation, first| {
+            let (rule, _, _) = evaluation;
+            let first: &OrderedFloat<f64> = first;
+            let second_key = rule.side_key(&rule.with, &key.group);
+            Some((second_key, (evaluation.clone(), *first)))
+        })
+        .join_core(states, |key, ((rule, labels, time), first), second| {
+            let second: &OrderedFloat<f64> = second;
+            let level = rule.level(first.0, second.0);
+            let hit = RuleHit {
+                time: *time,
+                value: OrderedFloat(level),
+                reported: *first,
+                labels: Arc::new(rule.labels(labels, first.0, second.0)),
+                rule: Arc::new(rule.level_rule()),
+            };
+            Some(((rule.alarm.id.clone(), key.group.clone()), hit))
+        })
+}
+
+/// The registry entry: hits of the correlation rules' matches.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
-    rules: VecCollection<'s, Time, RuleRow, Diff>,
+    _rules: VecCollection<'s, Time, RuleRow, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
-    sources
-        .events
-        .clone()
-        .correlation_hits(rules.flat_map(|row| row.as_correlation().cloned()))
+    hits_of_matches(sources.matches.clone())
 }

@@ -2,9 +2,9 @@
 //! derived values the one `for`/hysteresis state machine ([`crate::hysteresis`]) works on.
 //!
 //! Each kind is one file: its rule type (a variant of [`RuleRow`]) and its operator, an
-//! extension trait on [`Events`]. [`KINDS`] lists them; [`crate::rule_alerts`] concatenates
+//! extension trait on [`crate::matching::Events`] for use on its own. [`KINDS`] lists them; [`crate::rule_alerts`] concatenates
 //! the hits of all of them. Adding a kind is one file here, one variant of [`RuleRow`] and one
-//! line in [`KINDS`]. A kind gets the shared [`Sources`]: the events, and the registry for
+//! line in [`KINDS`]. A kind gets the shared [`Sources`]: its rules met by readings, and the registry for
 //! kinds that need more than labels ([`absence`] takes each entity's cadence from it and emits
 //! evaluations from frontier-driven timers; the state machine does the rest).
 //!
@@ -33,7 +33,7 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 use crate::hit::HitRow;
-use crate::matching::Events;
+use crate::matching::Matches;
 use crate::report_state::ReportEventRow;
 use crate::rule::RuleRow;
 use crate::{Diff, RegistryRow, Time};
@@ -41,10 +41,9 @@ use crate::{Diff, RegistryRow, Time};
 /// What every kind builds on, built once per dataflow.
 #[derive(Clone)]
 pub struct Sources<'s> {
-    /// Readings with their entity's labels, as they occur, on the worker of their entity; a
-    /// kind gets those of the (domain, metric) pairs its rules watch
-    /// ([`crate::matching::route_by_kind`]).
-    pub events: Events<'s>,
+    /// The kind's rules met by readings (with their entity's labels), as they occur, on the
+    /// worker of their entity ([`crate::matching::match_by_kind`]).
+    pub matches: Matches<'s>,
     /// The registry (labels and expected cadence per entity): what a kind that looks at
     /// silences, such as absence timers, needs besides the events.
     pub registry: VecCollection<'s, Time, RegistryRow, Diff>,

@@ -12,6 +12,8 @@
 //! `reduce` keeps the first reading of each history, and each reading instant joins it. State
 //! holds the readings of the last `W` per live entity.
 
+use std::sync::Arc;
+
 use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::during::{During, Span};
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::{HistoryKey, Sources};
-use crate::matching::{Events, MatchEvents};
+use crate::matching::{Events, Match, Matches, as_instants, match_rules};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
 
@@ -119,46 +121,48 @@ impl<'s> RatesOfRise<'s> for Events<'s> {
         self,
         rules: VecCollection<'s, Time, RateOfRiseRule, Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        let matched = rules
-            .map(|rule| ((rule.alarm.domain, rule.alarm.metric), rule))
-            .match_events(&self, |rule, event| rule.alarm.selects(&event.labels))
-            .map(|(rule, event)| (rule.history_key(&event.entity), (event, rule)));
-
-        let first = matched
-            .clone()
-            .map(|(key, (event, _))| (key, (event.time, event.value)))
-            .during(|(key, (time, _))| Span {
-                at: *time,
-                from: time.saturating_add(1),
-                until: time.saturating_add(key.window_ms).saturating_add(1),
-            })
-            .reduce(|_, input, output| {
-                // Sorted by (time, value): the first present one is the first reading.
-                if let Some((first, _)) = input.iter().find(|(_, diff)| *diff > 0) {
-                    output.push((**first, 1));
-                }
-            });
-
-        matched.join_core(first.arrange_by_key(), |_, (event, rule), first| {
-            let (t0, v0): &(Time, OrderedFloat<f64>) = first;
-            rule.rate((*t0, v0.0), (event.time, event.value.0))
-                .map(|rate| {
-                    (
-                        (rule.alarm.id.clone(), event.entity.clone()),
-                        RuleHit::new(event.time, rate, event.labels.clone(), rule.alarm.clone()),
-                    )
-                })
-        })
+        hits_of_matches(match_rules(&self, &rules.map(RuleRow::RateOfRise)))
     }
 }
 
-/// The registry entry: the rate-of-rise rows of `rules`.
+/// The hits of the rules' matches.
+fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
+    let matched = as_instants(matches).flat_map(|Match { rule, event, .. }| {
+        let key = rule.row.as_rate_of_rise()?.history_key(&event.entity);
+        Some((key, (event, rule)))
+    });
+
+    let first = matched
+        .clone()
+        .map(|(key, (event, _))| (key, (event.time, event.value)))
+        .during(|(key, (time, _))| Span {
+            at: *time,
+            from: time.saturating_add(1),
+            until: time.saturating_add(key.window_ms).saturating_add(1),
+        })
+        .reduce(|_, input, output| {
+            // Sorted by (time, value): the first present one is the first reading.
+            if let Some((first, _)) = input.iter().find(|(_, diff)| *diff > 0) {
+                output.push((**first, 1));
+            }
+        });
+
+    matched.join_core(first.arrange_by_key(), |_, (event, matched), first| {
+        let (t0, v0): &(Time, OrderedFloat<f64>) = first;
+        let rule = matched.row.as_rate_of_rise()?;
+        let rate = rule.rate((*t0, v0.0), (event.time, event.value.0))?;
+        let alarm = Arc::clone(&matched.alarm);
+        Some((
+            (alarm.id.clone(), event.entity.clone()),
+            RuleHit::new(event.time, rate, event.labels.clone(), alarm),
+        ))
+    })
+}
+
+/// The registry entry: hits of the rate-of-rise rules' matches.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
-    rules: VecCollection<'s, Time, RuleRow, Diff>,
+    _rules: VecCollection<'s, Time, RuleRow, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
-    sources
-        .events
-        .clone()
-        .rate_of_rise_hits(rules.flat_map(|row| row.as_rate_of_rise().cloned()))
+    hits_of_matches(sources.matches.clone())
 }

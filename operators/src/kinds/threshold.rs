@@ -1,11 +1,13 @@
 //! The `threshold` rule kind: each reading of a metric in the rule's scope, as it is.
 
+use std::sync::Arc;
+
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::vec::Map;
 
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
-use crate::matching::{Events, MatchEvents};
+use crate::matching::{Events, Match, Matches, match_rules};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
 
@@ -62,27 +64,31 @@ impl<'s> ThresholdHits<'s> for Events<'s> {
         self,
         rules: VecCollection<'s, Time, ThresholdRule, Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        // Occurrences, not instants: the state machine reads only insertions, so the
-        // retraction of each hit one tick later would be made only to be dropped.
-        rules
-            .map(|rule| ((rule.domain, rule.metric), rule))
-            .match_occurrences(&self, |rule, event| rule.selects(&event.labels))
-            .map(|((rule, event), time, diff)| {
-                let key = (rule.id.clone(), event.entity);
-                let hit = RuleHit::new(event.time, event.value.0, event.labels, rule);
-                ((key, hit), time, diff)
-            })
-            .as_collection()
+        hits_of_matches(match_rules(&self, &rules.map(RuleRow::Threshold)))
     }
 }
 
-/// The registry entry: the threshold rows of `rules`.
+/// One hit per match. Occurrences, not instants: the state machine reads only insertions, so
+/// the retraction of each hit one tick later would be made only to be dropped.
+fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
+    matches
+        .map(|(Match { rule, event, .. }, time, diff)| {
+            let key = (rule.alarm.id.clone(), event.entity);
+            let hit = RuleHit::new(
+                event.time,
+                event.value.0,
+                event.labels,
+                Arc::clone(&rule.alarm),
+            );
+            ((key, hit), time, diff)
+        })
+        .as_collection()
+}
+
+/// The registry entry: hits of the threshold rules' matches.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
-    rules: VecCollection<'s, Time, RuleRow, Diff>,
+    _rules: VecCollection<'s, Time, RuleRow, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
-    sources
-        .events
-        .clone()
-        .threshold_hits(rules.flat_map(|row| row.as_threshold().cloned()))
+    hits_of_matches(sources.matches.clone())
 }

@@ -35,7 +35,7 @@ use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
 use crate::lookup::{Emit, LookupAsOf};
-use crate::matching::{Events, MatchEvents};
+use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
 use crate::rule::{GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
@@ -118,6 +118,26 @@ impl WindowRule {
         };
         let last = time / hop;
         (first..=last).map(move |k| k.saturating_mul(hop).saturating_add(window))
+    }
+
+    /// Whether `self` and `other` have the same [`WindowRule::shape`] (without building it).
+    pub fn same_shape(&self, other: &WindowRule) -> bool {
+        let (a, b) = (&self.alarm, &other.alarm);
+        (
+            a.domain,
+            a.metric,
+            self.window_ms,
+            self.hop_ms,
+            self.group_by,
+            self.aggregate,
+        ) == (
+            b.domain,
+            b.metric,
+            other.window_ms,
+            other.hop_ms,
+            other.group_by,
+            other.aggregate,
+        ) && a.scope == b.scope
     }
 
     /// What decides which readings a window holds and how they are aggregated.
@@ -215,16 +235,13 @@ pub trait WindowAggregates<'s> {
     ) -> VecCollection<'s, Time, HitRow, Diff>;
 }
 
-/// A window rule as matched: the rule with its id and shape, built once per rule row.
-pub(crate) type MatchedRule = (WindowRule, Arc<str>, Arc<WindowShape>);
-
 /// A reading on its way to its windows: (group, rule, value); exchanged by group.
 pub(crate) type Placed = (String, Arc<MatchedRule>, WindowValue);
 
-/// The open windows of one (rule, shape) and group ending at one time.
+/// The open windows of one (rule id, shape) and group ending at one time: the rule as the
+/// first of their readings met it (a later edit of its levels keeps the window).
 struct OpenWindow {
-    rule: Arc<str>,
-    shape: Arc<WindowShape>,
+    rule: Arc<MatchedRule>,
     values: Vec<WindowValue>,
 }
 
@@ -239,139 +256,134 @@ impl<'s> WindowAggregates<'s> for Events<'s> {
         self,
         rules: VecCollection<'s, Time, WindowRule, Diff>,
     ) -> VecCollection<'s, Time, HitRow, Diff> {
-        // The id and shape are built once per rule and shared by its windows.
-        let placed = rules
-            .clone()
-            .map(|rule| {
-                let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
-                let shape = Arc::new(rule.shape());
-                ((rule.alarm.domain, rule.alarm.metric), (rule, id, shape))
-            })
-            .match_occurrences(&self, |(rule, _, _), event| {
-                rule.alarm.selects(&event.labels)
-            })
-            .flat_map(|((matched, event), time, diff)| {
-                let (group, entity, labels) = if matched.0.group_by == GroupBy::Entity {
-                    (event.entity, String::new(), event.labels)
-                } else {
-                    let (group, labels) = matched.0.group_by.group(&event.entity, &event.labels)?;
-                    (group, event.entity, labels)
-                };
-                let value: WindowValue = (event.value, event.time, entity, labels);
-                Some(((group, matched, value), time, diff))
-            });
-        // A group of one entity stays where its readings are.
-        let by_group =
-            Exchange::new(|((group, _, _), _, _): &(Placed, Time, Diff)| entity_route(group));
-        let closed =
-            placed.unary_frontier_while_holding(by_group, "WindowAggregates", |_capability| {
-                let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
-                move |(placed, frontier), output| {
-                    placed.for_each(|capability, data| {
-                        for ((mut group, matched, value), _, diff) in data.drain(..) {
-                            // Occurrences are insertions; a retraction would be a reading taken
-                            // back, which the sources never send.
-                            if diff <= 0 {
-                                continue;
-                            }
-                            let (rule, id, shape) = &*matched;
-                            // The last window takes the value (and a new group its key) without a
-                            // copy: a tumbling window has only one.
-                            let mut ends = rule.window_ends(value.1).peekable();
-                            while let Some(end) = ends.next() {
-                                let last = ends.peek().is_none();
-                                let slot = ending.entry(end).or_insert_with(|| Ending {
-                                    capability: capability.delayed(&end, 0),
-                                    groups: FxHashMap::default(),
+        let matches = match_rules(&self, &rules.clone().map(RuleRow::Window));
+        hits_of_matches(matches, rules)
+    }
+}
+
+/// The hits of `rules`' windows over the rules' matches.
+fn hits_of_matches<'s>(
+    matches: Matches<'s>,
+    rules: VecCollection<'s, Time, WindowRule, Diff>,
+) -> VecCollection<'s, Time, HitRow, Diff> {
+    let placed = matches.flat_map(|(Match { rule, event, .. }, time, diff)| {
+        let window = rule.row.as_window()?;
+        let (group, entity, labels) = if window.group_by == GroupBy::Entity {
+            (event.entity, String::new(), event.labels)
+        } else {
+            let (group, labels) = window.group_by.group(&event.entity, &event.labels)?;
+            (group, event.entity, labels)
+        };
+        let value: WindowValue = (event.value, event.time, entity, labels);
+        Some(((group, rule, value), time, diff))
+    });
+    // A group of one entity stays where its readings are.
+    let by_group =
+        Exchange::new(|((group, _, _), _, _): &(Placed, Time, Diff)| entity_route(group));
+    let closed = placed.unary_frontier_while_holding(by_group, "WindowAggregates", |_capability| {
+        let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
+        move |(placed, frontier), output| {
+            placed.for_each(|capability, data| {
+                for ((mut group, matched, value), _, diff) in data.drain(..) {
+                    // Occurrences are insertions; a retraction would be a reading taken
+                    // back, which the sources never send.
+                    if diff <= 0 {
+                        continue;
+                    }
+                    let Some(rule) = matched.row.as_window() else {
+                        continue;
+                    };
+                    // The last window takes the value (and a new group its key) without a
+                    // copy: a tumbling window has only one.
+                    let mut ends = rule.window_ends(value.1).peekable();
+                    while let Some(end) = ends.next() {
+                        let last = ends.peek().is_none();
+                        let slot = ending.entry(end).or_insert_with(|| Ending {
+                            capability: capability.delayed(&end, 0),
+                            groups: FxHashMap::default(),
+                        });
+                        let windows = match slot.groups.get_mut(group.as_str()) {
+                            Some(windows) => windows,
+                            None if last => slot.groups.entry(mem::take(&mut group)).or_default(),
+                            None => slot.groups.entry(group.clone()).or_default(),
+                        };
+                        let at = windows.iter().position(|w| {
+                            Arc::ptr_eq(&w.rule, &matched) || same_window(&w.rule, &matched)
+                        });
+                        let window = match at {
+                            Some(at) => &mut windows[at],
+                            None => {
+                                windows.push(OpenWindow {
+                                    rule: Arc::clone(&matched),
+                                    values: Vec::new(),
                                 });
-                                let windows = match slot.groups.get_mut(group.as_str()) {
-                                    Some(windows) => windows,
-                                    None if last => {
-                                        slot.groups.entry(mem::take(&mut group)).or_default()
-                                    }
-                                    None => slot.groups.entry(group.clone()).or_default(),
-                                };
-                                let at = windows.iter().position(|w| {
-                                    (Arc::ptr_eq(&w.shape, shape) || w.shape == *shape)
-                                        && w.rule == *id
-                                });
-                                let window = match at {
-                                    Some(at) => &mut windows[at],
-                                    None => {
-                                        windows.push(OpenWindow {
-                                            rule: Arc::clone(id),
-                                            shape: Arc::clone(shape),
-                                            values: Vec::new(),
-                                        });
-                                        let newest = windows.len() - 1;
-                                        &mut windows[newest]
-                                    }
-                                };
-                                if last {
-                                    window.values.push(value);
-                                    break;
-                                }
-                                window.values.push(value.clone());
+                                let newest = windows.len() - 1;
+                                &mut windows[newest]
                             }
-                        }
-                    });
-                    while let Some(entry) = ending.first_entry() {
-                        let end = *entry.key();
-                        if frontier.less_equal(&end) {
+                        };
+                        if last {
+                            window.values.push(value);
                             break;
                         }
-                        let Ending { capability, groups } = entry.remove();
-                        let mut session = output.session(&capability);
-                        for (mut group, windows) in groups {
-                            let mut windows = windows.into_iter().peekable();
-                            while let Some(window) = windows.next() {
-                                // The group's last window takes its key.
-                                let group = match windows.peek() {
-                                    Some(_) => group.clone(),
-                                    None => mem::take(&mut group),
-                                };
-                                if let Some(closed) = aggregate(window, group) {
-                                    session.give((closed, end, 1));
-                                }
-                            }
-                        }
+                        window.values.push(value.clone());
                     }
                 }
             });
-        // Each window meets its rule as of its end: an edited threshold applies to the windows
-        // that end after the edit; a rule removed, or its shape edited, has none for them.
-        let alarms = rules
-            .map(|rule| {
-                let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
-                ((id, Arc::new(rule.shape())), Arc::new(rule.alarm))
-            })
-            .inner
-            .broadcast();
-        closed
-            .lookup_as_of(
-                alarms,
-                Pipeline,
-                Pipeline,
-                |(_, rule, _, _): &Closed| rule,
-                // Occurrences, as the threshold kind's: the state machine reads insertions
-                // only, so the retraction of an instant would be built just to be dropped.
-                Emit::Once,
-                |(mut group, _, result, labels), end, alarms, out| {
-                    let mut present = alarms.iter().filter(|(_, count)| *count > 0).peekable();
-                    while let Some((alarm, _)) = present.next() {
-                        // The last hit takes the group without a copy.
-                        let group = match present.peek() {
+            while let Some(entry) = ending.first_entry() {
+                let end = *entry.key();
+                if frontier.less_equal(&end) {
+                    break;
+                }
+                let Ending { capability, groups } = entry.remove();
+                let mut session = output.session(&capability);
+                for (mut group, windows) in groups {
+                    let mut windows = windows.into_iter().peekable();
+                    while let Some(window) = windows.next() {
+                        // The group's last window takes its key.
+                        let group = match windows.peek() {
                             Some(_) => group.clone(),
                             None => mem::take(&mut group),
                         };
-                        let hit =
-                            RuleHit::new(end, result.0, Arc::clone(&labels), Arc::clone(alarm));
-                        out.push(((alarm.id.clone(), group), hit));
+                        if let Some(closed) = aggregate(window, group) {
+                            session.give((closed, end, 1));
+                        }
                     }
-                },
-            )
-            .as_collection()
-    }
+                }
+            }
+        }
+    });
+    // Each window meets its rule as of its end: an edited threshold applies to the windows
+    // that end after the edit; a rule removed, or its shape edited, has none for them.
+    let alarms = rules
+        .map(|rule| {
+            let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
+            ((id, Arc::new(rule.shape())), Arc::new(rule.alarm))
+        })
+        .inner
+        .broadcast();
+    closed
+        .lookup_as_of(
+            alarms,
+            Pipeline,
+            Pipeline,
+            |(_, rule, _, _): &Closed| rule,
+            // Occurrences, as the threshold kind's: the state machine reads insertions
+            // only, so the retraction of an instant would be built just to be dropped.
+            Emit::Once,
+            |(mut group, _, result, labels), end, alarms, out| {
+                let mut present = alarms.iter().filter(|(_, count)| *count > 0).peekable();
+                while let Some((alarm, _)) = present.next() {
+                    // The last hit takes the group without a copy.
+                    let group = match present.peek() {
+                        Some(_) => group.clone(),
+                        None => mem::take(&mut group),
+                    };
+                    let hit = RuleHit::new(end, result.0, Arc::clone(&labels), Arc::clone(alarm));
+                    out.push(((alarm.id.clone(), group), hit));
+                }
+            },
+        )
+        .as_collection()
 }
 
 /// A closed window: (group, (rule id, shape), aggregate, labels).
@@ -385,26 +397,35 @@ type Closed = (
 /// One window at its end: its aggregate over the distinct readings (identical ones count
 /// once), with the least of their labels; `None` when the aggregate has no value.
 fn aggregate(mut window: OpenWindow, group: String) -> Option<Closed> {
+    let rule = window.rule.row.as_window()?;
     window.values.sort();
     window.values.dedup();
     let labels = window.values.iter().map(|(_, _, _, labels)| labels).min()?;
     let values: Vec<f64> = window.values.iter().map(|(value, ..)| value.0).collect();
-    let result = window.shape.aggregate.of(&values)?;
+    let result = rule.aggregate.of(&values)?;
+    let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
     Some((
         group,
-        (window.rule, Arc::clone(&window.shape)),
+        (id, Arc::new(rule.shape())),
         OrderedFloat(result),
         Arc::clone(labels),
     ))
 }
 
-/// The registry entry: the window rows of `rules`.
+/// Whether readings that met `a` and `b` share windows: both are window rules with the same
+/// id and shape (levels, hold, severity and summary may differ).
+fn same_window(a: &MatchedRule, b: &MatchedRule) -> bool {
+    match (a.row.as_window(), b.row.as_window()) {
+        (Some(a), Some(b)) => a.alarm.id == b.alarm.id && a.same_shape(b),
+        _ => false,
+    }
+}
+
+/// The registry entry: the windows of the window rules' matches.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     rules: VecCollection<'s, Time, RuleRow, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
-    sources
-        .events
-        .clone()
-        .window_hits(rules.flat_map(|row| row.as_window().cloned()))
+    let rules = rules.flat_map(|row| row.as_window().cloned());
+    hits_of_matches(sources.matches.clone(), rules)
 }

@@ -15,6 +15,7 @@ use super::{alarm, all_kinds, registry};
 use crate::enrich::Event;
 use crate::hit::RuleHit;
 use crate::kinds::window::Placed;
+use crate::matching::{Match, MatchedRule};
 use crate::rule::{Direction, RuleRow};
 use crate::stall::PartitionRow;
 use crate::{ReadingRow, RegistryRow};
@@ -63,16 +64,24 @@ fn every_exchanged_row_type_survives_bincode() {
         .iter()
         .find_map(RuleRow::as_window)
         .expect("the kinds' rules have a window rule");
+    let matched = Arc::new(MatchedRule::from(RuleRow::Window(window.clone())));
     let placed: Placed = (
         "m1/f1".into(),
-        Arc::new((
-            window.clone(),
-            Arc::from(window.alarm.id.as_str()),
-            Arc::new(window.shape()),
-        )),
+        Arc::clone(&matched),
         (OrderedFloat(0.4), 7, "s1".into(), Arc::clone(&labels)),
     );
     round_trip(placed);
+    // The kinds that join their matches in arrangements exchange them.
+    round_trip(Match {
+        rule: matched,
+        metric: Metric::Ch4,
+        event: Event {
+            time: 7,
+            entity: "s1".into(),
+            value: OrderedFloat(0.5),
+            labels: Arc::clone(&labels),
+        },
+    });
     round_trip((
         "r-1".to_string(),
         (
