@@ -120,60 +120,27 @@ impl WindowRule {
         (first..=last).map(move |k| k.saturating_mul(hop).saturating_add(window))
     }
 
-    /// Whether `self` and `other` have the same [`WindowRule::shape`] (without building it).
-    pub fn same_shape(&self, other: &WindowRule) -> bool {
-        let (a, b) = (&self.alarm, &other.alarm);
+    /// What keeps the rule's windows: its id and shape (what decides which readings a window
+    /// holds and how they are aggregated). Readings of two rules with the same identity share
+    /// windows, so editing a rule's levels, hold, severity or summary keeps its open windows,
+    /// while editing its shape starts new ones (and drops the old ones).
+    pub fn identity(&self) -> WindowIdentity<'_> {
+        let alarm = &self.alarm;
         (
-            a.domain,
-            a.metric,
-            self.window_ms,
-            self.hop_ms,
-            self.group_by,
-            self.aggregate,
-        ) == (
-            b.domain,
-            b.metric,
-            other.window_ms,
-            other.hop_ms,
-            other.group_by,
-            other.aggregate,
-        ) && a.scope == b.scope
-    }
-
-    /// What decides which readings a window holds and how they are aggregated.
-    pub fn shape(&self) -> WindowShape {
-        WindowShape {
-            domain: self.alarm.domain,
-            metric: self.alarm.metric,
-            scope: self.alarm.scope.clone(),
-            window_ms: self.window_ms,
-            hop_ms: self.hop_ms,
-            group_by: self.group_by,
-            aggregate: self.aggregate,
-        }
+            alarm.id.as_str(),
+            (alarm.domain, alarm.metric, &alarm.scope),
+            (self.window_ms, self.hop_ms, self.group_by, self.aggregate),
+        )
     }
 }
 
-/// Everything but the alarm side of a window rule. Windows are kept per (rule id, shape), so
-/// editing a rule's levels, hold, severity or summary keeps its open windows, while editing
-/// its shape starts new ones (and drops the old ones).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct WindowShape {
-    /// Domain of the readings.
-    pub domain: Domain,
-    /// Metric of the readings.
-    pub metric: Metric,
-    /// Label selectors.
-    pub scope: Labels,
-    /// Window length, milliseconds.
-    pub window_ms: u64,
-    /// Hop, milliseconds.
-    pub hop_ms: u64,
-    /// Grouping.
-    pub group_by: GroupBy,
-    /// Aggregate.
-    pub aggregate: Aggregate,
-}
+/// A window rule's id and shape: (id, (domain, metric, label scope), (window length, hop,
+/// grouping, aggregate)).
+pub type WindowIdentity<'a> = (
+    &'a str,
+    (Domain, Metric, &'a Labels),
+    (u64, u64, GroupBy, Aggregate),
+);
 
 /// A reading in a window: value first, so a window's values sort by value. The entity is
 /// empty in a group of one entity (the group is the entity: naming it again in every reading
@@ -308,7 +275,9 @@ fn hits_of_matches<'s>(
                             None => slot.groups.entry(group.clone()).or_default(),
                         };
                         let at = windows.iter().position(|w| {
-                            Arc::ptr_eq(&w.rule, &matched) || same_window(&w.rule, &matched)
+                            Arc::ptr_eq(&w.rule, &matched)
+                                || w.rule.row.as_window().map(WindowRule::identity)
+                                    == Some(rule.identity())
                         });
                         let window = match at {
                             Some(at) => &mut windows[at],
@@ -356,8 +325,9 @@ fn hits_of_matches<'s>(
     // that end after the edit; a rule removed, or its shape edited, has none for them.
     let alarms = rules
         .map(|rule| {
-            let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
-            ((id, Arc::new(rule.shape())), Arc::new(rule.alarm))
+            let rule = Arc::new(MatchedRule::from(RuleRow::Window(rule)));
+            let alarm = Arc::clone(&rule.alarm);
+            (WindowKey(rule), alarm)
         })
         .inner
         .broadcast();
@@ -386,13 +356,45 @@ fn hits_of_matches<'s>(
         .as_collection()
 }
 
-/// A closed window: (group, (rule id, shape), aggregate, labels).
-type Closed = (
-    String,
-    (Arc<str>, Arc<WindowShape>),
-    OrderedFloat<f64>,
-    Arc<Labels>,
-);
+/// A closed window: (group, its rule, aggregate, labels).
+type Closed = (String, WindowKey, OrderedFloat<f64>, Arc<Labels>);
+
+/// A window rule as the key of its windows: two are the same key when they have the same id
+/// and shape ([`WindowRule::identity`]), whatever their levels, hold, severity or summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct WindowKey(Arc<MatchedRule>);
+
+impl WindowKey {
+    fn identity(&self) -> Option<WindowIdentity<'_>> {
+        self.0.row.as_window().map(WindowRule::identity)
+    }
+}
+
+impl PartialEq for WindowKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.identity() == other.identity()
+    }
+}
+
+impl Eq for WindowKey {}
+
+impl PartialOrd for WindowKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for WindowKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.identity().cmp(&other.identity())
+    }
+}
+
+impl std::hash::Hash for WindowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.identity().hash(state);
+    }
+}
 
 /// One window at its end: its aggregate over the distinct readings (identical ones count
 /// once), with the least of their labels; `None` when the aggregate has no value.
@@ -403,22 +405,12 @@ fn aggregate(mut window: OpenWindow, group: String) -> Option<Closed> {
     let labels = window.values.iter().map(|(_, _, _, labels)| labels).min()?;
     let values: Vec<f64> = window.values.iter().map(|(value, ..)| value.0).collect();
     let result = rule.aggregate.of(&values)?;
-    let id: Arc<str> = Arc::from(rule.alarm.id.as_str());
     Some((
         group,
-        (id, Arc::new(rule.shape())),
+        WindowKey(window.rule),
         OrderedFloat(result),
         Arc::clone(labels),
     ))
-}
-
-/// Whether readings that met `a` and `b` share windows: both are window rules with the same
-/// id and shape (levels, hold, severity and summary may differ).
-fn same_window(a: &MatchedRule, b: &MatchedRule) -> bool {
-    match (a.row.as_window(), b.row.as_window()) {
-        (Some(a), Some(b)) => a.alarm.id == b.alarm.id && a.same_shape(b),
-        _ => false,
-    }
 }
 
 /// The registry entry: the windows of the window rules' matches.
