@@ -38,8 +38,8 @@
 //! the reported value is the hours since the timer started.
 //!
 //! Built on [`crate::report_timers`]. State: one record per live report (its category, grid,
-//! level, timer start and one entry per rule timing it); reports with neither a timer nor a
-//! firing alert are forgotten after the retention.
+//! level, timer start and one entry per rule timing it); resolved reports with neither a timer
+//! nor a firing alert are forgotten after the retention.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -436,8 +436,11 @@ impl ReportTimerLogic for Deadlines {
     }
 
     fn prune(&mut self, cutoff: Time) {
+        // An open report is kept however long it is idle: a rule added later for its category
+        // times it from its timer's start, as it would have if it had been there all along.
         self.reports.retain(|_, report| {
-            report.last >= cutoff
+            report.open
+                || report.last >= cutoff
                 || report
                     .tracks
                     .values()
@@ -452,8 +455,8 @@ pub trait ReportDeadlineHits<'s> {
     /// for its category's deadline since its timer started, one (value 0) when that ends
     /// (resolved, escalated, rule deleted), and at each step of the escalation ladder one of
     /// each (the old level resolves, the new one fires); each reports the hours since the
-    /// timer started; they carry the registry labels of the report's grid in `grids`. Reports
-    /// idle for `retention_ms` are forgotten.
+    /// timer started; they carry the registry labels of the report's grid in `grids`. Resolved
+    /// reports idle for `retention_ms` are forgotten.
     ///
     /// ```
     /// use citybrain_model::{Domain, Metric, ReportKind, Severity};
