@@ -262,8 +262,8 @@ impl RuleRow {
     }
 
     /// The (domain, metric) pairs whose readings the rule reads (none for the citizen-report
-    /// kinds, which read report events): what routes readings to its kind
-    /// ([`crate::matching::route_by_kind`]). Each kind keys its rules the same way.
+    /// kinds, which read report events): the readings it is matched with
+    /// ([`crate::matching::match_by_kind`]).
     pub fn watched(&self) -> Vec<(Domain, Metric)> {
         match self {
             RuleRow::Correlation(rule) => rule

@@ -249,6 +249,8 @@ fn hits_of_matches<'s>(
         Exchange::new(|((group, _, _), _, _): &(Placed, Time, Diff)| entity_route(group));
     let closed = placed.unary_frontier_while_holding(by_group, "WindowAggregates", |_capability| {
         let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
+        // A closing window's values, reused from window to window.
+        let mut values: Vec<f64> = Vec::new();
         move |(placed, frontier), output| {
             placed.for_each(|capability, data| {
                 for ((mut group, matched, value), _, diff) in data.drain(..) {
@@ -313,7 +315,7 @@ fn hits_of_matches<'s>(
                             Some(_) => group.clone(),
                             None => mem::take(&mut group),
                         };
-                        if let Some(closed) = aggregate(window, group) {
+                        if let Some(closed) = aggregate(window, group, &mut values) {
                             session.give((closed, end, 1));
                         }
                     }
@@ -397,14 +399,16 @@ impl std::hash::Hash for WindowKey {
 }
 
 /// One window at its end: its aggregate over the distinct readings (identical ones count
-/// once), with the least of their labels; `None` when the aggregate has no value.
-fn aggregate(mut window: OpenWindow, group: String) -> Option<Closed> {
+/// once), with the least of their labels; `None` when the aggregate has no value. `values` is
+/// room for the readings' values.
+fn aggregate(mut window: OpenWindow, group: String, values: &mut Vec<f64>) -> Option<Closed> {
     let rule = window.rule.row.as_window()?;
     window.values.sort();
     window.values.dedup();
     let labels = window.values.iter().map(|(_, _, _, labels)| labels).min()?;
-    let values: Vec<f64> = window.values.iter().map(|(value, ..)| value.0).collect();
-    let result = rule.aggregate.of(&values)?;
+    values.clear();
+    values.extend(window.values.iter().map(|(value, ..)| value.0));
+    let result = rule.aggregate.of(values)?;
     Some((
         group,
         WindowKey(window.rule),
