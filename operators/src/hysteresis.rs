@@ -298,7 +298,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                         // Insertions and retractions of one row at one time cancel; only net
                         // insertions are evaluations (see `instant`: a hit carries its event
                         // time, so the retraction of one never cancels the next).
-                        consolidate(&mut hits);
+                        consolidate_hits(&mut hits);
                         let RuleEdits { removed, changed } =
                             rule_edits(&mut rule_rows, rule_changes);
                         // An edited rule first lets go of the alerts it no longer covers; then
@@ -407,6 +407,21 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
             },
         )
     }
+}
+
+/// `consolidate` for one time's hits with an unstable sort: rows that compare equal are equal
+/// and merge anyway, and at 100k keys the stable sort's merging cost a third more.
+fn consolidate_hits(hits: &mut Vec<(HitRow, Diff)>) {
+    hits.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut merged: Vec<(HitRow, Diff)> = Vec::with_capacity(hits.len());
+    for (row, diff) in hits.drain(..) {
+        match merged.last_mut() {
+            Some((last, sum)) if *last == row => *sum += diff,
+            _ => merged.push((row, diff)),
+        }
+    }
+    merged.retain(|(_, diff)| *diff != 0);
+    *hits = merged;
 }
 
 /// The entry of `time`, created with the capability `capability` gives when it is new.
@@ -524,6 +539,30 @@ mod tests {
     use crate::instant::IntoInstants;
     use crate::ordered_float::OrderedFloat;
     use crate::rule::Direction;
+
+    /// `consolidate_hits` gives what differential's `consolidate` gives: the net rows in order.
+    #[test]
+    fn consolidated_hits_equal_differentials_consolidation() {
+        let hit = |key: &str, value: f64| {
+            let hit = RuleHit::new(5, value, vec![], rule_r());
+            (("r".to_string(), key.to_string()), hit)
+        };
+        let mut hits = vec![
+            (hit("s2", 0.9), 1),
+            (hit("s1", 1.5), 1),
+            (hit("s2", 0.3), 1),
+            (hit("s1", 0.2), 1),
+            (hit("s1", 1.5), 1),
+            (hit("s3", 2.0), 1),
+            (hit("s3", 2.0), -1),
+            (hit("s2", 0.9), 1),
+        ];
+        let mut expected = hits.clone();
+        consolidate(&mut expected);
+        consolidate_hits(&mut hits);
+        assert_eq!(hits, expected);
+        assert_eq!(hits.len(), 4);
+    }
 
     /// Rule `r`: methane alarm at 1.0, clear below 0.8, critical.
     fn rule_r() -> ThresholdRule {
