@@ -6,7 +6,10 @@
 //! 1. **ceiling**: the input path alone, a `BaseConsumer` reading the pre-produced readings and
 //!    decoding each with the engine's decoder, nothing after it;
 //! 2. **max**: the engine consuming the same readings from the start, until its KPI snapshot
-//!    reflects the last one (so every rule and KPI has seen every reading);
+//!    reflects the last one (so every rule and KPI has seen every reading), and **sustained**:
+//!    the readings read between 10 % and 90 % of the backlog over the time between, without
+//!    the registry load before and the idle timeout after (meaningful with one partition per
+//!    worker, where backpressure keeps reading close to processing);
 //! 3. **paced**: a producer at 25 %, 50 % and 80 % of that maximum with event time = the wall
 //!    clock at production, and each transition's event-time-to-alert latency (wall clock when
 //!    the engine hands it to its sinks minus its event time) in an hdrhistogram;
