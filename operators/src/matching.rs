@@ -59,6 +59,17 @@ pub struct Match {
     pub event: Event,
 }
 
+impl Match {
+    /// `event` of `metric` met `rule`.
+    pub fn new(rule: Arc<MatchedRule>, metric: Metric, event: Event) -> Self {
+        Match {
+            rule,
+            metric,
+            event,
+        }
+    }
+}
+
 /// Matches as occurrences: each `+1` at its reading's time, never retracted (the state machine
 /// and the frontier-driven kinds keep what they need themselves).
 pub type Matches<'s> = StreamVec<'s, Time, (Match, Time, Diff)>;
@@ -165,27 +176,11 @@ fn match_into_parts<'s>(
                 );
                 let last = met.pop();
                 for (part, rule) in met.drain(..) {
-                    let event = Event::clone(&event);
-                    out.push((
-                        part,
-                        Match {
-                            rule,
-                            metric,
-                            event,
-                        },
-                    ));
+                    out.push((part, Match::new(rule, metric, Event::clone(&event))));
                 }
                 // The last match takes the event itself when no other reader still holds it.
                 if let Some((part, rule)) = last {
-                    let event = Arc::unwrap_or_clone(event);
-                    out.push((
-                        part,
-                        Match {
-                            rule,
-                            metric,
-                            event,
-                        },
-                    ));
+                    out.push((part, Match::new(rule, metric, Arc::unwrap_or_clone(event))));
                 }
             },
         )

@@ -18,10 +18,9 @@ use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
 
-use crate::during::{During, Span};
 use crate::hit::{HitRow, RuleHit};
-use crate::kinds::{HistoryKey, Sources};
-use crate::matching::{Events, Match, Matches, as_instants, match_rules};
+use crate::kinds::{HistoryKey, Sources, trailing_history};
+use crate::matching::{Events, Matches, match_rules};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
 
@@ -119,31 +118,22 @@ impl<'s> Baselines<'s> for Events<'s> {
 
 /// The hits of the rules' matches.
 fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
-    let matched = as_instants(matches).flat_map(|Match { rule, event, .. }| {
-        let key = rule.row.as_baseline()?.history_key(&event.entity);
-        Some((key, (event, rule)))
+    let (matched, history) = trailing_history(matches, |row, entity| {
+        Some(row.as_baseline()?.history_key(entity))
     });
 
-    let means = matched
-        .clone()
-        .map(|(key, (event, _))| (key, (event.time, event.value)))
-        .during(|(key, (time, _))| Span {
-            at: *time,
-            from: time.saturating_add(1),
-            until: time.saturating_add(key.window_ms).saturating_add(1),
-        })
-        .reduce(|_, input, output| {
-            // Summed in (time, value) order, so the result does not depend on arrival.
-            let (sum, count) = input
-                .iter()
-                .filter(|(_, diff)| *diff > 0)
-                .fold((0.0, 0usize), |(sum, count), ((_, value), _)| {
-                    (sum + value.0, count + 1)
-                });
-            if count > 0 {
-                output.push((OrderedFloat(sum / count as f64), 1));
-            }
-        });
+    let means = history.reduce(|_, input, output| {
+        // Summed in (time, value) order, so the result does not depend on arrival.
+        let (sum, count) = input
+            .iter()
+            .filter(|(_, diff)| *diff > 0)
+            .fold((0.0, 0usize), |(sum, count), ((_, value), _)| {
+                (sum + value.0, count + 1)
+            });
+        if count > 0 {
+            output.push((OrderedFloat(sum / count as f64), 1));
+        }
+    });
 
     matched.join_core(means.arrange_by_key(), |_, (event, matched), mean| {
         let mean: &OrderedFloat<f64> = mean;

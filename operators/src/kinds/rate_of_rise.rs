@@ -18,10 +18,9 @@ use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
 
-use crate::during::{During, Span};
 use crate::hit::{HitRow, RuleHit};
-use crate::kinds::{HistoryKey, Sources};
-use crate::matching::{Events, Match, Matches, as_instants, match_rules};
+use crate::kinds::{HistoryKey, Sources, trailing_history};
+use crate::matching::{Events, Matches, match_rules};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
 
@@ -127,25 +126,16 @@ impl<'s> RatesOfRise<'s> for Events<'s> {
 
 /// The hits of the rules' matches.
 fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
-    let matched = as_instants(matches).flat_map(|Match { rule, event, .. }| {
-        let key = rule.row.as_rate_of_rise()?.history_key(&event.entity);
-        Some((key, (event, rule)))
+    let (matched, history) = trailing_history(matches, |row, entity| {
+        Some(row.as_rate_of_rise()?.history_key(entity))
     });
 
-    let first = matched
-        .clone()
-        .map(|(key, (event, _))| (key, (event.time, event.value)))
-        .during(|(key, (time, _))| Span {
-            at: *time,
-            from: time.saturating_add(1),
-            until: time.saturating_add(key.window_ms).saturating_add(1),
-        })
-        .reduce(|_, input, output| {
-            // Sorted by (time, value): the first present one is the first reading.
-            if let Some((first, _)) = input.iter().find(|(_, diff)| *diff > 0) {
-                output.push((**first, 1));
-            }
-        });
+    let first = history.reduce(|_, input, output| {
+        // Sorted by (time, value): the first present one is the first reading.
+        if let Some((first, _)) = input.iter().find(|(_, diff)| *diff > 0) {
+            output.push((**first, 1));
+        }
+    });
 
     matched.join_core(first.arrange_by_key(), |_, (event, matched), first| {
         let (t0, v0): &(Time, OrderedFloat<f64>) = first;
