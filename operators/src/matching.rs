@@ -206,7 +206,7 @@ pub fn as_instants(matches: Matches<'_>) -> VecCollection<'_, Time, Match, Diff>
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use citybrain_model::{Domain, Metric};
+    use citybrain_model::{Domain, EntityInfo, Metric};
     use differential_dataflow::input::Input;
     use ordered_float::OrderedFloat;
     use proptest::prelude::*;
@@ -219,10 +219,12 @@ mod tests {
 
     const KINDS: [&str; 2] = ["threshold", "window"];
     const METRICS: [Metric; 2] = [Metric::Ch4, Metric::Co];
+    const SENSORS: [&str; 2] = ["s1", "s2"];
 
-    /// A rule of `KINDS[kind]` on `METRICS[metric]`.
-    fn rule(id: usize, kind: u8, metric: u8) -> RuleRow {
-        let mut side = alarm(&format!("r{id}"), Direction::Above, 1.0, 0.5, 0, &[]);
+    /// A rule of `KINDS[kind]` on `METRICS[metric]`, scoped to face `f1` or unscoped.
+    fn rule(id: usize, kind: u8, metric: u8, scoped: bool) -> RuleRow {
+        let scope: &[(&str, &str)] = if scoped { &[("face", "f1")] } else { &[] };
+        let mut side = alarm(&format!("r{id}"), Direction::Above, 1.0, 0.5, 0, scope);
         side.metric = METRICS[metric as usize];
         match kind {
             0 => RuleRow::Threshold(side),
@@ -238,22 +240,25 @@ mod tests {
 
     proptest! {
         /// Each kind gets a reading once per rule of that kind that watches its metric at the
-        /// reading's time, and never otherwise; rules come and go.
+        /// reading's time and whose scope selects the reading's sensor, and never otherwise;
+        /// rules come and go.
         #[test]
         fn each_kind_gets_the_readings_its_rules_watch_at_their_time(
-            readings in proptest::collection::vec((0u8..2, 0u64..30), 0..30),
-            rules in proptest::collection::vec((0u8..2, 0u8..2, 0u64..30, 0u64..15), 0..6),
+            readings in proptest::collection::vec((0u8..2, 0u64..30, 0usize..2), 0..30),
+            rules in proptest::collection::vec((0u8..2, 0u8..2, 0u64..30, 0u64..15, proptest::bool::ANY), 0..6),
         ) {
-            // (kind, metric, from, life): present from `from`, removed `life` later (0: never).
+            // (kind, metric, from, life, scoped): present from `from`, removed `life` later (0:
+            // never); a scoped rule selects sensor s1 (face f1) only, s2 is not registered.
             let present = |id: usize, time: u64| {
-                let (_, _, from, life) = rules[id];
+                let (_, _, from, life, _) = rules[id];
                 from <= time && (life == 0 || time < from + life)
             };
-            let mut expected: Vec<(usize, Metric, u64, String)> = Vec::new();
-            for &(metric, time) in &readings {
-                for (id, &(kind, rule_metric, ..)) in rules.iter().enumerate() {
-                    if rule_metric == metric && present(id, time) {
-                        expected.push((kind as usize, METRICS[metric as usize], time, format!("r{id}")));
+            let mut expected: Vec<(usize, Metric, u64, String, String)> = Vec::new();
+            for &(metric, time, sensor) in &readings {
+                for (id, &(kind, rule_metric, _, _, scoped)) in rules.iter().enumerate() {
+                    if rule_metric == metric && present(id, time) && (!scoped || sensor == 0) {
+                        let seen = (kind as usize, METRICS[metric as usize], time, format!("r{id}"), SENSORS[sensor].to_string());
+                        expected.push(seen);
                     }
                 }
             }
@@ -264,25 +269,28 @@ mod tests {
             let (readings_in, rules_in) = (readings.clone(), rules.clone());
             timely::example(move |scope| {
                 let (mut reading_input, reading_rows) = scope.new_collection();
-                let (_registry_input, registry_rows) = scope.new_collection();
+                let s1 = EntityInfo::new([("face", Some("f1".to_string()))], 1_000);
+                let (_registry_input, registry_rows) =
+                    scope.new_collection_from(vec![((Domain::Mine, "s1".to_string()), s1)]);
                 let (mut rule_input, rule_rows) = scope.new_collection();
                 let matched = match_by_kind(&events(reading_rows, registry_rows), &rule_rows, KINDS.to_vec());
                 for (kind, stream) in matched.into_iter().enumerate() {
                     let sink = Arc::clone(&sink);
                     stream.inspect(move |(matched, time, diff)| {
                         assert_eq!((*time, *diff), (matched.event.time, 1));
-                        let seen = (kind, matched.metric, *time, matched.rule.alarm.id.clone());
+                        let (rule, sensor) = (matched.rule.alarm.id.clone(), matched.event.entity.clone());
+                        let seen = (kind, matched.metric, *time, rule, sensor);
                         sink.lock().expect("one worker").push(seen);
                     });
                 }
-                for &(metric, time) in &readings_in {
-                    let row = ((Domain::Mine, "s1".to_string()), (METRICS[metric as usize], OrderedFloat(1.0)));
+                for &(metric, time, sensor) in &readings_in {
+                    let row = ((Domain::Mine, SENSORS[sensor].to_string()), (METRICS[metric as usize], OrderedFloat(1.0)));
                     reading_input.update_at(row, time, 1);
                 }
-                for (id, &(kind, metric, from, life)) in rules_in.iter().enumerate() {
-                    rule_input.update_at(rule(id, kind, metric), from, 1);
+                for (id, &(kind, metric, from, life, scoped)) in rules_in.iter().enumerate() {
+                    rule_input.update_at(rule(id, kind, metric, scoped), from, 1);
                     if life > 0 {
-                        rule_input.update_at(rule(id, kind, metric), from + life, -1);
+                        rule_input.update_at(rule(id, kind, metric, scoped), from + life, -1);
                     }
                 }
             });
