@@ -325,14 +325,13 @@ fn hits_of_matches<'s>(
     });
     // Each window meets its rule as of its end: an edited threshold applies to the windows
     // that end after the edit; a rule removed, or its shape edited, has none for them.
-    let alarms = rules
-        .map(|rule| {
-            let rule = Arc::new(MatchedRule::from(RuleRow::Window(rule)));
-            let alarm = Arc::clone(&rule.alarm);
-            (WindowKey(rule), alarm)
-        })
-        .inner
-        .broadcast();
+    // Each worker's own `Arc`s, built after the broadcast: every hit counts its alarm's, and a
+    // count shared between workers would bounce between their cores.
+    let alarms = rules.inner.broadcast().map(|(rule, time, diff)| {
+        let rule = Arc::new(MatchedRule::from(RuleRow::Window(rule)));
+        let alarm = Arc::clone(&rule.alarm);
+        ((WindowKey(rule), alarm), time, diff)
+    });
     closed
         .lookup_as_of(
             alarms,
