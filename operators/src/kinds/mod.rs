@@ -2,11 +2,12 @@
 //! derived values the one `for`/hysteresis state machine ([`crate::hysteresis`]) works on.
 //!
 //! Each kind is one file: its rule type (a variant of [`RuleRow`]) and its operator, an
-//! extension trait on [`crate::matching::Events`] for use on its own. [`KINDS`] lists them; [`crate::rule_alerts`] concatenates
-//! the hits of all of them. Adding a kind is one file here, one variant of [`RuleRow`] and one
-//! line in [`KINDS`]. A kind gets the shared [`Sources`]: its rules met by readings, and the registry for
-//! kinds that need more than labels ([`absence`] takes each entity's cadence from it and emits
-//! evaluations from frontier-driven timers; the state machine does the rest).
+//! extension trait on [`crate::matching::Events`] for use on its own. [`KINDS`] lists them;
+//! [`crate::rule_alerts`] concatenates the hits of all of them. Adding a kind is one file
+//! here, one variant of [`RuleRow`] and one line in [`KINDS`]. A kind gets the shared
+//! [`Sources`]: its rules met by readings, and the registry for kinds that need more than
+//! labels ([`absence`] takes each entity's cadence from it and emits evaluations from
+//! frontier-driven timers; the state machine does the rest).
 //!
 //! | kind | evaluated | derived value | alert entity |
 //! |---|---|---|---|
@@ -28,13 +29,12 @@ pub mod report_deadline;
 pub mod threshold;
 pub mod window;
 
-use citybrain_model::{Domain, Metric};
-use differential_dataflow::VecCollection;
-use serde::{Deserialize, Serialize};
-
 use std::sync::Arc;
 
+use citybrain_model::{Domain, Metric};
+use differential_dataflow::VecCollection;
 use ordered_float::OrderedFloat;
+use serde::{Deserialize, Serialize};
 
 use crate::during::{During, Span};
 use crate::enrich::Event;
