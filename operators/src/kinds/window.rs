@@ -27,6 +27,7 @@ use differential_dataflow::{AsCollection, VecCollection};
 use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::vec::{Broadcast, Map};
@@ -144,8 +145,10 @@ pub type WindowIdentity<'a> = (
 
 /// A reading in a window: value first, so a window's values sort by value. The entity is
 /// empty in a group of one entity (the group is the entity: naming it again in every reading
-/// would cost a copy of its id per reading).
-pub(crate) type WindowValue = (OrderedFloat<f64>, Time, String, Arc<Labels>);
+/// would cost a copy of its id per reading). Its labels are not kept: a window keeps the least
+/// labels of its readings ([`OpenWindow::labels`]), and identical readings have the same
+/// labels (an entity's as of the reading's time).
+pub(crate) type WindowValue = (OrderedFloat<f64>, Time, String);
 
 /// Aggregates events over windows.
 pub trait WindowAggregates<'s> {
@@ -202,20 +205,27 @@ pub trait WindowAggregates<'s> {
     ) -> VecCollection<'s, Time, HitRow, Diff>;
 }
 
-/// A reading on its way to its windows: (group, rule, value); exchanged by group.
-pub(crate) type Placed = (String, Arc<MatchedRule>, WindowValue);
+/// A reading on its way to its windows: (group, rule, value, the entity's labels); exchanged
+/// by group.
+pub(crate) type Placed = (String, Arc<MatchedRule>, WindowValue, Arc<Labels>);
 
-/// The open windows of one (rule id, shape) and group ending at one time: the rule as the
-/// first of their readings met it (a later edit of its levels keeps the window).
+/// The open window of one (rule id, shape) and group ending at one time: the rule as the
+/// first of its readings met it (a later edit of its levels keeps the window), its readings,
+/// and the least of their labels (what the hit carries).
 struct OpenWindow {
     rule: Arc<MatchedRule>,
     values: Vec<WindowValue>,
+    labels: Arc<Labels>,
 }
+
+/// A group's open windows ending at one time, one per rule id and shape: almost always one,
+/// kept inline so that a group costs one allocation less.
+type GroupWindows = SmallVec<[OpenWindow; 1]>;
 
 /// Everything ending at one time: the capability to emit at it, and per group its windows.
 struct Ending {
     capability: Capability<Time>,
-    groups: FxHashMap<String, Vec<OpenWindow>>,
+    groups: FxHashMap<String, GroupWindows>,
 }
 
 impl<'s> WindowAggregates<'s> for Events<'s> {
@@ -241,19 +251,18 @@ fn hits_of_matches<'s>(
             let (group, labels) = window.group_by.group(&event.entity, &event.labels)?;
             (group, event.entity, labels)
         };
-        let value: WindowValue = (event.value, event.time, entity, labels);
-        Some(((group, rule, value), time, diff))
+        let value: WindowValue = (event.value, event.time, entity);
+        Some(((group, rule, value, labels), time, diff))
     });
     // A group of one entity stays where its readings are.
-    let by_group =
-        Exchange::new(|((group, _, _), _, _): &(Placed, Time, Diff)| entity_route(group));
+    let by_group = Exchange::new(|((group, ..), _, _): &(Placed, Time, Diff)| entity_route(group));
     let closed = placed.unary_frontier_while_holding(by_group, "WindowAggregates", |_capability| {
         let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
         // A closing window's values, reused from window to window.
         let mut values: Vec<f64> = Vec::new();
         move |(placed, frontier), output| {
             placed.for_each(|capability, data| {
-                for ((mut group, matched, value), _, diff) in data.drain(..) {
+                for ((mut group, matched, value, labels), _, diff) in data.drain(..) {
                     // Occurrences are insertions; a retraction would be a reading taken
                     // back, which the sources never send.
                     if diff <= 0 {
@@ -287,11 +296,17 @@ fn hits_of_matches<'s>(
                                 windows.push(OpenWindow {
                                     rule: Arc::clone(&matched),
                                     values: Vec::new(),
+                                    labels: Arc::clone(&labels),
                                 });
                                 let newest = windows.len() - 1;
                                 &mut windows[newest]
                             }
                         };
+                        // An entity's readings share its labels' `Arc`: compared only when
+                        // another entity's (or an edited registry row) comes in.
+                        if !Arc::ptr_eq(&window.labels, &labels) && labels < window.labels {
+                            window.labels = Arc::clone(&labels);
+                        }
                         if last {
                             window.values.push(value);
                             break;
@@ -404,7 +419,6 @@ fn aggregate(mut window: OpenWindow, group: String, values: &mut Vec<f64>) -> Op
     let rule = window.rule.row.as_window()?;
     window.values.sort();
     window.values.dedup();
-    let labels = window.values.iter().map(|(_, _, _, labels)| labels).min()?;
     values.clear();
     values.extend(window.values.iter().map(|(value, ..)| value.0));
     let result = rule.aggregate.of(values)?;
@@ -412,7 +426,7 @@ fn aggregate(mut window: OpenWindow, group: String, values: &mut Vec<f64>) -> Op
         group,
         WindowKey(window.rule),
         OrderedFloat(result),
-        Arc::clone(labels),
+        window.labels,
     ))
 }
 

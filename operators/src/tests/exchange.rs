@@ -68,7 +68,8 @@ fn every_exchanged_row_type_survives_bincode() {
     let placed: Placed = (
         "m1/f1".into(),
         Arc::clone(&matched),
-        (OrderedFloat(0.4), 7, "s1".into(), Arc::clone(&labels)),
+        (OrderedFloat(0.4), 7, "s1".into()),
+        Arc::clone(&labels),
     );
     round_trip(placed);
     // The kinds that join their matches in arrangements exchange them.
