@@ -11,6 +11,8 @@
 //!   their time, keeping only the table as state.
 //! - [`enrich::Enrich`]: attaches reference-data labels (mine, face, ...) to readings.
 //! - [`matching::match_by_kind`]: looks up each enriched reading's rules, for every kind at once.
+//! - [`split::SplitByPart`]: splits a stream by a part index its records carry (the matches
+//!   by kind).
 //! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation,
 //!   absence, report deadline, follow-up): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
 //!   (rule, alert entity, event time).
@@ -43,6 +45,7 @@ pub mod reference;
 pub mod report_state;
 pub mod report_timers;
 pub mod rule;
+pub mod split;
 pub mod stall;
 pub mod woken_while_holding;
 

@@ -14,12 +14,13 @@ use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
+use timely::dataflow::operators::vec::{Broadcast, Map};
 
 pub use crate::enrich::Events;
 use crate::enrich::{Enrich, EnrichedRow, Event};
 use crate::lookup::{Emit, LookupAsOf};
 use crate::rule::{RuleRow, ThresholdRule};
+use crate::split::SplitByPart;
 use crate::{Diff, ReadingRow, RegistryRow, Time};
 
 /// The shared enriched readings: readings (each `+1` at its event time) with reference data.
@@ -187,9 +188,7 @@ fn match_into_parts<'s>(
                 }
             },
         )
-        .partition(parts as u64, |((part, matched), time, diff)| {
-            (part as u64, (matched, time, diff))
-        })
+        .split_by_part(parts)
 }
 
 /// Matches as a collection of instants (`+1` at the reading's time, `-1` one tick later), for
