@@ -12,8 +12,10 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::sync::Arc;
 
 use citybrain_model::{AlertTransition, EventTime, TransitionState};
+use citybrain_operators::hit::AlertKey;
 use rustc_hash::FxHashSet;
 use serde::Deserialize;
 
@@ -91,11 +93,11 @@ impl RecoveredAlerts {
 
     /// The alerts the log last recorded as firing: their state machines start as firing, so
     /// an alert whose start lies before the re-read history still resolves.
-    pub fn firing(&self) -> FxHashSet<(String, String)> {
+    pub fn firing(&self) -> FxHashSet<AlertKey> {
         self.newest
             .iter()
             .filter(|(_, (_, state))| *state == TransitionState::Firing)
-            .map(|(key, _)| key.clone())
+            .map(|((rule, entity), _)| (Arc::from(rule.as_str()), entity.clone()))
             .collect()
     }
 
@@ -164,8 +166,8 @@ mod tests {
 
         let mut recovered = RecoveredAlerts::load(&path).unwrap();
         assert_eq!(recovered.pending(), 2);
-        let firing: Vec<(String, String)> = recovered.firing().into_iter().collect();
-        assert_eq!(firing, vec![("ch4-high".to_string(), "s2".to_string())]);
+        let firing: Vec<_> = recovered.firing().into_iter().collect();
+        assert_eq!(firing, vec![("ch4-high".into(), "s2".to_string())]);
         let replayed = [
             (transition("s1", Firing, 1_000), false),   // repeat
             (transition("s1", Resolved, 5_000), false), // repeat

@@ -50,5 +50,9 @@ impl RuleHit {
     }
 }
 
-/// A rule hit keyed by the alert it belongs to: (rule id, alert entity).
-pub type HitRow = ((String, String), RuleHit);
+/// The alert a hit belongs to: (rule id, alert entity). The id is shared by the rule's hits
+/// ([`crate::matching::MatchedRule::id`]): a hit counts it instead of copying it.
+pub type AlertKey = (Arc<str>, String);
+
+/// A rule hit keyed by the alert it belongs to.
+pub type HitRow = (AlertKey, RuleHit);

@@ -39,7 +39,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::vec::{Broadcast, Filter};
 
 use crate::entity_route;
-use crate::hit::{HitRow, RuleHit};
+use crate::hit::{AlertKey, HitRow, RuleHit};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
@@ -144,7 +144,7 @@ pub fn make_transition(
 
 /// Alert keys `(rule id, entity)` to start as firing rather than normal, shared by the workers;
 /// each key is taken out by the worker that owns it at the key's first evaluation.
-pub type FiringSeed = Arc<Mutex<FxHashSet<(String, String)>>>;
+pub type FiringSeed = Arc<Mutex<FxHashSet<AlertKey>>>;
 
 /// What waits for the frontier to pass one time: the capability to emit at it, the rule hits
 /// and the rule-row changes of that time.
@@ -210,7 +210,7 @@ pub trait HoldAndHysteresis<'s> {
     ///     rules.insert(RuleRow::Threshold(rule.clone()));
     ///     for (time, value) in [(10, 1.1), (20, 1.2), (30, 0.9), (40, 0.7)] {
     ///         let hit = RuleHit::new(time, value, vec![], rule.clone());
-    ///         input.update_at((("r".to_string(), "s1".to_string()), hit), time, 1);
+    ///         input.update_at((("r".into(), "s1".to_string()), hit), time, 1);
     ///     }
     ///     rules.advance_to(50);
     ///     input.advance_to(50);
@@ -261,12 +261,12 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
             "HoldAndHysteresis",
             |_capability| {
                 let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
-                let mut states: FxHashMap<(String, String), AlertState> = FxHashMap::default();
+                let mut states: FxHashMap<AlertKey, AlertState> = FxHashMap::default();
                 let mut seeded = !seed
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .is_empty();
-                let mut fired: FxHashMap<(String, String), Fired> = FxHashMap::default();
+                let mut fired: FxHashMap<AlertKey, Fired> = FxHashMap::default();
                 // Rows per rule id, over every time processed so far.
                 let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
                 move |(hits, hits_frontier), (rules, rules_frontier), output| {
@@ -306,7 +306,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                         let mut ended = Vec::new();
                         for (before, after) in &changed {
                             for (key, Fired { labels, .. }) in &fired {
-                                if key.0 != before.id() {
+                                if *key.0 != *before.id() {
                                     continue;
                                 }
                                 if let Some(reason) = resolved_by_edit(before, after, labels) {
@@ -372,7 +372,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 // A kind that evaluates its alerts at the removal itself
                                 // (absence) resolves them here: it is still the removal.
                                 if state == TransitionState::Resolved
-                                    && removed.iter().any(|r| r.id == key.0)
+                                    && removed.iter().any(|r| *r.id == *key.0)
                                 {
                                     transition.reason = Some(RULE_REMOVED.to_string());
                                 }
@@ -395,7 +395,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                             ended.extend(
                                 states
                                     .keys()
-                                    .filter(|key| key.0 == rule.id)
+                                    .filter(|key| *key.0 == *rule.id)
                                     .map(|key| (key.clone(), rule.clone(), RULE_REMOVED)),
                             );
                         }
@@ -434,9 +434,9 @@ fn waiting_at(
 /// their state goes; the firing ones give a resolved transition with the reason, in key
 /// order so the output does not depend on hashing.
 fn end_alerts(
-    mut ended: Vec<((String, String), ThresholdRule, &'static str)>,
-    states: &mut FxHashMap<(String, String), AlertState>,
-    fired: &mut FxHashMap<(String, String), Fired>,
+    mut ended: Vec<(AlertKey, ThresholdRule, &'static str)>,
+    states: &mut FxHashMap<AlertKey, AlertState>,
+    fired: &mut FxHashMap<AlertKey, Fired>,
     time: Time,
 ) -> Vec<AlertTransition> {
     ended.sort_by(|a, b| a.0.cmp(&b.0));
@@ -538,7 +538,7 @@ mod tests {
     fn consolidated_hits_equal_differentials_consolidation() {
         let hit = |key: &str, value: f64| {
             let hit = RuleHit::new(5, value, vec![], rule_r());
-            (("r".to_string(), key.to_string()), hit)
+            (("r".into(), key.to_string()), hit)
         };
         let mut hits = vec![
             (hit("s2", 0.9), 1),
@@ -578,10 +578,7 @@ mod tests {
     /// times 10, 20, ..., with `seeded` keys starting as firing; sorted.
     fn transitions(values: &[f64], seeded: &[&str]) -> Vec<(u64, String, TransitionState)> {
         let seed: FiringSeed = Arc::new(Mutex::new(
-            seeded
-                .iter()
-                .map(|e| ("r".to_string(), e.to_string()))
-                .collect(),
+            seeded.iter().map(|e| ("r".into(), e.to_string())).collect(),
         ));
         let values = values.to_vec();
         timely::execute_directly(move |worker| {
@@ -606,7 +603,7 @@ mod tests {
                 let time = 10 * (i as u64 + 1);
                 for entity in ["s1", "s2"] {
                     let hit = RuleHit::new(time, *value, vec![], rule.clone());
-                    input.update_at((("r".to_string(), entity.to_string()), hit), time, 1);
+                    input.update_at((("r".into(), entity.to_string()), hit), time, 1);
                 }
             }
             input.close();
@@ -672,7 +669,7 @@ mod tests {
             for (entity, face) in [("s1", "f1"), ("s2", "f2")] {
                 let labels = vec![("face".to_string(), face.to_string())];
                 let hit = RuleHit::new(10, 1.2, labels, rule.clone());
-                input.update_at((("r".to_string(), entity.to_string()), hit), 10, 1);
+                input.update_at((("r".into(), entity.to_string()), hit), 10, 1);
             }
             rules.advance_to(20);
             rules.remove(RuleRow::Threshold(rule.clone()));

@@ -31,20 +31,23 @@ pub fn events<'s>(
     readings.enrich(registry)
 }
 
-/// A rule as matched: its row, and its alarm side built once per rule row so that every hit
-/// of the rule shares it ([`crate::hit::RuleHit::rule`]).
+/// A rule as matched: its row, and its alarm side and id built once per rule row so that every
+/// hit of the rule shares them ([`crate::hit::RuleHit::rule`], [`crate::hit::HitRow`]'s key).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MatchedRule {
     /// The rule.
     pub row: RuleRow,
     /// `row`'s alarm side ([`RuleRow::alarm`]), shared.
     pub alarm: Arc<ThresholdRule>,
+    /// `row`'s id, shared: a hit's key counts it instead of copying the id.
+    pub id: Arc<str>,
 }
 
 impl From<RuleRow> for MatchedRule {
     fn from(row: RuleRow) -> Self {
         let alarm = Arc::new(row.alarm().clone());
-        MatchedRule { row, alarm }
+        let id = Arc::from(alarm.id.as_str());
+        MatchedRule { row, alarm, id }
     }
 }
 

@@ -164,7 +164,7 @@ fn hit(watch: &Watch, entity: &str, time: Time, silent: bool, last: Time) -> Hit
     let seconds = time.saturating_sub(last) as f64 / 1000.0;
     let alarm = watch.rule.hit_alarm();
     (
-        (alarm.id.clone(), entity.to_string()),
+        (alarm.id.as_str().into(), entity.to_string()),
         RuleHit {
             time,
             value: OrderedFloat(if silent { 1.0 } else { 0.0 }),

@@ -140,7 +140,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         let ratio = BaselineRule::ratio(event.value.0, mean.0)?;
         let alarm = Arc::clone(&matched.alarm);
         Some((
-            (alarm.id.clone(), event.entity.clone()),
+            (Arc::clone(&matched.id), event.entity.clone()),
             RuleHit::new(event.time, ratio, event.labels.clone(), alarm),
         ))
     })

@@ -334,7 +334,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                 labels: Arc::new(rule.labels(labels, first.0, second.0)),
                 rule: Arc::new(rule.level_rule()),
             };
-            Some(((rule.alarm.id.clone(), key.group.clone()), hit))
+            Some(((rule.alarm.id.as_str().into(), key.group.clone()), hit))
         })
 }
 

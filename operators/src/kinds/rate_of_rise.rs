@@ -143,7 +143,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         let rate = rule.rate((*t0, v0.0), (event.time, event.value.0))?;
         let alarm = Arc::clone(&matched.alarm);
         Some((
-            (alarm.id.clone(), event.entity.clone()),
+            (Arc::clone(&matched.id), event.entity.clone()),
             RuleHit::new(event.time, rate, event.labels.clone(), alarm),
         ))
     })

@@ -185,7 +185,7 @@ pub(crate) fn report_hit(
     labels.sort();
     let hours = time.saturating_sub(start) as f64 / HOUR_MS;
     (
-        (rule.id.clone(), id.to_string()),
+        (rule.id.as_str().into(), id.to_string()),
         RuleHit {
             time,
             value: OrderedFloat(if on { 1.0 } else { 0.0 }),

@@ -32,7 +32,7 @@ pub trait ThresholdHits<'s> {
     ///         .threshold_hits(rule_rows)
     ///         .inspect(|(((rule, entity), hit), time, diff)| {
     ///             if *diff > 0 {
-    ///                 assert_eq!((rule.as_str(), entity.as_str(), *time), ("ch4-alarm", "s1", 3));
+    ///                 assert_eq!((&**rule, entity.as_str(), *time), ("ch4-alarm", "s1", 3));
     ///                 assert_eq!(hit.value.0, 1.2);
     ///             }
     ///         });
@@ -73,7 +73,7 @@ impl<'s> ThresholdHits<'s> for Events<'s> {
 fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
     matches
         .map(|(Match { rule, event, .. }, time, diff)| {
-            let key = (rule.alarm.id.clone(), event.entity);
+            let key = (Arc::clone(&rule.id), event.entity);
             let hit = RuleHit::new(
                 event.time,
                 event.value.0,
