@@ -16,7 +16,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 
 use crate::entity_route;
-use crate::lookup::{Emit, LookupAsOf};
+use crate::lookup::LookupAsOf;
 use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
 
 /// One reading with what the registry knows about its entity.
@@ -81,7 +81,6 @@ impl<'s> Enrich<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                 |((key, _), _, _): &((EntityKey, Arc<Labels>), Time, Diff)| entity_route(&key.1),
             ),
             |(key, _): &ReadingRow| key,
-            Emit::Once,
             |((domain, entity), (metric, value)), time, rows, out| {
                 let event = |entity, labels| {
                     let event = Event {

@@ -92,22 +92,14 @@ impl<K: Hash + Eq + Clone, V: Ord> Table<K, V> {
     }
 }
 
-/// What an event's output looks like in time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Emit {
-    /// Each output at the event's time only, as the event came (a stream of occurrences).
-    Once,
-    /// Each output as an instant: `+diff` at the event's time and `-diff` one tick later.
-    Instant,
-}
-
 /// Matches events with the rows of a table as of the event's time.
 pub trait LookupAsOf<'s, D> {
     /// For each event, `logic(event, time, rows, output)` with the table's rows under
     /// `key_of(event)` at the event's time (each row with its count, positive for a present
     /// row; an empty slice when the key has none). What `logic` pushes is emitted with the
-    /// event's diff, at its time ([`Emit::Once`]) or as an instant ([`Emit::Instant`]).
-    /// `logic` owns the event, so what it passes on can be moved rather than copied.
+    /// event's diff at its time, as the event came: a stream of occurrences (a kind that joins
+    /// them in arrangements makes instants of them, [`crate::matching::as_instants`]). `logic`
+    /// owns the event, so what it passes on can be moved rather than copied.
     ///
     /// `event_pact` and `table_pact` route both inputs: the same key must reach the same
     /// worker (exchange both by the key), or every worker must see the whole table (broadcast
@@ -115,7 +107,7 @@ pub trait LookupAsOf<'s, D> {
     /// multiplied into the output.
     ///
     /// ```
-    /// use citybrain_operators::lookup::{Emit, LookupAsOf};
+    /// use citybrain_operators::lookup::LookupAsOf;
     /// use timely::dataflow::channels::pact::Pipeline;
     /// use timely::dataflow::operators::{Capture, ToStream};
     /// use timely::dataflow::operators::capture::Extract;
@@ -125,7 +117,7 @@ pub trait LookupAsOf<'s, D> {
     ///     let table = vec![((1u32, 10u32), 0, 1), ((1, 10), 5, -1), ((1, 20), 5, 1)].to_stream(scope);
     ///     let readings = vec![(1u32, 3, 1), (1, 5, 1), (9, 6, 1)].to_stream(scope);
     ///     readings
-    ///         .lookup_as_of(table, Pipeline, Pipeline, |s: &u32| s, Emit::Once, |s, _, rows, out| {
+    ///         .lookup_as_of(table, Pipeline, Pipeline, |s: &u32| s, |s, _, rows, out| {
     ///             // 0: not in the table.
     ///             let face = rows.first().map_or(0, |(face, _)| *face);
     ///             out.push((s, face));
@@ -136,14 +128,12 @@ pub trait LookupAsOf<'s, D> {
     /// seen.sort();
     /// assert_eq!(seen, vec![((1, 10), 3, 1), ((1, 20), 5, 1), ((9, 0), 6, 1)]);
     /// ```
-    #[allow(clippy::too_many_arguments)] // two inputs, their routes, and what to do
     fn lookup_as_of<K, V, O, P1, P2, F, L>(
         self,
         table: StreamVec<'s, Time, TableUpdate<K, V>>,
         event_pact: P1,
         table_pact: P2,
         key_of: F,
-        emit: Emit,
         logic: L,
     ) -> StreamVec<'s, Time, (O, Time, Diff)>
     where
@@ -163,7 +153,6 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
         event_pact: P1,
         table_pact: P2,
         key_of: F,
-        emit: Emit,
         mut logic: L,
     ) -> StreamVec<'s, Time, (O, Time, Diff)>
     where
@@ -235,9 +224,6 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                             let rows = table.rows(key_of(&event));
                             logic(event, time, rows, &mut out);
                             for o in out.drain(..) {
-                                if emit == Emit::Instant {
-                                    ready.push((o.clone(), time.saturating_add(1), -diff));
-                                }
                                 ready.push((o, time, diff));
                             }
                         }
@@ -262,7 +248,7 @@ mod tests {
     use timely::dataflow::operators::capture::Extract;
     use timely::dataflow::operators::{Capture, ToStream};
 
-    use super::{Emit, LookupAsOf};
+    use super::LookupAsOf;
 
     type Change = (u8, u8, u64, isize);
 
@@ -288,7 +274,6 @@ mod tests {
             }
             for v in present {
                 out.push(((key, v), time, 1));
-                out.push(((key, v), time + 1, -1));
             }
         }
         out.sort();
@@ -321,7 +306,7 @@ mod tests {
                     .map(|&(k, t)| (k, t, 1))
                     .collect::<Vec<_>>()
                     .to_stream(scope)
-                    .lookup_as_of(table, Pipeline, Pipeline, |k: &u8| k, Emit::Instant, |k, _, rows, out| {
+                    .lookup_as_of(table, Pipeline, Pipeline, |k: &u8| k, |k, _, rows, out| {
                         let present: Vec<u8> = rows.iter().filter(|(_, n)| *n > 0).map(|(v, _)| *v).collect();
                         if present.is_empty() {
                             out.push((k, u8::MAX));

@@ -18,7 +18,7 @@ use timely::dataflow::operators::vec::{Broadcast, Map};
 
 pub use crate::enrich::Events;
 use crate::enrich::{Enrich, EnrichedRow, Event};
-use crate::lookup::{Emit, LookupAsOf};
+use crate::lookup::LookupAsOf;
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::split::SplitByPart;
 use crate::{Diff, ReadingRow, RegistryRow, Time};
@@ -171,7 +171,6 @@ fn match_into_parts<'s>(
             Pipeline,
             Pipeline,
             |(watched, _): &EnrichedRow| watched,
-            Emit::Once,
             move |((_, metric), event), _, rules, out| {
                 met.extend(
                     rules

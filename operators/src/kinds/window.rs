@@ -35,7 +35,7 @@ use timely::dataflow::operators::vec::{Broadcast, Map};
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
-use crate::lookup::{Emit, LookupAsOf};
+use crate::lookup::LookupAsOf;
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
 use crate::rule::{GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
@@ -353,9 +353,6 @@ fn hits_of_matches<'s>(
             Pipeline,
             Pipeline,
             |(_, rule, _, _): &Closed| rule,
-            // Occurrences, as the threshold kind's: the state machine reads insertions
-            // only, so the retraction of an instant would be built just to be dropped.
-            Emit::Once,
             |(mut group, _, result, labels), end, alarms, out| {
                 let mut present = alarms.iter().filter(|(_, count)| *count > 0).peekable();
                 while let Some(((id, alarm), _)) = present.next() {
