@@ -28,6 +28,7 @@ use timely::dataflow::operators::generic::Operator;
 use crate::agenda::{Agenda, Ready};
 use crate::entity_route;
 use crate::hit::HitRow;
+use crate::instant::give_instants;
 use crate::report_state::{ReportEventRow, lifecycle_rank};
 use crate::{Diff, Time};
 use rustc_hash::FxHashMap;
@@ -243,15 +244,7 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                         for (_, hit) in &mut hits {
                             with_grid_labels(Arc::make_mut(&mut hit.labels), &grid_labels);
                         }
-                        if !hits.is_empty() {
-                            output
-                                .session(&capability)
-                                .give_iterator(hits.iter().map(|hit| (hit.clone(), time, 1)));
-                            let next = time.saturating_add(1);
-                            output
-                                .session(&capability.delayed(&next))
-                                .give_iterator(hits.into_iter().map(|hit| (hit, next, -1)));
-                        }
+                        give_instants(output, &capability, time, hits);
                     }
                 }
             })

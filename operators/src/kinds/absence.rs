@@ -51,6 +51,7 @@ use timely::dataflow::channels::pact::Exchange;
 use crate::agenda::{Agenda, Ready};
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
+use crate::instant::give_instants;
 use crate::kinds::Sources;
 use crate::matching::{Events, Match, Matches, as_instants, match_rules};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
@@ -478,15 +479,7 @@ fn hits_of_matches<'s>(
                             agenda.schedule(&capability, key, deadline);
                         }
                     }
-                    if !hits.is_empty() {
-                        output
-                            .session(&capability)
-                            .give_iterator(hits.iter().map(|hit| (hit.clone(), time, 1)));
-                        let next = time.saturating_add(1);
-                        output
-                            .session(&capability.delayed(&next))
-                            .give_iterator(hits.into_iter().map(|hit| (hit, next, -1)));
-                    }
+                    give_instants(output, &capability, time, hits);
                 }
             }
         })
