@@ -168,12 +168,9 @@ impl JsonlFile {
         }
     }
 
-    /// Writes the buffer; returns a second handle of the file, to sync what is written now
-    /// without holding up further writes.
-    fn flushed_handle(&mut self) -> Result<(PathBuf, File), SinkError> {
+    fn sync(&mut self) -> Result<(), SinkError> {
         self.flush()?;
-        let handle = self.file.try_clone().map_err(|source| self.error(source))?;
-        Ok((self.path.clone(), handle))
+        self.file.sync_data().map_err(|source| self.error(source))
     }
 
     fn pending_bytes(&self) -> usize {
@@ -183,7 +180,7 @@ impl JsonlFile {
 
 /// The open outputs.
 pub struct Outputs {
-    producer: Option<Arc<ThreadedProducer<DeliveryFailures>>>,
+    producer: Option<ThreadedProducer<DeliveryFailures>>,
     failures: DeliveryFailures,
     /// Failures already reported by [`Outputs::make_durable`].
     reported_failures: u64,
@@ -211,11 +208,11 @@ impl Outputs {
             for (k, v) in &config.properties {
                 client.set(k, v);
             }
-            Some(Arc::new(
+            Some(
                 client.create_with_context::<_, ThreadedProducer<DeliveryFailures>>(
                     failures.clone(),
                 )?,
-            ))
+            )
         } else {
             None
         };
@@ -328,102 +325,33 @@ impl Outputs {
     /// Fails when a message was given up on since the last call, so the caller does not
     /// treat it as durable.
     pub fn make_durable(&mut self, timeout: Duration) -> Result<bool, SinkError> {
-        let acknowledged = self.durable_job(timeout)?.run()?;
-        self.check_delivered()?;
-        Ok(acknowledged)
-    }
-
-    /// [`Outputs::make_durable`] in two halves, so that the waiting can run on another thread
-    /// while this one goes on writing: the job makes durable what is written when it is taken
-    /// (the files' buffers are written first); once it has run, [`Outputs::check_delivered`].
-    pub fn durable_job(&mut self, timeout: Duration) -> Result<DurableJob, SinkError> {
-        let mut files = Vec::new();
-        for file in [&mut self.alerts_file, &mut self.dead_letter_file]
-            .into_iter()
-            .flatten()
-        {
-            files.push(file.flushed_handle()?);
+        if let Some(file) = &mut self.alerts_file {
+            file.sync()?;
         }
-        Ok(DurableJob {
-            files,
-            producer: self.producer.clone(),
-            timeout,
-        })
-    }
-
-    /// Fails when the producer gave up on a message since the last check, so the caller does
-    /// not treat it as durable.
-    pub fn check_delivered(&mut self) -> Result<(), SinkError> {
+        if let Some(file) = &mut self.dead_letter_file {
+            file.sync()?;
+        }
+        let acknowledged = match &self.producer {
+            Some(producer) => match producer.flush(timeout) {
+                Ok(()) => true,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => false,
+                Err(error) => return Err(error.into()),
+            },
+            None => true,
+        };
         let failed = self.failures.0.load(Ordering::Relaxed);
         if failed > self.reported_failures {
             let new = failed - self.reported_failures;
             self.reported_failures = failed;
             return Err(SinkError::Undelivered(new));
         }
-        Ok(())
-    }
-}
-
-/// What makes the outputs written so far durable ([`Outputs::durable_job`]): the files'
-/// handles to sync and the producer to wait for. `Send`: it can run on a thread of its own.
-pub struct DurableJob {
-    files: Vec<(PathBuf, File)>,
-    producer: Option<Arc<ThreadedProducer<DeliveryFailures>>>,
-    timeout: Duration,
-}
-
-impl DurableJob {
-    /// Syncs the files to disk and waits (up to the timeout) until every message produced so
-    /// far is acknowledged; `false` when they were not all acknowledged in time.
-    pub fn run(self) -> Result<bool, SinkError> {
-        for (path, file) in &self.files {
-            file.sync_data().map_err(|source| SinkError::File {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Ok(match &self.producer {
-            Some(producer) => match producer.flush(self.timeout) {
-                Ok(()) => true,
-                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => false,
-                Err(error) => return Err(error.into()),
-            },
-            None => true,
-        })
+        Ok(acknowledged)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A durable job syncs what was written when it was taken; the writes after it go on
-    /// meanwhile, on the thread that owns the outputs.
-    #[test]
-    fn a_durable_job_runs_on_another_thread_while_writes_go_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("alerts.jsonl");
-        let mut outputs = Outputs::open(&OutputConfig {
-            alerts_file: Some(path.clone()),
-            ..OutputConfig::default()
-        })
-        .unwrap();
-        let file = outputs.alerts_file.as_mut().unwrap();
-        file.write("{\"before\":1}").unwrap();
-        let job = outputs.durable_job(Duration::from_secs(1)).unwrap();
-        // Taking the job wrote the buffer: the line is in the file before the job runs.
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"before\":1}\n");
-        let thread = std::thread::spawn(move || job.run());
-        let file = outputs.alerts_file.as_mut().unwrap();
-        file.write("{\"after\":2}").unwrap();
-        assert!(thread.join().unwrap().unwrap());
-        outputs.check_delivered().unwrap();
-        outputs.flush_files().unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "{\"before\":1}\n{\"after\":2}\n"
-        );
-    }
 
     #[test]
     fn a_file_that_cannot_be_written_keeps_its_lines_for_the_next_flush() {
@@ -439,7 +367,7 @@ mod tests {
         let mut file = JsonlFile::open(&path).unwrap();
         file.pending = std::mem::take(&mut full.pending);
         file.write("{\"b\":2}").unwrap();
-        file.flush().unwrap();
+        file.sync().unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"a\":1}\n{\"b\":2}\n"

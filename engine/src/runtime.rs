@@ -1132,9 +1132,7 @@ fn output_loop(
     let mut published = [0u64; 2];
     let mut next_durable = Instant::now() + commit_interval;
     // True while the brokers have not acknowledged the outputs (logged once per episode).
-    let mut waiting = false;
-    // The job making the outputs durable, while it runs: the frontiers it covers, its thread.
-    let mut durable: Option<([u64; 2], DurableThread)> = None;
+    let mut waiting_for_kafka = false;
     let mut next_status = Instant::now();
     let mut last_kpis = Instant::now();
     // KPI values changed, or only their time moved on, since the last snapshot pushed.
@@ -1171,28 +1169,28 @@ fn output_loop(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        if durable.as_ref().is_some_and(|(_, job)| job.is_finished())
-            && let Some((covered, job)) = durable.take()
-        {
-            let made = finish_durable(job, outputs, &shared.health)?;
-            blocked = !published_if_durable(made, covered, shared, &mut published, &mut waiting);
-        }
-        if durable.is_none() && Instant::now() >= next_durable {
+        if Instant::now() >= next_durable {
             next_durable = Instant::now() + commit_interval;
             if received != published {
                 // Everything before `received` arrived before its frontier message: once the
-                // outputs are durable, so is everything before it. The syncing and waiting for
-                // the brokers run on a thread of their own: here they held every alert behind
-                // them up to ~100 ms once a second (end-to-end bench). During a broker outage
-                // offsets simply wait; the producer's full queue holds this thread back.
-                match unless_blocked(outputs.durable_job(commit_interval), &shared.health)? {
-                    Some(job) => {
-                        let thread = std::thread::Builder::new()
-                            .name("citybrain-durable".into())
-                            .spawn(move || job.run())
-                            .map_err(|error| EngineError::Worker(error.to_string()))?;
-                        durable = Some((received, thread));
+                // outputs are durable, so is everything before it.
+                // Waiting here holds the output thread back (backpressure) for at most a
+                // commit interval; during a broker outage offsets simply wait.
+                match unless_blocked(outputs.make_durable(commit_interval), &shared.health)? {
+                    Some(true) => {
+                        for (slot, time) in shared.durable.iter().zip(received) {
+                            slot.store(time, Ordering::Relaxed);
+                        }
+                        published = received;
+                        waiting_for_kafka = false;
                     }
+                    Some(false) if !waiting_for_kafka => {
+                        waiting_for_kafka = true;
+                        tracing::warn!(
+                            "alert outputs not yet acknowledged by Kafka; offset commits wait for them"
+                        );
+                    }
+                    Some(false) => {}
                     None => blocked = true,
                 }
                 dirty = false;
@@ -1299,10 +1297,6 @@ fn output_loop(
     if kpis_changed || kpis_moved {
         push_kpis(kpis, metrics, &shared.board);
     }
-    if let Some((covered, job)) = durable.take() {
-        let made = finish_durable(job, outputs, &shared.health)?;
-        published_if_durable(made, covered, shared, &mut published, &mut waiting);
-    }
     if recovered.left_out() > 0 {
         tracing::info!(
             left_out = recovered.left_out(),
@@ -1310,55 +1304,6 @@ fn output_loop(
         );
     }
     Ok(outputs.flush(Duration::from_secs(10))?)
-}
-
-/// The thread running a [`DurableJob`], with its result.
-type DurableThread = std::thread::JoinHandle<Result<bool, SinkError>>;
-
-/// The result of a finished durable job, checked for messages the producer gave up on: `Some`
-/// with whether the brokers acknowledged everything, `None` when a file cannot be written.
-fn finish_durable(
-    job: DurableThread,
-    outputs: &mut Outputs,
-    health: &Health,
-) -> Result<Option<bool>, EngineError> {
-    let result = job
-        .join()
-        .map_err(|_| EngineError::Worker("the thread syncing the outputs panicked".into()))?;
-    unless_blocked(
-        result.and_then(|acknowledged| outputs.check_delivered().map(|()| acknowledged)),
-        health,
-    )
-}
-
-/// What a finished durable job `made` means for the offsets: acknowledged, everything before
-/// the frontiers it `covered` is durable and may be committed. Returns `false` when a file
-/// cannot be written (the output thread then holds).
-fn published_if_durable(
-    made: Option<bool>,
-    covered: [u64; 2],
-    shared: &Shared,
-    published: &mut [u64; 2],
-    waiting: &mut bool,
-) -> bool {
-    match made {
-        Some(true) => {
-            for (slot, time) in shared.durable.iter().zip(covered) {
-                slot.store(time, Ordering::Relaxed);
-            }
-            *published = covered;
-            *waiting = false;
-        }
-        Some(false) if !*waiting => {
-            *waiting = true;
-            tracing::warn!(
-                "alert outputs not yet acknowledged by Kafka; offset commits wait for them"
-            );
-        }
-        Some(false) => {}
-        None => return false,
-    }
-    true
 }
 
 /// Publishes the KPIs' current snapshot to the metrics and the board (the wall and the API).
