@@ -344,8 +344,7 @@ fn hits_of_matches<'s>(
     // count shared between workers would bounce between their cores.
     let alarms = rules.inner.broadcast().map(|(rule, time, diff)| {
         let rule = Arc::new(MatchedRule::from(RuleRow::Window(rule)));
-        let alarm = (Arc::clone(&rule.id), Arc::clone(&rule.alarm));
-        ((WindowKey(rule), alarm), time, diff)
+        ((WindowKey(Arc::clone(&rule)), rule), time, diff)
     });
     closed
         .lookup_as_of(
@@ -355,14 +354,15 @@ fn hits_of_matches<'s>(
             |(_, rule, _, _): &Closed| rule,
             |(mut group, _, result, labels), end, alarms, out| {
                 let mut present = alarms.iter().filter(|(_, count)| *count > 0).peekable();
-                while let Some(((id, alarm), _)) = present.next() {
+                while let Some((rule, _)) = present.next() {
                     // The last hit takes the group without a copy.
                     let group = match present.peek() {
                         Some(_) => group.clone(),
                         None => mem::take(&mut group),
                     };
-                    let hit = RuleHit::new(end, result.0, Arc::clone(&labels), Arc::clone(alarm));
-                    out.push(((Arc::clone(id), group), hit));
+                    let alarm = Arc::clone(&rule.alarm);
+                    let hit = RuleHit::new(end, result.0, Arc::clone(&labels), alarm);
+                    out.push(((Arc::clone(&rule.id), group), hit));
                 }
             },
         )
