@@ -3,19 +3,25 @@
 //! Alerts are keyed by `rule/entity` on Kafka so every transition of one alert lands in one
 //! partition, in order; the transition id travels as the `citybrain-id` header.
 //!
-//! [`Outputs::make_durable`] is what offset commits wait for: files synced to disk and every
-//! produced message acknowledged by the brokers (librdkafka retries failed sends itself; a
-//! message it finally gives up on fails the call, so nothing is committed past it).
+//! Durability is what offset commits wait for: files synced to disk and every produced message
+//! acknowledged by the brokers (librdkafka retries failed sends itself; a message it finally
+//! gives up on fails the check, so nothing is committed past it). It never holds up writing:
+//! [`Outputs::request_durable`] marks what is written so far (the files are synced on a thread
+//! of their own, each produced message carries a sequence number its acknowledgement settles)
+//! and [`Outputs::is_durable`] says, without waiting, whether all of it is durable yet. Waiting
+//! for the producer's whole queue instead (`flush`) would, while alerts keep coming, wait for
+//! the messages produced after the mark too, and send them without linger meanwhile.
 //!
 //! A file that cannot be written (disk full, a file-size limit, an I/O error) fails the calls
 //! that write it with [`SinkError::File`] but loses nothing: its lines stay buffered, a partly
 //! written line is cut off again, and the next successful flush writes them whole.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use citybrain_model::AlertTransition;
@@ -61,27 +67,188 @@ pub enum SinkError {
     /// A topic is configured but no brokers.
     #[error("an output topic is configured but no Kafka brokers")]
     NoBrokers,
+    /// The thread that syncs the files could not start or ended.
+    #[error("the thread that syncs the output files: {0}")]
+    SyncThread(std::io::Error),
     /// The brokers never acknowledged some produced messages.
     #[error("kafka: {0} produced messages were not delivered")]
     Undelivered(u64),
 }
 
-/// Counts messages librdkafka gave up delivering (after its own retries).
+/// The producer's deliveries, by the sequence number each message is sent with: which are
+/// settled (acknowledged by the brokers, or given up on by librdkafka after its own retries).
 #[derive(Clone, Default)]
-struct DeliveryFailures(Arc<AtomicU64>);
+struct Deliveries(Arc<Mutex<Settled>>);
 
-impl ClientContext for DeliveryFailures {}
+/// Settled deliveries. Acknowledgements come in order within a partition but not across
+/// partitions, so those that come before an earlier message's wait in `ahead`.
+#[derive(Debug, Default)]
+struct Settled {
+    /// Every message numbered below this is settled.
+    through: usize,
+    /// Settled messages numbered above `through`.
+    ahead: BTreeSet<usize>,
+    /// Messages given up on, in all.
+    failed: u64,
+}
 
-impl ProducerContext for DeliveryFailures {
-    type DeliveryOpaque = ();
+impl Settled {
+    fn settle(&mut self, sequence: usize) {
+        if sequence != self.through {
+            self.ahead.insert(sequence);
+            return;
+        }
+        self.through += 1;
+        while self.ahead.remove(&self.through) {
+            self.through += 1;
+        }
+    }
+}
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+impl Deliveries {
+    fn settle(&self, sequence: usize, failed: bool) {
+        let mut settled = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        settled.settle(sequence);
+        settled.failed += u64::from(failed);
+    }
+
+    /// (every message numbered below this is settled, messages given up on in all).
+    fn settled(&self) -> (usize, u64) {
+        let settled = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        (settled.through, settled.failed)
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sequence: usize) {
         if let Err((error, message)) = result {
             use rdkafka::message::Message;
             tracing::error!(%error, topic = message.topic(), "output message not delivered");
-            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        self.settle(sequence, result.is_err());
+    }
+}
+
+/// Syncs the output files to disk on a thread of its own, so writing goes on meanwhile. Each
+/// request is numbered; one sync serves every request made before it started.
+struct FileSyncer {
+    requests: Sender<u64>,
+    done: Receiver<(u64, Result<(), SinkError>)>,
+    /// Requests made so far (the last one's number).
+    requested: u64,
+    /// Every request numbered up to this is synced.
+    synced: u64,
+}
+
+impl FileSyncer {
+    /// Starts the thread with second handles of `files`.
+    fn start(files: Vec<(PathBuf, File)>) -> Result<Self, SinkError> {
+        let (requests, requested) = std::sync::mpsc::channel::<u64>();
+        let (finished, done) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("citybrain-sync".to_string())
+            .spawn(move || {
+                // Ends when the outputs are dropped (the requests' sender with them).
+                while let Ok(mut request) = requested.recv() {
+                    while let Ok(later) = requested.try_recv() {
+                        request = later;
+                    }
+                    let result = files.iter().try_for_each(|(path, file)| {
+                        file.sync_data().map_err(|source| SinkError::File {
+                            path: path.clone(),
+                            source,
+                        })
+                    });
+                    if finished.send((request, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        spawned.map_err(SinkError::SyncThread)?;
+        Ok(FileSyncer {
+            requests,
+            done,
+            requested: 0,
+            synced: 0,
+        })
+    }
+
+    /// Asks for what is written now to be synced; returns the request's number.
+    fn request(&mut self) -> u64 {
+        self.requested += 1;
+        // The thread only ends once this sender is dropped.
+        let _ = self.requests.send(self.requested);
+        self.requested
+    }
+
+    /// Every request numbered up to the result is synced; fails when a sync failed.
+    fn synced(&mut self) -> Result<u64, SinkError> {
+        loop {
+            match self.done.try_recv() {
+                Ok((request, result)) => {
+                    result?;
+                    self.synced = self.synced.max(request);
+                }
+                Err(TryRecvError::Empty) => return Ok(self.synced),
+                Err(TryRecvError::Disconnected) => {
+                    return Err(SinkError::SyncThread(std::io::Error::other("it ended")));
+                }
+            }
         }
     }
+}
+
+/// The producer of the output topics.
+struct KafkaOutput {
+    producer: ThreadedProducer<Deliveries>,
+    deliveries: Deliveries,
+    /// Messages produced so far: the next one's sequence number.
+    produced: usize,
+    /// Delivery failures already reported by [`Outputs::is_durable`].
+    reported_failures: u64,
+}
+
+impl KafkaOutput {
+    fn send(&mut self, topic: &str, key: &str, value: &str, id: &str) -> Result<(), SinkError> {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "citybrain-id",
+            value: Some(id),
+        });
+        let sequence = self.produced;
+        self.produced += 1;
+        let mut record = BaseRecord::with_opaque_to(topic, sequence)
+            .key(key)
+            .payload(value)
+            .headers(headers);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((error, _)) => {
+                    // Never sent: settled, so the messages after it can still be durable.
+                    self.deliveries.settle(sequence, false);
+                    return Err(error.into());
+                }
+            }
+        }
+    }
+}
+
+/// What was written when [`Outputs::request_durable`] was called; durable once
+/// [`Outputs::is_durable`] says so.
+#[derive(Clone, Copy, Debug)]
+pub struct DurableRequest {
+    /// The file sync request that covers it (0: no files).
+    sync: u64,
+    /// Messages produced before it.
+    produced: usize,
 }
 
 /// An appended JSONL file. Lines are buffered in memory and written by [`JsonlFile::flush`];
@@ -168,9 +335,10 @@ impl JsonlFile {
         }
     }
 
-    fn sync(&mut self) -> Result<(), SinkError> {
-        self.flush()?;
-        self.file.sync_data().map_err(|source| self.error(source))
+    /// A second handle of the file, for the sync thread.
+    fn handle(&self) -> Result<(PathBuf, File), SinkError> {
+        let handle = self.file.try_clone().map_err(|source| self.error(source))?;
+        Ok((self.path.clone(), handle))
     }
 
     fn pending_bytes(&self) -> usize {
@@ -180,10 +348,10 @@ impl JsonlFile {
 
 /// The open outputs.
 pub struct Outputs {
-    producer: Option<ThreadedProducer<DeliveryFailures>>,
-    failures: DeliveryFailures,
-    /// Failures already reported by [`Outputs::make_durable`].
-    reported_failures: u64,
+    /// `None` without topics.
+    kafka: Option<KafkaOutput>,
+    /// `None` without files.
+    syncer: Option<FileSyncer>,
     alerts_topic: Option<String>,
     dead_letter_topic: Option<String>,
     alerts_file: Option<JsonlFile>,
@@ -193,8 +361,7 @@ pub struct Outputs {
 impl Outputs {
     /// Opens files (appending) and the producer.
     pub fn open(config: &OutputConfig) -> Result<Self, SinkError> {
-        let failures = DeliveryFailures::default();
-        let producer = if config.alerts_topic.is_some() || config.dead_letter_topic.is_some() {
+        let kafka = if config.alerts_topic.is_some() || config.dead_letter_topic.is_some() {
             let brokers = config.brokers.as_ref().ok_or(SinkError::NoBrokers)?;
             let mut client = ClientConfig::new();
             client
@@ -208,55 +375,46 @@ impl Outputs {
             for (k, v) in &config.properties {
                 client.set(k, v);
             }
-            Some(
-                client.create_with_context::<_, ThreadedProducer<DeliveryFailures>>(
-                    failures.clone(),
-                )?,
-            )
+            let deliveries = Deliveries::default();
+            let producer = client
+                .create_with_context::<_, ThreadedProducer<Deliveries>>(deliveries.clone())?;
+            Some(KafkaOutput {
+                producer,
+                deliveries,
+                produced: 0,
+                reported_failures: 0,
+            })
         } else {
             None
         };
+        let alerts_file = config
+            .alerts_file
+            .as_ref()
+            .map(JsonlFile::open)
+            .transpose()?;
+        let dead_letter_file = config
+            .dead_letter_file
+            .as_ref()
+            .map(JsonlFile::open)
+            .transpose()?;
+        let handles = [&alerts_file, &dead_letter_file]
+            .into_iter()
+            .flatten()
+            .map(JsonlFile::handle)
+            .collect::<Result<Vec<_>, _>>()?;
+        let syncer = if handles.is_empty() {
+            None
+        } else {
+            Some(FileSyncer::start(handles)?)
+        };
         Ok(Outputs {
-            producer,
-            failures,
-            reported_failures: 0,
+            kafka,
+            syncer,
             alerts_topic: config.alerts_topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
-            alerts_file: config
-                .alerts_file
-                .as_ref()
-                .map(JsonlFile::open)
-                .transpose()?,
-            dead_letter_file: config
-                .dead_letter_file
-                .as_ref()
-                .map(JsonlFile::open)
-                .transpose()?,
+            alerts_file,
+            dead_letter_file,
         })
-    }
-
-    fn send(&self, topic: &str, key: &str, value: &str, id: &str) -> Result<(), SinkError> {
-        let Some(producer) = &self.producer else {
-            return Ok(());
-        };
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "citybrain-id",
-            value: Some(id),
-        });
-        let mut record = BaseRecord::to(topic)
-            .key(key)
-            .payload(value)
-            .headers(headers);
-        loop {
-            match producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((error, _)) => return Err(error.into()),
-            }
-        }
     }
 
     /// Writes one alert transition to every alert output.
@@ -267,9 +425,9 @@ impl Outputs {
             Some(file) => file.write(&line),
             None => Ok(()),
         };
-        if let Some(topic) = &self.alerts_topic {
+        if let (Some(kafka), Some(topic)) = (&mut self.kafka, &self.alerts_topic) {
             let key = format!("{}/{}", transition.rule, transition.entity);
-            self.send(topic, &key, &line, &transition.id)?;
+            kafka.send(topic, &key, &line, &transition.id)?;
         }
         written
     }
@@ -282,9 +440,9 @@ impl Outputs {
             Some(file) => file.write(&line),
             None => Ok(()),
         };
-        if let Some(topic) = &self.dead_letter_topic {
+        if let (Some(kafka), Some(topic)) = (&mut self.kafka, &self.dead_letter_topic) {
             let id = format!("{}/{}/{}", letter.topic, letter.partition, letter.offset);
-            self.send(topic, &id, &line, &id)?;
+            kafka.send(topic, &id, &line, &id)?;
         }
         written
     }
@@ -292,8 +450,8 @@ impl Outputs {
     /// Flushes files and waits (up to `timeout`) for the producer's queue to drain.
     pub fn flush(&mut self, timeout: Duration) -> Result<(), SinkError> {
         self.flush_files()?;
-        if let Some(producer) = &self.producer {
-            producer.flush(timeout)?;
+        if let Some(kafka) = &self.kafka {
+            kafka.producer.flush(timeout)?;
         }
         Ok(())
     }
@@ -319,33 +477,40 @@ impl Outputs {
         Ok(())
     }
 
-    /// Makes everything written so far durable: files synced to disk, every produced message
-    /// acknowledged. Returns `false` when the brokers have not acknowledged everything within
-    /// `timeout` (e.g. during a broker outage: librdkafka keeps retrying; call again later).
-    /// Fails when a message was given up on since the last call, so the caller does not
-    /// treat it as durable.
-    pub fn make_durable(&mut self, timeout: Duration) -> Result<bool, SinkError> {
-        if let Some(file) = &mut self.alerts_file {
-            file.sync()?;
-        }
-        if let Some(file) = &mut self.dead_letter_file {
-            file.sync()?;
-        }
-        let acknowledged = match &self.producer {
-            Some(producer) => match producer.flush(timeout) {
-                Ok(()) => true,
-                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => false,
-                Err(error) => return Err(error.into()),
-            },
-            None => true,
+    /// Marks everything written so far, to be made durable: writes the files' buffers and asks
+    /// for them to be synced (on the sync thread). Never waits for the disk or the brokers.
+    pub fn request_durable(&mut self) -> Result<DurableRequest, SinkError> {
+        self.flush_files()?;
+        let sync = self.syncer.as_mut().map_or(0, FileSyncer::request);
+        Ok(DurableRequest {
+            sync,
+            produced: self.kafka.as_ref().map_or(0, |kafka| kafka.produced),
+        })
+    }
+
+    /// Whether everything `request` marked is durable: the files synced to disk, every message
+    /// produced before it acknowledged by the brokers. Never waits: `false` while that is not
+    /// so yet (during a broker outage librdkafka keeps retrying; ask again later). Fails when a
+    /// sync failed, or when a message was given up on since the last call, so the caller does
+    /// not treat what it marked as durable.
+    pub fn is_durable(&mut self, request: &DurableRequest) -> Result<bool, SinkError> {
+        let synced = match &mut self.syncer {
+            Some(syncer) => syncer.synced()?,
+            None => 0,
         };
-        let failed = self.failures.0.load(Ordering::Relaxed);
-        if failed > self.reported_failures {
-            let new = failed - self.reported_failures;
-            self.reported_failures = failed;
-            return Err(SinkError::Undelivered(new));
-        }
-        Ok(acknowledged)
+        let settled = match &mut self.kafka {
+            Some(kafka) => {
+                let (settled, failed) = kafka.deliveries.settled();
+                if failed > kafka.reported_failures {
+                    let new = failed - kafka.reported_failures;
+                    kafka.reported_failures = failed;
+                    return Err(SinkError::Undelivered(new));
+                }
+                settled
+            }
+            None => 0,
+        };
+        Ok(synced >= request.sync && settled >= request.produced)
     }
 }
 
@@ -367,7 +532,7 @@ mod tests {
         let mut file = JsonlFile::open(&path).unwrap();
         file.pending = std::mem::take(&mut full.pending);
         file.write("{\"b\":2}").unwrap();
-        file.sync().unwrap();
+        file.flush().unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"a\":1}\n{\"b\":2}\n"
@@ -391,10 +556,100 @@ mod tests {
             .unwrap()
             .write("{\"next\":2}")
             .unwrap();
-        assert!(outputs.make_durable(Duration::from_secs(1)).unwrap());
+        let request = outputs.request_durable().unwrap();
+        wait_durable(&mut outputs, &request);
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"whole\":1}\n{\"cut sh\n{\"next\":2}\n"
         );
+    }
+
+    /// Polls [`Outputs::is_durable`] until it says yes (fails after 10 s).
+    fn wait_durable(outputs: &mut Outputs, request: &DurableRequest) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !outputs.is_durable(request).unwrap() {
+            assert!(std::time::Instant::now() < deadline, "not durable in 10 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn deliveries_settle_in_order_whatever_order_their_acknowledgements_come_in() {
+        let mut settled = Settled::default();
+        for (sequence, through) in [(1, 0), (3, 0), (0, 2), (2, 4), (5, 4), (4, 6)] {
+            settled.settle(sequence);
+            assert_eq!(settled.through, through, "after {sequence}");
+        }
+        assert!(settled.ahead.is_empty());
+    }
+
+    /// A request covers what was written before it: the lines written after it do not hold it
+    /// up, and are written all the same.
+    #[test]
+    fn a_durable_request_covers_what_was_written_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.jsonl");
+        let mut outputs = Outputs::open(&OutputConfig {
+            alerts_file: Some(path.clone()),
+            ..OutputConfig::default()
+        })
+        .unwrap();
+        let file = outputs.alerts_file.as_mut().unwrap();
+        file.write("{\"before\":1}").unwrap();
+        let first = outputs.request_durable().unwrap();
+        // Requesting wrote the buffer: the line is in the file at once.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"before\":1}\n");
+        outputs
+            .alerts_file
+            .as_mut()
+            .unwrap()
+            .write("{\"after\":2}")
+            .unwrap();
+        wait_durable(&mut outputs, &first);
+        let second = outputs.request_durable().unwrap();
+        wait_durable(&mut outputs, &second);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"before\":1}\n{\"after\":2}\n"
+        );
+    }
+
+    /// While the broker is down, a request stays not durable (nothing waits for it meanwhile);
+    /// once the broker is back and has acknowledged every message produced before it, it is.
+    #[test]
+    fn a_durable_request_waits_for_the_brokers_acknowledgement() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("dead", 3, 1).unwrap();
+        let mut outputs = Outputs::open(&OutputConfig {
+            brokers: Some(cluster.bootstrap_servers()),
+            dead_letter_topic: Some("dead".to_string()),
+            ..OutputConfig::default()
+        })
+        .unwrap();
+        let letter = |offset| {
+            DeadLetter::new(
+                citybrain_model::DeadLetterReason::MalformedJson,
+                "test",
+                "in",
+                0,
+                offset,
+                None,
+                b"{",
+            )
+        };
+        outputs.write_dead_letter(&letter(0)).unwrap();
+        let delivered = outputs.request_durable().unwrap();
+        wait_durable(&mut outputs, &delivered);
+        cluster.broker_down(1).unwrap();
+        for offset in 1..10 {
+            outputs.write_dead_letter(&letter(offset)).unwrap();
+        }
+        let pending = outputs.request_durable().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!outputs.is_durable(&pending).unwrap());
+        // An earlier request stays durable.
+        assert!(outputs.is_durable(&delivered).unwrap());
+        cluster.broker_up(1).unwrap();
+        wait_durable(&mut outputs, &pending);
     }
 }

@@ -33,7 +33,7 @@ use citybrain_connectors::kafka::{
     Clock, KafkaSource, SourceConfig, SourceEvent, StreamKind, TopicSpec,
 };
 use citybrain_connectors::lease::{Lease, LeaseConfig};
-use citybrain_connectors::sink::{OutputConfig, Outputs, SinkError};
+use citybrain_connectors::sink::{DurableRequest, OutputConfig, Outputs, SinkError};
 use citybrain_model::time::now_millis;
 use citybrain_model::{AlertTransition, DeadLetterReason, RegistryKind, ReportKind};
 use citybrain_operators::Time;
@@ -1131,7 +1131,11 @@ fn output_loop(
     let mut received = [0u64; 2];
     let mut published = [0u64; 2];
     let mut next_durable = Instant::now() + commit_interval;
-    // True while the brokers have not acknowledged the outputs (logged once per episode).
+    // What the outputs were asked to make durable, not yet durable: (the alert frontiers it
+    // covers, the request, when it was made).
+    let mut durable_request: Option<([u64; 2], DurableRequest, Instant)> = None;
+    // True while the outputs are not durable a commit interval after the request (logged once
+    // per episode).
     let mut waiting_for_kafka = false;
     let mut next_status = Instant::now();
     let mut last_kpis = Instant::now();
@@ -1171,29 +1175,40 @@ fn output_loop(
         };
         if Instant::now() >= next_durable {
             next_durable = Instant::now() + commit_interval;
-            if received != published {
-                // Everything before `received` arrived before its frontier message: once the
-                // outputs are durable, so is everything before it.
-                // Waiting here holds the output thread back (backpressure) for at most a
-                // commit interval; during a broker outage offsets simply wait.
-                match unless_blocked(outputs.make_durable(commit_interval), &shared.health)? {
-                    Some(true) => {
-                        for (slot, time) in shared.durable.iter().zip(received) {
-                            slot.store(time, Ordering::Relaxed);
-                        }
-                        published = received;
-                        waiting_for_kafka = false;
-                    }
-                    Some(false) if !waiting_for_kafka => {
-                        waiting_for_kafka = true;
-                        tracing::warn!(
-                            "alert outputs not yet acknowledged by Kafka; offset commits wait for them"
-                        );
-                    }
-                    Some(false) => {}
+            // One request at a time: the next one marks what came meanwhile.
+            if received != published && durable_request.is_none() {
+                // Everything before `received` arrived before its frontier message: once what
+                // is written now is durable, so is everything before it.
+                match unless_blocked(outputs.request_durable(), &shared.health)? {
+                    Some(request) => durable_request = Some((received, request, Instant::now())),
                     None => blocked = true,
                 }
                 dirty = false;
+            }
+        }
+        if let Some((frontier, request, since)) = durable_request {
+            // Never waits: alerts go on to their sinks while the disk and the brokers catch
+            // up; during a broker outage offsets simply wait.
+            match unless_blocked(outputs.is_durable(&request), &shared.health)? {
+                Some(true) => {
+                    for (slot, time) in shared.durable.iter().zip(frontier) {
+                        slot.store(time, Ordering::Relaxed);
+                    }
+                    published = frontier;
+                    durable_request = None;
+                    waiting_for_kafka = false;
+                }
+                Some(false) if !waiting_for_kafka && since.elapsed() >= commit_interval => {
+                    waiting_for_kafka = true;
+                    tracing::warn!(
+                        "alert outputs not yet acknowledged by Kafka or synced to disk; offset commits wait for them"
+                    );
+                }
+                Some(false) => {}
+                None => {
+                    blocked = true;
+                    durable_request = None;
+                }
             }
         }
         match message {
