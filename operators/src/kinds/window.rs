@@ -143,7 +143,7 @@ pub type WindowIdentity<'a> = (
     (u64, u64, GroupBy, Aggregate),
 );
 
-/// A reading in a window: value first, so a window's values sort by value. The entity is
+/// A reading in a window: (value, time, entity). The entity is
 /// empty in a group of one entity (the group is the entity: naming it again in every reading
 /// would cost a copy of its id per reading). Its labels are not kept: a window keeps the least
 /// labels of its readings ([`OpenWindow::labels`]), and identical readings have the same
@@ -414,10 +414,17 @@ impl std::hash::Hash for WindowKey {
 /// room for the readings' values.
 fn aggregate(mut window: OpenWindow, group: String, values: &mut Vec<f64>) -> Option<Closed> {
     let rule = window.rule.row.as_window()?;
-    window.values.sort();
+    // Identical readings are found in time order, the order they came in, so this sort is
+    // mostly one pass; then the values alone are sorted, as numbers. (Sorting the readings
+    // value first compared (value, time, entity) tuples, an entity string among them, n log n
+    // times: `WindowAggregates` ~8 % slower at 10 and 100 readings per window.)
+    window
+        .values
+        .sort_unstable_by(|a, b| (a.1, &a.2, a.0).cmp(&(b.1, &b.2, b.0)));
     window.values.dedup();
     values.clear();
     values.extend(window.values.iter().map(|(value, ..)| value.0));
+    values.sort_unstable_by_key(|value| OrderedFloat(*value));
     let result = rule.aggregate.of(values)?;
     Some((
         group,
