@@ -72,6 +72,12 @@ impl PartitionClock {
         }
     }
 
+    /// Counts the partition as heard from at `now` without a message: the source holds it
+    /// back (it is ahead of the others), so its silence is not the broker's.
+    pub fn heard_from(&mut self, now: Instant) {
+        self.last_message = self.last_message.max(now);
+    }
+
     /// Records the broker's end offset as fetched at `fetched` (older news is ignored).
     pub fn set_end(&mut self, end: i64, fetched: Instant) {
         if fetched >= self.end_fetched {

@@ -190,6 +190,7 @@ impl EngineSettings {
                 idle_timeout: source.idle_timeout,
                 max_message_bytes: source.max_message_bytes,
                 max_future: source.max_future,
+                max_partition_skew: source.max_partition_skew,
             });
         }
         for (kind, topic) in [
@@ -204,6 +205,7 @@ impl EngineSettings {
                 idle_timeout: Duration::ZERO,
                 max_message_bytes: config.sources.mine.max_message_bytes,
                 max_future: Duration::MAX,
+                max_partition_skew: Duration::MAX,
             });
         }
         let relative = |p: &std::path::PathBuf| loaded.base_dir.join(p);
@@ -892,7 +894,7 @@ fn worker_loop(
         }
         // Never wait for Kafka here: the dataflow may have work (see the park below).
         let read = if unfinished.len() < POLLS_IN_FLIGHT {
-            source.poll(batch, Duration::ZERO, &mut events)
+            source.poll(batch, &mut events)
         } else {
             0
         };

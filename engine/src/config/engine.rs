@@ -374,6 +374,14 @@ pub struct SourceConfig {
     #[serde(with = "duration")]
     #[schemars(with = "duration::DurationString")]
     pub max_future: Duration,
+    /// A worker reads on in a partition only while its newest event time, less the allowed
+    /// lateness, is at most this far ahead of the watermark (which the partition furthest
+    /// behind holds back); a partition further ahead waits for the others. Bounds what a backlog holds in memory
+    /// waiting for the watermark: roughly this much event time of the partitions' readings.
+    /// Default: `"5s"`.
+    #[serde(with = "duration")]
+    #[schemars(with = "duration::DurationString")]
+    pub max_partition_skew: Duration,
 }
 
 impl SourceConfig {
@@ -390,6 +398,7 @@ impl SourceConfig {
             idle_timeout: Duration::from_millis(500),
             max_message_bytes: 64 * 1024,
             max_future: Duration::from_secs(60 * 60),
+            max_partition_skew: Duration::from_secs(5),
         }
     }
 }
@@ -440,6 +449,14 @@ struct RawSource {
     #[serde(default, with = "duration::option")]
     #[schemars(with = "Option<duration::DurationString>")]
     max_future: Option<Duration>,
+    /// A worker reads on in a partition only while its newest event time, less the allowed
+    /// lateness, is at most this far ahead of the watermark (which the partition furthest
+    /// behind holds back); a partition further ahead waits for the others. Bounds what a backlog holds in memory
+    /// waiting for the watermark: roughly this much event time of the partitions' readings.
+    /// Default: `"5s"`.
+    #[serde(default, with = "duration::option")]
+    #[schemars(with = "Option<duration::DurationString>")]
+    max_partition_skew: Option<Duration>,
 }
 
 impl RawSource {
@@ -450,6 +467,9 @@ impl RawSource {
             idle_timeout: self.idle_timeout.unwrap_or(defaults.idle_timeout),
             max_message_bytes: self.max_message_bytes.unwrap_or(defaults.max_message_bytes),
             max_future: self.max_future.unwrap_or(defaults.max_future),
+            max_partition_skew: self
+                .max_partition_skew
+                .unwrap_or(defaults.max_partition_skew),
         }
     }
 }
@@ -830,6 +850,7 @@ allowed_lateness = "1s"
 idle_timeout = "2s"
 max_message_bytes = 1024
 max_future = "5m"
+max_partition_skew = "2s"
 [registry]
 sensors = "s"
 devices = "d"
@@ -863,6 +884,7 @@ dead_letter_file = "dead.jsonl"
                 idle_timeout: Duration::from_secs(2),
                 max_message_bytes: 1024,
                 max_future: Duration::from_secs(300),
+                max_partition_skew: Duration::from_secs(2),
             }
         );
         assert_eq!(config.registry.load_timeout, Duration::from_secs(60));
