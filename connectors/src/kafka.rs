@@ -11,8 +11,9 @@
 //!
 //! A worker reads its partitions in event-time step (watermark alignment): each reading
 //! partition has a queue of its own, the one furthest behind is read first, and one whose
-//! newest event is more than [`TopicSpec::max_partition_skew`] ahead of its clock's watermark
-//! is not read until the others catch up. Otherwise, over a backlog, one partition's readings
+//! newest event is more than [`TopicSpec::max_partition_skew`] ahead of the partition
+//! furthest behind (or of its clock's watermark, when later) is not read until the others
+//! catch up. Otherwise, over a backlog, one partition's readings
 //! run ahead of the watermark the others hold back and wait in memory for it: one worker
 //! reading two partitions of a 300 s backlog held up to 96 s of one partition's readings.
 //!
@@ -108,7 +109,8 @@ pub struct TopicSpec {
     /// Event times further than this ahead of the wall clock are dead-lettered.
     pub max_future: Duration,
     /// A partition whose newest event time (less the lateness) is more than this ahead of its
-    /// clock's watermark is not read further until the watermark catches up.
+    /// clock's partition furthest behind (or its watermark, when later) is not read further
+    /// until the others catch up.
     pub max_partition_skew: Duration,
 }
 
