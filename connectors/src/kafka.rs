@@ -226,6 +226,11 @@ const ALIGNED_CHUNK: usize = 256;
 struct ReadingQueue {
     /// (spec index, partition).
     key: (usize, i32),
+    /// The clock the partition's events advance.
+    clock: Clock,
+    /// The allowed lateness plus the allowed skew, ms: how far past its clock's reference
+    /// ([`KafkaSource::read_limits`]) the partition may be read.
+    slack_ms: u64,
     queue: PartitionQueue<DefaultConsumerContext>,
 }
 
@@ -359,14 +364,18 @@ impl KafkaSource {
         let mut queues = Vec::new();
         for state in partitions.values() {
             let spec = &config.topics[state.spec];
-            if matches!(spec.kind, StreamKind::Registry(_)) {
+            // Registry partitions have no clock: they stay on the main queue.
+            let Some(clock) = spec.kind.clock() else {
                 continue;
-            }
+            };
             let queue = consumer
                 .split_partition_queue(&spec.topic, state.partition)
                 .ok_or_else(|| SourceError::UnknownTopic(spec.topic.clone()))?;
+            let skew_ms = u64::try_from(spec.max_partition_skew.as_millis()).unwrap_or(u64::MAX);
             queues.push(ReadingQueue {
                 key: (state.spec, state.partition),
+                clock,
+                slack_ms: state.clock.lateness_ms().saturating_add(skew_ms),
                 queue,
             });
         }
@@ -619,29 +628,19 @@ impl KafkaSource {
     fn read_limits(&self, queues: &[ReadingQueue], idle: &[bool]) -> Vec<u64> {
         let mut least = [u64::MAX; 2];
         for (queue, idle) in queues.iter().zip(idle) {
-            let (Some(clock), Some(state)) = (
-                self.specs[queue.key.0].kind.clock(),
-                self.partitions.get(&queue.key),
-            ) else {
+            let Some(state) = self.partitions.get(&queue.key).filter(|_| !idle) else {
                 continue;
             };
-            if !idle {
-                let newest = state.clock.newest_event().unwrap_or(0);
-                let slot = &mut least[clock as usize];
-                *slot = (*slot).min(newest.saturating_sub(state.clock.lateness_ms()));
-            }
+            let newest = state.clock.newest_event().unwrap_or(0);
+            let slot = &mut least[queue.clock as usize];
+            *slot = (*slot).min(newest.saturating_sub(state.clock.lateness_ms()));
         }
         queues
             .iter()
             .map(|queue| {
-                let spec = &self.specs[queue.key.0];
-                let Some(clock) = spec.kind.clock() else {
-                    return u64::MAX;
-                };
-                let reference = least[clock as usize].max(self.watermarks[clock as usize]);
-                let lateness = u64::try_from(spec.allowed_lateness.as_millis()).unwrap_or(u64::MAX);
-                let skew = u64::try_from(spec.max_partition_skew.as_millis()).unwrap_or(u64::MAX);
-                reference.saturating_add(lateness).saturating_add(skew)
+                let clock = queue.clock as usize;
+                let reference = least[clock].max(self.watermarks[clock]);
+                reference.saturating_add(queue.slack_ms)
             })
             .collect()
     }
