@@ -8,7 +8,9 @@
 //!
 //! A frontier-driven operator, exchanged by group: each reading is filed under the end of
 //! every window it belongs to, and a window is evaluated once, at its end, when the frontier
-//! has passed it. The result meets the rule as of that time ([`crate::lookup`]): an edited
+//! has passed it. The result meets the rule as of that time (the operator keeps the window
+//! rules as a table of its own, changed in time order between the windows it closes, as
+//! [`crate::lookup`] would, without a second operator and a record per closed window): an edited
 //! threshold applies to the windows that end after the edit; a rule whose shape was edited, or
 //! that was removed, has nothing for its open windows. State holds only the readings of open windows (times `W / H` for hopping
 //! windows): it grows with live keys and window lengths, not with readings seen. Windows are
@@ -23,19 +25,20 @@ use std::mem;
 use std::sync::Arc;
 
 use citybrain_model::{Domain, Labels, Metric};
+use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
-use crate::lookup::LookupAsOf;
+use crate::lookup::Table;
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
 use crate::rule::{GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
@@ -214,9 +217,14 @@ pub(crate) type Placed = (String, Arc<MatchedRule>, WindowValue, Arc<Labels>);
 /// and the least of their labels (what the hit carries).
 struct OpenWindow {
     rule: Arc<MatchedRule>,
-    values: Vec<WindowValue>,
+    values: WindowValues,
     labels: Arc<Labels>,
 }
+
+/// A window's readings. The first is kept inline: a window of one reading (a sensor that
+/// reads less often than its windows end) then costs no allocation of its own, and closing it
+/// reads no second place in memory (at 100k sensors, a cache miss per window).
+type WindowValues = SmallVec<[WindowValue; 1]>;
 
 /// A group's open windows ending at one time, one per rule id and shape: almost always one,
 /// kept inline so that a group costs one allocation less.
@@ -256,121 +264,176 @@ fn hits_of_matches<'s>(
     });
     // A group of one entity stays where its readings are.
     let by_group = Exchange::new(|((group, ..), _, _): &(Placed, Time, Diff)| entity_route(group));
-    let closed = placed.unary_frontier_while_holding(by_group, "WindowAggregates", |_capability| {
-        let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
-        // A closing window's values, reused from window to window.
-        let mut values: Vec<f64> = Vec::new();
-        move |(placed, frontier), output| {
-            placed.for_each(|capability, data| {
-                for ((mut group, matched, value, labels), _, diff) in data.drain(..) {
-                    // Occurrences are insertions; a retraction would be a reading taken
-                    // back, which the sources never send.
-                    if diff <= 0 {
-                        continue;
-                    }
-                    let Some(rule) = matched.row.as_window() else {
-                        continue;
-                    };
-                    // The last window takes the value (and a new group its key) without a
-                    // copy: a tumbling window has only one.
-                    let mut ends = rule.window_ends(value.1).peekable();
-                    while let Some(end) = ends.next() {
-                        let last = ends.peek().is_none();
-                        let slot = ending.entry(end).or_insert_with(|| Ending {
-                            capability: capability.delayed(&end, 0),
-                            groups: FxHashMap::default(),
-                        });
-                        let windows = match slot.groups.get_mut(group.as_str()) {
-                            Some(windows) => windows,
-                            None if last => slot.groups.entry(mem::take(&mut group)).or_default(),
-                            None => slot.groups.entry(group.clone()).or_default(),
-                        };
-                        let at = windows.iter().position(|w| {
-                            Arc::ptr_eq(&w.rule, &matched)
-                                || w.rule.row.as_window().map(WindowRule::identity)
-                                    == Some(rule.identity())
-                        });
-                        let window = match at {
-                            Some(at) => &mut windows[at],
-                            None => {
-                                windows.push(OpenWindow {
-                                    rule: Arc::clone(&matched),
-                                    values: Vec::new(),
-                                    labels: Arc::clone(&labels),
-                                });
-                                let newest = windows.len() - 1;
-                                &mut windows[newest]
-                            }
-                        };
-                        // An entity's readings share its labels' `Arc`: compared only when
-                        // another entity's (or an edited registry row) comes in.
-                        if !Arc::ptr_eq(&window.labels, &labels) && labels < window.labels {
-                            window.labels = Arc::clone(&labels);
-                        }
-                        if last {
-                            window.values.push(value);
-                            break;
-                        }
-                        window.values.push(value.clone());
-                    }
-                }
-            });
-            while let Some(entry) = ending.first_entry() {
-                let end = *entry.key();
-                if frontier.less_equal(&end) {
-                    break;
-                }
-                let Ending { capability, groups } = entry.remove();
-                let mut session = output.session(&capability);
-                for (mut group, windows) in groups {
-                    let mut windows = windows.into_iter().peekable();
-                    while let Some(window) = windows.next() {
-                        // The group's last window takes its key.
-                        let group = match windows.peek() {
-                            Some(_) => group.clone(),
-                            None => mem::take(&mut group),
-                        };
-                        if let Some(closed) = aggregate(window, group, &mut values) {
-                            session.give((closed, end, 1));
-                        }
-                    }
-                }
-            }
-        }
-    });
     // Each window meets its rule as of its end: an edited threshold applies to the windows
-    // that end after the edit; a rule removed, or its shape edited, has none for them.
-    // Each worker's own `Arc`s, built after the broadcast: every hit counts its alarm's, and a
-    // count shared between workers would bounce between their cores.
-    let alarms = rules.inner.broadcast().map(|(rule, time, diff)| {
-        let rule = Arc::new(MatchedRule::from(RuleRow::Window(rule)));
-        ((WindowKey(Arc::clone(&rule)), rule), time, diff)
-    });
-    closed
-        .lookup_as_of(
-            alarms,
+    // that end after the edit; a rule removed, or its shape edited, has none for them. Every
+    // worker closes windows, so every worker sees every rule change.
+    let rule_changes = rules.inner.broadcast();
+    placed
+        .binary_frontier_while_holding(
+            rule_changes,
+            by_group,
             Pipeline,
-            Pipeline,
-            |(_, rule, _, _): &Closed| rule,
-            |(mut group, _, result, labels), end, alarms, out| {
-                let mut present = alarms.iter().filter(|(_, count)| *count > 0).peekable();
-                while let Some((rule, _)) = present.next() {
-                    // The last hit takes the group without a copy.
-                    let group = match present.peek() {
-                        Some(_) => group.clone(),
-                        None => mem::take(&mut group),
-                    };
-                    let alarm = Arc::clone(&rule.alarm);
-                    let hit = RuleHit::new(end, result.0, Arc::clone(&labels), alarm);
-                    out.push(((Arc::clone(&rule.id), group), hit));
+            "WindowAggregates",
+            |_capability| {
+                let mut ending: BTreeMap<Time, Ending> = BTreeMap::new();
+                let mut changes: BTreeMap<Time, Vec<(WindowRule, Diff)>> = BTreeMap::new();
+                // The window rules by their windows' key, as of the last change applied.
+                let mut alarms: Table<WindowKey, Arc<MatchedRule>> = Table::default();
+                // A closing window's values, reused from window to window.
+                let mut values: Vec<f64> = Vec::new();
+                move |(placed, placed_frontier), (rules, rules_frontier), output| {
+                    placed.for_each(|capability, data| {
+                        for (placed, _, diff) in data.drain(..) {
+                            // Occurrences are insertions; a retraction would be a reading
+                            // taken back, which the sources never send.
+                            if diff > 0 {
+                                file_reading(&mut ending, placed, &capability);
+                            }
+                        }
+                    });
+                    rules.for_each(|_capability, data| {
+                        for (rule, time, diff) in data.drain(..) {
+                            changes.entry(time).or_default().push((rule, diff));
+                        }
+                    });
+                    // Rule changes and window ends in time order, a change before the windows
+                    // ending at its time. A change is applied once no window ending before it
+                    // can still come; a window is closed once its readings and its time's rule
+                    // changes are all in.
+                    loop {
+                        let next_end = ending.first_key_value().map(|(end, _)| *end);
+                        match changes.first_entry() {
+                            Some(entry) if next_end.is_none_or(|end| *entry.key() <= end) => {
+                                let time = *entry.key();
+                                if rules_frontier.less_equal(&time)
+                                    || placed_frontier.less_than(&time)
+                                {
+                                    break;
+                                }
+                                let mut applied = entry.remove();
+                                consolidate(&mut applied);
+                                for (rule, diff) in applied {
+                                    // Each worker's own `Arc`s: every hit counts its alarm's,
+                                    // and a count shared between workers would bounce between
+                                    // their cores.
+                                    let rule = Arc::new(MatchedRule::from(RuleRow::Window(rule)));
+                                    alarms.update(WindowKey(Arc::clone(&rule)), rule, diff);
+                                }
+                            }
+                            _ => {
+                                let Some(end) = next_end else { break };
+                                if placed_frontier.less_equal(&end)
+                                    || rules_frontier.less_equal(&end)
+                                {
+                                    break;
+                                }
+                                let Some(Ending { capability, groups }) = ending.remove(&end)
+                                else {
+                                    break;
+                                };
+                                let mut session = output.session(&capability);
+                                for (group, windows) in groups {
+                                    close(windows, group, end, &alarms, &mut values, |hit| {
+                                        session.give((hit, end, 1));
+                                    });
+                                }
+                            }
+                        }
+                    }
                 }
             },
         )
         .as_collection()
 }
 
-/// A closed window: (group, its rule, aggregate, labels).
-type Closed = (String, WindowKey, OrderedFloat<f64>, Arc<Labels>);
+/// Files one reading under the end of every window it belongs to.
+fn file_reading(
+    ending: &mut BTreeMap<Time, Ending>,
+    (mut group, matched, value, labels): Placed,
+    capability: &InputCapability<Time>,
+) {
+    let Some(rule) = matched.row.as_window() else {
+        return;
+    };
+    // The last window takes the value (and a new group its key) without a copy: a tumbling
+    // window has only one.
+    let mut ends = rule.window_ends(value.1).peekable();
+    while let Some(end) = ends.next() {
+        let last = ends.peek().is_none();
+        let slot = ending.entry(end).or_insert_with(|| Ending {
+            capability: capability.delayed(&end, 0),
+            groups: FxHashMap::default(),
+        });
+        let windows = match slot.groups.get_mut(group.as_str()) {
+            Some(windows) => windows,
+            None if last => slot.groups.entry(mem::take(&mut group)).or_default(),
+            None => slot.groups.entry(group.clone()).or_default(),
+        };
+        let at = windows.iter().position(|w| {
+            Arc::ptr_eq(&w.rule, &matched)
+                || w.rule.row.as_window().map(WindowRule::identity) == Some(rule.identity())
+        });
+        let window = match at {
+            Some(at) => &mut windows[at],
+            None => {
+                windows.push(OpenWindow {
+                    rule: Arc::clone(&matched),
+                    values: WindowValues::new(),
+                    labels: Arc::clone(&labels),
+                });
+                let newest = windows.len() - 1;
+                &mut windows[newest]
+            }
+        };
+        // An entity's readings share its labels' `Arc`: compared only when another entity's
+        // (or an edited registry row) comes in.
+        if !Arc::ptr_eq(&window.labels, &labels) && labels < window.labels {
+            window.labels = Arc::clone(&labels);
+        }
+        if window.values.len() == 1 {
+            // Spilling out of line: room for four at once, as a `Vec` would start with.
+            window.values.reserve(3);
+        }
+        if last {
+            window.values.push(value);
+            break;
+        }
+        window.values.push(value.clone());
+    }
+}
+
+/// Closes a group's windows ending at `end`: one hit per window with a value and alarm present
+/// as of `end`, passed to `emit`.
+fn close(
+    windows: GroupWindows,
+    mut group: String,
+    end: Time,
+    alarms: &Table<WindowKey, Arc<MatchedRule>>,
+    values: &mut Vec<f64>,
+    mut emit: impl FnMut(HitRow),
+) {
+    let mut windows = windows.into_iter().peekable();
+    while let Some(window) = windows.next() {
+        let last_window = windows.peek().is_none();
+        let Some((key, result, labels)) = aggregate(window, values) else {
+            continue;
+        };
+        let mut present = alarms
+            .rows(&key)
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .peekable();
+        while let Some((rule, _)) = present.next() {
+            // The last hit takes the group without a copy.
+            let group = match (last_window, present.peek()) {
+                (true, None) => mem::take(&mut group),
+                _ => group.clone(),
+            };
+            let hit = RuleHit::new(end, result, Arc::clone(&labels), Arc::clone(&rule.alarm));
+            emit(((Arc::clone(&rule.id), group), hit));
+        }
+    }
+}
 
 /// A window rule as the key of its windows: two are the same key when they have the same id
 /// and shape ([`WindowRule::identity`]), whatever their levels, hold, severity or summary.
@@ -399,20 +462,28 @@ impl PartialOrd for WindowKey {
 
 impl Ord for WindowKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
         self.identity().cmp(&other.identity())
     }
 }
 
 impl std::hash::Hash for WindowKey {
+    // The id alone: keys with the same identity have the same id, and a window's alarm lookup
+    // hashes its key once per closed window (the whole identity holds the rule's label scope).
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.identity().hash(state);
+        self.identity().map(|(id, ..)| id).hash(state);
     }
 }
 
-/// One window at its end: its aggregate over the distinct readings (identical ones count
-/// once), with the least of their labels; `None` when the aggregate has no value. `values` is
-/// room for the readings' values.
-fn aggregate(mut window: OpenWindow, group: String, values: &mut Vec<f64>) -> Option<Closed> {
+/// One window at its end: its key, its aggregate over the distinct readings (identical ones
+/// count once) and the least of their labels; `None` when the aggregate has no value.
+/// `values` is room for the readings' values.
+fn aggregate(
+    mut window: OpenWindow,
+    values: &mut Vec<f64>,
+) -> Option<(WindowKey, f64, Arc<Labels>)> {
     let rule = window.rule.row.as_window()?;
     // Identical readings are found in time order, the order they came in, so this sort is
     // mostly one pass; then the values alone are sorted, as numbers. (Sorting the readings
@@ -426,12 +497,7 @@ fn aggregate(mut window: OpenWindow, group: String, values: &mut Vec<f64>) -> Op
     values.extend(window.values.iter().map(|(value, ..)| value.0));
     values.sort_unstable_by_key(|value| OrderedFloat(*value));
     let result = rule.aggregate.of(values)?;
-    Some((
-        group,
-        WindowKey(window.rule),
-        OrderedFloat(result),
-        window.labels,
-    ))
+    Some((WindowKey(window.rule), result, window.labels))
 }
 
 /// The registry entry: the windows of the window rules' matches.
