@@ -27,8 +27,9 @@ use std::sync::Arc;
 use citybrain_model::{Domain, Labels, Metric};
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
+use indexmap::IndexMap;
 use ordered_float::OrderedFloat;
-use rustc_hash::FxHashMap;
+use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -230,10 +231,16 @@ type WindowValues = SmallVec<[WindowValue; 1]>;
 /// kept inline so that a group costs one allocation less.
 type GroupWindows = SmallVec<[OpenWindow; 1]>;
 
+/// The groups of one window end, in the order their first readings came: closed in that
+/// order, a time's hits reach the state machine as their readings came (at 100k sensors read
+/// in turn, already in key order, which its sort then checks in one pass) and near where their
+/// keys were allocated, instead of in the hash's order.
+type GroupsInArrivalOrder = IndexMap<String, GroupWindows, FxBuildHasher>;
+
 /// Everything ending at one time: the capability to emit at it, and per group its windows.
 struct Ending {
     capability: Capability<Time>,
-    groups: FxHashMap<String, GroupWindows>,
+    groups: GroupsInArrivalOrder,
 }
 
 impl<'s> WindowAggregates<'s> for Events<'s> {
@@ -362,7 +369,7 @@ fn file_reading(
         let last = ends.peek().is_none();
         let slot = ending.entry(end).or_insert_with(|| Ending {
             capability: capability.delayed(&end, 0),
-            groups: FxHashMap::default(),
+            groups: GroupsInArrivalOrder::default(),
         });
         let windows = match slot.groups.get_mut(group.as_str()) {
             Some(windows) => windows,
