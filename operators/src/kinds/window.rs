@@ -288,7 +288,7 @@ fn hits_of_matches<'s>(
                 let mut alarms: Table<WindowKey, Arc<MatchedRule>> = Table::default();
                 // A closing window's values, reused from window to window.
                 let mut values: Vec<f64> = Vec::new();
-                move |(placed, placed_frontier), (rules, rules_frontier), output| {
+                move |(placed, placed_frontier), (rule_rows, rules_frontier), output| {
                     placed.for_each(|capability, data| {
                         for (placed, _, diff) in data.drain(..) {
                             // Occurrences are insertions; a retraction would be a reading
@@ -298,7 +298,7 @@ fn hits_of_matches<'s>(
                             }
                         }
                     });
-                    rules.for_each(|_capability, data| {
+                    rule_rows.for_each(|_capability, data| {
                         for (rule, time, diff) in data.drain(..) {
                             changes.entry(time).or_default().push((rule, diff));
                         }
@@ -444,7 +444,7 @@ fn close(
 
 /// A window rule as the key of its windows: two are the same key when they have the same id
 /// and shape ([`WindowRule::identity`]), whatever their levels, hold, severity or summary.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 struct WindowKey(Arc<MatchedRule>);
 
 impl WindowKey {
