@@ -566,8 +566,7 @@ mod tests {
     use crate::ordered_float::OrderedFloat;
     use crate::rule::Direction;
 
-    /// The summary as the label-by-label replacement filled it (the reference), for templates
-    /// with placeholders of labels, of the value, unknown ones, braces doubled and unclosed.
+    /// The labels the summary tests fill in.
     fn summary_labels() -> std::collections::BTreeMap<String, String> {
         [
             ("entity", "s1"),
@@ -580,6 +579,8 @@ mod tests {
         .collect()
     }
 
+    /// The reference: the summary as the label-by-label replacement filled it (`{value}`
+    /// first, then each label in name order), value 1.25.
     fn summary_by_replacing(
         template: &str,
         labels: &std::collections::BTreeMap<String, String>,
@@ -592,6 +593,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Any string of braces, label names, `value` and other text.
         #[test]
         fn any_summary_is_filled_as_replacing_label_by_label_did(
             tokens in proptest::collection::vec(
@@ -607,6 +609,8 @@ mod tests {
         }
     }
 
+    /// Templates with placeholders of labels, of the value, unknown ones, braces doubled and
+    /// unclosed, and text that is not ASCII.
     #[test]
     fn a_summary_is_filled_as_replacing_label_by_label_did() {
         let labels = summary_labels();
