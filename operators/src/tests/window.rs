@@ -1,6 +1,7 @@
 //! Window rules: fixed cases with exact transitions and aggregates, and random out-of-order
 //! input against the reference.
 
+use citybrain_model::alert::RULE_REMOVED;
 use citybrain_model::{Metric, Reading, TransitionState};
 use proptest::prelude::*;
 
@@ -173,6 +174,50 @@ fn editing_levels_keeps_windows_editing_the_shape_starts_new_ones() {
             (300, "s1", TransitionState::Resolved, 0.3),
         ]
     );
+    assert_eq!(
+        got,
+        rule_transitions_over_time(&readings, &registry(), &changes)
+    );
+}
+
+/// A rule change at a window's very end applies to that window (it meets its rule as of its
+/// end), and a removal at a window's end leaves it without a rule: the window operator applies
+/// a time's rule changes before it closes the windows ending at that time.
+#[test]
+fn a_rule_change_at_a_windows_end_applies_to_that_window() {
+    let avg = |threshold: f64| {
+        window(
+            alarm("avg", Direction::Above, threshold, threshold, 0, &[]),
+            100,
+            100,
+            GroupBy::Entity,
+            Aggregate::Avg,
+        )
+    };
+    let (strict, lax) = (avg(0.8), avg(0.5));
+    let changes = vec![
+        (0, strict.clone(), 1),
+        (100, strict, -1),
+        (100, lax.clone(), 1),
+        (200, lax, -1),
+    ];
+    let readings = vec![
+        // [0, 100) ends at 100 under the lax rule: fires (the strict one would not).
+        reading("s1", 10, 0.6),
+        // [100, 200) ends at 200, when the rule is gone: no evaluation. The alert resolves
+        // for the removal, with the value it fired with; under the lax rule still it would
+        // have resolved with this 0.3.
+        reading("s1", 150, 0.3),
+    ];
+    let got = run(&readings, &registry(), &changes, 2);
+    assert_eq!(
+        values(&got),
+        vec![
+            (100, "s1", TransitionState::Firing, 0.6),
+            (200, "s1", TransitionState::Resolved, 0.6),
+        ]
+    );
+    assert_eq!(got[1].reason.as_deref(), Some(RULE_REMOVED));
     assert_eq!(
         got,
         rule_transitions_over_time(&readings, &registry(), &changes)
