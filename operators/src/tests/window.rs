@@ -141,18 +141,21 @@ fn every_aggregate_of_one_window() {
     assert!(got.iter().all(|t| t.event_time == 1000));
 }
 
+/// Rule `avg`: the tumbling per-sensor average of `window_ms` windows, alarm and clear at
+/// `threshold`, no hold.
+fn average(threshold: f64, window_ms: u64) -> RuleRow {
+    window(
+        alarm("avg", Direction::Above, threshold, threshold, 0, &[]),
+        window_ms,
+        window_ms,
+        GroupBy::Entity,
+        Aggregate::Avg,
+    )
+}
+
 #[test]
 fn editing_levels_keeps_windows_editing_the_shape_starts_new_ones() {
-    let shape = |threshold: f64, window_ms: u64| {
-        window(
-            alarm("avg", Direction::Above, threshold, threshold, 0, &[]),
-            window_ms,
-            window_ms,
-            GroupBy::Entity,
-            Aggregate::Avg,
-        )
-    };
-    let (v1, v2, v3) = (shape(0.8, 100), shape(0.5, 100), shape(0.5, 50));
+    let (v1, v2, v3) = (average(0.8, 100), average(0.5, 100), average(0.5, 50));
     let changes = vec![
         (0, v1.clone(), 1),
         (150, v1, -1),
@@ -185,16 +188,7 @@ fn editing_levels_keeps_windows_editing_the_shape_starts_new_ones() {
 /// a time's rule changes before it closes the windows ending at that time.
 #[test]
 fn a_rule_change_at_a_windows_end_applies_to_that_window() {
-    let avg = |threshold: f64| {
-        window(
-            alarm("avg", Direction::Above, threshold, threshold, 0, &[]),
-            100,
-            100,
-            GroupBy::Entity,
-            Aggregate::Avg,
-        )
-    };
-    let (strict, lax) = (avg(0.8), avg(0.5));
+    let (strict, lax) = (average(0.8, 100), average(0.5, 100));
     let changes = vec![
         (0, strict.clone(), 1),
         (100, strict, -1),
