@@ -375,10 +375,10 @@ pub struct SourceConfig {
     #[schemars(with = "duration::DurationString")]
     pub max_future: Duration,
     /// A worker reads on in a partition only while its newest event time, less the allowed
-    /// lateness, is at most this far ahead of the watermark (which the partition furthest
-    /// behind holds back); a partition further ahead waits for the others. Bounds what a backlog holds in memory
-    /// waiting for the watermark: roughly this much event time of the partitions' readings.
-    /// Default: `"5s"`.
+    /// lateness, is at most this far ahead of the partition furthest behind (or of the
+    /// watermark, when later); a partition further ahead waits for the others. Bounds what a
+    /// backlog holds in memory waiting for the watermark: roughly this much event time of the
+    /// partitions' readings. Default: `"5s"`.
     #[serde(with = "duration")]
     #[schemars(with = "duration::DurationString")]
     pub max_partition_skew: Duration,
@@ -450,10 +450,10 @@ struct RawSource {
     #[schemars(with = "Option<duration::DurationString>")]
     max_future: Option<Duration>,
     /// A worker reads on in a partition only while its newest event time, less the allowed
-    /// lateness, is at most this far ahead of the watermark (which the partition furthest
-    /// behind holds back); a partition further ahead waits for the others. Bounds what a backlog holds in memory
-    /// waiting for the watermark: roughly this much event time of the partitions' readings.
-    /// Default: `"5s"`.
+    /// lateness, is at most this far ahead of the partition furthest behind (or of the
+    /// watermark, when later); a partition further ahead waits for the others. Bounds what a
+    /// backlog holds in memory waiting for the watermark: roughly this much event time of the
+    /// partitions' readings. Default: `"5s"`.
     #[serde(default, with = "duration::option")]
     #[schemars(with = "Option<duration::DurationString>")]
     max_partition_skew: Option<Duration>,
