@@ -304,10 +304,17 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                 let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
                 move |(hits, hits_frontier), (rules, rules_frontier), output| {
                     hits.for_each(|capability, data| {
-                        for (row, time, diff) in data.drain(..) {
-                            waiting_at(&mut waiting, time, || capability.delayed(&time, 0))
-                                .hits
-                                .push((row, diff));
+                        let mut data = data.drain(..).peekable();
+                        while let Some((row, time, diff)) = data.next() {
+                            let waiting =
+                                waiting_at(&mut waiting, time, || capability.delayed(&time, 0));
+                            // A message's hits mostly share one time (a window end's can be
+                            // 100k): room for the rest at once, one map entry for the run.
+                            waiting.hits.reserve(data.len() + 1);
+                            waiting.hits.push((row, diff));
+                            while let Some((row, _, diff)) = data.next_if(|(_, t, _)| *t == time) {
+                                waiting.hits.push((row, diff));
+                            }
                         }
                     });
                     rules.for_each(|capability, data| {

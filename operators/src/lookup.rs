@@ -179,6 +179,9 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                         while let Some((event, time, diff)) = data.next() {
                             let entry = waiting.entry(time).or_default();
                             entry.hold(&capability, time);
+                            // Room for the rest of the message at once: growing a batch of
+                            // 10k events by doubling copied it over and over.
+                            entry.events.reserve(data.len() + 1);
                             entry.events.push((event, diff));
                             // A message's events mostly share one time: one map entry for
                             // each run of them.
@@ -220,6 +223,8 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                         if first.is_none() {
                             first = capability;
                         }
+                        // At least one output per event (most events have one).
+                        ready.reserve(events.len());
                         for (event, diff) in events {
                             let rows = table.rows(key_of(&event));
                             logic(event, time, rows, &mut out);
