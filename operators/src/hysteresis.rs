@@ -111,17 +111,19 @@ pub fn make_transition(
     value: f64,
     time: Time,
 ) -> AlertTransition {
-    let mut labels: std::collections::BTreeMap<String, String> =
-        entity_labels.iter().cloned().collect();
-    labels.extend(rule.labels.iter().cloned());
-    labels.insert("rule".into(), rule.id.clone());
-    labels.insert("severity".into(), rule.severity.as_str().into());
+    let mut pairs: Vec<(String, String)> =
+        Vec::with_capacity(entity_labels.len() + rule.labels.len() + 5);
+    pairs.extend(entity_labels.iter().cloned());
+    pairs.extend(rule.labels.iter().cloned());
+    pairs.push(("rule".into(), rule.id.clone()));
+    pairs.push(("severity".into(), rule.severity.as_str().into()));
     // Citizen rules watch reports, which carry no metric.
     if rule.domain != citybrain_model::Domain::Citizen {
-        labels.insert("metric".into(), rule.metric.as_str().into());
+        pairs.push(("metric".into(), rule.metric.as_str().into()));
     }
-    labels.insert("domain".into(), rule.domain.as_str().into());
-    labels.insert("entity".into(), entity.into());
+    pairs.push(("domain".into(), rule.domain.as_str().into()));
+    pairs.push(("entity".into(), entity.into()));
+    let labels = label_map(pairs);
     let summary = fill_summary(&rule.summary, &display_value(value), &labels);
     AlertTransition {
         id: transition_id(&rule.id, entity, state, time),
@@ -137,6 +139,22 @@ pub fn make_transition(
         labels,
         reason: None,
     }
+}
+
+/// The map of `pairs` where a later pair overrides an earlier one of the same name, as
+/// inserting them in turn would; built at once from the sorted pairs (a transition's ~14
+/// labels inserted one by one cost a search and a node shift each).
+fn label_map(mut pairs: Vec<(String, String)>) -> std::collections::BTreeMap<String, String> {
+    // Stable: of one name, the pairs stay in their order, and the last one is kept.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+    pairs.into_iter().collect()
 }
 
 /// `template` with `{value}` replaced by `value` and each `{name}` of a label by the label's
@@ -614,6 +632,59 @@ mod tests {
                 summary_by_replacing(&template, &labels)
             );
         }
+    }
+
+    proptest::proptest! {
+        /// Pairs with repeated names (few names, so most repeat): a later pair overrides an
+        /// earlier one, as inserting them one by one into a map did.
+        #[test]
+        fn labels_are_mapped_as_inserting_them_in_turn_did(
+            pairs in proptest::collection::vec((0u8..4, 0u8..4), 0..16),
+        ) {
+            let pairs: Vec<(String, String)> =
+                pairs.iter().map(|(name, value)| (format!("n{name}"), format!("v{value}"))).collect();
+            let mut inserted = std::collections::BTreeMap::new();
+            for (name, value) in pairs.clone() {
+                inserted.insert(name, value);
+            }
+            proptest::prop_assert_eq!(label_map(pairs), inserted);
+        }
+    }
+
+    /// The rule's labels override the entity's, and the fixed ones (`rule`, `entity`, ...)
+    /// both.
+    #[test]
+    fn a_transitions_labels_override_in_order() {
+        let mut rule = crate::tests::alarm("r1", Direction::Above, 1.0, 0.5, 0, &[]);
+        rule.labels = vec![
+            ("face".into(), "from-rule".into()),
+            ("team".into(), "b".into()),
+        ];
+        let entity_labels = vec![
+            ("entity".to_string(), "from-entity".to_string()),
+            ("face".to_string(), "f1".to_string()),
+            ("mine".to_string(), "m1".to_string()),
+        ];
+        let transition =
+            make_transition(&rule, "s1", &entity_labels, TransitionState::Firing, 1.5, 7);
+        let labels: Vec<(&str, &str)> = transition
+            .labels
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("domain", "mine"),
+                ("entity", "s1"),
+                ("face", "from-rule"),
+                ("metric", "ch4"),
+                ("mine", "m1"),
+                ("rule", "r1"),
+                ("severity", rule.severity.as_str()),
+                ("team", "b"),
+            ]
+        );
     }
 
     /// Templates with placeholders of labels, of the value, unknown ones, braces doubled and
