@@ -22,6 +22,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::mem;
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ use citybrain_model::{Domain, Labels, Metric};
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use indexmap::IndexMap;
+use indexmap::map::RawEntryApiV1;
+use indexmap::map::raw_entry_v1::RawEntryMut;
 use ordered_float::OrderedFloat;
 use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
@@ -398,9 +401,20 @@ fn file_in(
     (matched, rule): (&Arc<MatchedRule>, &WindowRule),
     (group, value, labels): (Cow<'_, str>, Cow<'_, WindowValue>, Cow<'_, Arc<Labels>>),
 ) {
-    let windows = match groups.get_mut(&*group) {
-        Some(windows) => windows,
-        None => groups.entry(group.into_owned()).or_default(),
+    // One hash and one probe, also for a new group (the first reading of each group in each
+    // window end): looking it up and then inserting it cost two of each.
+    let hash = groups.hasher().hash_one(&*group);
+    let windows = match groups
+        .raw_entry_mut_v1()
+        .from_key_hashed_nocheck(hash, &*group)
+    {
+        RawEntryMut::Occupied(windows) => windows.into_mut(),
+        RawEntryMut::Vacant(vacant) => {
+            let new = GroupWindows::new();
+            vacant
+                .insert_hashed_nocheck(hash, group.into_owned(), new)
+                .1
+        }
     };
     let at = windows.iter().position(|w| {
         Arc::ptr_eq(&w.rule, matched)
