@@ -40,6 +40,7 @@ use timely::dataflow::operators::vec::{Broadcast, Filter};
 
 use crate::entity_route;
 use crate::hit::{AlertKey, HitRow, RuleHit};
+use crate::lookup::run_at;
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
@@ -322,17 +323,17 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                 let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
                 move |(hits, hits_frontier), (rules, rules_frontier), output| {
                     hits.for_each(|capability, data| {
-                        let mut data = data.drain(..).peekable();
+                        let mut data = data.drain(..);
                         while let Some((row, time, diff)) = data.next() {
+                            // A message's hits mostly share one time (a window end's can be
+                            // 100k): one map entry and room for each run of them at once.
+                            let run = run_at(data.as_slice(), time);
                             let waiting =
                                 waiting_at(&mut waiting, time, || capability.delayed(&time, 0));
-                            // A message's hits mostly share one time (a window end's can be
-                            // 100k): room for the rest at once, one map entry for the run.
-                            waiting.hits.reserve(data.len() + 1);
+                            waiting.hits.reserve(run + 1);
                             waiting.hits.push((row, diff));
-                            while let Some((row, _, diff)) = data.next_if(|(_, t, _)| *t == time) {
-                                waiting.hits.push((row, diff));
-                            }
+                            let rest = data.by_ref().take(run);
+                            waiting.hits.extend(rest.map(|(row, _, diff)| (row, diff)));
                         }
                     });
                     rules.for_each(|capability, data| {
