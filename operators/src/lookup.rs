@@ -230,7 +230,7 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                         if first.is_none() {
                             first = capability;
                         }
-                        // At least one output per event (most events have one).
+                        // Room for one output per event, what most events have.
                         ready.reserve(events.len());
                         for (event, diff) in events {
                             let rows = table.rows(key_of(&event));
