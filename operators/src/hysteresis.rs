@@ -40,7 +40,7 @@ use timely::dataflow::operators::vec::{Broadcast, Filter};
 
 use crate::entity_route;
 use crate::hit::{AlertKey, HitRow, RuleHit};
-use crate::lookup::run_at;
+use crate::lookup::drain_by_time;
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
@@ -323,18 +323,11 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                 let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
                 move |(hits, hits_frontier), (rules, rules_frontier), output| {
                     hits.for_each(|capability, data| {
-                        let mut data = data.drain(..);
-                        while let Some((row, time, diff)) = data.next() {
-                            // A message's hits mostly share one time (a window end's can be
-                            // 100k): one map entry and room for each run of them at once.
-                            let run = run_at(data.as_slice(), time);
-                            let waiting =
-                                waiting_at(&mut waiting, time, || capability.delayed(&time, 0));
-                            waiting.hits.reserve(run + 1);
-                            waiting.hits.push((row, diff));
-                            let rest = data.by_ref().take(run);
-                            waiting.hits.extend(rest.map(|(row, _, diff)| (row, diff)));
-                        }
+                        drain_by_time(data, |time, run| {
+                            waiting_at(&mut waiting, time, || capability.delayed(&time, 0))
+                                .hits
+                                .extend(run);
+                        });
                     });
                     rules.for_each(|capability, data| {
                         for (row, time, diff) in data.drain(..) {

@@ -100,6 +100,27 @@ pub(crate) fn run_at<D>(updates: &[(D, Time, Diff)], time: Time) -> usize {
     updates.iter().take_while(|(_, at, _)| *at == time).count()
 }
 
+/// Drains a message's updates, a run of one time at a time: `file(time, run)` gets each run's
+/// `(update, diff)`s, an iterator whose size hint is the run's exact length (so a `Vec`
+/// extended with it grows once). A message's updates mostly share one time (a batch of
+/// readings, a window end's hits): one waiting entry per run instead of per update.
+pub(crate) fn drain_by_time<D>(
+    updates: &mut Vec<(D, Time, Diff)>,
+    mut file: impl FnMut(Time, &mut dyn Iterator<Item = (D, Diff)>),
+) {
+    let mut updates = updates.drain(..);
+    while let Some((first, time, diff)) = updates.next() {
+        let rest = run_at(updates.as_slice(), time);
+        let mut run = std::iter::once((first, diff)).chain(
+            updates
+                .by_ref()
+                .take(rest)
+                .map(|(update, _, diff)| (update, diff)),
+        );
+        file(time, &mut run);
+    }
+}
+
 /// Matches events with the rows of a table as of the event's time.
 pub trait LookupAsOf<'s, D> {
     /// For each event, `logic(event, time, rows, output)` with the table's rows under
@@ -183,20 +204,11 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                 let mut out: Vec<O> = Vec::new();
                 move |(events, events_frontier), (changes, table_frontier), output| {
                     events.for_each(|capability, data| {
-                        let mut data = data.drain(..);
-                        while let Some((event, time, diff)) = data.next() {
-                            // A message's events mostly share one time: one map entry and
-                            // room for each run of them at once.
-                            let run = run_at(data.as_slice(), time);
+                        drain_by_time(data, |time, run| {
                             let entry = waiting.entry(time).or_default();
                             entry.hold(&capability, time);
-                            entry.events.reserve(run + 1);
-                            entry.events.push((event, diff));
-                            let rest = data.by_ref().take(run);
-                            entry
-                                .events
-                                .extend(rest.map(|(event, _, diff)| (event, diff)));
-                        }
+                            entry.events.extend(run);
+                        });
                     });
                     changes.for_each(|_capability, data| {
                         for (row, time, diff) in data.drain(..) {
@@ -301,6 +313,27 @@ mod tests {
         assert_eq!(super::run_at(&updates[2..], 6), 1);
         assert_eq!(super::run_at(&updates[2..], 5), 0);
         assert_eq!(super::run_at::<char>(&[], 5), 0);
+    }
+
+    /// Each run of one time is handed on whole, in order, with its exact length as the size
+    /// hint (what lets the waiting list reserve it at once).
+    #[test]
+    fn a_message_is_drained_a_run_of_one_time_at_a_time() {
+        let mut updates = vec![('a', 5, 1), ('b', 5, -1), ('c', 6, 1), ('d', 5, 1)];
+        let mut runs = Vec::new();
+        super::drain_by_time(&mut updates, |time, run| {
+            let hint = run.size_hint();
+            runs.push((time, hint, run.collect::<Vec<_>>()));
+        });
+        assert_eq!(
+            runs,
+            [
+                (5, (2, Some(2)), vec![('a', 1), ('b', -1)]),
+                (6, (1, Some(1)), vec![('c', 1)]),
+                (5, (1, Some(1)), vec![('d', 1)]),
+            ]
+        );
+        assert!(updates.is_empty());
     }
 
     proptest! {
