@@ -450,8 +450,10 @@ fn main() {
     // resumed) and the end (the idle timeout that lets the watermark pass the last readings),
     // which the ceiling's plain consumer does not have. The engine reads at most a few polls
     // ahead of what its dataflow has finished, so reading is processing here.
-    let marks = [events / 10, events * 9 / 10].map(|n| (sensors + n) as u64);
-    let mut marked: [Option<(Instant, u64)>; 2] = [None, None];
+    // Also when it had read the registry and every reading: the spans between the marks say
+    // which part of the `max` run moves between runs (start, steady state, tail).
+    let marks = [0, events / 10, events * 9 / 10, events].map(|n| (sensors + n) as u64);
+    let mut marked: [Option<(Instant, u64)>; 4] = [None; 4];
     let deadline = started + Duration::from_secs(600);
     loop {
         let status = engine.status();
@@ -472,13 +474,20 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let max = events as f64 / first_event.unwrap_or(started).elapsed().as_secs_f64();
+    let finished = Instant::now();
+    let first = first_event.unwrap_or(started);
+    let max = events as f64 / (finished - first).as_secs_f64();
     let sustained = match marked {
-        [Some((from, read_from)), Some((to, read_to))] if to > from => {
+        [_, Some((from, read_from)), Some((to, read_to)), _] if to > from => {
             (read_to - read_from) as f64 / (to - from).as_secs_f64()
         }
         _ => f64::NAN,
     };
+    let span_ms = |from: Option<Instant>, to: Option<Instant>| match (from, to) {
+        (Some(from), Some(to)) => format!("{:.0}", (to - from).as_secs_f64() * 1_000.0),
+        _ => "?".to_string(),
+    };
+    let at = marked.map(|m| m.map(|(at, _)| at));
     let transitions = engine.status().transitions;
     assert!(first_rx.try_recv().is_ok(), "the backlog raised alerts");
     println!(
@@ -489,6 +498,14 @@ fn main() {
     println!(
         "end_to_end: sustained (10 % to 90 % of the readings read): {sustained:.0} readings/s = {:.2}x the ceiling",
         sustained / ceiling
+    );
+    println!(
+        "end_to_end: max's span, ms: registry {}, to 10 % {}, 10-90 % {}, 90-100 % {}, last read -> snapshot {}",
+        span_ms(Some(first), at[0]),
+        span_ms(at[0], at[1]),
+        span_ms(at[1], at[2]),
+        span_ms(at[2], at[3]),
+        span_ms(at[3], Some(finished)),
     );
 
     // `LOAD_MAX_RATE` fixes the rate the levels are fractions of, so runs compare at equal rates.

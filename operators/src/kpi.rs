@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::Map;
 
 use crate::enrich::{EnrichedRow, Events};
+use crate::group_aggregate::{AggregateByGroup, DistinctTags, OrderedValues, Statistic};
 use crate::{Diff, EntityKey, RegistryRow, Time};
 
 /// One row of a KPI source: labels (sorted) and a value.
@@ -384,11 +385,8 @@ pub fn kpi_values<'s>(
                     })
             }
             Aggregate::DistinctCount(_) => points
-                .map(|(group, (tag, _))| (group, tag))
-                .distinct()
-                .map(|(group, _)| group)
-                .count_total()
-                .flat_map(|(group, n)| (n > 0).then_some((group, n as f64))),
+                .aggregate_by_group(DistinctTags::default)
+                .map(|(group, value)| (group, value.0)),
             Aggregate::Ratio(_) => points
                 .explode(|(group, (_, hit))| Some((group, (hit.0 as isize, 1isize))))
                 .count_total()
@@ -407,14 +405,9 @@ pub fn kpi_values<'s>(
                         (n > 0).then_some((group, value))
                     })
             }
-            how @ (Aggregate::Min | Aggregate::Max | Aggregate::Percentile(_)) => points
-                .map(|(group, (_, value))| (group, value))
-                .reduce(move |_group, values, output| {
-                    if let Some(value) = order_statistic(values, &how) {
-                        output.push((value, 1));
-                    }
-                })
-                .map(|(group, value)| (group, value.0)),
+            Aggregate::Min => by_statistic(points, Statistic::Min),
+            Aggregate::Max => by_statistic(points, Statistic::Max),
+            Aggregate::Percentile(p) => by_statistic(points, Statistic::Percentile(p)),
         };
         let name = def.name.clone();
         outputs
@@ -427,30 +420,14 @@ pub fn kpi_values<'s>(
     ))
 }
 
-/// The least, greatest or nearest-rank percentile of a group's values (sorted ascending, with
-/// their counts, as `reduce` gives them); `None` for no values.
-fn order_statistic(
-    values: &[(&OrderedFloat<f64>, Diff)],
-    how: &Aggregate,
-) -> Option<OrderedFloat<f64>> {
-    let present = || values.iter().filter(|(_, n)| *n > 0);
-    match how {
-        Aggregate::Min => present().next().map(|(v, _)| **v),
-        Aggregate::Max => present().next_back().map(|(v, _)| **v),
-        Aggregate::Percentile(p) => {
-            let total: Diff = present().map(|(_, n)| *n).sum();
-            let rank = ((f64::from(*p) / 100.0) * total as f64).ceil() as Diff;
-            let rank = rank.clamp(1, total.max(1));
-            let mut seen = 0;
-            present()
-                .find(|(_, n)| {
-                    seen += *n;
-                    seen >= rank
-                })
-                .map(|(v, _)| **v)
-        }
-        _ => None,
-    }
+/// Each group's `statistic` of its points' values.
+fn by_statistic<'s>(
+    points: VecCollection<'s, Time, Point, Diff>,
+    statistic: Statistic,
+) -> VecCollection<'s, Time, (String, f64), Diff> {
+    points
+        .aggregate_by_group(move || OrderedValues::new(statistic))
+        .map(|(group, value)| (group, value.0))
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@
 //! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation,
 //!   absence, report deadline, follow-up): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
 //!   (rule, alert entity, event time).
+//! - [`group_aggregate::AggregateByGroup`]: one number per group of KPI points (an order
+//!   statistic, a distinct count), each group's live rows kept in place instead of arranged.
 //! - [`overdue::MarkOverdue`]: marks citizen report rows overdue while a deadline alert about
 //!   the report fires.
 //! - [`stall::PartitionStalls`]: the Kafka partitions that stopped delivering (`ingest
@@ -32,6 +34,7 @@ pub mod active_alerts;
 mod agenda;
 pub mod during;
 pub mod enrich;
+pub mod group_aggregate;
 pub mod hit;
 pub mod hysteresis;
 pub mod instant;
