@@ -268,7 +268,8 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
                         output.session(capability).give_container(&mut changes);
                     }
                     match pending.keys().next() {
-                        Some(next) => capability.downgrade(next),
+                        Some(next) if next != capability.time() => capability.downgrade(next),
+                        Some(_) => {}
                         None => held = None,
                     }
                 }

@@ -167,13 +167,19 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                             }
                             // Sorted: of one key's readings at this time the largest comes last.
                             consolidate(&mut readings);
+                            // Most readings replace an older one: a retraction and an insertion.
+                            ready.reserve(2 * readings.len());
                             for (((domain, entity), (metric, value)), diff) in readings {
                                 if diff <= 0 {
                                     continue;
                                 }
                                 let key = (domain, entity);
                                 let labels = labels_of(&table, &key);
-                                let events = current.entry(key.clone()).or_default();
+                                // The key is cloned only for an entity's first reading.
+                                let events = match current.get_mut(&key) {
+                                    Some(events) => events,
+                                    None => current.entry(key.clone()).or_default(),
+                                };
                                 let slot = events.iter().position(|(m, _)| *m == metric);
                                 if let Some(i) = slot
                                     && events[i].1.value == value
