@@ -18,9 +18,9 @@ use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
 
 use crate::kpi::Point;
+use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// A group's value as a row of the output: (group, value).
@@ -200,7 +200,7 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
         let route =
             Exchange::new(|((group, _), _, _): &(Point, Time, Diff)| crate::entity_route(group));
         self.inner
-            .unary_frontier(route, "AggregateByGroup", |_capability, _info| {
+            .unary_frontier_while_holding(route, "AggregateByGroup", |_capability| {
                 let mut pending: BTreeMap<Time, Vec<(Point, Diff)>> = BTreeMap::new();
                 // One capability, at the earliest pending time: every output time is at or
                 // after it, and a capability per time would cost progress tracking per time.

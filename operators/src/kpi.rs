@@ -21,6 +21,7 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::enrich::{EnrichedRow, Events};
 use crate::group_aggregate::{AggregateByGroup, DistinctTags, OrderedValues, Statistic};
+use crate::windowed_presence::WindowedPresence;
 use crate::{Diff, EntityKey, RegistryRow, Time};
 
 /// One row of a KPI source: labels (sorted) and a value.
@@ -351,22 +352,29 @@ pub fn kpi_values<'s>(
         let Some(mut points) = sources.points(def) else {
             continue;
         };
-        if matches!(
-            def.aggregate,
-            Aggregate::Count
-                | Aggregate::RatePerMinute
-                | Aggregate::DistinctCount(_)
-                | Aggregate::Ratio(_)
-        ) {
-            // Few distinct points: merging them per time before the window halves the work.
-            points = points.consolidate_stream();
-        }
-        if let (Some(window), true) = (def.window_ms, def.source.is_event_source()) {
-            let expired = points
-                .clone()
-                .delay(move |t| t.saturating_add(window))
-                .negate();
-            points = points.concat(expired);
+        let window = def.window_ms.filter(|_| def.source.is_event_source());
+        if let (Some(window), Aggregate::DistinctCount(_)) = (window, &def.aggregate) {
+            // A distinct count asks only whether a tag occurred within the window: each worker
+            // sends when that starts and ends, not every event and its expiry.
+            points = points.windowed_presence(window);
+        } else {
+            if matches!(
+                def.aggregate,
+                Aggregate::Count
+                    | Aggregate::RatePerMinute
+                    | Aggregate::DistinctCount(_)
+                    | Aggregate::Ratio(_)
+            ) {
+                // Few distinct points: merging them per time before the window halves the work.
+                points = points.consolidate_stream();
+            }
+            if let Some(window) = window {
+                let expired = points
+                    .clone()
+                    .delay(move |t| t.saturating_add(window))
+                    .negate();
+                points = points.concat(expired);
+            }
         }
         let minutes = def.window_ms.unwrap_or(60_000).max(1) as f64 / 60_000.0;
         let values = match def.aggregate.clone() {

@@ -18,6 +18,8 @@
 //!   (rule, alert entity, event time).
 //! - [`group_aggregate::AggregateByGroup`]: one number per group of KPI points (an order
 //!   statistic, a distinct count), each group's live rows kept in place instead of arranged.
+//! - [`windowed_presence::WindowedPresence`]: whether each row of an event stream occurred
+//!   within a trailing window, as its starts and ends (for distinct counts over a window).
 //! - [`overdue::MarkOverdue`]: marks citizen report rows overdue while a deadline alert about
 //!   the report fires.
 //! - [`stall::PartitionStalls`]: the Kafka partitions that stopped delivering (`ingest
@@ -50,6 +52,7 @@ pub mod report_timers;
 pub mod rule;
 pub mod split;
 pub mod stall;
+pub mod windowed_presence;
 pub mod woken_while_holding;
 
 use std::sync::Arc;
