@@ -9,7 +9,8 @@
 //!    reflects the last one (so every rule and KPI has seen every reading), and **sustained**:
 //!    the readings read between 10 % and 90 % of the backlog over the time between, without
 //!    the registry load before and the idle timeout after (meaningful with one partition per
-//!    worker, where backpressure keeps reading close to processing);
+//!    worker, where backpressure keeps reading close to processing), and the span of `max`
+//!    split at the registry read, 10 %, 90 % and 100 % of the readings read and the snapshot;
 //! 3. **paced**: a producer at 25 %, 50 % and 80 % of that maximum with event time = the wall
 //!    clock at production, and each transition's event-time-to-alert latency (wall clock when
 //!    the engine hands it to its sinks minus its event time) in an hdrhistogram;

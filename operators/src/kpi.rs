@@ -6,6 +6,11 @@
 //! enters at its event time and is retracted at event time + window), so memory grows with live
 //! keys and window lengths, not with events seen.
 //!
+//! Counts, sums, averages and ratios are differential `count_total`s; order statistics and
+//! distinct counts are kept per group by [`crate::group_aggregate`] (no arrangement), and a
+//! distinct count over a window of events reads only when each tag starts and stops occurring
+//! ([`crate::windowed_presence`]).
+//!
 //! Rows are read through [`KpiFields`]: readings and latest readings are the enriched
 //! [`Event`](crate::enrich::Event)s the rules already share, so no label list is built per
 //! reading and no reading is arranged to join it with the registry. Each KPI keeps only what its
