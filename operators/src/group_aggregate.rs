@@ -280,12 +280,10 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use differential_dataflow::input::Input;
     use proptest::prelude::*;
 
     use super::*;
+    use crate::tests::output_of;
 
     /// (group, tag, value, time, diff).
     type Update = (u8, u8, u8, Time, Diff);
@@ -378,40 +376,19 @@ mod tests {
 
     /// The operator's output accumulated up to every time an update has, on `workers`.
     fn run(kind: Kind, updates: Vec<Update>, workers: usize) -> Values {
-        let output: Arc<Mutex<Vec<(GroupValue, Time, Diff)>>> = Arc::default();
-        let sink = Arc::clone(&output);
         let times: Vec<Time> = updates.iter().map(|u| u.3).collect();
-        timely::execute(timely::Config::process(workers), move |worker| {
-            let sink = Arc::clone(&sink);
-            let index = worker.index();
-            let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                let (input, points) = scope.new_collection();
-                let values = match kind {
-                    Kind::Ordered(statistic) => {
-                        points.aggregate_by_group(move || OrderedValues::new(statistic))
-                    }
-                    Kind::Distinct => points.aggregate_by_group(DistinctTags::default),
-                };
-                let probe = values
-                    .inspect(move |row| sink.lock().map(|mut s| s.push(row.clone())).unwrap_or(()))
-                    .probe()
-                    .0;
-                (input, probe)
-            });
-            // Worker 0 feeds every update, latest first, before the input advances.
-            if index == 0 {
-                for &(group, tag, value, time, diff) in updates.iter().rev() {
-                    input.update_at(point(group, tag, value), time, diff);
-                }
+        // Worker 0 feeds every update, latest first.
+        let feed = move |index: usize, _| {
+            let mine = updates.iter().rev().filter(|_| index == 0);
+            mine.map(|&(group, tag, value, time, diff)| (point(group, tag, value), time, diff))
+                .collect()
+        };
+        let output = output_of(workers, feed, move |points| match kind {
+            Kind::Ordered(statistic) => {
+                points.aggregate_by_group(move || OrderedValues::new(statistic))
             }
-            input.close();
-            while !probe.done() {
-                worker.step();
-            }
-        })
-        .map(|_| ())
-        .unwrap_or(());
-        let output = output.lock().map(|o| o.clone()).unwrap_or_default();
+            Kind::Distinct => points.aggregate_by_group(DistinctTags::default),
+        });
         times
             .into_iter()
             .map(|at| {

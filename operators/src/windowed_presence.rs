@@ -115,12 +115,11 @@ where
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
 
-    use differential_dataflow::input::Input;
     use proptest::prelude::*;
 
     use super::*;
+    use crate::tests::output_of;
 
     /// (row, event time).
     type Event = (u8, Time);
@@ -146,35 +145,19 @@ mod tests {
     /// The operator's output summed over workers at every such time: the rows with a positive
     /// count (each count at most one per worker, never negative).
     fn run(events: Vec<Event>, window: Time, workers: usize) -> BTreeMap<Time, Vec<u8>> {
-        let output: Arc<Mutex<Vec<(u8, Time, Diff)>>> = Arc::default();
-        let sink = Arc::clone(&output);
         let last = events.iter().map(|e| e.1 + window).max().unwrap_or(0);
-        timely::execute(timely::Config::process(workers), move |worker| {
-            let sink = Arc::clone(&sink);
-            let (index, peers) = (worker.index(), worker.peers());
-            let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                let (input, events) = scope.new_collection();
-                let probe = events
-                    .windowed_presence(window)
-                    .inspect(move |row| sink.lock().map(|mut s| s.push(*row)).unwrap_or(()))
-                    .probe()
-                    .0;
-                (input, probe)
-            });
-            // Each worker feeds its share, latest first, before the input advances.
-            for (i, &(row, time)) in events.iter().enumerate().rev() {
-                if i % peers == index {
-                    input.update_at(row, time, 1);
-                }
-            }
-            input.close();
-            while !probe.done() {
-                worker.step();
-            }
-        })
-        .map(|_| ())
-        .unwrap_or(());
-        let output = output.lock().map(|o| o.clone()).unwrap_or_default();
+        // Each worker feeds its share, latest first.
+        let feed = move |index: usize, peers: usize| {
+            let mine = events
+                .iter()
+                .enumerate()
+                .rev()
+                .filter(|(i, _)| i % peers == index);
+            mine.map(|(_, &(row, time))| (row, time, 1)).collect()
+        };
+        let output = output_of(workers, feed, move |events| {
+            events.windowed_presence(window)
+        });
         (0..=last)
             .map(|t| {
                 let mut counts: BTreeMap<u8, Diff> = BTreeMap::new();
@@ -212,17 +195,8 @@ mod tests {
     #[test]
     fn an_event_at_a_presences_end_continues_it() {
         // "1" at 0 and at 3 with a window of 3: present 0..6 without a gap at 3.
-        let output: Arc<Mutex<Vec<(u8, Time, Diff)>>> = Arc::default();
-        let sink = Arc::clone(&output);
-        timely::example(move |scope| {
-            let (mut input, events) = scope.new_collection();
-            events
-                .windowed_presence(3)
-                .inspect(move |row| sink.lock().map(|mut s| s.push(*row)).unwrap_or(()));
-            input.update_at(1u8, 0, 1);
-            input.update_at(1u8, 3, 1);
-        });
-        let mut output = output.lock().map(|o| o.clone()).unwrap_or_default();
+        let feed = |_, _| vec![(1u8, 0, 1), (1u8, 3, 1)];
+        let mut output = output_of(1, feed, |events| events.windowed_presence(3));
         output.sort_unstable();
         assert_eq!(output, vec![(1, 0, 1), (1, 6, -1)]);
     }

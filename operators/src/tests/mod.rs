@@ -24,10 +24,12 @@ mod window;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use citybrain_model::{
     AlertTransition, Domain, EntityInfo, Metric, PartitionId, Reading, Severity,
 };
+use differential_dataflow::VecCollection;
 use differential_dataflow::input::Input;
 use ordered_float::OrderedFloat;
 use timely::dataflow::operators::{Concat, Inspect, Probe};
@@ -35,7 +37,7 @@ use timely::dataflow::operators::{Concat, Inspect, Probe};
 use crate::reference::{RuleChange, sort_transitions};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::stall::PartitionRow;
-use crate::{EntityKey, rule_alerts_by_clock_seeded};
+use crate::{Diff, EntityKey, Time, rule_alerts_by_clock_seeded};
 
 /// An alarm side on mine CH4 (tests change the metric where they need another).
 pub(crate) fn alarm(
@@ -367,4 +369,47 @@ pub(crate) fn distinct_readings(
             (reading_of(entity, metric, t, f64::from(v) / 10.0), delay)
         })
         .collect()
+}
+
+/// Runs `operator` over a collection on `workers` workers, each inserting what `feed` gives it
+/// (`feed(worker, workers)`: `(row, time, diff)`s, sent before the input advances), and returns
+/// every update of the operator's output, from all workers.
+pub(crate) fn output_of<I, O, F, B>(workers: usize, feed: F, operator: B) -> Vec<(O, Time, Diff)>
+where
+    I: differential_dataflow::ExchangeData,
+    O: differential_dataflow::ExchangeData,
+    F: Fn(usize, usize) -> Vec<(I, Time, Diff)> + Send + Sync + 'static,
+    B: for<'s> Fn(VecCollection<'s, Time, I, Diff>) -> VecCollection<'s, Time, O, Diff>
+        + Send
+        + Sync
+        + 'static,
+{
+    let output: Arc<Mutex<Vec<(O, Time, Diff)>>> = Arc::default();
+    let sink = Arc::clone(&output);
+    let run = timely::execute(timely::Config::process(workers), move |worker| {
+        let sink = Arc::clone(&sink);
+        let (index, peers) = (worker.index(), worker.peers());
+        let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (input, rows) = scope.new_collection();
+            let probe = operator(rows)
+                .inspect(move |row| {
+                    if let Ok(mut sink) = sink.lock() {
+                        sink.push(row.clone());
+                    }
+                })
+                .probe()
+                .0;
+            (input, probe)
+        });
+        for (row, time, diff) in feed(index, peers) {
+            input.update_at(row, time, diff);
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    });
+    assert!(run.is_ok(), "the dataflow ran");
+    drop(run);
+    output.lock().map(|o| o.clone()).unwrap_or_default()
 }
