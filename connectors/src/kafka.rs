@@ -22,7 +22,6 @@
 //! the history the rules' state is rebuilt from (see [`crate::commit`]). Registry partitions are
 //! never committed: they are re-read whole on every start.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +38,7 @@ use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
 
 use crate::commit::CommitTracker;
 use crate::dead_letter::{DeadLetter, Origin};
@@ -242,16 +242,16 @@ pub struct KafkaSource {
     /// The main queue serves the registry partitions and the consumer's events.
     consumer: Arc<BaseConsumer>,
     specs: Vec<TopicSpec>,
-    by_topic: HashMap<String, usize>,
-    partitions: HashMap<(usize, i32), PartitionState>,
+    by_topic: FxHashMap<String, usize>,
+    partitions: FxHashMap<(usize, i32), PartitionState>,
     /// Registry partitions not yet read to their end at start-up.
-    registry_pending: HashMap<(usize, i32), i64>,
+    registry_pending: FxHashMap<(usize, i32), i64>,
     registry_deadline: Instant,
     readings_paused: bool,
     /// Readings paused by the engine ([`KafkaSource::hold`]).
     held: bool,
     /// Latest registry value per (kind, key), to retract on update or tombstone.
-    registry: HashMap<(RegistryKind, String), EntityInfo>,
+    registry: FxHashMap<(RegistryKind, String), EntityInfo>,
     watermarks: [u64; 2],
     /// When the last poll found nothing buffered (`None`: it stopped with messages left).
     drained_at: Option<Instant>,
@@ -261,8 +261,10 @@ pub struct KafkaSource {
     end_offsets: Option<EndOffsets>,
     /// The reading partitions, in the order [`EndOffsets`] reports them.
     end_offset_keys: Vec<(usize, i32)>,
-    /// The partition each entity's readings were last read from.
-    placements: HashMap<(Domain, String), (usize, i32)>,
+    /// The partition each entity's readings were last read from, per domain (mine, farm,
+    /// citizen), keyed by entity so a reading is looked up by its `&str` without building a
+    /// key.
+    placements: [FxHashMap<String, (usize, i32)>; 3],
 }
 
 impl KafkaSource {
@@ -319,8 +321,8 @@ impl KafkaSource {
         let mut ends: Vec<(String, i32, i64)> = Vec::new();
         let mut end_offset_keys = Vec::new();
         let mut assignment = TopicPartitionList::new();
-        let mut partitions = HashMap::new();
-        let mut registry_pending = HashMap::new();
+        let mut partitions = FxHashMap::default();
+        let mut registry_pending = FxHashMap::default();
         for (spec_index, partition) in mine {
             let spec = &config.topics[spec_index];
             let (low, high) = consumer.fetch_watermarks(&spec.topic, partition, timeout)?;
@@ -406,13 +408,13 @@ impl KafkaSource {
             registry_deadline: now + config.registry_load_timeout,
             readings_paused: false,
             held: false,
-            registry: HashMap::new(),
+            registry: FxHashMap::default(),
             watermarks: [0; 2],
             drained_at: None,
             redelivered: 0,
             end_offsets,
             end_offset_keys,
-            placements: HashMap::new(),
+            placements: Default::default(),
         };
         if !source.registry_pending.is_empty() {
             source.set_readings_paused(true)?;
@@ -479,7 +481,7 @@ impl KafkaSource {
         let mut count = 0;
         let drained_before = self.drained_at.take();
         // Per reading partition: the event times of the readings of this poll.
-        let mut heard: HashMap<(usize, i32), Vec<u64>> = HashMap::new();
+        let mut heard: FxHashMap<(usize, i32), Vec<u64>> = FxHashMap::default();
         let consumer = Arc::clone(&self.consumer);
         let mut main_empty = false;
         while count < max {
@@ -545,7 +547,7 @@ impl KafkaSource {
         max: usize,
         count: &mut usize,
         out: &mut Vec<SourceEvent>,
-        heard: &mut HashMap<(usize, i32), Vec<u64>>,
+        heard: &mut FxHashMap<(usize, i32), Vec<u64>>,
     ) -> bool {
         let now = Instant::now();
         let idle: Vec<bool> = queues
@@ -650,7 +652,7 @@ impl KafkaSource {
         &mut self,
         message: &BorrowedMessage<'_>,
         out: &mut Vec<SourceEvent>,
-        heard: &mut HashMap<(usize, i32), Vec<u64>>,
+        heard: &mut FxHashMap<(usize, i32), Vec<u64>>,
     ) {
         let Some(&spec_index) = self.by_topic.get(message.topic()) else {
             return;
@@ -723,17 +725,20 @@ impl KafkaSource {
         spec_index: usize,
         partition: i32,
     ) -> Option<SourceEvent> {
-        let entity = (reading.domain, reading.entity.clone());
         let now = (spec_index, partition);
-        if self.placements.get(&entity) == Some(&now) {
+        let placements = &mut self.placements[match reading.domain {
+            Domain::Mine => 0,
+            Domain::Farm => 1,
+            Domain::Citizen => 2,
+        }];
+        if placements.get(reading.entity.as_str()) == Some(&now) {
             return None;
         }
-        let previous = self
-            .placements
-            .insert(entity.clone(), now)
+        let previous = placements
+            .insert(reading.entity.clone(), now)
             .and_then(|(spec, p)| self.partition_id(spec, p));
         Some(SourceEvent::Placement {
-            entity,
+            entity: (reading.domain, reading.entity.clone()),
             partition: self.partition_id(spec_index, partition)?,
             previous,
             time: reading.time,
@@ -826,7 +831,7 @@ impl KafkaSource {
 /// `watermark` are late.
 fn decode(
     spec: &TopicSpec,
-    registry: &mut HashMap<(RegistryKind, String), EntityInfo>,
+    registry: &mut FxHashMap<(RegistryKind, String), EntityInfo>,
     watermark: u64,
     partition: i32,
     offset: i64,
