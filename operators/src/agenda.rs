@@ -40,11 +40,22 @@ impl<U, K> Agenda<U, K> {
 
     /// Holds `update` until `time` is complete; `capability` is the input batch's.
     pub(crate) fn push(&mut self, capability: &InputCapability<Time>, time: Time, update: U) {
+        self.push_run(capability, time, std::iter::once(update));
+    }
+
+    /// Holds a run of updates of one `time` (see [`crate::lookup::drain_by_time`]) until it is
+    /// complete, filed at once; `capability` is the input batch's.
+    pub(crate) fn push_run(
+        &mut self,
+        capability: &InputCapability<Time>,
+        time: Time,
+        run: impl IntoIterator<Item = U>,
+    ) {
         self.waiting
             .entry(time)
             .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
             .1
-            .push(update);
+            .extend(run);
     }
 
     /// Sets a timer for `key` at `at`, with a capability delayed from `capability`.

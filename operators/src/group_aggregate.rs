@@ -20,6 +20,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 
 use crate::kpi::Point;
+use crate::lookup::drain_by_time;
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
@@ -209,12 +210,12 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
                 let mut touched: Vec<String> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
-                        for (point, time, diff) in data.drain(..) {
+                        drain_by_time(data, |time, run| {
                             if held.as_ref().is_none_or(|h| time < *h.time()) {
                                 held = Some(capability.delayed(&time, 0));
                             }
-                            pending.entry(time).or_default().push((point, diff));
-                        }
+                            pending.entry(time).or_default().extend(run);
+                        });
                     });
                     let Some(capability) = held.as_mut() else {
                         return;

@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
 
 use crate::agenda::{Agenda, Ready};
+use crate::lookup::drain_by_time;
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
@@ -59,9 +60,7 @@ where
                 let mut ends: FxHashMap<D, Time> = FxHashMap::default();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
-                        for (row, time, diff) in data.drain(..) {
-                            agenda.push(&capability, time, (row, diff));
-                        }
+                        drain_by_time(data, |time, run| agenda.push_run(&capability, time, run));
                     });
                     while let Some(Ready {
                         time,
