@@ -2,6 +2,10 @@
 //! per time, timers filed under the time they are due, and both handed out in time order once
 //! the input frontier has passed them, with the capability to emit at that time.
 //!
+//! The agenda holds one capability, at its earliest time ([`crate::earliest`]), and hands out
+//! a capability for a time only when the time is ready: timers at many distinct times (one per
+//! key) cost timely no progress tracking per time.
+//!
 //! Used by the operators that keep per-key state and wake up on their own deadlines
 //! ([`crate::kinds::absence`], [`crate::report_timers`]).
 
@@ -10,6 +14,7 @@ use std::collections::BTreeMap;
 use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::Time;
+use crate::earliest::Earliest;
 
 /// What is complete at one time: its input updates and the keys whose timers are due.
 pub(crate) struct Ready<U, K> {
@@ -23,10 +28,11 @@ pub(crate) struct Ready<U, K> {
     pub due: Vec<K>,
 }
 
-/// Input updates and timers by time, each time holding a capability until handed out.
+/// Input updates and timers by time, with a capability at the earliest of them.
 pub(crate) struct Agenda<U, K> {
-    waiting: BTreeMap<Time, (Capability<Time>, Vec<U>)>,
-    timers: BTreeMap<Time, (Capability<Time>, Vec<K>)>,
+    waiting: BTreeMap<Time, Vec<U>>,
+    timers: BTreeMap<Time, Vec<K>>,
+    earliest: Earliest,
 }
 
 impl<U, K> Agenda<U, K> {
@@ -35,6 +41,7 @@ impl<U, K> Agenda<U, K> {
         Agenda {
             waiting: BTreeMap::new(),
             timers: BTreeMap::new(),
+            earliest: Earliest::default(),
         }
     }
 
@@ -51,25 +58,28 @@ impl<U, K> Agenda<U, K> {
         time: Time,
         run: impl IntoIterator<Item = U>,
     ) {
-        self.waiting
-            .entry(time)
-            .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
-            .1
-            .extend(run);
+        self.earliest.hold(capability, time);
+        self.waiting.entry(time).or_default().extend(run);
     }
 
-    /// Sets a timer for `key` at `at`, with a capability delayed from `capability`.
+    /// Sets a timer for `key` at `at`; `capability` is at or before `at` (a ready time's).
     pub(crate) fn schedule(&mut self, capability: &Capability<Time>, key: K, at: Time) {
-        self.timers
-            .entry(at)
-            .or_insert_with(|| (capability.delayed(&at), Vec::new()))
-            .1
-            .push(key);
+        self.earliest.hold_from(capability, at);
+        self.timers.entry(at).or_default().push(key);
     }
 
     /// Drops every pending timer (at the end of the input nothing comes due).
     pub(crate) fn clear_timers(&mut self) {
         self.timers.clear();
+        self.settle();
+    }
+
+    /// Holds the capability at the earliest time left, or none.
+    fn settle(&mut self) {
+        let next_update = self.waiting.keys().next().copied();
+        let next_timer = self.timers.keys().next().copied();
+        self.earliest
+            .advance(next_update.into_iter().chain(next_timer).min());
     }
 
     /// The earliest time with updates or timers, when `complete` says the frontier has passed
@@ -81,17 +91,15 @@ impl<U, K> Agenda<U, K> {
         if !complete(&time) {
             return None;
         }
-        let updates = self.waiting.remove(&time);
-        let due = self.timers.remove(&time);
-        let capability = match (&updates, &due) {
-            (Some((capability, _)), _) | (None, Some((capability, _))) => capability.clone(),
-            (None, None) => return None,
-        };
+        let capability = self.earliest.capability()?.delayed(&time);
+        let updates = self.waiting.remove(&time).unwrap_or_default();
+        let due = self.timers.remove(&time).unwrap_or_default();
+        self.settle();
         Some(Ready {
             time,
             capability,
-            updates: updates.map(|(_, u)| u).unwrap_or_default(),
-            due: due.map(|(_, k)| k).unwrap_or_default(),
+            updates,
+            due,
         })
     }
 }

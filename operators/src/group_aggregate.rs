@@ -17,8 +17,8 @@ use differential_dataflow::{AsCollection, VecCollection};
 use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 
+use crate::earliest::Earliest;
 use crate::kpi::Point;
 use crate::lookup::drain_by_time;
 use crate::woken_while_holding::WokenWhileHolding;
@@ -203,21 +203,17 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
         self.inner
             .unary_frontier_while_holding(route, "AggregateByGroup", |_capability| {
                 let mut pending: BTreeMap<Time, Vec<(Point, Diff)>> = BTreeMap::new();
-                // One capability, at the earliest pending time: every output time is at or
-                // after it, and a capability per time would cost progress tracking per time.
-                let mut held: Option<Capability<Time>> = None;
+                let mut earliest = Earliest::default();
                 let mut groups: FxHashMap<String, Group<S>> = FxHashMap::default();
                 let mut touched: Vec<String> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         drain_by_time(data, |time, run| {
-                            if held.as_ref().is_none_or(|h| time < *h.time()) {
-                                held = Some(capability.delayed(&time, 0));
-                            }
+                            earliest.hold(&capability, time);
                             pending.entry(time).or_default().extend(run);
                         });
                     });
-                    let Some(capability) = held.as_mut() else {
+                    let Some(capability) = earliest.capability() else {
                         return;
                     };
                     // Every ready time's changes in one message.
@@ -268,11 +264,7 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
                     if !changes.is_empty() {
                         output.session(capability).give_container(&mut changes);
                     }
-                    match pending.keys().next() {
-                        Some(next) if next != capability.time() => capability.downgrade(next),
-                        Some(_) => {}
-                        None => held = None,
-                    }
+                    earliest.advance(pending.keys().next().copied());
                 }
             })
             .as_collection()

@@ -35,9 +35,9 @@ use differential_dataflow::consolidation::consolidate;
 use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::vec::{Broadcast, Filter};
 
+use crate::earliest::Earliest;
 use crate::entity_route;
 use crate::hit::{AlertKey, HitRow, RuleHit};
 use crate::lookup::drain_by_time;
@@ -198,10 +198,10 @@ fn fill_summary(
 /// each key is taken out by the worker that owns it at the key's first evaluation.
 pub type FiringSeed = Arc<Mutex<FxHashSet<AlertKey>>>;
 
-/// What waits for the frontier to pass one time: the capability to emit at it, the rule hits
-/// and the rule-row changes of that time.
+/// What waits for the frontier to pass one time: the rule hits and the rule-row changes of
+/// that time.
+#[derive(Default)]
 struct Waiting {
-    capability: Capability<Time>,
     hits: Vec<(HitRow, Diff)>,
     rule_changes: Vec<(RuleRow, Diff)>,
 }
@@ -313,6 +313,9 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
             "HoldAndHysteresis",
             |_capability| {
                 let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
+                // Transitions are rare: a capability at their time is taken from this one only
+                // for a time that has some.
+                let mut earliest = Earliest::default();
                 let mut states: FxHashMap<AlertKey, AlertState> = FxHashMap::default();
                 let mut seeded = !seed
                     .lock()
@@ -324,14 +327,16 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                 move |(hits, hits_frontier), (rules, rules_frontier), output| {
                     hits.for_each(|capability, data| {
                         drain_by_time(data, |time, run| {
-                            waiting_at(&mut waiting, time, || capability.delayed(&time, 0))
-                                .hits
-                                .extend(run);
+                            earliest.hold(&capability, time);
+                            waiting.entry(time).or_default().hits.extend(run);
                         });
                     });
                     rules.for_each(|capability, data| {
                         for (row, time, diff) in data.drain(..) {
-                            waiting_at(&mut waiting, time, || capability.delayed(&time, 0))
+                            earliest.hold(&capability, time);
+                            waiting
+                                .entry(time)
+                                .or_default()
                                 .rule_changes
                                 .push((row, diff));
                         }
@@ -342,11 +347,9 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                             break;
                         }
                         let Waiting {
-                            capability,
                             mut hits,
                             rule_changes,
                         } = entry.remove();
-                        let mut session = output.session(&capability);
                         // Insertions and retractions of one row at one time cancel; only net
                         // insertions are evaluations (see `instant`: a hit carries its event
                         // time, so the retraction of one never cancels the next).
@@ -366,9 +369,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 }
                             }
                         }
-                        for transition in end_alerts(ended, &mut states, &mut fired, time) {
-                            session.give(transition);
-                        }
+                        let mut emitted = end_alerts(ended, &mut states, &mut fired, time);
                         for (
                             (
                                 key,
@@ -428,7 +429,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 {
                                     transition.reason = Some(RULE_REMOVED.to_string());
                                 }
-                                session.give(transition);
+                                emitted.push(transition);
                             }
                             match next {
                                 Some(next) => {
@@ -451,10 +452,16 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                     .map(|key| (key.clone(), rule.clone(), RULE_REMOVED)),
                             );
                         }
-                        for transition in end_alerts(ended, &mut states, &mut fired, time) {
-                            session.give(transition);
+                        emitted.extend(end_alerts(ended, &mut states, &mut fired, time));
+                        if let Some(held) = earliest.capability()
+                            && !emitted.is_empty()
+                        {
+                            output
+                                .session(&held.delayed(&time))
+                                .give_container(&mut emitted);
                         }
                     }
+                    earliest.advance(waiting.keys().next().copied());
                 }
             },
         )
@@ -470,18 +477,6 @@ fn consolidate_hits(hits: &mut Vec<(HitRow, Diff)>) {
 }
 
 /// The entry of `time`, created with the capability `capability` gives when it is new.
-fn waiting_at(
-    waiting: &mut BTreeMap<Time, Waiting>,
-    time: Time,
-    capability: impl FnOnce() -> Capability<Time>,
-) -> &mut Waiting {
-    waiting.entry(time).or_insert_with(|| Waiting {
-        capability: capability(),
-        hits: Vec::new(),
-        rule_changes: Vec::new(),
-    })
-}
-
 /// Resolves the alerts `ended` (key, the rule as they fired under it, the reason) at `time`:
 /// their state goes; the firing ones give a resolved transition with the reason, in key
 /// order so the output does not depend on hashing.

@@ -18,12 +18,12 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
 
+use crate::earliest::Earliest;
 use crate::enrich::{EnrichedRow, Event};
 use crate::entity_route;
-use crate::lookup::Table;
+use crate::lookup::{Table, drain_by_time};
+use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
 
 /// What waits for one time: readings (the events) and registry changes.
@@ -90,33 +90,32 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
             |((key, _), _, _): &((EntityKey, Arc<Labels>), Time, Diff)| entity_route(&key.1),
         );
         self.inner
-            .binary_frontier(
+            .binary_frontier_while_holding(
                 labels,
                 readings_route,
                 registry_route,
                 "Latest",
-                |_capability, _info| {
+                |_capability| {
                     let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
+                    // Registry changes relabel current readings: both inputs owe output.
+                    let mut earliest = Earliest::default();
                     let mut table: Table<EntityKey, Arc<Labels>> = Table::default();
                     let mut current: FxHashMap<EntityKey, Vec<(Metric, Arc<Event>)>> =
                         FxHashMap::default();
                     move |(readings, readings_frontier), (changes, registry_frontier), output| {
                         readings.for_each(|capability, data| {
-                            for (row, time, diff) in data.drain(..) {
-                                let entry = waiting.entry(time).or_default();
-                                entry.hold(&capability, time);
-                                entry.events.push((row, diff));
-                            }
+                            drain_by_time(data, |time, run| {
+                                earliest.hold(&capability, time);
+                                waiting.entry(time).or_default().events.extend(run);
+                            });
                         });
                         changes.for_each(|capability, data| {
                             for (row, time, diff) in data.drain(..) {
-                                let entry = waiting.entry(time).or_default();
-                                entry.hold(&capability, time);
-                                entry.changes.push((row, diff));
+                                earliest.hold(&capability, time);
+                                waiting.entry(time).or_default().changes.push((row, diff));
                             }
                         });
-                        // Every ready time in one message, under the earliest one's capability.
-                        let mut first: Option<Capability<Time>> = None;
+                        // Every ready time in one message, under the earliest capability.
                         let mut ready: Vec<(EnrichedRow, Time, Diff)> = Vec::new();
                         while let Some(entry) = waiting.first_entry() {
                             let time = *entry.key();
@@ -126,16 +125,9 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                                 break;
                             }
                             let Waiting {
-                                capability,
                                 events: mut readings,
                                 mut changes,
                             } = entry.remove();
-                            if capability.is_none() {
-                                continue;
-                            }
-                            if first.is_none() {
-                                first = capability;
-                            }
                             // Registry changes first: readings of this time see the table as
                             // of it, like the rules' lookups do.
                             consolidate(&mut changes);
@@ -209,11 +201,12 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                                 ready.push((((domain, metric), event), time, 1));
                             }
                         }
-                        if let Some(capability) = first
+                        if let Some(capability) = earliest.capability()
                             && !ready.is_empty()
                         {
-                            output.session(&capability).give_container(&mut ready);
+                            output.session(capability).give_container(&mut ready);
                         }
+                        earliest.advance(waiting.keys().next().copied());
                     }
                 },
             )

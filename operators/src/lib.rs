@@ -35,6 +35,7 @@
 pub mod active_alerts;
 mod agenda;
 pub mod during;
+mod earliest;
 pub mod enrich;
 pub mod group_aggregate;
 pub mod hit;

@@ -22,18 +22,17 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::ParallelizationContract;
-use timely::dataflow::operators::{Capability, InputCapability};
 
+use crate::earliest::Earliest;
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// A table change: a `(key, value)` row inserted (`+1`) or removed (`-1`) at a time.
 pub type TableUpdate<K, V> = ((K, V), Time, Diff);
 
-/// What waits for one time: the capability to emit at it, the events and the table changes
-/// of that time. Also [`crate::latest`]'s.
+/// What waits for one time: the events and the table changes of that time. Also
+/// [`crate::latest`]'s.
 pub(crate) struct Waiting<D, K, V> {
-    pub(crate) capability: Option<Capability<Time>>,
     pub(crate) events: Vec<(D, Diff)>,
     pub(crate) changes: Vec<((K, V), Diff)>,
 }
@@ -41,18 +40,8 @@ pub(crate) struct Waiting<D, K, V> {
 impl<D, K, V> Default for Waiting<D, K, V> {
     fn default() -> Self {
         Waiting {
-            capability: None,
             events: Vec::new(),
             changes: Vec::new(),
-        }
-    }
-}
-
-impl<D, K, V> Waiting<D, K, V> {
-    /// Keeps a capability for `time` (the first input to bring something at it provides it).
-    pub(crate) fn hold(&mut self, capability: &InputCapability<Time>, time: Time) {
-        if self.capability.is_none() {
-            self.capability = Some(capability.delayed(&time, 0));
         }
     }
 }
@@ -200,14 +189,15 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
             "LookupAsOf",
             move |_capability| {
                 let mut waiting: BTreeMap<Time, Waiting<D, K, V>> = BTreeMap::new();
+                // At the earliest time with events: only events are looked up and emitted.
+                let mut earliest = Earliest::default();
                 let mut table: Table<K, V> = Table::default();
                 let mut out: Vec<O> = Vec::new();
                 move |(events, events_frontier), (changes, table_frontier), output| {
                     events.for_each(|capability, data| {
                         drain_by_time(data, |time, run| {
-                            let entry = waiting.entry(time).or_default();
-                            entry.hold(&capability, time);
-                            entry.events.extend(run);
+                            earliest.hold(&capability, time);
+                            waiting.entry(time).or_default().events.extend(run);
                         });
                     });
                     changes.for_each(|_capability, data| {
@@ -215,10 +205,9 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                             waiting.entry(time).or_default().changes.push((row, diff));
                         }
                     });
-                    // Everything ready leaves in one message under the earliest ready time's
-                    // capability (each update carries its own time): a message per time and
-                    // operator would cost an allocation and a progress change per time.
-                    let mut first: Option<Capability<Time>> = None;
+                    // Everything ready leaves in one message under the earliest capability
+                    // (each update carries its own time): a message per time and operator would
+                    // cost an allocation and a progress change per time.
                     let mut ready: Vec<(O, Time, Diff)> = Vec::new();
                     // A time is ready when the table's rows at it are final and no event
                     // before it can still arrive (its changes must not reach earlier events).
@@ -228,19 +217,12 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                             break;
                         }
                         let Waiting {
-                            capability,
                             events,
                             mut changes,
                         } = entry.remove();
                         consolidate(&mut changes);
                         for ((key, value), diff) in changes {
                             table.update(key, value, diff);
-                        }
-                        if capability.is_none() {
-                            continue;
-                        }
-                        if first.is_none() {
-                            first = capability;
                         }
                         // Room for one output per event, what most events have.
                         ready.reserve(events.len());
@@ -252,11 +234,13 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                             }
                         }
                     }
-                    if let Some(capability) = first
+                    if let Some(capability) = earliest.capability()
                         && !ready.is_empty()
                     {
-                        output.session(&capability).give_container(&mut ready);
+                        output.session(capability).give_container(&mut ready);
                     }
+                    let next = waiting.iter().find(|(_, w)| !w.events.is_empty());
+                    earliest.advance(next.map(|(time, _)| *time));
                 }
             },
         )
