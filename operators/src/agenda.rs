@@ -45,11 +45,6 @@ impl<U, K> Agenda<U, K> {
         }
     }
 
-    /// Holds `update` until `time` is complete; `capability` is the input batch's.
-    pub(crate) fn push(&mut self, capability: &InputCapability<Time>, time: Time, update: U) {
-        self.push_run(capability, time, std::iter::once(update));
-    }
-
     /// Holds a run of updates of one `time` (see [`crate::lookup::drain_by_time`]) until it is
     /// complete, filed at once; `capability` is the input batch's.
     pub(crate) fn push_run(

@@ -29,6 +29,7 @@ use crate::agenda::{Agenda, Ready};
 use crate::entity_route;
 use crate::hit::HitRow;
 use crate::instant::give_instants;
+use crate::lookup::drain_by_time;
 use crate::report_state::{ReportEventRow, lifecycle_rank};
 use crate::{Diff, Time};
 use rustc_hash::FxHashMap;
@@ -182,9 +183,10 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                 let mut grid_labels: FxHashMap<String, Labels> = FxHashMap::default();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
-                        for ((_, update), time, diff) in data.drain(..) {
-                            agenda.push(&capability, time, (update, diff));
-                        }
+                        drain_by_time(data, |time, run| {
+                            let run = run.map(|((_, update), diff)| (update, diff));
+                            agenda.push_run(&capability, time, run);
+                        });
                     });
                     // At the end of the input nothing comes due: timers are dropped.
                     let closed = frontier.is_empty();

@@ -56,6 +56,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use crate::agenda::{Agenda, Ready};
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::absence::{AbsenceRule, RULE_KIND_LABEL};
+use crate::lookup::drain_by_time;
 use crate::rule::{Direction, ThresholdRule};
 use crate::{Diff, EntityKey, Time};
 
@@ -423,14 +424,17 @@ impl<'s> PartitionStalls<'s> for VecCollection<'s, Time, PartitionRow, Diff> {
                     let mut stalls = StallStates::default();
                     move |(heard, heard_frontier), (rules, rules_frontier), output| {
                         heard.for_each(|capability, data| {
-                            for (partition, time, diff) in data.drain(..) {
-                                agenda.push(&capability, time, (Update::Heard(partition), diff));
-                            }
+                            drain_by_time(data, |time, run| {
+                                let run =
+                                    run.map(|(partition, diff)| (Update::Heard(partition), diff));
+                                agenda.push_run(&capability, time, run);
+                            });
                         });
                         rules.for_each(|capability, data| {
-                            for (rule, time, diff) in data.drain(..) {
-                                agenda.push(&capability, time, (Update::Rule(rule), diff));
-                            }
+                            drain_by_time(data, |time, run| {
+                                let run = run.map(|(rule, diff)| (Update::Rule(rule), diff));
+                                agenda.push_run(&capability, time, run);
+                            });
                         });
                         let closed = heard_frontier.is_empty() && rules_frontier.is_empty();
                         if closed {

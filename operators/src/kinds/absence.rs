@@ -53,6 +53,7 @@ use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::instant::give_instants;
 use crate::kinds::Sources;
+use crate::lookup::drain_by_time;
 use crate::matching::{Events, Match, Matches, as_instants, match_rules};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::stall::PartitionStalls;
@@ -422,9 +423,7 @@ fn hits_of_matches<'s>(
             let mut states: FxHashMap<Key, State> = FxHashMap::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
-                    for (update, time, diff) in data.drain(..) {
-                        agenda.push(&capability, time, (update, diff));
-                    }
+                    drain_by_time(data, |time, run| agenda.push_run(&capability, time, run));
                 });
                 // At the end of the input nothing is silent: deadlines are dropped.
                 let closed = frontier.is_empty();
