@@ -22,7 +22,7 @@ use timely::dataflow::channels::pact::Exchange;
 use crate::earliest::Earliest;
 use crate::enrich::{EnrichedRow, Event};
 use crate::entity_route;
-use crate::lookup::{Table, drain_by_time};
+use crate::lookup::{Table, drain_by_time, events_ready};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
 
@@ -116,12 +116,16 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                             }
                         });
                         // Every ready time in one message, under the earliest capability.
-                        let mut ready: Vec<(EnrichedRow, Time, Diff)> = Vec::new();
+                        let is_ready = |time: &Time| {
+                            !readings_frontier.less_equal(time)
+                                && !registry_frontier.less_equal(time)
+                        };
+                        // Most readings replace an older one: a retraction and an insertion.
+                        let mut ready: Vec<(EnrichedRow, Time, Diff)> =
+                            Vec::with_capacity(2 * events_ready(&waiting, is_ready));
                         while let Some(entry) = waiting.first_entry() {
                             let time = *entry.key();
-                            if readings_frontier.less_equal(&time)
-                                || registry_frontier.less_equal(&time)
-                            {
+                            if !is_ready(&time) {
                                 break;
                             }
                             let Waiting {
@@ -159,8 +163,6 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                             }
                             // Sorted: of one key's readings at this time the largest comes last.
                             consolidate(&mut readings);
-                            // Most readings replace an older one: a retraction and an insertion.
-                            ready.reserve(2 * readings.len());
                             for (((domain, entity), (metric, value)), diff) in readings {
                                 if diff <= 0 {
                                     continue;

@@ -46,6 +46,19 @@ impl<D, K, V> Default for Waiting<D, K, V> {
     }
 }
 
+/// How many events wait at the times `ready` accepts, from the earliest on: what a step will
+/// emit, reserved at once (reserving time by time copied the output again at every doubling).
+pub(crate) fn events_ready<D, K, V>(
+    waiting: &BTreeMap<Time, Waiting<D, K, V>>,
+    ready: impl Fn(&Time) -> bool,
+) -> usize {
+    waiting
+        .iter()
+        .take_while(|(time, _)| ready(time))
+        .map(|(_, waiting)| waiting.events.len())
+        .sum()
+}
+
 /// A slowly changing table as plain per-key state: each key's rows with their counts. Also
 /// [`crate::latest`]'s registry.
 ///
@@ -208,12 +221,17 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                     // Everything ready leaves in one message under the earliest capability
                     // (each update carries its own time): a message per time and operator would
                     // cost an allocation and a progress change per time.
-                    let mut ready: Vec<(O, Time, Diff)> = Vec::new();
                     // A time is ready when the table's rows at it are final and no event
                     // before it can still arrive (its changes must not reach earlier events).
+                    let is_ready = |time: &Time| {
+                        !table_frontier.less_equal(time) && !events_frontier.less_than(time)
+                    };
+                    // Room for one output per event, what most events have.
+                    let mut ready: Vec<(O, Time, Diff)> =
+                        Vec::with_capacity(events_ready(&waiting, is_ready));
                     while let Some(entry) = waiting.first_entry() {
                         let time = *entry.key();
-                        if table_frontier.less_equal(&time) || events_frontier.less_than(&time) {
+                        if !is_ready(&time) {
                             break;
                         }
                         let Waiting {
@@ -224,8 +242,6 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                         for ((key, value), diff) in changes {
                             table.update(key, value, diff);
                         }
-                        // Room for one output per event, what most events have.
-                        ready.reserve(events.len());
                         for (event, diff) in events {
                             let rows = table.rows(key_of(&event));
                             logic(event, time, rows, &mut out);
