@@ -61,8 +61,9 @@ mod tests {
     use super::Earliest;
     use crate::woken_while_holding::WokenWhileHolding;
 
-    /// Holds each number until the frontier passes it under one capability, then emits it at its
-    /// own time: what comes out is every number, each at its time, whatever order it came in.
+    /// Holds numbers for later times (out of order) under one capability, then emits every
+    /// ready one in one message: each number comes out once, in a message at or before its own
+    /// time, and the capability is let go at the end (else the example would not finish).
     #[test]
     fn one_capability_serves_every_pending_time() {
         let captured = timely::example(|scope| {
@@ -98,11 +99,16 @@ mod tests {
                 })
                 .capture()
         });
-        let mut seen: Vec<(u64, u64)> = captured
-            .extract()
-            .into_iter()
-            .flat_map(|(_, data)| data)
-            .collect();
+        let messages = captured.extract();
+        assert_eq!(
+            messages.len(),
+            1,
+            "one message for every ready time: {messages:?}"
+        );
+        for (message_time, data) in &messages {
+            assert!(data.iter().all(|(_, time)| time >= message_time));
+        }
+        let mut seen: Vec<(u64, u64)> = messages.into_iter().flat_map(|(_, d)| d).collect();
         seen.sort();
         assert_eq!(seen, vec![(2, 2), (2, 2), (5, 5), (9, 9)]);
     }
