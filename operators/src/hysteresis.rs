@@ -476,7 +476,6 @@ fn consolidate_hits(hits: &mut Vec<(HitRow, Diff)>) {
     consolidate(hits);
 }
 
-/// The entry of `time`, created with the capability `capability` gives when it is new.
 /// Resolves the alerts `ended` (key, the rule as they fired under it, the reason) at `time`:
 /// their state goes; the firing ones give a resolved transition with the reason, in key
 /// order so the output does not depend on hashing.
