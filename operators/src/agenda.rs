@@ -7,7 +7,8 @@
 //! key) cost timely no progress tracking per time.
 //!
 //! Used by the operators that keep per-key state and wake up on their own deadlines
-//! ([`crate::kinds::absence`], [`crate::report_timers`]).
+//! ([`crate::kinds::absence`], [`crate::report_timers`], [`crate::stall`],
+//! [`crate::windowed_presence`]).
 
 use std::collections::BTreeMap;
 
