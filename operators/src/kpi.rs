@@ -105,8 +105,8 @@ pub struct KpiDef {
 /// What a KPI reads of a source row: its labels by name and its value.
 ///
 /// Rows of state and report sources carry their labels as a list ([`KpiRow`]); readings are
-/// read straight off the enriched [`Event`]s the rules share, so a KPI over millions of readings
-/// builds no label list per reading.
+/// read straight off the enriched [`Event`](crate::enrich::Event)s the rules share, so a KPI
+/// over millions of readings builds no label list per reading.
 pub trait KpiFields {
     /// The value of label `name`, if the row has it.
     fn label(&self, name: &str) -> Option<&str>;

@@ -27,7 +27,7 @@
 //! - [`hysteresis::HoldAndHysteresis`]: the per-(rule, entity) `for`/hysteresis state machine
 //!   every kind feeds, a frontier-driven timely operator that emits alert transitions.
 //!
-//! [`rule_alerts`] assembles them; [`reference`] is a plain-loop implementation the
+//! [`rule_alerts`] assembles them; [`reference`](mod@reference) is a plain-loop implementation the
 //! operators are tested against.
 //!
 //! Timestamps are event time in epoch milliseconds ([`Time`]).
