@@ -20,7 +20,7 @@ use timely::dataflow::channels::pact::Exchange;
 
 use crate::earliest::Earliest;
 use crate::kpi::Point;
-use crate::lookup::drain_by_time;
+use crate::lookup::file_by_time;
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
@@ -202,15 +202,15 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
             Exchange::new(|((group, _), _, _): &(Point, Time, Diff)| crate::entity_route(group));
         self.inner
             .unary_frontier_while_holding(route, "AggregateByGroup", |_capability| {
-                let mut pending: BTreeMap<Time, Vec<(Point, Diff)>> = BTreeMap::new();
+                let mut pending: BTreeMap<Time, Vec<(Point, Time, Diff)>> = BTreeMap::new();
                 let mut earliest = Earliest::default();
                 let mut groups: FxHashMap<String, Group<S>> = FxHashMap::default();
                 let mut touched: Vec<String> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
-                        drain_by_time(data, |time, run| {
+                        file_by_time(data, |time, run| {
                             earliest.hold(&capability, time);
-                            pending.entry(time).or_default().extend(run);
+                            run.file_in(pending.entry(time).or_default());
                         });
                     });
                     let Some(capability) = earliest.capability() else {
@@ -223,7 +223,7 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
                         if frontier.less_equal(&time) {
                             break;
                         }
-                        for ((name, (tag, value)), diff) in entry.remove() {
+                        for ((name, (tag, value)), _, diff) in entry.remove() {
                             let group = match groups.get_mut(name.as_str()) {
                                 Some(group) => group,
                                 None => groups.entry(name.clone()).or_insert_with(|| Group {

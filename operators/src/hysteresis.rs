@@ -31,7 +31,7 @@ use citybrain_model::alert::{OUT_OF_SCOPE, RULE_CHANGED, RULE_REMOVED, transitio
 use citybrain_model::time::format_event_time;
 use citybrain_model::{AlertTransition, Labels, TransitionState};
 use differential_dataflow::collection::vec;
-use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::consolidation::{consolidate, consolidate_updates};
 use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -40,7 +40,7 @@ use timely::dataflow::operators::vec::{Broadcast, Filter};
 use crate::earliest::Earliest;
 use crate::entity_route;
 use crate::hit::{AlertKey, HitRow, RuleHit};
-use crate::lookup::drain_by_time;
+use crate::lookup::file_by_time;
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
@@ -202,7 +202,7 @@ pub type FiringSeed = Arc<Mutex<FxHashSet<AlertKey>>>;
 /// that time.
 #[derive(Default)]
 struct Waiting {
-    hits: Vec<(HitRow, Diff)>,
+    hits: Vec<(HitRow, Time, Diff)>,
     rule_changes: Vec<(RuleRow, Diff)>,
 }
 
@@ -326,9 +326,10 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                 let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
                 move |(hits, hits_frontier), (rules, rules_frontier), output| {
                     hits.for_each(|capability, data| {
-                        drain_by_time(data, |time, run| {
+                        file_by_time(data, |time, run| {
                             earliest.hold(&capability, time);
-                            waiting.entry(time).or_default().hits.extend(run);
+                            let hits = &mut waiting.entry(time).or_default().hits;
+                            run.file_in(hits);
                         });
                     });
                     rules.for_each(|capability, data| {
@@ -353,7 +354,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                         // Insertions and retractions of one row at one time cancel; only net
                         // insertions are evaluations (see `instant`: a hit carries its event
                         // time, so the retraction of one never cancels the next).
-                        consolidate_hits(&mut hits);
+                        consolidate_updates(&mut hits);
                         let RuleEdits { removed, changed } =
                             rule_edits(&mut rule_rows, rule_changes);
                         // An edited rule first lets go of the alerts it no longer covers; then
@@ -381,6 +382,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                     ..
                                 },
                             ),
+                            _,
                             diff,
                         ) in hits
                         {
@@ -466,14 +468,6 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
             },
         )
     }
-}
-
-/// `consolidate` for one time's hits, sorted first with an unstable sort (rows that compare
-/// equal are equal and merge anyway): at 100k keys differential's stable sort cost a third
-/// more, and on sorted input its own sort is one pass.
-fn consolidate_hits(hits: &mut Vec<(HitRow, Diff)>) {
-    hits.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    consolidate(hits);
 }
 
 /// Resolves the alerts `ended` (key, the rule as they fired under it, the reason) at `time`:
@@ -699,30 +693,6 @@ mod tests {
                 "{template:?}"
             );
         }
-    }
-
-    /// `consolidate_hits` gives what differential's `consolidate` gives: the net rows in order.
-    #[test]
-    fn consolidated_hits_equal_differentials_consolidation() {
-        let hit = |key: &str, value: f64| {
-            let hit = RuleHit::new(5, value, vec![], rule_r());
-            (("r".into(), key.to_string()), hit)
-        };
-        let mut hits = vec![
-            (hit("s2", 0.9), 1),
-            (hit("s1", 1.5), 1),
-            (hit("s2", 0.3), 1),
-            (hit("s1", 0.2), 1),
-            (hit("s1", 1.5), 1),
-            (hit("s3", 2.0), 1),
-            (hit("s3", 2.0), -1),
-            (hit("s2", 0.9), 1),
-        ];
-        let mut expected = hits.clone();
-        consolidate(&mut expected);
-        consolidate_hits(&mut hits);
-        assert_eq!(hits, expected);
-        assert_eq!(hits.len(), 4);
     }
 
     /// Rule `r`: methane alarm at 1.0, clear below 0.8, critical.

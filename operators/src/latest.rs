@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use citybrain_model::{Labels, Metric};
 use differential_dataflow::collection::vec;
-use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::consolidation::{consolidate, consolidate_updates};
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
@@ -22,7 +22,7 @@ use timely::dataflow::channels::pact::Exchange;
 use crate::earliest::Earliest;
 use crate::enrich::{EnrichedRow, Event};
 use crate::entity_route;
-use crate::lookup::{Table, drain_by_time, events_ready};
+use crate::lookup::{Table, events_ready, file_by_time};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
 
@@ -104,9 +104,9 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                         FxHashMap::default();
                     move |(readings, readings_frontier), (changes, registry_frontier), output| {
                         readings.for_each(|capability, data| {
-                            drain_by_time(data, |time, run| {
+                            file_by_time(data, |time, run| {
                                 earliest.hold(&capability, time);
-                                waiting.entry(time).or_default().events.extend(run);
+                                run.file_in(&mut waiting.entry(time).or_default().events);
                             });
                         });
                         changes.for_each(|capability, data| {
@@ -162,8 +162,8 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                                 }
                             }
                             // Sorted: of one key's readings at this time the largest comes last.
-                            consolidate(&mut readings);
-                            for (((domain, entity), (metric, value)), diff) in readings {
+                            consolidate_updates(&mut readings);
+                            for (((domain, entity), (metric, value)), _, diff) in readings {
                                 if diff <= 0 {
                                     continue;
                                 }
