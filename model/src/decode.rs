@@ -3,8 +3,13 @@
 //! Every failure maps to one [`DeadLetterReason`], so each bad message has a counted, visible
 //! outcome and decoding never panics.
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::reading::{Domain, Metric, Reading};
@@ -12,7 +17,7 @@ use crate::registry::{
     DeviceRecord, EntityInfo, GridRecord, RegistryKind, RegistryUpdate, SensorRecord,
 };
 use crate::report::{ReportEvent, ReportKind};
-use crate::time::parse_event_time;
+use crate::time::{parse_event_time, parse_rfc3339_time};
 
 /// Why an input message was not used. The names are stable: they are metric label values and
 /// the `reason` field of dead-letter records.
@@ -121,13 +126,17 @@ fn classify(error: serde_json::Error) -> DecodeError {
     DecodeError::new(reason, text)
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     serde_json::from_slice(bytes).map_err(classify)
 }
 
-fn checked_time(ts: &Value) -> Result<u64, DecodeError> {
-    let time =
-        parse_event_time(ts).map_err(|e| DecodeError::new(DeadLetterReason::BadTimestamp, e))?;
+fn checked_time(ts: &WireTime<'_>) -> Result<u64, DecodeError> {
+    let time = match ts {
+        WireTime::Millis(millis) => Ok(*millis),
+        WireTime::Text(text) => parse_rfc3339_time(text),
+        WireTime::Other(value) => parse_event_time(value),
+    }
+    .map_err(|e| DecodeError::new(DeadLetterReason::BadTimestamp, e))?;
     if time < EARLIEST_PLAUSIBLE_TIME {
         return Err(DecodeError::new(
             DeadLetterReason::TimeOutOfRange,
@@ -176,26 +185,98 @@ fn checked_metric(name: &str, domain: Domain) -> Result<Metric, DecodeError> {
     })
 }
 
+/// An event time as sent: epoch milliseconds and RFC 3339 text are read without building a
+/// `serde_json::Value` (the text borrowed from the message when it has no escapes); any other
+/// JSON is kept as a `Value` so it is rejected with the same message as before.
+enum WireTime<'a> {
+    Millis(u64),
+    Text(Cow<'a, str>),
+    Other(Value),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireTime<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(WireTimeVisitor(PhantomData))
+    }
+}
+
+struct WireTimeVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for WireTimeVisitor<'a> {
+    type Value = WireTime<'a>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("an RFC 3339 time or epoch milliseconds")
+    }
+
+    fn visit_u64<E: de::Error>(self, millis: u64) -> Result<Self::Value, E> {
+        Ok(WireTime::Millis(millis))
+    }
+
+    fn visit_i64<E: de::Error>(self, number: i64) -> Result<Self::Value, E> {
+        Ok(WireTime::Other(Value::from(number)))
+    }
+
+    fn visit_f64<E: de::Error>(self, number: f64) -> Result<Self::Value, E> {
+        Ok(WireTime::Other(Value::from(number)))
+    }
+
+    fn visit_bool<E: de::Error>(self, flag: bool) -> Result<Self::Value, E> {
+        Ok(WireTime::Other(Value::Bool(flag)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(WireTime::Other(Value::Null))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(WireTime::Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(WireTime::Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(WireTime::Text(Cow::Owned(text)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(SeqAccessDeserializer::new(seq)).map(WireTime::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(WireTime::Other)
+    }
+}
+
+// The metric and time are read in place (borrowed from the message): only the entity, which
+// the reading keeps, is copied out.
 #[derive(Deserialize)]
-struct WireMineReading {
+struct WireMineReading<'a> {
     sensor: String,
-    ts: Value,
-    metric: String,
+    #[serde(borrow)]
+    ts: WireTime<'a>,
+    #[serde(borrow)]
+    metric: Cow<'a, str>,
     value: f64,
 }
 
 #[derive(Deserialize)]
-struct WireFarmReading {
+struct WireFarmReading<'a> {
     device: String,
-    ts: Value,
-    metric: String,
+    #[serde(borrow)]
+    ts: WireTime<'a>,
+    #[serde(borrow)]
+    metric: Cow<'a, str>,
     value: f64,
 }
 
 #[derive(Deserialize)]
-struct WireReport {
+struct WireReport<'a> {
     report: String,
-    ts: Value,
+    #[serde(borrow)]
+    ts: WireTime<'a>,
     kind: ReportKind,
     category: String,
     grid: String,
@@ -411,6 +492,47 @@ mod tests {
             decode_report(after.as_bytes()).map_err(|e| e.reason),
             Err(DeadLetterReason::TimeOutOfRange)
         );
+    }
+
+    /// The time is read without a `serde_json::Value` for epoch millis and text; every other
+    /// form still goes through `parse_event_time`, so its verdict and message are unchanged.
+    #[test]
+    fn every_form_of_event_time() {
+        let decode = |ts: &str| {
+            let bytes = format!(r#"{{"sensor":"s","ts":{ts},"metric":"ch4","value":1}}"#);
+            decode_mine_reading(bytes.as_bytes())
+                .map(|r| r.time)
+                .map_err(|e| (e.reason, e.detail))
+        };
+        let bad = |detail: &str| Err((DeadLetterReason::BadTimestamp, detail.to_string()));
+        assert_eq!(decode("1795910400000"), Ok(1_795_910_400_000));
+        assert_eq!(decode(r#""2026-11-29T00:00:00Z""#), Ok(1_795_910_400_000));
+        // An escape makes serde_json hand over an owned string, not a borrowed one.
+        assert_eq!(
+            decode(r#""2026-11-29T08:00:00\u002b08:00""#),
+            Ok(1_795_910_400_000)
+        );
+        assert_eq!(
+            decode(r#""noon""#),
+            bad("`noon` is not RFC 3339: premature end of input")
+        );
+        assert_eq!(
+            decode("-5"),
+            bad("`-5` is not a non-negative integer of epoch milliseconds")
+        );
+        assert_eq!(
+            decode("1.5e12"),
+            bad("`1500000000000.0` is not a non-negative integer of epoch milliseconds")
+        );
+        let found = |what: &str| {
+            bad(&format!(
+                "expected an RFC 3339 string or epoch milliseconds, found {what}"
+            ))
+        };
+        assert_eq!(decode("true"), found("true"));
+        assert_eq!(decode("null"), found("null"));
+        assert_eq!(decode("[1, 2]"), found("[1,2]"));
+        assert_eq!(decode(r#"{"ms": 1}"#), found(r#"{"ms":1}"#));
     }
 
     #[test]

@@ -9,11 +9,7 @@ pub type EventTime = u64;
 /// or a non-negative integer of epoch milliseconds.
 pub fn parse_event_time(value: &Value) -> Result<EventTime, String> {
     match value {
-        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .map_err(|e| format!("`{text}` is not RFC 3339: {e}"))
-            .and_then(|t| {
-                u64::try_from(t.timestamp_millis()).map_err(|_| format!("`{text}` is before 1970"))
-            }),
+        Value::String(text) => parse_rfc3339_time(text),
         Value::Number(n) => n
             .as_u64()
             .ok_or_else(|| format!("`{n}` is not a non-negative integer of epoch milliseconds")),
@@ -21,6 +17,15 @@ pub fn parse_event_time(value: &Value) -> Result<EventTime, String> {
             "expected an RFC 3339 string or epoch milliseconds, found {other}"
         )),
     }
+}
+
+/// Parses an RFC 3339 event time (any offset) into epoch milliseconds.
+pub fn parse_rfc3339_time(text: &str) -> Result<EventTime, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map_err(|e| format!("`{text}` is not RFC 3339: {e}"))
+        .and_then(|t| {
+            u64::try_from(t.timestamp_millis()).map_err(|_| format!("`{text}` is before 1970"))
+        })
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC with millisecond precision.
