@@ -24,40 +24,12 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::ParallelizationContract;
 
 use crate::earliest::Earliest;
+use crate::pending::Pending;
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// A table change: a `(key, value)` row inserted (`+1`) or removed (`-1`) at a time.
 pub type TableUpdate<K, V> = ((K, V), Time, Diff);
-
-/// What waits for one time: the events and the table changes of that time. Also
-/// [`crate::latest`]'s.
-pub(crate) struct Waiting<D, K, V> {
-    pub(crate) events: Vec<(D, Time, Diff)>,
-    pub(crate) changes: Vec<((K, V), Diff)>,
-}
-
-impl<D, K, V> Default for Waiting<D, K, V> {
-    fn default() -> Self {
-        Waiting {
-            events: Vec::new(),
-            changes: Vec::new(),
-        }
-    }
-}
-
-/// How many events wait at the times `ready` accepts, from the earliest on: what a step will
-/// emit, reserved at once (reserving time by time copied the output again at every doubling).
-pub(crate) fn events_ready<D, K, V>(
-    waiting: &BTreeMap<Time, Waiting<D, K, V>>,
-    ready: impl Fn(&Time) -> bool,
-) -> usize {
-    waiting
-        .iter()
-        .take_while(|(time, _)| ready(time))
-        .map(|(_, waiting)| waiting.events.len())
-        .sum()
-}
 
 /// A slowly changing table as plain per-key state: each key's rows with their counts. Also
 /// [`crate::latest`]'s registry.
@@ -168,6 +140,27 @@ pub(crate) fn file_by_time<D>(
     }
 }
 
+/// Table changes waiting for their times, each time's `((key, value), diff)`s.
+type WaitingChanges<K, V> = BTreeMap<Time, Vec<((K, V), Diff)>>;
+
+/// Applies the changes of the times `applies` accepts, in time order, from the earliest on.
+fn apply_changes<K: Hash + Ord + Clone, V: Ord>(
+    changes: &mut WaitingChanges<K, V>,
+    table: &mut Table<K, V>,
+    applies: impl Fn(&Time) -> bool,
+) {
+    while let Some(entry) = changes.first_entry() {
+        if !applies(entry.key()) {
+            break;
+        }
+        let mut at_time = entry.remove();
+        consolidate(&mut at_time);
+        for ((key, value), diff) in at_time {
+            table.update(key, value, diff);
+        }
+    }
+}
+
 /// Matches events with the rows of a table as of the event's time.
 pub trait LookupAsOf<'s, D> {
     /// For each event, `logic(event, time, rows, output)` with the table's rows under
@@ -246,21 +239,21 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
             table_pact,
             "LookupAsOf",
             move |_capability| {
-                let mut waiting: BTreeMap<Time, Waiting<D, K, V>> = BTreeMap::new();
+                let mut events: Pending<D> = Pending::default();
+                let mut changes: WaitingChanges<K, V> = BTreeMap::new();
                 // At the earliest time with events: only events are looked up and emitted.
                 let mut earliest = Earliest::default();
                 let mut table: Table<K, V> = Table::default();
                 let mut out: Vec<O> = Vec::new();
-                move |(events, events_frontier), (changes, table_frontier), output| {
-                    events.for_each(|capability, data| {
-                        file_by_time(data, |time, run| {
+                move |(event_input, events_frontier), (change_input, table_frontier), output| {
+                    event_input.for_each(|capability, data| {
+                        if let Some(time) = events.file(data) {
                             earliest.hold(&capability, time);
-                            run.file_in(&mut waiting.entry(time).or_default().events);
-                        });
+                        }
                     });
-                    changes.for_each(|_capability, data| {
+                    change_input.for_each(|_capability, data| {
                         for (row, time, diff) in data.drain(..) {
-                            waiting.entry(time).or_default().changes.push((row, diff));
+                            changes.entry(time).or_default().push((row, diff));
                         }
                     });
                     // Everything ready leaves in one message under the earliest capability
@@ -271,37 +264,30 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                     let is_ready = |time: &Time| {
                         !table_frontier.less_equal(time) && !events_frontier.less_than(time)
                     };
+                    // Events need time order only to meet table changes between them.
+                    let ready_events = if changes.keys().next().is_some_and(is_ready) {
+                        events.take_ready_in_order(is_ready)
+                    } else {
+                        events.take_ready(is_ready)
+                    };
                     // Room for one output per event, what most events have.
-                    let mut ready: Vec<(O, Time, Diff)> =
-                        Vec::with_capacity(events_ready(&waiting, is_ready));
-                    while let Some(entry) = waiting.first_entry() {
-                        let time = *entry.key();
-                        if !is_ready(&time) {
-                            break;
-                        }
-                        let Waiting {
-                            events,
-                            mut changes,
-                        } = entry.remove();
-                        consolidate(&mut changes);
-                        for ((key, value), diff) in changes {
-                            table.update(key, value, diff);
-                        }
-                        for (event, _, diff) in events {
-                            let rows = table.rows(key_of(&event));
-                            logic(event, time, rows, &mut out);
-                            for o in out.drain(..) {
-                                ready.push((o, time, diff));
-                            }
+                    let mut ready: Vec<(O, Time, Diff)> = Vec::with_capacity(ready_events.len());
+                    for (event, time, diff) in ready_events {
+                        // The table as of `time`: its changes up to and including `time`.
+                        apply_changes(&mut changes, &mut table, |at| *at <= time);
+                        let rows = table.rows(key_of(&event));
+                        logic(event, time, rows, &mut out);
+                        for o in out.drain(..) {
+                            ready.push((o, time, diff));
                         }
                     }
+                    apply_changes(&mut changes, &mut table, is_ready);
                     if let Some(capability) = earliest.capability()
                         && !ready.is_empty()
                     {
                         output.session(capability).give_container(&mut ready);
                     }
-                    let next = waiting.iter().find(|(_, w)| !w.events.is_empty());
-                    earliest.advance(next.map(|(time, _)| *time));
+                    earliest.advance(events.earliest());
                 }
             },
         )
@@ -315,7 +301,7 @@ mod tests {
     use proptest::prelude::*;
     use timely::dataflow::channels::pact::Pipeline;
     use timely::dataflow::operators::capture::Extract;
-    use timely::dataflow::operators::{Capture, ToStream};
+    use timely::dataflow::operators::{Capture, Concatenate, ToStream};
 
     use super::LookupAsOf;
 
@@ -426,6 +412,7 @@ mod tests {
         fn every_event_meets_the_rows_of_its_time(
             events in proptest::collection::vec((0u8..4, 0u64..20), 0..40),
             inserts in proptest::collection::vec((0u8..4, 0u8..3, 0u64..20, 0u64..10), 0..12),
+            per_message in 1usize..8,
         ) {
             // Rows inserted at a time and (maybe) removed some time later.
             let mut changes: Vec<(u8, u8, u64, isize)> = Vec::new();
@@ -442,11 +429,19 @@ mod tests {
                     .map(|&(k, v, t, d)| ((k, v), t, d))
                     .collect::<Vec<_>>()
                     .to_stream(scope);
-                events_in
-                    .iter()
-                    .map(|&(k, t)| (k, t, 1))
-                    .collect::<Vec<_>>()
-                    .to_stream(scope)
+                // Events in several messages, each of many times, out of order between them.
+                let messages: Vec<_> = events_in
+                    .chunks(per_message)
+                    .map(|chunk| {
+                        chunk
+                            .iter()
+                            .map(|&(k, t)| (k, t, 1))
+                            .collect::<Vec<_>>()
+                            .to_stream(scope)
+                    })
+                    .collect();
+                scope
+                    .concatenate(messages)
                     .lookup_as_of(table, Pipeline, Pipeline, |k: &u8| k, |k, _, rows, out| {
                         let present: Vec<u8> = rows.iter().filter(|(_, n)| *n > 0).map(|(v, _)| *v).collect();
                         if present.is_empty() {
