@@ -413,3 +413,28 @@ where
     drop(run);
     output.lock().map(|o| o.clone()).unwrap_or_default()
 }
+
+/// `collection` with each update in a message of its own: an operator fed by it sees many
+/// messages of few times, out of time order between them (as an exchange of Kafka readings
+/// brings), which a single consolidated input message never shows.
+pub(crate) fn one_per_message<'s, D: differential_dataflow::Data>(
+    collection: VecCollection<'s, Time, D, Diff>,
+) -> VecCollection<'s, Time, D, Diff> {
+    use differential_dataflow::AsCollection;
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::Operator;
+    collection
+        .inner
+        .unary(Pipeline, "OnePerMessage", |_, _| {
+            move |input, output| {
+                input.for_each(|capability, data| {
+                    for update in data.drain(..) {
+                        output
+                            .session(&capability)
+                            .give_container(&mut vec![update]);
+                    }
+                });
+            }
+        })
+        .as_collection()
+}
