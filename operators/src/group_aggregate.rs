@@ -20,7 +20,7 @@ use timely::dataflow::channels::pact::Exchange;
 
 use crate::earliest::Earliest;
 use crate::kpi::Point;
-use crate::pending::Pending;
+use crate::lookup::file_by_time;
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
@@ -202,29 +202,28 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
             Exchange::new(|((group, _), _, _): &(Point, Time, Diff)| crate::entity_route(group));
         self.inner
             .unary_frontier_while_holding(route, "AggregateByGroup", |_capability| {
-                let mut pending: Pending<Point> = Pending::default();
+                let mut pending: BTreeMap<Time, Vec<(Point, Time, Diff)>> = BTreeMap::new();
                 let mut earliest = Earliest::default();
                 let mut groups: FxHashMap<String, Group<S>> = FxHashMap::default();
                 let mut touched: Vec<String> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
-                        if let Some(time) = pending.file(data) {
+                        file_by_time(data, |time, run| {
                             earliest.hold(&capability, time);
-                        }
+                            run.file_in(pending.entry(time).or_default());
+                        });
                     });
                     let Some(capability) = earliest.capability() else {
                         return;
                     };
                     // Every ready time's changes in one message.
                     let mut changes: Vec<(GroupValue, Time, Diff)> = Vec::new();
-                    let mut ready = pending
-                        .take_ready_in_order(|time| !frontier.less_equal(time))
-                        .into_iter()
-                        .peekable();
-                    while let Some(&(_, time, _)) = ready.peek() {
-                        while let Some(((name, (tag, value)), _, diff)) =
-                            ready.next_if(|(_, at, _)| *at == time)
-                        {
+                    while let Some(entry) = pending.first_entry() {
+                        let time = *entry.key();
+                        if frontier.less_equal(&time) {
+                            break;
+                        }
+                        for ((name, (tag, value)), _, diff) in entry.remove() {
                             let group = match groups.get_mut(name.as_str()) {
                                 Some(group) => group,
                                 None => groups.entry(name.clone()).or_insert_with(|| Group {
@@ -265,7 +264,7 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
                     if !changes.is_empty() {
                         output.session(capability).give_container(&mut changes);
                     }
-                    earliest.advance(pending.earliest());
+                    earliest.advance(pending.keys().next().copied());
                 }
             })
             .as_collection()

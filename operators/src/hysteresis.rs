@@ -31,7 +31,7 @@ use citybrain_model::alert::{OUT_OF_SCOPE, RULE_CHANGED, RULE_REMOVED, transitio
 use citybrain_model::time::format_event_time;
 use citybrain_model::{AlertTransition, Labels, TransitionState};
 use differential_dataflow::collection::vec;
-use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::consolidation::{consolidate, consolidate_updates};
 use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -40,7 +40,7 @@ use timely::dataflow::operators::vec::{Broadcast, Filter};
 use crate::earliest::Earliest;
 use crate::entity_route;
 use crate::hit::{AlertKey, HitRow, RuleHit};
-use crate::pending::Pending;
+use crate::lookup::file_by_time;
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
@@ -198,6 +198,14 @@ fn fill_summary(
 /// each key is taken out by the worker that owns it at the key's first evaluation.
 pub type FiringSeed = Arc<Mutex<FxHashSet<AlertKey>>>;
 
+/// What waits for the frontier to pass one time: the rule hits and the rule-row changes of
+/// that time.
+#[derive(Default)]
+struct Waiting {
+    hits: Vec<(HitRow, Time, Diff)>,
+    rule_changes: Vec<(RuleRow, Diff)>,
+}
+
 /// What a firing alert was raised with, to resolve it when its rule is removed.
 struct Fired {
     labels: Arc<Labels>,
@@ -304,8 +312,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
             Pipeline,
             "HoldAndHysteresis",
             |_capability| {
-                let mut pending: Pending<HitRow> = Pending::default();
-                let mut waiting_rules: BTreeMap<Time, Vec<(RuleRow, Diff)>> = BTreeMap::new();
+                let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
                 // Transitions are rare: a capability at their time is taken from this one only
                 // for a time that has some.
                 let mut earliest = Earliest::default();
@@ -317,50 +324,37 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                 let mut fired: FxHashMap<AlertKey, Fired> = FxHashMap::default();
                 // Rows per rule id, over every time processed so far.
                 let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
-                move |(hit_input, hits_frontier), (rules, rules_frontier), output| {
-                    hit_input.for_each(|capability, data| {
-                        if let Some(time) = pending.file(data) {
+                move |(hits, hits_frontier), (rules, rules_frontier), output| {
+                    hits.for_each(|capability, data| {
+                        file_by_time(data, |time, run| {
                             earliest.hold(&capability, time);
-                        }
+                            let hits = &mut waiting.entry(time).or_default().hits;
+                            run.file_in(hits);
+                        });
                     });
                     rules.for_each(|capability, data| {
                         for (row, time, diff) in data.drain(..) {
                             earliest.hold(&capability, time);
-                            waiting_rules.entry(time).or_default().push((row, diff));
+                            waiting
+                                .entry(time)
+                                .or_default()
+                                .rule_changes
+                                .push((row, diff));
                         }
                     });
-                    let is_ready = |time: &Time| {
-                        !hits_frontier.less_equal(time) && !rules_frontier.less_equal(time)
-                    };
-                    let mut hits = pending.take_ready(is_ready);
-                    // By time, then by key (a time's hits in key order: the order their
-                    // states and labels were made in, which the cache likes); insertions and
-                    // retractions of one row at one time cancel, and only net insertions are
-                    // evaluations (see `instant`: a hit carries its event time, so the
-                    // retraction of one never cancels the next).
-                    hits.sort_by(|(a, a_time, _), (b, b_time, _)| {
-                        a_time.cmp(b_time).then_with(|| a.cmp(b))
-                    });
-                    hits.dedup_by(|(later, later_time, diff), (kept, kept_time, sum)| {
-                        let same = later_time == kept_time && later == kept;
-                        if same {
-                            *sum += *diff;
-                        }
-                        same
-                    });
-                    let mut hits = hits.into_iter().peekable();
-                    // Every time with hits or rule changes, in order.
-                    loop {
-                        let next_hits = hits.peek().map(|(_, time, _)| *time);
-                        let next_rules = waiting_rules.keys().next().copied().filter(is_ready);
-                        let Some(time) = next_hits.into_iter().chain(next_rules).min() else {
+                    while let Some(entry) = waiting.first_entry() {
+                        let time = *entry.key();
+                        if hits_frontier.less_equal(&time) || rules_frontier.less_equal(&time) {
                             break;
-                        };
-                        let rule_changes = if next_rules == Some(time) {
-                            waiting_rules.remove(&time).unwrap_or_default()
-                        } else {
-                            Vec::new()
-                        };
+                        }
+                        let Waiting {
+                            mut hits,
+                            rule_changes,
+                        } = entry.remove();
+                        // Insertions and retractions of one row at one time cancel; only net
+                        // insertions are evaluations (see `instant`: a hit carries its event
+                        // time, so the retraction of one never cancels the next).
+                        consolidate_updates(&mut hits);
                         let RuleEdits { removed, changed } =
                             rule_edits(&mut rule_rows, rule_changes);
                         // An edited rule first lets go of the alerts it no longer covers; then
@@ -390,7 +384,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                             ),
                             _,
                             diff,
-                        ) in std::iter::from_fn(|| hits.next_if(|(_, at, _)| *at == time))
+                        ) in hits
                         {
                             if diff <= 0 {
                                 continue;
@@ -469,8 +463,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 .give_container(&mut emitted);
                         }
                     }
-                    let next_rules = waiting_rules.keys().next().copied();
-                    earliest.advance(pending.earliest().into_iter().chain(next_rules).min());
+                    earliest.advance(waiting.keys().next().copied());
                 }
             },
         )

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use citybrain_model::{Labels, Metric};
 use differential_dataflow::collection::vec;
-use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::consolidation::{consolidate, consolidate_updates};
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
@@ -22,10 +22,12 @@ use timely::dataflow::channels::pact::Exchange;
 use crate::earliest::Earliest;
 use crate::enrich::{EnrichedRow, Event};
 use crate::entity_route;
-use crate::lookup::Table;
-use crate::pending::Pending;
+use crate::lookup::{Table, events_ready, file_by_time};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
+
+/// What waits for one time: readings (the events) and registry changes.
+type Waiting = crate::lookup::Waiting<ReadingRow, EntityKey, Arc<Labels>>;
 
 /// Keeps the latest reading per (entity, metric), labelled.
 pub trait Latest<'s> {
@@ -94,23 +96,23 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                 registry_route,
                 "Latest",
                 |_capability| {
-                    let mut pending: Pending<ReadingRow> = Pending::default();
-                    let mut changes: BTreeMap<Time, Vec<RegistryChange>> = BTreeMap::new();
+                    let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
                     // Registry changes relabel current readings: both inputs owe output.
                     let mut earliest = Earliest::default();
-                    let mut state = State::default();
-                    move |(readings, readings_frontier),
-                          (change_input, registry_frontier),
-                          output| {
+                    let mut table: Table<EntityKey, Arc<Labels>> = Table::default();
+                    let mut current: FxHashMap<EntityKey, Vec<(Metric, Arc<Event>)>> =
+                        FxHashMap::default();
+                    move |(readings, readings_frontier), (changes, registry_frontier), output| {
                         readings.for_each(|capability, data| {
-                            if let Some(time) = pending.file(data) {
+                            file_by_time(data, |time, run| {
                                 earliest.hold(&capability, time);
-                            }
+                                run.file_in(&mut waiting.entry(time).or_default().events);
+                            });
                         });
-                        change_input.for_each(|capability, data| {
+                        changes.for_each(|capability, data| {
                             for (row, time, diff) in data.drain(..) {
                                 earliest.hold(&capability, time);
-                                changes.entry(time).or_default().push((row, diff));
+                                waiting.entry(time).or_default().changes.push((row, diff));
                             }
                         });
                         // Every ready time in one message, under the earliest capability.
@@ -118,139 +120,99 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                             !readings_frontier.less_equal(time)
                                 && !registry_frontier.less_equal(time)
                         };
-                        let mut readings = pending.take_ready(is_ready);
                         // Most readings replace an older one: a retraction and an insertion.
                         let mut ready: Vec<(EnrichedRow, Time, Diff)> =
-                            Vec::with_capacity(2 * readings.len());
-                        // By time, then by reading, equal ones summed: of one key's readings at
-                        // a time the largest comes last.
-                        readings.sort_by(|(a, a_time, _), (b, b_time, _)| {
-                            a_time.cmp(b_time).then_with(|| a.cmp(b))
-                        });
-                        readings.dedup_by(|(later, later_time, diff), (kept, kept_time, sum)| {
-                            let same = later_time == kept_time && later == kept;
-                            if same {
-                                *sum += *diff;
+                            Vec::with_capacity(2 * events_ready(&waiting, is_ready));
+                        while let Some(entry) = waiting.first_entry() {
+                            let time = *entry.key();
+                            if !is_ready(&time) {
+                                break;
                             }
-                            same
-                        });
-                        for (reading, time, diff) in readings {
-                            // Registry changes first: readings of a time see the table as of
-                            // it, like the rules' lookups do.
-                            state.relabel(&mut changes, |at| *at <= time, &mut ready);
-                            if diff > 0 {
-                                state.read(reading, time, &mut ready);
+                            let Waiting {
+                                events: mut readings,
+                                mut changes,
+                            } = entry.remove();
+                            // Registry changes first: readings of this time see the table as
+                            // of it, like the rules' lookups do.
+                            consolidate(&mut changes);
+                            let mut changed: Vec<EntityKey> = Vec::new();
+                            for ((key, labels), diff) in changes {
+                                table.update(key.clone(), labels, diff);
+                                if changed.last() != Some(&key) {
+                                    changed.push(key);
+                                }
+                            }
+                            for key in &changed {
+                                let Some(events) = current.get_mut(key) else {
+                                    continue;
+                                };
+                                let labels = labels_of(&table, key);
+                                for (metric, event) in events.iter_mut() {
+                                    if event.labels == labels {
+                                        continue;
+                                    }
+                                    let relabelled = Arc::new(Event {
+                                        labels: Arc::clone(&labels),
+                                        ..Event::clone(event)
+                                    });
+                                    let metric = *metric;
+                                    let old = std::mem::replace(event, Arc::clone(&relabelled));
+                                    ready.push((((key.0, metric), old), time, -1));
+                                    ready.push((((key.0, metric), relabelled), time, 1));
+                                }
+                            }
+                            // Sorted: of one key's readings at this time the largest comes last.
+                            consolidate_updates(&mut readings);
+                            for (((domain, entity), (metric, value)), _, diff) in readings {
+                                if diff <= 0 {
+                                    continue;
+                                }
+                                let key = (domain, entity);
+                                let labels = labels_of(&table, &key);
+                                // The key is cloned only for an entity's first reading.
+                                let events = match current.get_mut(&key) {
+                                    Some(events) => events,
+                                    None => current.entry(key.clone()).or_default(),
+                                };
+                                let slot = events.iter().position(|(m, _)| *m == metric);
+                                if let Some(i) = slot
+                                    && events[i].1.value == value
+                                    && events[i].1.labels == labels
+                                {
+                                    continue;
+                                }
+                                let event = Arc::new(Event {
+                                    time,
+                                    entity: key.1,
+                                    value,
+                                    labels,
+                                });
+                                let old = match slot {
+                                    Some(i) => Some(std::mem::replace(
+                                        &mut events[i].1,
+                                        Arc::clone(&event),
+                                    )),
+                                    None => {
+                                        events.push((metric, Arc::clone(&event)));
+                                        None
+                                    }
+                                };
+                                if let Some(old) = old {
+                                    ready.push((((domain, metric), old), time, -1));
+                                }
+                                ready.push((((domain, metric), event), time, 1));
                             }
                         }
-                        state.relabel(&mut changes, is_ready, &mut ready);
                         if let Some(capability) = earliest.capability()
                             && !ready.is_empty()
                         {
                             output.session(capability).give_container(&mut ready);
                         }
-                        let next_change = changes.keys().next().copied();
-                        earliest.advance(pending.earliest().into_iter().chain(next_change).min());
+                        earliest.advance(waiting.keys().next().copied());
                     }
                 },
             )
             .as_collection()
-    }
-}
-
-/// A registry change: an entity's labels inserted (`+1`) or removed (`-1`).
-type RegistryChange = ((EntityKey, Arc<Labels>), Diff);
-
-/// The registry and each entity's latest readings.
-#[derive(Default)]
-struct State {
-    table: Table<EntityKey, Arc<Labels>>,
-    current: FxHashMap<EntityKey, Vec<(Metric, Arc<Event>)>>,
-}
-
-impl State {
-    /// Applies the registry changes of the times `applies` accepts, in time order, each
-    /// relabelling the current readings of the entities it changes at its time.
-    fn relabel(
-        &mut self,
-        changes: &mut BTreeMap<Time, Vec<RegistryChange>>,
-        applies: impl Fn(&Time) -> bool,
-        ready: &mut Vec<(EnrichedRow, Time, Diff)>,
-    ) {
-        while let Some(entry) = changes.first_entry() {
-            if !applies(entry.key()) {
-                break;
-            }
-            let time = *entry.key();
-            let mut at_time = entry.remove();
-            consolidate(&mut at_time);
-            let mut changed: Vec<EntityKey> = Vec::new();
-            for ((key, labels), diff) in at_time {
-                self.table.update(key.clone(), labels, diff);
-                if changed.last() != Some(&key) {
-                    changed.push(key);
-                }
-            }
-            for key in &changed {
-                let Some(events) = self.current.get_mut(key) else {
-                    continue;
-                };
-                let labels = labels_of(&self.table, key);
-                for (metric, event) in events.iter_mut() {
-                    if event.labels == labels {
-                        continue;
-                    }
-                    let relabelled = Arc::new(Event {
-                        labels: Arc::clone(&labels),
-                        ..Event::clone(event)
-                    });
-                    let metric = *metric;
-                    let old = std::mem::replace(event, Arc::clone(&relabelled));
-                    ready.push((((key.0, metric), old), time, -1));
-                    ready.push((((key.0, metric), relabelled), time, 1));
-                }
-            }
-        }
-    }
-
-    /// Takes a reading at `time` as its (entity, metric)'s latest, emitting the change.
-    fn read(
-        &mut self,
-        reading: ReadingRow,
-        time: Time,
-        ready: &mut Vec<(EnrichedRow, Time, Diff)>,
-    ) {
-        let ((domain, entity), (metric, value)) = reading;
-        let key = (domain, entity);
-        let labels = labels_of(&self.table, &key);
-        // The key is cloned only for an entity's first reading.
-        let events = match self.current.get_mut(&key) {
-            Some(events) => events,
-            None => self.current.entry(key.clone()).or_default(),
-        };
-        let slot = events.iter().position(|(m, _)| *m == metric);
-        if let Some(i) = slot
-            && events[i].1.value == value
-            && events[i].1.labels == labels
-        {
-            return;
-        }
-        let event = Arc::new(Event {
-            time,
-            entity: key.1,
-            value,
-            labels,
-        });
-        let old = match slot {
-            Some(i) => Some(std::mem::replace(&mut events[i].1, Arc::clone(&event))),
-            None => {
-                events.push((metric, Arc::clone(&event)));
-                None
-            }
-        };
-        if let Some(old) = old {
-            ready.push((((domain, metric), old), time, -1));
-        }
-        ready.push((((domain, metric), event), time, 1));
     }
 }
 

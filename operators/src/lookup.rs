@@ -24,12 +24,40 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::ParallelizationContract;
 
 use crate::earliest::Earliest;
-use crate::pending::Pending;
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// A table change: a `(key, value)` row inserted (`+1`) or removed (`-1`) at a time.
 pub type TableUpdate<K, V> = ((K, V), Time, Diff);
+
+/// What waits for one time: the events and the table changes of that time. Also
+/// [`crate::latest`]'s.
+pub(crate) struct Waiting<D, K, V> {
+    pub(crate) events: Vec<(D, Time, Diff)>,
+    pub(crate) changes: Vec<((K, V), Diff)>,
+}
+
+impl<D, K, V> Default for Waiting<D, K, V> {
+    fn default() -> Self {
+        Waiting {
+            events: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+}
+
+/// How many events wait at the times `ready` accepts, from the earliest on: what a step will
+/// emit, reserved at once (reserving time by time copied the output again at every doubling).
+pub(crate) fn events_ready<D, K, V>(
+    waiting: &BTreeMap<Time, Waiting<D, K, V>>,
+    ready: impl Fn(&Time) -> bool,
+) -> usize {
+    waiting
+        .iter()
+        .take_while(|(time, _)| ready(time))
+        .map(|(_, waiting)| waiting.events.len())
+        .sum()
+}
 
 /// A slowly changing table as plain per-key state: each key's rows with their counts. Also
 /// [`crate::latest`]'s registry.
@@ -95,24 +123,48 @@ pub(crate) fn drain_by_time<D>(
     }
 }
 
-/// Table changes waiting for their times, each time's `((key, value), diff)`s.
-type WaitingChanges<K, V> = BTreeMap<Time, Vec<((K, V), Diff)>>;
+/// A run of a message's updates of one time (see [`file_by_time`]).
+pub(crate) enum Run<'m, D> {
+    /// The whole message: one time's updates only.
+    Whole(&'m mut Vec<(D, Time, Diff)>),
+    /// A run of a message of several times.
+    Part(&'m mut dyn Iterator<Item = (D, Time, Diff)>),
+}
 
-/// Applies the changes of the times `applies` accepts, in time order, from the earliest on.
-fn apply_changes<K: Hash + Ord + Clone, V: Ord>(
-    changes: &mut WaitingChanges<K, V>,
-    table: &mut Table<K, V>,
-    applies: impl Fn(&Time) -> bool,
+impl<D> Run<'_, D> {
+    /// Appends the run to `list`. A whole message for an empty list becomes the list: its
+    /// container is taken, not copied (a window end's 100k hits arrive as one message).
+    pub(crate) fn file_in(self, list: &mut Vec<(D, Time, Diff)>) {
+        match self {
+            Run::Whole(message) if list.is_empty() => std::mem::swap(list, message),
+            Run::Whole(message) => list.append(message),
+            Run::Part(run) => list.extend(run),
+        }
+    }
+}
+
+/// Drains a message's updates a run of one time at a time, like [`drain_by_time`], for a
+/// waiting list that keeps each update's time: `file(time, run)` gets each run.
+pub(crate) fn file_by_time<D>(
+    updates: &mut Vec<(D, Time, Diff)>,
+    mut file: impl FnMut(Time, Run<'_, D>),
 ) {
-    while let Some(entry) = changes.first_entry() {
-        if !applies(entry.key()) {
-            break;
-        }
-        let mut at_time = entry.remove();
-        consolidate(&mut at_time);
-        for ((key, value), diff) in at_time {
-            table.update(key, value, diff);
-        }
+    let Some(&(_, time, _)) = updates.first() else {
+        return;
+    };
+    if run_at(updates, time) == updates.len() {
+        file(time, Run::Whole(updates));
+        return;
+    }
+    let mut updates = updates.drain(..);
+    while let Some(first) = updates.next() {
+        let time = first.1;
+        let rest = run_at(updates.as_slice(), time);
+        // Of exact size: the list it extends grows once.
+        let mut run = std::iter::once(first).chain(updates.by_ref().take(rest));
+        file(time, Run::Part(&mut run));
+        // What `file` left of the run is dropped, not taken for the next time's.
+        run.for_each(drop);
     }
 }
 
@@ -194,21 +246,21 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
             table_pact,
             "LookupAsOf",
             move |_capability| {
-                let mut events: Pending<D> = Pending::default();
-                let mut changes: WaitingChanges<K, V> = BTreeMap::new();
+                let mut waiting: BTreeMap<Time, Waiting<D, K, V>> = BTreeMap::new();
                 // At the earliest time with events: only events are looked up and emitted.
                 let mut earliest = Earliest::default();
                 let mut table: Table<K, V> = Table::default();
                 let mut out: Vec<O> = Vec::new();
-                move |(event_input, events_frontier), (change_input, table_frontier), output| {
-                    event_input.for_each(|capability, data| {
-                        if let Some(time) = events.file(data) {
+                move |(events, events_frontier), (changes, table_frontier), output| {
+                    events.for_each(|capability, data| {
+                        file_by_time(data, |time, run| {
                             earliest.hold(&capability, time);
-                        }
+                            run.file_in(&mut waiting.entry(time).or_default().events);
+                        });
                     });
-                    change_input.for_each(|_capability, data| {
+                    changes.for_each(|_capability, data| {
                         for (row, time, diff) in data.drain(..) {
-                            changes.entry(time).or_default().push((row, diff));
+                            waiting.entry(time).or_default().changes.push((row, diff));
                         }
                     });
                     // Everything ready leaves in one message under the earliest capability
@@ -219,30 +271,37 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                     let is_ready = |time: &Time| {
                         !table_frontier.less_equal(time) && !events_frontier.less_than(time)
                     };
-                    // Events need time order only to meet table changes between them.
-                    let ready_events = if changes.keys().next().is_some_and(is_ready) {
-                        events.take_ready_in_order(is_ready)
-                    } else {
-                        events.take_ready(is_ready)
-                    };
                     // Room for one output per event, what most events have.
-                    let mut ready: Vec<(O, Time, Diff)> = Vec::with_capacity(ready_events.len());
-                    for (event, time, diff) in ready_events {
-                        // The table as of `time`: its changes up to and including `time`.
-                        apply_changes(&mut changes, &mut table, |at| *at <= time);
-                        let rows = table.rows(key_of(&event));
-                        logic(event, time, rows, &mut out);
-                        for o in out.drain(..) {
-                            ready.push((o, time, diff));
+                    let mut ready: Vec<(O, Time, Diff)> =
+                        Vec::with_capacity(events_ready(&waiting, is_ready));
+                    while let Some(entry) = waiting.first_entry() {
+                        let time = *entry.key();
+                        if !is_ready(&time) {
+                            break;
+                        }
+                        let Waiting {
+                            events,
+                            mut changes,
+                        } = entry.remove();
+                        consolidate(&mut changes);
+                        for ((key, value), diff) in changes {
+                            table.update(key, value, diff);
+                        }
+                        for (event, _, diff) in events {
+                            let rows = table.rows(key_of(&event));
+                            logic(event, time, rows, &mut out);
+                            for o in out.drain(..) {
+                                ready.push((o, time, diff));
+                            }
                         }
                     }
-                    apply_changes(&mut changes, &mut table, is_ready);
                     if let Some(capability) = earliest.capability()
                         && !ready.is_empty()
                     {
                         output.session(capability).give_container(&mut ready);
                     }
-                    earliest.advance(events.earliest());
+                    let next = waiting.iter().find(|(_, w)| !w.events.is_empty());
+                    earliest.advance(next.map(|(time, _)| *time));
                 }
             },
         )
@@ -320,6 +379,46 @@ mod tests {
             ]
         );
         assert!(updates.is_empty());
+    }
+
+    /// A message of one time is filed by taking its container when nothing waits at that
+    /// time, appended when something does; a message of several times is filed run by run,
+    /// and what `file` leaves of a run is not taken for the next.
+    #[test]
+    fn a_message_of_one_time_is_filed_whole() {
+        let mut list: Vec<(char, u64, isize)> = Vec::new();
+        let mut message = vec![('a', 5, 1), ('b', 5, -1)];
+        let buffer = message.as_ptr();
+        super::file_by_time(&mut message, |time, run| {
+            assert_eq!(time, 5);
+            run.file_in(&mut list);
+        });
+        assert_eq!(list.as_ptr(), buffer, "the message's own buffer");
+        assert_eq!(list, [('a', 5, 1), ('b', 5, -1)]);
+        assert!(message.is_empty());
+
+        let mut message = vec![('c', 5, 1)];
+        super::file_by_time(&mut message, |_, run| run.file_in(&mut list));
+        assert_eq!(list, [('a', 5, 1), ('b', 5, -1), ('c', 5, 1)]);
+        assert!(message.is_empty());
+
+        let mut message = vec![('d', 5, 1), ('e', 6, 1), ('f', 6, 1), ('g', 5, 1)];
+        let mut runs = Vec::new();
+        super::file_by_time(&mut message, |time, run| {
+            let super::Run::Part(run) = run else {
+                panic!("a message of several times is filed in runs");
+            };
+            runs.push((time, run.size_hint(), run.next()));
+        });
+        assert_eq!(
+            runs,
+            [
+                (5, (1, Some(1)), Some(('d', 5, 1))),
+                (6, (2, Some(2)), Some(('e', 6, 1))),
+                (5, (1, Some(1)), Some(('g', 5, 1))),
+            ]
+        );
+        assert!(message.is_empty());
     }
 
     proptest! {
