@@ -110,17 +110,13 @@ pub(crate) fn drain_by_time<D>(
     updates: &mut Vec<(D, Time, Diff)>,
     mut file: impl FnMut(Time, &mut dyn Iterator<Item = (D, Diff)>),
 ) {
-    let mut updates = updates.drain(..);
-    while let Some((first, time, diff)) = updates.next() {
-        let rest = run_at(updates.as_slice(), time);
-        let mut run = std::iter::once((first, diff)).chain(
-            updates
-                .by_ref()
-                .take(rest)
-                .map(|(update, _, diff)| (update, diff)),
-        );
-        file(time, &mut run);
+    fn without_time<D>((update, _, diff): (D, Time, Diff)) -> (D, Diff) {
+        (update, diff)
     }
+    file_by_time(updates, |time, run| match run {
+        Run::Whole(message) => file(time, &mut message.drain(..).map(without_time)),
+        Run::Part(run) => file(time, &mut run.map(without_time)),
+    });
 }
 
 /// A run of a message's updates of one time (see [`file_by_time`]).
@@ -143,8 +139,8 @@ impl<D> Run<'_, D> {
     }
 }
 
-/// Drains a message's updates a run of one time at a time, like [`drain_by_time`], for a
-/// waiting list that keeps each update's time: `file(time, run)` gets each run.
+/// Drains a message's updates a run of one time at a time, for a waiting list that keeps each
+/// update's time: `file(time, run)` gets each run ([`drain_by_time`] for one that does not).
 pub(crate) fn file_by_time<D>(
     updates: &mut Vec<(D, Time, Diff)>,
     mut file: impl FnMut(Time, Run<'_, D>),
