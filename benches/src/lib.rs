@@ -9,6 +9,7 @@ pub mod floor;
 pub mod pipeline;
 pub mod workload;
 
+use citybrain_model::time::format_event_time;
 use citybrain_model::{Domain, Metric, Reading};
 
 /// `count` ch4 readings of `sensors` sensors at 1 s cadence, drifting around the 1.0% alarm.
@@ -29,14 +30,28 @@ pub fn ch4_readings(sensors: usize, count: usize) -> Vec<Reading> {
         .collect()
 }
 
-/// The same readings as wire JSON.
+/// The same readings as wire JSON, the event time as epoch milliseconds.
 pub fn ch4_messages(sensors: usize, count: usize) -> Vec<Vec<u8>> {
+    encode_ch4(sensors, count, |time| time.to_string())
+}
+
+/// The same readings as wire JSON, the event time as RFC 3339 text (what many devices send).
+pub fn ch4_messages_rfc3339(sensors: usize, count: usize) -> Vec<Vec<u8>> {
+    encode_ch4(sensors, count, |time| {
+        format!("\"{}\"", format_event_time(time))
+    })
+}
+
+/// [`ch4_readings`] as wire JSON, `ts` writing each event time's JSON value.
+fn encode_ch4(sensors: usize, count: usize, ts: impl Fn(u64) -> String) -> Vec<Vec<u8>> {
     ch4_readings(sensors, count)
         .into_iter()
         .map(|r| {
             format!(
                 r#"{{"sensor":"{}","ts":{},"metric":"ch4","value":{}}}"#,
-                r.entity, r.time, r.value
+                r.entity,
+                ts(r.time),
+                r.value
             )
             .into_bytes()
         })
