@@ -28,6 +28,11 @@
 //! many distinct event times the engine sees per second); `LOAD_MAX_RATE` sets the rate the
 //! paced levels are fractions of (default: the measured maximum), to compare runs at equal rates;
 //! `LOAD_PACED=0` skips the paced levels (memory sweeps over sensors and events).
+//! `LOAD_BROKER=mock` runs it all on librdkafka's in-process mock cluster instead of tansu: the
+//! engine's own share of the latency, under a broker that adds little. That cluster keeps only
+//! the newest ~50k messages per partition, so the backlog must fit (`LOAD_EVENTS` at most
+//! [`MOCK_BACKLOG_PER_PARTITION`] per partition of `mine.readings`) and the rates of the paced
+//! levels want `LOAD_MAX_RATE` (a short backlog measures no steady maximum).
 #![allow(missing_docs)]
 #![allow(clippy::expect_used, clippy::print_stdout)] // a bench binary: a broken setup fails loudly
 
@@ -57,6 +62,9 @@ const PROBE_TOPIC: &str = "latency.probe";
 const PROBE_PARTITIONS: i32 = 2;
 /// `fetch.wait.max.ms` of the engine's consumer here and of the floor's consumer.
 const FETCH_WAIT_MS: &str = "5";
+/// The largest backlog per partition `LOAD_BROKER=mock` takes: under the ~50k messages the
+/// mock cluster keeps, so no reading is lost before the engine reads it.
+const MOCK_BACKLOG_PER_PARTITION: usize = 45_000;
 /// The paced levels, as fractions of the measured maximum.
 const LEVELS: [f64; 3] = [0.25, 0.5, 0.8];
 /// Paced transitions in the first seconds of a level are not counted (the pipeline fills).
@@ -189,11 +197,15 @@ fn readings_consumer(brokers: &str, group: &str) -> (BaseConsumer, i32) {
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let partitions = TOPICS
+    (consumer, readings_partitions())
+}
+
+/// The number of partitions of `mine.readings`.
+fn readings_partitions() -> i32 {
+    TOPICS
         .iter()
         .find(|(t, _)| *t == READINGS)
-        .map_or(1, |(_, p)| *p);
-    (consumer, partitions)
+        .map_or(1, |(_, p)| *p)
 }
 
 /// Reads every message of `mine.readings` and decodes it: messages per second.
@@ -411,7 +423,19 @@ fn main() {
 
     let mut topics = TOPICS.to_vec();
     topics.push((PROBE_TOPIC, PROBE_PARTITIONS));
-    let kafka = MockKafka::tansu(&topics);
+    let kafka = match std::env::var("LOAD_BROKER").as_deref() {
+        Ok("mock") => {
+            let most = MOCK_BACKLOG_PER_PARTITION * readings_partitions() as usize;
+            assert!(
+                events <= most,
+                "LOAD_BROKER=mock keeps only the newest ~50k messages per partition: set LOAD_EVENTS to at most {most}"
+            );
+            println!("end_to_end: on librdkafka's in-process mock cluster, not tansu");
+            MockKafka::new(&topics)
+        }
+        Ok("tansu") | Err(_) => MockKafka::tansu(&topics),
+        Ok(other) => panic!("LOAD_BROKER is `mock` or `tansu` (the default), not `{other}`"),
+    };
     produce_registry(&kafka, sensors);
     let produced = Instant::now();
     let last_time = produce_backlog(&kafka, sensors, events);
