@@ -492,6 +492,15 @@ impl KafkaSource {
         self.apply_pause(self.readings_paused, held)
     }
 
+    /// Calls `wake` (from a librdkafka thread) whenever a reading partition's queue, empty
+    /// until then, receives messages, so a worker that parks between polls can be unparked as
+    /// soon as there is something to read instead of at the end of its park.
+    pub fn wake_on_readings(&mut self, wake: impl Fn() + Clone + Send + Sync + 'static) {
+        for queue in &mut self.queues {
+            queue.queue.set_nonempty_callback(wake.clone());
+        }
+    }
+
     /// True once the registry topics were read to their end (or the load timed out).
     pub fn registry_loaded(&self) -> bool {
         !self.readings_paused
@@ -1072,6 +1081,44 @@ mod tests {
         let bound = u64::try_from(SKEW.as_millis()).unwrap() + step_ms;
         assert!(read.widest <= bound, "{} ms apart", read.widest);
         assert_eq!(read.late, 0);
+    }
+
+    /// A worker parks between polls when Kafka had nothing: a reading that reaches an empty
+    /// partition queue wakes it, instead of waiting in the queue until the park ends.
+    #[test]
+    fn a_reading_reaching_an_empty_queue_wakes_the_worker() {
+        let cluster = broker(2, 100);
+        let mut source = source(&cluster, SKEW);
+        let (woken, wakes) = std::sync::mpsc::channel();
+        source.wake_on_readings(move || {
+            let _ = woken.send(());
+        });
+        read_all(&mut source);
+        while wakes.try_recv().is_ok() {}
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        let payload = format!(
+            r#"{{"sensor":"s0","ts":{},"metric":"ch4","value":0.5}}"#,
+            now_millis()
+        );
+        producer
+            .send(
+                BaseRecord::<(), _>::to(TOPIC)
+                    .partition(0)
+                    .payload(&payload),
+            )
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        assert!(wakes.recv_timeout(Duration::from_secs(10)).is_ok());
+        let mut events = Vec::new();
+        source.poll(10, &mut events);
+        let readings = events
+            .iter()
+            .filter(|e| matches!(e, SourceEvent::Reading(_)))
+            .count();
+        assert_eq!(readings, 1);
     }
 
     /// Readings 10 s apart, twice the skew: one poll still reads the partitions in turn, each

@@ -5,7 +5,8 @@
 //! Each worker loop: poll a batch of messages, send readings into the `readings` collection at
 //! their event time, registry changes into `registry`, dead letters to the output thread;
 //! recompute the watermarks and advance the inputs to them; step the dataflow; when Kafka had
-//! nothing new, park until the dataflow has work again or 1 ms passes. Watermarks are
+//! nothing new, park until the dataflow has work again, a reading partition receives messages
+//! (librdkafka wakes the worker) or 1 ms passes. Watermarks are
 //! shared between the workers of this process so a worker whose partitions are idle follows
 //! the others instead of holding the frontier back.
 //!
@@ -861,6 +862,9 @@ fn worker_loop(
         );
     }
     let mut source = KafkaSource::connect(source_config).map_err(|e| e.to_string())?;
+    // A worker parked below (nothing from Kafka) wakes as soon as readings arrive.
+    let this_worker = std::thread::current();
+    source.wake_on_readings(move || this_worker.unpark());
     let mut events = Vec::new();
     let mut counted_loaded = false;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -1067,8 +1071,8 @@ fn worker_loop(
         }
         if read == 0 {
             // Nothing new from Kafka: step on while the dataflow has work, else park until
-            // another worker sends data or progress (which unparks this thread) or for at most
-            // IDLE_PARK, then look at Kafka again. Each operator of a chain runs in a step of
+            // another worker sends data or progress or a reading partition receives messages
+            // (each unparks this thread) or for at most IDLE_PARK, then look at Kafka again. Each operator of a chain runs in a step of
             // its own, so a worker that slept between steps added its sleep per operator.
             worker.step_or_park(Some(IDLE_PARK));
         }
@@ -1331,7 +1335,8 @@ fn push_kpis(kpis: &KpiStores, metrics: &Metrics, board: &AlertBoard) {
 }
 
 /// How long an idle worker parks before it polls Kafka again (it wakes earlier when another
-/// worker sends it data or progress). New messages wait at most this long in the consumer.
+/// worker sends it data or progress, or when one of its reading partitions receives
+/// messages). Registry updates wait at most this long in the consumer.
 const IDLE_PARK: Duration = Duration::from_millis(1);
 
 /// Polls of a worker (each up to 4,096 messages) the sensor clock's alerts and KPIs may not
