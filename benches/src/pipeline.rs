@@ -80,6 +80,17 @@ pub fn floor_rules() -> FloorRules {
 /// Builds `pipeline` in `worker`. With `collect`, every transition's key is kept in
 /// [`Handles::seen`]; otherwise nothing is kept (benches skip the bookkeeping).
 pub fn build(worker: &mut Worker, pipeline: Pipeline, collect: bool) -> Handles {
+    build_watched(worker, pipeline, collect, |_, _| {})
+}
+
+/// [`build`], calling `emitted` with each transition's rule and event time when the dataflow
+/// emits it (the paced bench's latency).
+pub fn build_watched(
+    worker: &mut Worker,
+    pipeline: Pipeline,
+    collect: bool,
+    emitted: impl Fn(&str, Time) + 'static,
+) -> Handles {
     let seen: Seen = Rc::new(RefCell::new(Vec::new()));
     let sink = Rc::clone(&seen);
     worker.dataflow::<Time, _, _>(|scope| {
@@ -91,6 +102,7 @@ pub fn build(worker: &mut Worker, pipeline: Pipeline, collect: bool) -> Handles 
                 let (_, reports) = scope.new_collection::<ReportEventRow, Diff>();
                 rule_alerts(readings, registry, reports, rules)
                     .inspect(move |t: &AlertTransition| {
+                        emitted(&t.rule, t.event_time);
                         if collect {
                             let key = (t.rule.clone(), t.entity.clone(), t.state, t.event_time);
                             sink.borrow_mut().push(key);
@@ -103,6 +115,7 @@ pub fn build(worker: &mut Worker, pipeline: Pipeline, collect: bool) -> Handles 
                 drop(rules);
                 floor_alerts(readings, registry, floor_rules())
                     .inspect(move |t: &FloorTransition| {
+                        emitted(&t.rule, t.time);
                         if collect {
                             let key = (t.rule.clone(), t.entity.clone(), t.state, t.time);
                             sink.borrow_mut().push(key);
