@@ -39,12 +39,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use citybrain_benches::workload::{
     CADENCE_MS, HOLD_MS, START, THRESHOLD, THRESHOLD_CLEAR, WINDOW_CLEAR, WINDOW_THRESHOLD,
     ch4_value, sensor_id,
 };
+use citybrain_benches::{env_or, now_us};
 use citybrain_model::AlertTransition;
 use citybrain_model::decode::decode_mine_reading;
 use citybrain_model::time::now_millis;
@@ -69,19 +70,6 @@ const MOCK_BACKLOG_PER_PARTITION: usize = 45_000;
 const LEVELS: [f64; 3] = [0.25, 0.5, 0.8];
 /// Paced transitions in the first seconds of a level are not counted (the pipeline fills).
 const WARM_UP: Duration = Duration::from_secs(2);
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
 
 /// The engine's config: a short fetch wait (as `config/demo.toml`), the sensor streams'
 /// allowed lateness (part of every alert's latency) and idle timeout (a partition silent this

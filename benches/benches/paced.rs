@@ -27,10 +27,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use citybrain_benches::pipeline::{Pipeline, build_watched, load};
 use citybrain_benches::workload::{Workload, ch4_value, engine_rules, sensor_id};
+use citybrain_benches::{env_or, now_us};
 use citybrain_model::decode::decode_mine_reading;
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::{ReadingRow, Time};
@@ -48,13 +49,6 @@ const MAX_BATCH: usize = 4_096;
 /// How long a worker with nothing to do parks (it wakes when another worker sends it data).
 const IDLE_PARK: Duration = Duration::from_micros(100);
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Waits, stepping, until all `peers` workers have called this `round` times (a blocking
 /// barrier would stop a worker whose dataflow another one still waits on).
 fn meet(worker: &mut timely::worker::Worker, arrived: &AtomicUsize, round: usize) {
@@ -63,12 +57,6 @@ fn meet(worker: &mut timely::worker::Worker, arrived: &AtomicUsize, round: usize
     while arrived.load(Ordering::SeqCst) < round * peers {
         worker.step_or_park(Some(IDLE_PARK));
     }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Event time per round of [`ch4_value`]: a swinging sensor's 90 rounds take 9 s whatever the

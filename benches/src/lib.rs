@@ -1,7 +1,8 @@
 //! Shared inputs and pipelines of citybrain's benches: synthetic mine readings shaped like the
 //! simulator's ([`ch4_readings`], [`workload`]), the hand-written timely + differential floor
-//! the engine's operators are compared with ([`floor`]), and the driver that feeds either the
-//! way the engine does ([`pipeline`]).
+//! the engine's operators are compared with ([`floor`]), the driver that feeds either the
+//! way the engine does ([`pipeline`]), and the load benches' knobs and clock ([`env_or`],
+//! [`now_us`]).
 
 #[cfg(feature = "dbsp")]
 pub mod dbsp_peer;
@@ -9,8 +10,25 @@ pub mod floor;
 pub mod pipeline;
 pub mod workload;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use citybrain_model::time::format_event_time;
 use citybrain_model::{Domain, Metric, Reading};
+
+/// A size from the environment variable `name` (the load benches' knobs), else `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The wall clock, microseconds since the epoch (latencies against event times).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
 
 /// `count` ch4 readings of `sensors` sensors at 1 s cadence, drifting around the 1.0% alarm.
 pub fn ch4_readings(sensors: usize, count: usize) -> Vec<Reading> {
