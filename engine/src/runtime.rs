@@ -1072,8 +1072,9 @@ fn worker_loop(
         if read == 0 {
             // Nothing new from Kafka: step on while the dataflow has work, else park until
             // another worker sends data or progress or a reading partition receives messages
-            // (each unparks this thread) or for at most IDLE_PARK, then look at Kafka again. Each operator of a chain runs in a step of
-            // its own, so a worker that slept between steps added its sleep per operator.
+            // (each unparks this thread) or for at most IDLE_PARK, then look at Kafka again.
+            // Each operator of a chain runs in a step of its own, so a worker that slept
+            // between steps added its sleep per operator.
             worker.step_or_park(Some(IDLE_PARK));
         }
     }
