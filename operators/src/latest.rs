@@ -99,9 +99,7 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                     let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
                     // Registry changes relabel current readings: both inputs owe output.
                     let mut earliest = Earliest::default();
-                    let mut table: Table<EntityKey, Arc<Labels>> = Table::default();
-                    let mut current: FxHashMap<EntityKey, Vec<(Metric, Arc<Event>)>> =
-                        FxHashMap::default();
+                    let mut state = State::default();
                     move |(readings, readings_frontier), (changes, registry_frontier), output| {
                         readings.for_each(|capability, data| {
                             file_by_time(data, |time, run| {
@@ -130,77 +128,17 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                             }
                             let Waiting {
                                 events: mut readings,
-                                mut changes,
+                                changes,
                             } = entry.remove();
                             // Registry changes first: readings of this time see the table as
                             // of it, like the rules' lookups do.
-                            consolidate(&mut changes);
-                            let mut changed: Vec<EntityKey> = Vec::new();
-                            for ((key, labels), diff) in changes {
-                                table.update(key.clone(), labels, diff);
-                                if changed.last() != Some(&key) {
-                                    changed.push(key);
-                                }
-                            }
-                            for key in &changed {
-                                let Some(events) = current.get_mut(key) else {
-                                    continue;
-                                };
-                                let labels = labels_of(&table, key);
-                                for (metric, event) in events.iter_mut() {
-                                    if event.labels == labels {
-                                        continue;
-                                    }
-                                    let relabelled = Arc::new(Event {
-                                        labels: Arc::clone(&labels),
-                                        ..Event::clone(event)
-                                    });
-                                    let metric = *metric;
-                                    let old = std::mem::replace(event, Arc::clone(&relabelled));
-                                    ready.push((((key.0, metric), old), time, -1));
-                                    ready.push((((key.0, metric), relabelled), time, 1));
-                                }
-                            }
+                            state.relabel(time, changes, &mut ready);
                             // Sorted: of one key's readings at this time the largest comes last.
                             consolidate_updates(&mut readings);
-                            for (((domain, entity), (metric, value)), _, diff) in readings {
-                                if diff <= 0 {
-                                    continue;
+                            for (reading, _, diff) in readings {
+                                if diff > 0 {
+                                    state.read(reading, time, &mut ready);
                                 }
-                                let key = (domain, entity);
-                                let labels = labels_of(&table, &key);
-                                // The key is cloned only for an entity's first reading.
-                                let events = match current.get_mut(&key) {
-                                    Some(events) => events,
-                                    None => current.entry(key.clone()).or_default(),
-                                };
-                                let slot = events.iter().position(|(m, _)| *m == metric);
-                                if let Some(i) = slot
-                                    && events[i].1.value == value
-                                    && events[i].1.labels == labels
-                                {
-                                    continue;
-                                }
-                                let event = Arc::new(Event {
-                                    time,
-                                    entity: key.1,
-                                    value,
-                                    labels,
-                                });
-                                let old = match slot {
-                                    Some(i) => Some(std::mem::replace(
-                                        &mut events[i].1,
-                                        Arc::clone(&event),
-                                    )),
-                                    None => {
-                                        events.push((metric, Arc::clone(&event)));
-                                        None
-                                    }
-                                };
-                                if let Some(old) = old {
-                                    ready.push((((domain, metric), old), time, -1));
-                                }
-                                ready.push((((domain, metric), event), time, 1));
                             }
                         }
                         if let Some(capability) = earliest.capability()
@@ -213,6 +151,93 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                 },
             )
             .as_collection()
+    }
+}
+
+/// What `Latest` keeps: the registry's labels per entity and each (entity, metric)'s current
+/// labelled reading.
+#[derive(Default)]
+struct State {
+    table: Table<EntityKey, Arc<Labels>>,
+    current: FxHashMap<EntityKey, Vec<(Metric, Arc<Event>)>>,
+}
+
+impl State {
+    /// Applies one time's registry `changes`, relabelling the current readings of the entities
+    /// whose labels changed (each change a retraction and an insertion at `time`).
+    fn relabel(
+        &mut self,
+        time: Time,
+        mut changes: Vec<((EntityKey, Arc<Labels>), Diff)>,
+        ready: &mut Vec<(EnrichedRow, Time, Diff)>,
+    ) {
+        consolidate(&mut changes);
+        let mut changed: Vec<EntityKey> = Vec::new();
+        for ((key, labels), diff) in changes {
+            self.table.update(key.clone(), labels, diff);
+            if changed.last() != Some(&key) {
+                changed.push(key);
+            }
+        }
+        for key in &changed {
+            let Some(events) = self.current.get_mut(key) else {
+                continue;
+            };
+            let labels = labels_of(&self.table, key);
+            for (metric, event) in events.iter_mut() {
+                if event.labels == labels {
+                    continue;
+                }
+                let relabelled = Arc::new(Event {
+                    labels: Arc::clone(&labels),
+                    ..Event::clone(event)
+                });
+                let metric = *metric;
+                let old = std::mem::replace(event, Arc::clone(&relabelled));
+                ready.push((((key.0, metric), old), time, -1));
+                ready.push((((key.0, metric), relabelled), time, 1));
+            }
+        }
+    }
+
+    /// Takes a reading at `time` as its (entity, metric)'s latest, emitting the change.
+    fn read(
+        &mut self,
+        ((domain, entity), (metric, value)): ReadingRow,
+        time: Time,
+        ready: &mut Vec<(EnrichedRow, Time, Diff)>,
+    ) {
+        let key = (domain, entity);
+        let labels = labels_of(&self.table, &key);
+        // The key is cloned only for an entity's first reading.
+        let events = match self.current.get_mut(&key) {
+            Some(events) => events,
+            None => self.current.entry(key.clone()).or_default(),
+        };
+        let slot = events.iter().position(|(m, _)| *m == metric);
+        if let Some(i) = slot
+            && events[i].1.value == value
+            && events[i].1.labels == labels
+        {
+            return;
+        }
+        let event = Arc::new(Event {
+            time,
+            entity: key.1,
+            value,
+            labels,
+        });
+        let old = match slot {
+            Some(i) => Some(std::mem::replace(&mut events[i].1, Arc::clone(&event))),
+            None => {
+                events.push((metric, Arc::clone(&event)));
+                None
+            }
+        };
+        if let Some(old) = old {
+            ready.push((((domain, metric), old), time, -1));
+        }
+        ready.push((((domain, metric), event), time, 1));
     }
 }
 
