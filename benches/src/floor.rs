@@ -6,9 +6,9 @@
 //!   CH4 readings of sensors whose labels hold the rules' scope;
 //! - one timely operator, exchanged by sensor, then processes each logical time once the
 //!   frontier has passed it, in time order: each reading steps the threshold rule's
-//!   `for`/hysteresis state of its sensor and adds to its sensor's open one-minute window;
-//!   each window whose end the frontier has passed is averaged and steps the window rule's
-//!   state, at the window's end.
+//!   `for`/hysteresis state of its sensor and adds to its sensor's open one-minute window (a
+//!   count and an exact sum); each window whose end the frontier has passed is averaged and
+//!   steps the window rule's state, at the window's end.
 //!
 //! Rules are constants of the program ([`FloorRules`]) instead of data, alerts are
 //! [`FloorTransition`] tuples instead of formatted records, and the registry is assumed not to
@@ -28,6 +28,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Filter, Map};
+use xsum::{Xsum, XsumSmall};
 
 /// One rule's alarm side: alarm at or above `threshold` held for `hold_ms`, clear below `clear`.
 #[derive(Clone, Debug, PartialEq)]
@@ -125,17 +126,14 @@ fn step(
     transition
 }
 
-/// The mean of `values`, summed in ascending order (the order the engine's window sums in,
-/// so both round alike).
-fn ascending_mean(values: &mut [f64]) -> f64 {
-    values.sort_unstable_by(f64::total_cmp);
-    values.iter().fold(0.0, |sum, value| sum + value) / values.len() as f64
-}
+/// A sensor's open window: its readings so far and their exact sum (rounded once at the end,
+/// as the engine's window sums, so both round alike).
+type WindowSum = (usize, XsumSmall);
 
 /// A scope reading (sensor, value) at its event time, waiting for the frontier.
 type Pending = (Capability<Time>, Vec<(String, f64)>);
 /// The readings of one window end per sensor, with the capability to emit at that end.
-type Windows = (Capability<Time>, FxHashMap<String, Vec<f64>>);
+type Windows = (Capability<Time>, FxHashMap<String, WindowSum>);
 
 /// The floor's transitions of `rules` over `readings` (each `+1` at its event time) and the
 /// registry, each at the logical time of the evaluation that caused it.
@@ -214,7 +212,12 @@ pub fn floor_alerts<'s>(
                             value,
                         });
                     }
-                    window.1.entry(entity).or_default().push(value);
+                    let (count, sum) = window
+                        .1
+                        .entry(entity)
+                        .or_insert_with(|| (0, XsumSmall::new()));
+                    *count += 1;
+                    sum.add(value);
                 }
             }
             while let Some(entry) = windows.first_entry() {
@@ -225,8 +228,8 @@ pub fn floor_alerts<'s>(
                 let (capability, sensors) = entry.remove();
                 let mut session = output.session(&capability);
                 let alarm = &rules.window;
-                for (entity, mut values) in sensors {
-                    let mean = ascending_mean(&mut values);
+                for (entity, (count, mut sum)) in sensors {
+                    let mean = sum.sum() / count as f64;
                     if let Some(state) = step(&mut window_states, alarm, &entity, mean, end) {
                         session.give(FloorTransition {
                             rule: alarm.id.clone(),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use citybrain_model::{Domain, Labels, Metric};
+use xsum::XsumExt;
 
 use super::{Evaluation, Match, Timeline, group_of};
 use crate::Time;
@@ -44,10 +45,9 @@ type Windows = BTreeMap<(Shape, String, Time), (Vec<f64>, Vec<Labels>)>;
 fn aggregate(aggregate: Aggregate, values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
-    let mut sum = 0.0;
-    for v in values.iter() {
-        sum += v;
-    }
+    // The exact sum, rounded once: all at once here, where the operator adds each reading as
+    // it comes.
+    let sum = values.xsum();
     let (Some(first), Some(last)) = (values.first().copied(), values.last().copied()) else {
         return f64::NAN;
     };

@@ -1,0 +1,245 @@
+//! What an open window keeps of its readings: which ones it has (identical readings count
+//! once) and its aggregate so far, so that closing a window reads a result instead of passing
+//! over every reading it holds.
+//!
+//! Closing windows used to sort, deduplicate and sum all of a window's readings at its end:
+//! at ~800 K readings/s into a one-minute rule that is ~16 M readings per worker closed in one
+//! step, ~1.5 s during which no alert moved. Now each reading is checked and aggregated as it
+//! is filed, and a close is a constant-time read (a percentile still sorts its values: it needs
+//! them all).
+//!
+//! Kept per reading: its time and value, 16 bytes, per entity in ascending order. An entity's
+//! readings mostly come in time order, so a new one is appended after one comparison with the
+//! last; only one that comes out of order is searched for. The aggregate runs alongside: a
+//! count is the number of distinct readings, a min or max a running value, a sum or average an
+//! exact sum rounded once at the end (`xsum`), so a window sums to the same bits whatever
+//! order its readings come in, over however many partitions, workers or processes.
+
+use std::borrow::Cow;
+
+use ordered_float::OrderedFloat;
+use smallvec::SmallVec;
+use xsum::{Xsum, XsumSmall};
+
+use super::Aggregate;
+use crate::Time;
+
+/// One entity's distinct readings in a window, (time, value) ascending. The first is kept
+/// inline: a window of one reading (a sensor that reads less often than its windows end) then
+/// costs no allocation of its own.
+type EntityReadings = SmallVec<[(Time, OrderedFloat<f64>); 1]>;
+
+/// The distinct readings of one window and its aggregate so far.
+pub(super) struct WindowReadings {
+    /// Per entity, by entity; the entity is empty in a group of one entity (the group is the
+    /// entity).
+    entities: SmallVec<[(String, EntityReadings); 1]>,
+    /// Distinct readings, over all entities.
+    count: usize,
+    running: Running,
+}
+
+/// An aggregate so far.
+enum Running {
+    /// The count of distinct readings (the window's `count`).
+    Count,
+    /// The least value so far.
+    Min(f64),
+    /// The largest value so far.
+    Max(f64),
+    /// The exact sum so far.
+    Sum(XsumSmall),
+    /// The exact sum so far, divided by the count at the end.
+    Avg(XsumSmall),
+    /// A percentile: taken from the kept readings at the end.
+    Percentile(u8),
+}
+
+impl WindowReadings {
+    /// No readings yet, for `aggregate`.
+    pub(super) fn new(aggregate: Aggregate) -> Self {
+        let running = match aggregate {
+            Aggregate::Count => Running::Count,
+            Aggregate::Min => Running::Min(f64::INFINITY),
+            Aggregate::Max => Running::Max(f64::NEG_INFINITY),
+            Aggregate::Sum => Running::Sum(XsumSmall::new()),
+            Aggregate::Avg => Running::Avg(XsumSmall::new()),
+            Aggregate::Percentile(p) => Running::Percentile(p),
+        };
+        WindowReadings {
+            entities: SmallVec::new(),
+            count: 0,
+            running,
+        }
+    }
+
+    /// Adds `entity`'s reading of `value` at `time` unless the window has it already.
+    pub(super) fn insert(&mut self, entity: Cow<'_, str>, time: Time, value: f64) {
+        let reading = (time, OrderedFloat(value));
+        let at = match self
+            .entities
+            .binary_search_by(|(known, _)| known.as_str().cmp(&entity))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                self.entities
+                    .insert(at, (entity.into_owned(), EntityReadings::new()));
+                at
+            }
+        };
+        let Some((_, readings)) = self.entities.get_mut(at) else {
+            return;
+        };
+        match readings.last() {
+            None => readings.push(reading),
+            Some(last) if *last < reading => {
+                if readings.len() == 1 {
+                    // Spilling out of line: room for four at once, as a `Vec` would start with.
+                    readings.reserve(3);
+                }
+                readings.push(reading);
+            }
+            Some(_) => match readings.binary_search(&reading) {
+                Ok(_) => return,
+                Err(before) => readings.insert(before, reading),
+            },
+        }
+        self.count += 1;
+        match &mut self.running {
+            Running::Min(least) => *least = least.min(value),
+            Running::Max(largest) => *largest = largest.max(value),
+            Running::Sum(sum) | Running::Avg(sum) => sum.add(value),
+            Running::Count | Running::Percentile(_) => {}
+        }
+    }
+
+    /// The window's aggregate over its distinct readings; `None` when it has none. `values` is
+    /// room for a percentile's values.
+    pub(super) fn aggregate(self, values: &mut Vec<f64>) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let count = self.count as f64;
+        Some(match self.running {
+            Running::Count => count,
+            Running::Min(value) | Running::Max(value) => value,
+            Running::Sum(mut sum) => sum.sum(),
+            Running::Avg(mut sum) => sum.sum() / count,
+            Running::Percentile(p) => {
+                values.clear();
+                let readings = self.entities.iter().flat_map(|(_, readings)| readings);
+                values.extend(readings.map(|(_, value)| value.0));
+                values.sort_unstable_by(f64::total_cmp);
+                // The nearest rank: the `ceil(p n / 100)`-th smallest.
+                let rank = (usize::from(p.clamp(1, 100)) * values.len()).div_ceil(100);
+                values.get(rank.max(1) - 1).copied()?
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each aggregate of `readings` ((entity, time, value), in the order given).
+    fn every_aggregate(readings: &[(&str, Time, f64)]) -> Vec<(String, Option<f64>)> {
+        let aggregates = [
+            Aggregate::Count,
+            Aggregate::Sum,
+            Aggregate::Avg,
+            Aggregate::Min,
+            Aggregate::Max,
+            Aggregate::Percentile(50),
+            Aggregate::Percentile(100),
+        ];
+        let mut values = Vec::new();
+        aggregates
+            .iter()
+            .map(|aggregate| {
+                let mut window = WindowReadings::new(*aggregate);
+                for (entity, time, value) in readings {
+                    window.insert(Cow::Borrowed(entity), *time, *value);
+                }
+                (aggregate.name(), window.aggregate(&mut values))
+            })
+            .collect()
+    }
+
+    fn expected(values: [f64; 7]) -> Vec<(String, Option<f64>)> {
+        ["count", "sum", "avg", "min", "max", "p50", "p100"]
+            .iter()
+            .zip(values)
+            .map(|(name, value)| (name.to_string(), Some(value)))
+            .collect()
+    }
+
+    #[test]
+    fn a_window_without_readings_has_no_aggregate() {
+        assert!(
+            every_aggregate(&[])
+                .iter()
+                .all(|(_, value)| value.is_none())
+        );
+    }
+
+    #[test]
+    fn identical_readings_count_once_in_or_out_of_order() {
+        let readings = [
+            ("s1", 30, 3.0),
+            ("s1", 10, 1.0),
+            ("s1", 30, 3.0), // the last one again
+            ("s2", 30, 3.0), // another entity: another reading
+            ("s1", 10, 1.0), // an earlier one again
+            ("s1", 10, 2.0), // same time, another value: another reading
+            ("s1", 20, 5.0),
+        ];
+        assert_eq!(
+            every_aggregate(&readings),
+            expected([5.0, 14.0, 2.8, 1.0, 5.0, 3.0, 5.0])
+        );
+    }
+
+    /// Summed left to right, 2^53 + 1 + 1 is 2^53 (each 1 is lost to rounding); summed from the
+    /// smallest, 2^53 + 2. The exact sum is 2^53 + 2 in every order.
+    #[test]
+    fn sums_are_exact_whatever_the_order() {
+        let big = 2f64.powi(53);
+        let orders = [[big, 1.0, 1.0], [1.0, big, 1.0], [1.0, 1.0, big]];
+        for order in orders {
+            let readings: Vec<(&str, Time, f64)> = order
+                .iter()
+                .enumerate()
+                .map(|(i, value)| ("s1", i as Time, *value))
+                .collect();
+            let sum = &every_aggregate(&readings)[1];
+            assert_eq!(sum, &("sum".to_string(), Some(big + 2.0)), "{order:?}");
+        }
+        let cancelling = [("s1", 1, 1e16), ("s1", 2, 1.0), ("s1", 3, -1e16)];
+        assert_eq!(every_aggregate(&cancelling)[1].1, Some(1.0));
+    }
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let readings: Vec<(&str, Time, f64)> = [7.0, 3.0, 10.0, 1.0, 5.0, 9.0, 2.0, 8.0, 4.0, 6.0]
+            .iter()
+            .enumerate()
+            .map(|(i, value)| ("s1", 100 - i as Time, *value))
+            .collect();
+        let mut values = Vec::new();
+        for (p, rank) in [
+            (1, 1.0),
+            (10, 1.0),
+            (11, 2.0),
+            (50, 5.0),
+            (90, 9.0),
+            (99, 10.0),
+        ] {
+            let mut window = WindowReadings::new(Aggregate::Percentile(p));
+            for (entity, time, value) in &readings {
+                window.insert(Cow::Borrowed(entity), *time, *value);
+            }
+            assert_eq!(window.aggregate(&mut values), Some(rank), "p{p}");
+        }
+    }
+}
