@@ -22,13 +22,13 @@ use citybrain_model::{Domain, Metric, TransitionState};
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time};
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use fsum::FSum;
 use rustc_hash::FxHashMap;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Filter, Map};
-use xsum::{Xsum, XsumSmall};
 
 /// One rule's alarm side: alarm at or above `threshold` held for `hold_ms`, clear below `clear`.
 #[derive(Clone, Debug, PartialEq)]
@@ -128,7 +128,7 @@ fn step(
 
 /// A sensor's open window: its readings so far and their exact sum (rounded once at the end,
 /// as the engine's window sums, so both round alike).
-type WindowSum = (usize, XsumSmall);
+type WindowSum = (usize, FSum);
 
 /// A scope reading (sensor, value) at its event time, waiting for the frontier.
 type Pending = (Capability<Time>, Vec<(String, f64)>);
@@ -212,10 +212,7 @@ pub fn floor_alerts<'s>(
                             value,
                         });
                     }
-                    let (count, sum) = window
-                        .1
-                        .entry(entity)
-                        .or_insert_with(|| (0, XsumSmall::new()));
+                    let (count, sum) = window.1.entry(entity).or_default();
                     *count += 1;
                     sum.add(value);
                 }
@@ -228,8 +225,8 @@ pub fn floor_alerts<'s>(
                 let (capability, sensors) = entry.remove();
                 let mut session = output.session(&capability);
                 let alarm = &rules.window;
-                for (entity, (count, mut sum)) in sensors {
-                    let mean = sum.sum() / count as f64;
+                for (entity, (count, sum)) in sensors {
+                    let mean = sum.value() / count as f64;
                     if let Some(state) = step(&mut window_states, alarm, &entity, mean, end) {
                         session.give(FloorTransition {
                             rule: alarm.id.clone(),

@@ -275,15 +275,19 @@ fn hits_of_matches<'s>(
                 let mut changes: BTreeMap<Time, Vec<(WindowRule, Diff)>> = BTreeMap::new();
                 // The window rules by their windows' key, as of the last change applied.
                 let mut alarms: Table<WindowKey, Arc<MatchedRule>> = Table::default();
-                // A closing window's values, reused from window to window.
+                // A closing percentile window's values, reused from window to window.
                 let mut values: Vec<f64> = Vec::new();
+                // Groups in the last window end closed: the next ends' likely size, reserved
+                // when they open rather than grown by doubling (at 100k sensors, moving and
+                // rehashing every group several times per window end).
+                let mut groups_closed = 0;
                 move |(placed, placed_frontier), (rule_rows, rules_frontier), output| {
                     placed.for_each(|capability, data| {
                         for (placed, _, diff) in data.drain(..) {
                             // Occurrences are insertions; a retraction would be a reading
                             // taken back, which the sources never send.
                             if diff > 0 {
-                                file_reading(&mut ending, placed, &capability);
+                                file_reading(&mut ending, placed, &capability, groups_closed);
                             }
                         }
                     });
@@ -330,6 +334,7 @@ fn hits_of_matches<'s>(
                                 // One message for the end's hits (mostly one per group):
                                 // the state machine then files them at once, not in
                                 // buffer-sized pieces into a list growing by doubling.
+                                groups_closed = groups.len();
                                 let mut hits = Vec::with_capacity(groups.len());
                                 for (group, windows) in groups {
                                     close(windows, group, end, &alarms, &mut values, |hit| {
@@ -346,11 +351,13 @@ fn hits_of_matches<'s>(
         .as_collection()
 }
 
-/// Files one reading under the end of every window it belongs to.
+/// Files one reading under the end of every window it belongs to; a window end that opens
+/// has room for `expected_groups`.
 fn file_reading(
     ending: &mut BTreeMap<Time, Ending>,
     (group, matched, value, labels): Placed,
     capability: &InputCapability<Time>,
+    expected_groups: usize,
 ) {
     let Some(rule) = matched.row.as_window() else {
         return;
@@ -359,7 +366,7 @@ fn file_reading(
     while let Some(end) = ends.next() {
         let slot = ending.entry(end).or_insert_with(|| Ending {
             capability: capability.delayed(&end, 0),
-            groups: GroupsInArrivalOrder::default(),
+            groups: GroupsInArrivalOrder::with_capacity_and_hasher(expected_groups, FxBuildHasher),
         });
         let reading = (&matched, rule);
         if ends.peek().is_none() {

@@ -12,14 +12,15 @@
 //! readings mostly come in time order, so a new one is appended after one comparison with the
 //! last; only one that comes out of order is searched for. The aggregate runs alongside: a
 //! count is the number of distinct readings, a min or max a running value, a sum or average an
-//! exact sum rounded once at the end (`xsum`), so a window sums to the same bits whatever
-//! order its readings come in, over however many partitions, workers or processes.
+//! exact sum rounded once at the end (`fsum`: Shewchuk's non-overlapping partials, usually one
+//! or two floats), so a window sums to the same bits whatever order its readings come in, over
+//! however many partitions, workers or processes.
 
 use std::borrow::Cow;
 
+use fsum::FSum;
 use ordered_float::OrderedFloat;
 use smallvec::SmallVec;
-use xsum::{Xsum, XsumSmall};
 
 use super::Aggregate;
 use crate::Time;
@@ -34,8 +35,6 @@ pub(super) struct WindowReadings {
     /// Per entity, by entity; the entity is empty in a group of one entity (the group is the
     /// entity).
     entities: SmallVec<[(String, EntityReadings); 1]>,
-    /// Distinct readings, over all entities.
-    count: usize,
     running: Running,
 }
 
@@ -48,9 +47,9 @@ enum Running {
     /// The largest value so far.
     Max(f64),
     /// The exact sum so far.
-    Sum(XsumSmall),
+    Sum(FSum),
     /// The exact sum so far, divided by the count at the end.
-    Avg(XsumSmall),
+    Avg(FSum),
     /// A percentile: taken from the kept readings at the end.
     Percentile(u8),
 }
@@ -62,13 +61,12 @@ impl WindowReadings {
             Aggregate::Count => Running::Count,
             Aggregate::Min => Running::Min(f64::INFINITY),
             Aggregate::Max => Running::Max(f64::NEG_INFINITY),
-            Aggregate::Sum => Running::Sum(XsumSmall::new()),
-            Aggregate::Avg => Running::Avg(XsumSmall::new()),
+            Aggregate::Sum => Running::Sum(FSum::new()),
+            Aggregate::Avg => Running::Avg(FSum::new()),
             Aggregate::Percentile(p) => Running::Percentile(p),
         };
         WindowReadings {
             entities: SmallVec::new(),
-            count: 0,
             running,
         }
     }
@@ -76,17 +74,19 @@ impl WindowReadings {
     /// Adds `entity`'s reading of `value` at `time` unless the window has it already.
     pub(super) fn insert(&mut self, entity: Cow<'_, str>, time: Time, value: f64) {
         let reading = (time, OrderedFloat(value));
-        let at = match self
-            .entities
-            .binary_search_by(|(known, _)| known.as_str().cmp(&entity))
-        {
-            Ok(at) => at,
-            Err(at) => {
-                self.entities
-                    .insert(at, (entity.into_owned(), EntityReadings::new()));
-                at
-            }
+        let found = match self.entities.as_slice() {
+            // A group of one entity (its readings name none) or a window of one entity so
+            // far: no search. Emptiness first: testing two empty strings equal still calls
+            // `memcmp`, per reading (the operators bench at 1k sensors ~10 % slower).
+            [(known, _)] if known.is_empty() && entity.is_empty() => Ok(0),
+            [(known, _)] if *known == entity => Ok(0),
+            entities => entities.binary_search_by(|(known, _)| known.as_str().cmp(&entity)),
         };
+        let at = found.unwrap_or_else(|at| {
+            let new = (entity.into_owned(), EntityReadings::new());
+            self.entities.insert(at, new);
+            at
+        });
         let Some((_, readings)) = self.entities.get_mut(at) else {
             return;
         };
@@ -104,11 +104,10 @@ impl WindowReadings {
                 Err(before) => readings.insert(before, reading),
             },
         }
-        self.count += 1;
         match &mut self.running {
             Running::Min(least) => *least = least.min(value),
             Running::Max(largest) => *largest = largest.max(value),
-            Running::Sum(sum) | Running::Avg(sum) => sum.add(value),
+            Running::Sum(sum) | Running::Avg(sum) => *sum += value,
             Running::Count | Running::Percentile(_) => {}
         }
     }
@@ -116,15 +115,20 @@ impl WindowReadings {
     /// The window's aggregate over its distinct readings; `None` when it has none. `values` is
     /// room for a percentile's values.
     pub(super) fn aggregate(self, values: &mut Vec<f64>) -> Option<f64> {
-        if self.count == 0 {
+        let count: usize = self
+            .entities
+            .iter()
+            .map(|(_, readings)| readings.len())
+            .sum();
+        if count == 0 {
             return None;
         }
-        let count = self.count as f64;
+        let count = count as f64;
         Some(match self.running {
             Running::Count => count,
             Running::Min(value) | Running::Max(value) => value,
-            Running::Sum(mut sum) => sum.sum(),
-            Running::Avg(mut sum) => sum.sum() / count,
+            Running::Sum(sum) => sum.value(),
+            Running::Avg(sum) => sum.value() / count,
             Running::Percentile(p) => {
                 values.clear();
                 let readings = self.entities.iter().flat_map(|(_, readings)| readings);
