@@ -22,7 +22,11 @@
 //!
 //! Windows are aligned to the epoch (`[k hop, k hop + window)`) and evaluated at their end;
 //! the alert entity is the group (the face id for `group_by = "face"`), and alerts carry the
-//! group's labels (a face's mine and face).
+//! group's labels (a face's mine and face). Identical readings (same entity, time and value,
+//! e.g. redelivered) count once; `sum` and `avg` are exact sums rounded once, so a window's
+//! value does not depend on the order its readings arrive in. An open window keeps 16 bytes
+//! per distinct reading (to tell a repeated one) and its aggregate so far: memory grows with
+//! the readings per window (rate x window length x groups), not with readings seen.
 
 use std::time::Duration;
 
