@@ -362,7 +362,8 @@ fn file_reading(
     let Some(rule) = matched.row.as_window() else {
         return;
     };
-    let mut ends = rule.window_ends(value.1).peekable();
+    let (OrderedFloat(value), time, entity) = value;
+    let mut ends = rule.window_ends(time).peekable();
     while let Some(end) = ends.next() {
         let slot = ending.entry(end).or_insert_with(|| Ending {
             capability: capability.delayed(&end, 0),
@@ -370,28 +371,29 @@ fn file_reading(
         });
         let reading = (&matched, rule);
         if ends.peek().is_none() {
-            // The last window takes the value (and a new group its key, a new window the
+            // The last window takes the entity (and a new group its key, a new window the
             // labels) without a copy: a tumbling window has only one. Not counting another
             // reference to the labels spares a cache miss per reading at 100k sensors.
-            let given = (Cow::Owned(group), Cow::Owned(value), Cow::Owned(labels));
-            file_in(&mut slot.groups, reading, given);
+            let given = (Cow::Owned(group), Cow::Owned(entity), Cow::Owned(labels));
+            file_in(&mut slot.groups, reading, (value, time), given);
             return;
         }
         let given = (
             Cow::Borrowed(group.as_str()),
-            Cow::Borrowed(&value),
+            Cow::Borrowed(entity.as_str()),
             Cow::Borrowed(&labels),
         );
-        file_in(&mut slot.groups, reading, given);
+        file_in(&mut slot.groups, reading, (value, time), given);
     }
 }
 
-/// Files one reading in its window among `groups` (one window end's): (group, value, labels),
-/// each copied only when borrowed and kept.
+/// Files one reading, (value, time), in its window among `groups` (one window end's): (group,
+/// entity, labels), each copied only when borrowed and kept.
 fn file_in(
     groups: &mut GroupsInArrivalOrder,
     (matched, rule): (&Arc<MatchedRule>, &WindowRule),
-    (group, value, labels): (Cow<'_, str>, Cow<'_, WindowValue>, Cow<'_, Arc<Labels>>),
+    (value, time): (f64, Time),
+    (group, entity, labels): (Cow<'_, str>, Cow<'_, str>, Cow<'_, Arc<Labels>>),
 ) {
     // One hash and one probe, also for a new group (the first reading of each group in each
     // window end): looking it up and then inserting it cost two of each.
@@ -432,11 +434,7 @@ fn file_in(
             &mut windows[newest]
         }
     };
-    let (value, time, entity) = match value {
-        Cow::Owned((value, time, entity)) => (value, time, Cow::Owned(entity)),
-        Cow::Borrowed((value, time, entity)) => (*value, *time, Cow::Borrowed(entity.as_str())),
-    };
-    window.readings.insert(entity, time, value.0);
+    window.readings.insert(entity, time, value);
 }
 
 /// Closes a group's windows ending at `end`: one hit per window with a value and alarm present
