@@ -4,9 +4,10 @@
 //! generic builder closures; this names each operator.
 //!
 //! `cargo bench -p citybrain-benches --bench operator_time -- [SENSORS] [BATCH] [EVENTS]
-//! [WORKERS]` (defaults 1000 1000 1000000 1). With several workers, each feeds its share of
-//! every batch (the registry and rules enter on the first) and each operator's time is given
-//! per worker. The log costs time of its own: read the shares, not the throughput.
+//! [WORKERS] [SPREAD]` (defaults 1000 1000 1000000 1 0). With several workers, each feeds its
+//! share of every batch (the registry and rules enter on the first) and each operator's time
+//! is given per worker. With `SPREAD` 1 a batch's readings are one millisecond apart instead
+//! of at one time ([`Workload::timed_batches`]). The log costs time of its own: read the shares, not the throughput.
 
 // A bench binary's report is its output.
 #![allow(clippy::print_stdout)]
@@ -74,6 +75,7 @@ fn main() {
         events: argument(2, 1_000_000),
     };
     let workers = argument(3, 1).max(1);
+    let spread = argument(4, 0) == 1;
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let summary = Rc::new(RefCell::new(Summary::default()));
@@ -93,13 +95,13 @@ fn main() {
             (Vec::new(), Vec::new())
         };
         pipeline::load(worker, &mut handles, &registry, &rules);
-        let batches = workload.batches();
+        let batches = workload.timed_batches(spread);
         summary.borrow_mut().spent.clear();
         let start = Instant::now();
         for (time, rows) in batches {
             // Each worker feeds its share of a batch, as each reads its own partitions.
             let rows = rows.into_iter().skip(index).step_by(peers);
-            pipeline::feed_batch(worker, &mut handles, time, rows.map(|row| (row, time)));
+            pipeline::feed_batch(worker, &mut handles, time, rows);
         }
         let fed = start.elapsed();
         // Closing the input ends every open window: part of what the criterion bench times.
@@ -125,8 +127,12 @@ fn main() {
         }
     };
     println!(
-        "{} sensors, {} per step, {} events, {} worker(s):",
-        workload.sensors, workload.batch, workload.events, workers
+        "{} sensors, {} per step{}, {} events, {} worker(s):",
+        workload.sensors,
+        workload.batch,
+        if spread { " (1 ms apart)" } else { "" },
+        workload.events,
+        workers
     );
     // Per operator name: (schedules of worker 0, time per worker).
     let mut operators: HashMap<String, (usize, Vec<Duration>)> = HashMap::new();

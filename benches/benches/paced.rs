@@ -18,7 +18,8 @@
 //! So the figures are the engine's share of the end-to-end latency (`end_to_end`), without the
 //! broker's delivery and without waiting for a second partition; with the engine's 5 ms
 //! allowed lateness added, they are what a broker that delivered instantly would give. Sizes:
-//! `PACED_SENSORS` (default 10,000). Run as a test (no `--bench` argument) it only says how to
+//! `PACED_SENSORS` (default 10,000); `PACED_PIPELINE=engine` (or `floor`) runs only that one
+//! (e.g. under a profiler). Run as a test (no `--bench` argument) it only says how to
 //! run it.
 #![allow(missing_docs)]
 #![allow(clippy::expect_used, clippy::print_stdout)] // a bench binary: a broken setup fails loudly
@@ -295,7 +296,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse::<f64>().ok());
     println!("paced: {workers} workers, {sensors} sensors");
+    let only = std::env::var("PACED_PIPELINE").ok();
     for pipeline in [Pipeline::Engine, Pipeline::Floor] {
+        if only.as_deref().is_some_and(|name| name != pipeline.name()) {
+            continue;
+        }
         let (max, levels) = run(pipeline, workers, sensors, max_run, level_run, fixed_max);
         println!(
             "paced: {}: max (bytes to alerts, one batch of {MAX_BATCH} in flight): {max:.0} readings/s",

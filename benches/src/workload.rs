@@ -100,6 +100,23 @@ impl Workload {
             .collect()
     }
 
+    /// [`Workload::batches`] with each reading's event time: its batch's or, `spread`, one
+    /// millisecond after the reading before it from the batch's time on (readings of sensors
+    /// with clocks of their own; each distinct time costs every frontier-driven operator some
+    /// bookkeeping).
+    pub fn timed_batches(&self, spread: bool) -> Vec<(Time, Vec<(ReadingRow, Time)>)> {
+        self.batches()
+            .into_iter()
+            .map(|(time, rows)| {
+                let rows = (0..)
+                    .zip(rows)
+                    .map(|(offset, row)| (row, if spread { time + offset } else { time }))
+                    .collect();
+                (time, rows)
+            })
+            .collect()
+    }
+
     /// The same readings as `mine.readings` wire JSON, batch by batch.
     pub fn messages(&self) -> Vec<(Time, Vec<Vec<u8>>)> {
         self.readings()

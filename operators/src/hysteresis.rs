@@ -31,7 +31,7 @@ use citybrain_model::alert::{OUT_OF_SCOPE, RULE_CHANGED, RULE_REMOVED, transitio
 use citybrain_model::time::format_event_time;
 use citybrain_model::{AlertTransition, Labels, TransitionState};
 use differential_dataflow::collection::vec;
-use differential_dataflow::consolidation::{consolidate, consolidate_updates};
+use differential_dataflow::consolidation::consolidate;
 use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -40,7 +40,7 @@ use timely::dataflow::operators::vec::{Broadcast, Filter};
 use crate::earliest::Earliest;
 use crate::entity_route;
 use crate::hit::{AlertKey, HitRow, RuleHit};
-use crate::lookup::file_by_time;
+use crate::pending::{Pending, consolidate_by_time, earliest_time};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
@@ -198,14 +198,6 @@ fn fill_summary(
 /// each key is taken out by the worker that owns it at the key's first evaluation.
 pub type FiringSeed = Arc<Mutex<FxHashSet<AlertKey>>>;
 
-/// What waits for the frontier to pass one time: the rule hits and the rule-row changes of
-/// that time.
-#[derive(Default)]
-struct Waiting {
-    hits: Vec<(HitRow, Time, Diff)>,
-    rule_changes: Vec<(RuleRow, Diff)>,
-}
-
 /// What a firing alert was raised with, to resolve it when its rule is removed.
 struct Fired {
     labels: Arc<Labels>,
@@ -312,7 +304,9 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
             Pipeline,
             "HoldAndHysteresis",
             |_capability| {
-                let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
+                let mut hits_waiting: Pending<HitRow> = Pending::default();
+                let mut rules_waiting: BTreeMap<Time, Vec<(RuleRow, Diff)>> = BTreeMap::new();
+                let mut ready: Vec<(HitRow, Time, Diff)> = Vec::new();
                 // Transitions are rare: a capability at their time is taken from this one only
                 // for a time that has some.
                 let mut earliest = Earliest::default();
@@ -326,37 +320,46 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                 let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
                 move |(hits, hits_frontier), (rules, rules_frontier), output| {
                     hits.for_each(|capability, data| {
-                        file_by_time(data, |time, run| {
+                        if let Some(time) = earliest_time(data) {
                             earliest.hold(&capability, time);
-                            let hits = &mut waiting.entry(time).or_default().hits;
-                            run.file_in(hits);
-                        });
+                        }
+                        hits_waiting.append(data);
                     });
                     rules.for_each(|capability, data| {
                         for (row, time, diff) in data.drain(..) {
                             earliest.hold(&capability, time);
-                            waiting
-                                .entry(time)
-                                .or_default()
-                                .rule_changes
-                                .push((row, diff));
+                            rules_waiting.entry(time).or_default().push((row, diff));
                         }
                     });
-                    while let Some(entry) = waiting.first_entry() {
-                        let time = *entry.key();
-                        if hits_frontier.less_equal(&time) || rules_frontier.less_equal(&time) {
+                    let is_ready = |time: &Time| {
+                        !hits_frontier.less_equal(time) && !rules_frontier.less_equal(time)
+                    };
+                    hits_waiting.take_ready(is_ready, &mut ready);
+                    // Insertions and retractions of one row at one time cancel; only net
+                    // insertions are evaluations (see `instant`: a hit carries its event time,
+                    // so the retraction of one never cancels the next). A time's hits in order.
+                    consolidate_by_time(&mut ready);
+                    let mut ready_hits = ready.drain(..).peekable();
+                    loop {
+                        // The next time with hits or rule changes, in time order.
+                        let next_hits = ready_hits.peek().map(|(_, time, _)| *time);
+                        let next_rules = rules_waiting.keys().next().copied().filter(is_ready);
+                        let Some(time) = next_hits.into_iter().chain(next_rules).min() else {
                             break;
-                        }
-                        let Waiting {
-                            mut hits,
-                            rule_changes,
-                        } = entry.remove();
-                        // Insertions and retractions of one row at one time cancel; only net
-                        // insertions are evaluations (see `instant`: a hit carries its event
-                        // time, so the retraction of one never cancels the next).
-                        consolidate_updates(&mut hits);
-                        let RuleEdits { removed, changed } =
-                            rule_edits(&mut rule_rows, rule_changes);
+                        };
+                        let rule_changes = if next_rules == Some(time) {
+                            rules_waiting.remove(&time).unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        };
+                        let hits =
+                            std::iter::from_fn(|| ready_hits.next_if(|(_, at, _)| *at == time));
+                        // Most times have hits only: no rule edits to look at.
+                        let RuleEdits { removed, changed } = if rule_changes.is_empty() {
+                            RuleEdits::default()
+                        } else {
+                            rule_edits(&mut rule_rows, rule_changes)
+                        };
                         // An edited rule first lets go of the alerts it no longer covers; then
                         // this time's hits meet the new rule.
                         let mut ended = Vec::new();
@@ -445,16 +448,18 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 }
                             }
                         }
-                        let mut ended = Vec::new();
-                        for rule in removed {
-                            ended.extend(
-                                states
-                                    .keys()
-                                    .filter(|key| *key.0 == *rule.id)
-                                    .map(|key| (key.clone(), rule.clone(), RULE_REMOVED)),
-                            );
+                        if !removed.is_empty() {
+                            let mut ended = Vec::new();
+                            for rule in removed {
+                                ended.extend(
+                                    states
+                                        .keys()
+                                        .filter(|key| *key.0 == *rule.id)
+                                        .map(|key| (key.clone(), rule.clone(), RULE_REMOVED)),
+                                );
+                            }
+                            emitted.extend(end_alerts(ended, &mut states, &mut fired, time));
                         }
-                        emitted.extend(end_alerts(ended, &mut states, &mut fired, time));
                         if let Some(held) = earliest.capability()
                             && !emitted.is_empty()
                         {
@@ -463,7 +468,10 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                                 .give_container(&mut emitted);
                         }
                     }
-                    earliest.advance(waiting.keys().next().copied());
+                    drop(ready_hits);
+                    let next_hits = hits_waiting.earliest();
+                    let next_rules = rules_waiting.keys().next().copied();
+                    earliest.advance(next_hits.into_iter().chain(next_rules).min());
                 }
             },
         )
@@ -479,6 +487,9 @@ fn end_alerts(
     fired: &mut FxHashMap<AlertKey, Fired>,
     time: Time,
 ) -> Vec<AlertTransition> {
+    if ended.is_empty() {
+        return Vec::new();
+    }
     ended.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::new();
     for (key, rule, reason) in ended {

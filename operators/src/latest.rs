@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use citybrain_model::{Labels, Metric};
 use differential_dataflow::collection::vec;
-use differential_dataflow::consolidation::{consolidate, consolidate_updates};
+use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
@@ -22,12 +22,13 @@ use timely::dataflow::channels::pact::Exchange;
 use crate::earliest::Earliest;
 use crate::enrich::{EnrichedRow, Event};
 use crate::entity_route;
-use crate::lookup::{Table, events_ready, file_by_time};
+use crate::lookup::Table;
+use crate::pending::{Pending, consolidate_by_time, earliest_time};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
 
-/// What waits for one time: readings (the events) and registry changes.
-type Waiting = crate::lookup::Waiting<ReadingRow, EntityKey, Arc<Labels>>;
+/// A registry change: an entity's labels inserted (`+1`) or removed (`-1`).
+type RegistryChange = ((EntityKey, Arc<Labels>), Diff);
 
 /// Keeps the latest reading per (entity, metric), labelled.
 pub trait Latest<'s> {
@@ -96,21 +97,23 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                 registry_route,
                 "Latest",
                 |_capability| {
-                    let mut waiting: BTreeMap<Time, Waiting> = BTreeMap::new();
+                    let mut readings_waiting: Pending<ReadingRow> = Pending::default();
+                    let mut changes_waiting: BTreeMap<Time, Vec<RegistryChange>> = BTreeMap::new();
+                    let mut ready_readings = Vec::new();
                     // Registry changes relabel current readings: both inputs owe output.
                     let mut earliest = Earliest::default();
                     let mut state = State::default();
                     move |(readings, readings_frontier), (changes, registry_frontier), output| {
                         readings.for_each(|capability, data| {
-                            file_by_time(data, |time, run| {
+                            if let Some(time) = earliest_time(data) {
                                 earliest.hold(&capability, time);
-                                run.file_in(&mut waiting.entry(time).or_default().events);
-                            });
+                            }
+                            readings_waiting.append(data);
                         });
                         changes.for_each(|capability, data| {
                             for (row, time, diff) in data.drain(..) {
                                 earliest.hold(&capability, time);
-                                waiting.entry(time).or_default().changes.push((row, diff));
+                                changes_waiting.entry(time).or_default().push((row, diff));
                             }
                         });
                         // Every ready time in one message, under the earliest capability.
@@ -118,35 +121,50 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                             !readings_frontier.less_equal(time)
                                 && !registry_frontier.less_equal(time)
                         };
+                        readings_waiting.take_ready(is_ready, &mut ready_readings);
+                        // In time order, and of one key's readings at one time the largest
+                        // last.
+                        consolidate_by_time(&mut ready_readings);
                         // Most readings replace an older one: a retraction and an insertion.
                         let mut ready: Vec<(EnrichedRow, Time, Diff)> =
-                            Vec::with_capacity(2 * events_ready(&waiting, is_ready));
-                        while let Some(entry) = waiting.first_entry() {
-                            let time = *entry.key();
-                            if !is_ready(&time) {
+                            Vec::with_capacity(2 * ready_readings.len());
+                        let mut readings = ready_readings.drain(..).peekable();
+                        loop {
+                            let next_reading = readings.peek().map(|(_, time, _)| *time);
+                            let next_change =
+                                changes_waiting.keys().next().copied().filter(is_ready);
+                            let Some(time) = next_reading.into_iter().chain(next_change).min()
+                            else {
                                 break;
-                            }
-                            let Waiting {
-                                events: mut readings,
-                                changes,
-                            } = entry.remove();
+                            };
                             // Registry changes first: readings of this time see the table as
                             // of it, like the rules' lookups do.
-                            state.relabel(time, changes, &mut ready);
-                            // Sorted: of one key's readings at this time the largest comes last.
-                            consolidate_updates(&mut readings);
-                            for (reading, _, diff) in readings {
+                            if next_change == Some(time) {
+                                let changes = changes_waiting.remove(&time).unwrap_or_default();
+                                state.relabel(time, changes, &mut ready);
+                            }
+                            while let Some((reading, _, diff)) =
+                                readings.next_if(|(_, at, _)| *at == time)
+                            {
                                 if diff > 0 {
                                     state.read(reading, time, &mut ready);
                                 }
                             }
                         }
+                        drop(readings);
                         if let Some(capability) = earliest.capability()
                             && !ready.is_empty()
                         {
                             output.session(capability).give_container(&mut ready);
                         }
-                        earliest.advance(waiting.keys().next().copied());
+                        let next_change = changes_waiting.keys().next().copied();
+                        earliest.advance(
+                            readings_waiting
+                                .earliest()
+                                .into_iter()
+                                .chain(next_change)
+                                .min(),
+                        );
                     }
                 },
             )
@@ -168,7 +186,7 @@ impl State {
     fn relabel(
         &mut self,
         time: Time,
-        mut changes: Vec<((EntityKey, Arc<Labels>), Diff)>,
+        mut changes: Vec<RegistryChange>,
         ready: &mut Vec<(EnrichedRow, Time, Diff)>,
     ) {
         consolidate(&mut changes);

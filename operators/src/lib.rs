@@ -47,6 +47,7 @@ pub mod latest;
 pub mod lookup;
 pub mod matching;
 pub mod overdue;
+mod pending;
 pub mod reference;
 pub mod report_state;
 pub mod report_timers;

@@ -24,40 +24,12 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::ParallelizationContract;
 
 use crate::earliest::Earliest;
+use crate::pending::{Pending, earliest_time};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// A table change: a `(key, value)` row inserted (`+1`) or removed (`-1`) at a time.
 pub type TableUpdate<K, V> = ((K, V), Time, Diff);
-
-/// What waits for one time: the events and the table changes of that time. Also
-/// [`crate::latest`]'s.
-pub(crate) struct Waiting<D, K, V> {
-    pub(crate) events: Vec<(D, Time, Diff)>,
-    pub(crate) changes: Vec<((K, V), Diff)>,
-}
-
-impl<D, K, V> Default for Waiting<D, K, V> {
-    fn default() -> Self {
-        Waiting {
-            events: Vec::new(),
-            changes: Vec::new(),
-        }
-    }
-}
-
-/// How many events wait at the times `ready` accepts, from the earliest on: what a step will
-/// emit, reserved at once (reserving time by time copied the output again at every doubling).
-pub(crate) fn events_ready<D, K, V>(
-    waiting: &BTreeMap<Time, Waiting<D, K, V>>,
-    ready: impl Fn(&Time) -> bool,
-) -> usize {
-    waiting
-        .iter()
-        .take_while(|(time, _)| ready(time))
-        .map(|(_, waiting)| waiting.events.len())
-        .sum()
-}
 
 /// A slowly changing table as plain per-key state: each key's rows with their counts. Also
 /// [`crate::latest`]'s registry.
@@ -242,65 +214,77 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
             table_pact,
             "LookupAsOf",
             move |_capability| {
-                let mut waiting: BTreeMap<Time, Waiting<D, K, V>> = BTreeMap::new();
+                let mut events_waiting: Pending<D> = Pending::default();
+                let mut changes_waiting: ChangesByTime<K, V> = BTreeMap::new();
                 // At the earliest time with events: only events are looked up and emitted.
                 let mut earliest = Earliest::default();
                 let mut table: Table<K, V> = Table::default();
+                let mut events_ready = Vec::new();
                 let mut out: Vec<O> = Vec::new();
                 move |(events, events_frontier), (changes, table_frontier), output| {
                     events.for_each(|capability, data| {
-                        file_by_time(data, |time, run| {
+                        if let Some(time) = earliest_time(data) {
                             earliest.hold(&capability, time);
-                            run.file_in(&mut waiting.entry(time).or_default().events);
-                        });
+                        }
+                        events_waiting.append(data);
                     });
                     changes.for_each(|_capability, data| {
                         for (row, time, diff) in data.drain(..) {
-                            waiting.entry(time).or_default().changes.push((row, diff));
+                            changes_waiting.entry(time).or_default().push((row, diff));
                         }
                     });
-                    // Everything ready leaves in one message under the earliest capability
-                    // (each update carries its own time): a message per time and operator would
-                    // cost an allocation and a progress change per time.
                     // A time is ready when the table's rows at it are final and no event
                     // before it can still arrive (its changes must not reach earlier events).
                     let is_ready = |time: &Time| {
                         !table_frontier.less_equal(time) && !events_frontier.less_than(time)
                     };
-                    // Room for one output per event, what most events have.
-                    let mut ready: Vec<(O, Time, Diff)> =
-                        Vec::with_capacity(events_ready(&waiting, is_ready));
-                    while let Some(entry) = waiting.first_entry() {
-                        let time = *entry.key();
-                        if !is_ready(&time) {
-                            break;
-                        }
-                        let Waiting {
-                            events,
-                            mut changes,
-                        } = entry.remove();
-                        consolidate(&mut changes);
-                        for ((key, value), diff) in changes {
-                            table.update(key, value, diff);
-                        }
-                        for (event, _, diff) in events {
-                            let rows = table.rows(key_of(&event));
-                            logic(event, time, rows, &mut out);
-                            for o in out.drain(..) {
-                                ready.push((o, time, diff));
-                            }
+                    events_waiting.take_ready(is_ready, &mut events_ready);
+                    // Everything ready leaves in one message under the earliest capability
+                    // (each update carries its own time): a message per time and operator would
+                    // cost an allocation and a progress change per time. Room for one output
+                    // per event, what most events have.
+                    let mut ready: Vec<(O, Time, Diff)> = Vec::with_capacity(events_ready.len());
+                    for (event, time, diff) in events_ready.drain(..) {
+                        // The table as of `time`: its changes up to and at it applied.
+                        apply_changes(&mut changes_waiting, &mut table, |at| *at <= time);
+                        let rows = table.rows(key_of(&event));
+                        logic(event, time, rows, &mut out);
+                        for o in out.drain(..) {
+                            ready.push((o, time, diff));
                         }
                     }
+                    apply_changes(&mut changes_waiting, &mut table, is_ready);
                     if let Some(capability) = earliest.capability()
                         && !ready.is_empty()
                     {
                         output.session(capability).give_container(&mut ready);
                     }
-                    let next = waiting.iter().find(|(_, w)| !w.events.is_empty());
-                    earliest.advance(next.map(|(time, _)| *time));
+                    earliest.advance(events_waiting.earliest());
                 }
             },
         )
+    }
+}
+
+/// Table changes waiting for their time, by time.
+type ChangesByTime<K, V> = BTreeMap<Time, Vec<((K, V), Diff)>>;
+
+/// Applies to `table` the waiting changes at the times `through` accepts (a prefix of times),
+/// in time order.
+fn apply_changes<K: Hash + Ord + Clone, V: Ord>(
+    waiting: &mut ChangesByTime<K, V>,
+    table: &mut Table<K, V>,
+    through: impl Fn(&Time) -> bool,
+) {
+    while let Some(entry) = waiting.first_entry() {
+        if !through(entry.key()) {
+            break;
+        }
+        let mut changes = entry.remove();
+        consolidate(&mut changes);
+        for ((key, value), diff) in changes {
+            table.update(key, value, diff);
+        }
     }
 }
 
