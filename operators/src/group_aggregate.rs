@@ -20,7 +20,7 @@ use timely::dataflow::channels::pact::Exchange;
 
 use crate::earliest::Earliest;
 use crate::kpi::Point;
-use crate::lookup::file_by_time;
+use crate::pending::{Pending, earliest_time};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
@@ -202,28 +202,29 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
             Exchange::new(|((group, _), _, _): &(Point, Time, Diff)| crate::entity_route(group));
         self.inner
             .unary_frontier_while_holding(route, "AggregateByGroup", |_capability| {
-                let mut pending: BTreeMap<Time, Vec<(Point, Time, Diff)>> = BTreeMap::new();
+                let mut pending: Pending<Point> = Pending::default();
+                let mut ready = Vec::new();
                 let mut earliest = Earliest::default();
                 let mut groups: FxHashMap<String, Group<S>> = FxHashMap::default();
                 let mut touched: Vec<String> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
-                        file_by_time(data, |time, run| {
+                        if let Some(time) = earliest_time(data) {
                             earliest.hold(&capability, time);
-                            run.file_in(pending.entry(time).or_default());
-                        });
+                        }
+                        pending.append(data);
                     });
                     let Some(capability) = earliest.capability() else {
                         return;
                     };
+                    pending.take_ready(|time| !frontier.less_equal(time), &mut ready);
                     // Every ready time's changes in one message.
                     let mut changes: Vec<(GroupValue, Time, Diff)> = Vec::new();
-                    while let Some(entry) = pending.first_entry() {
-                        let time = *entry.key();
-                        if frontier.less_equal(&time) {
-                            break;
-                        }
-                        for ((name, (tag, value)), _, diff) in entry.remove() {
+                    let mut points = ready.drain(..).peekable();
+                    while let Some(time) = points.peek().map(|(_, time, _)| *time) {
+                        while let Some(((name, (tag, value)), _, diff)) =
+                            points.next_if(|(_, at, _)| *at == time)
+                        {
                             let group = match groups.get_mut(name.as_str()) {
                                 Some(group) => group,
                                 None => groups.entry(name.clone()).or_insert_with(|| Group {
@@ -261,10 +262,11 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
                             }
                         }
                     }
+                    drop(points);
                     if !changes.is_empty() {
                         output.session(capability).give_container(&mut changes);
                     }
-                    earliest.advance(pending.keys().next().copied());
+                    earliest.advance(pending.earliest());
                 }
             })
             .as_collection()
@@ -429,6 +431,45 @@ mod tests {
             }
             updates
         })
+    }
+
+    /// A point that comes before an earlier one (both ahead of the frontier) waits for it: a
+    /// group's value at a time counts every point up to that time, whatever came first.
+    #[test]
+    fn a_time_waits_for_the_frontier_to_pass_it() {
+        use differential_dataflow::input::Input;
+        use timely::dataflow::operators::{Inspect, Probe};
+
+        let mut seen = timely::execute_directly(move |worker| {
+            let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let sink = std::rc::Rc::clone(&seen);
+            let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, points) = scope.new_collection::<Point, Diff>();
+                let probe = points
+                    .aggregate_by_group(|| OrderedValues::new(Statistic::Max))
+                    .inner
+                    .inspect(move |update| sink.borrow_mut().push(update.clone()))
+                    .probe()
+                    .0;
+                (input, probe)
+            });
+            input.update_at(point(1, 1, 5), 5, 1);
+            input.flush();
+            for _ in 0..10 {
+                worker.step();
+            }
+            input.update_at(point(1, 2, 9), 3, 1);
+            input.advance_to(10);
+            input.flush();
+            while probe.less_than(&10) {
+                worker.step();
+            }
+            seen.take()
+        });
+        seen.sort();
+        let max = |value: f64| ("g1".to_string(), OrderedFloat(value));
+        // At 3 the group's max is 9; at 5 it stays 9: no change at 5.
+        assert_eq!(seen, vec![(max(9.0), 3, 1)]);
     }
 
     proptest! {

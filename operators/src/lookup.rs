@@ -85,52 +85,15 @@ pub(crate) fn drain_by_time<D>(
     fn without_time<D>((update, _, diff): (D, Time, Diff)) -> (D, Diff) {
         (update, diff)
     }
-    file_by_time(updates, |time, run| match run {
-        Run::Whole(message) => file(time, &mut message.drain(..).map(without_time)),
-        Run::Part(run) => file(time, &mut run.map(without_time)),
-    });
-}
-
-/// A run of a message's updates of one time (see [`file_by_time`]).
-pub(crate) enum Run<'m, D> {
-    /// The whole message: one time's updates only.
-    Whole(&'m mut Vec<(D, Time, Diff)>),
-    /// A run of a message of several times.
-    Part(&'m mut dyn Iterator<Item = (D, Time, Diff)>),
-}
-
-impl<D> Run<'_, D> {
-    /// Appends the run to `list`. A whole message for an empty list becomes the list: its
-    /// container is taken, not copied (a window end's 100k hits arrive as one message).
-    pub(crate) fn file_in(self, list: &mut Vec<(D, Time, Diff)>) {
-        match self {
-            Run::Whole(message) if list.is_empty() => std::mem::swap(list, message),
-            Run::Whole(message) => list.append(message),
-            Run::Part(run) => list.extend(run),
-        }
-    }
-}
-
-/// Drains a message's updates a run of one time at a time, for a waiting list that keeps each
-/// update's time: `file(time, run)` gets each run ([`drain_by_time`] for one that does not).
-pub(crate) fn file_by_time<D>(
-    updates: &mut Vec<(D, Time, Diff)>,
-    mut file: impl FnMut(Time, Run<'_, D>),
-) {
-    let Some(&(_, time, _)) = updates.first() else {
-        return;
-    };
-    if run_at(updates, time) == updates.len() {
-        file(time, Run::Whole(updates));
-        return;
-    }
     let mut updates = updates.drain(..);
     while let Some(first) = updates.next() {
         let time = first.1;
         let rest = run_at(updates.as_slice(), time);
         // Of exact size: the list it extends grows once.
-        let mut run = std::iter::once(first).chain(updates.by_ref().take(rest));
-        file(time, Run::Part(&mut run));
+        let mut run = std::iter::once(first)
+            .chain(updates.by_ref().take(rest))
+            .map(without_time);
+        file(time, &mut run);
         // What `file` left of the run is dropped, not taken for the next time's.
         run.for_each(drop);
     }
@@ -359,46 +322,6 @@ mod tests {
             ]
         );
         assert!(updates.is_empty());
-    }
-
-    /// A message of one time is filed by taking its container when nothing waits at that
-    /// time, appended when something does; a message of several times is filed run by run,
-    /// and what `file` leaves of a run is not taken for the next.
-    #[test]
-    fn a_message_of_one_time_is_filed_whole() {
-        let mut list: Vec<(char, u64, isize)> = Vec::new();
-        let mut message = vec![('a', 5, 1), ('b', 5, -1)];
-        let buffer = message.as_ptr();
-        super::file_by_time(&mut message, |time, run| {
-            assert_eq!(time, 5);
-            run.file_in(&mut list);
-        });
-        assert_eq!(list.as_ptr(), buffer, "the message's own buffer");
-        assert_eq!(list, [('a', 5, 1), ('b', 5, -1)]);
-        assert!(message.is_empty());
-
-        let mut message = vec![('c', 5, 1)];
-        super::file_by_time(&mut message, |_, run| run.file_in(&mut list));
-        assert_eq!(list, [('a', 5, 1), ('b', 5, -1), ('c', 5, 1)]);
-        assert!(message.is_empty());
-
-        let mut message = vec![('d', 5, 1), ('e', 6, 1), ('f', 6, 1), ('g', 5, 1)];
-        let mut runs = Vec::new();
-        super::file_by_time(&mut message, |time, run| {
-            let super::Run::Part(run) = run else {
-                panic!("a message of several times is filed in runs");
-            };
-            runs.push((time, run.size_hint(), run.next()));
-        });
-        assert_eq!(
-            runs,
-            [
-                (5, (1, Some(1)), Some(('d', 5, 1))),
-                (6, (2, Some(2)), Some(('e', 6, 1))),
-                (5, (1, Some(1)), Some(('g', 5, 1))),
-            ]
-        );
-        assert!(message.is_empty());
     }
 
     proptest! {
