@@ -20,7 +20,7 @@ use timely::dataflow::channels::pact::Exchange;
 
 use crate::earliest::Earliest;
 use crate::kpi::Point;
-use crate::pending::{Pending, earliest_time};
+use crate::pending::Pending;
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
@@ -209,10 +209,9 @@ impl<'s> AggregateByGroup<'s> for VecCollection<'s, Time, Point, Diff> {
                 let mut touched: Vec<String> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
-                        if let Some(time) = earliest_time(data) {
+                        if let Some(time) = pending.append(data) {
                             earliest.hold(&capability, time);
                         }
-                        pending.append(data);
                     });
                     let Some(capability) = earliest.capability() else {
                         return;

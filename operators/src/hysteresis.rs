@@ -40,7 +40,7 @@ use timely::dataflow::operators::vec::{Broadcast, Filter};
 use crate::earliest::Earliest;
 use crate::entity_route;
 use crate::hit::{AlertKey, HitRow, RuleHit};
-use crate::pending::{Pending, consolidate_by_time, earliest_time};
+use crate::pending::{Pending, consolidate_by_time};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
@@ -320,10 +320,9 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                 let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
                 move |(hits, hits_frontier), (rules, rules_frontier), output| {
                     hits.for_each(|capability, data| {
-                        if let Some(time) = earliest_time(data) {
+                        if let Some(time) = hits_waiting.append(data) {
                             earliest.hold(&capability, time);
                         }
-                        hits_waiting.append(data);
                     });
                     rules.for_each(|capability, data| {
                         for (row, time, diff) in data.drain(..) {

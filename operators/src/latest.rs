@@ -23,7 +23,7 @@ use crate::earliest::Earliest;
 use crate::enrich::{EnrichedRow, Event};
 use crate::entity_route;
 use crate::lookup::Table;
-use crate::pending::{Pending, consolidate_by_time, earliest_time};
+use crate::pending::{Pending, consolidate_by_time};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
 
@@ -105,10 +105,9 @@ impl<'s> Latest<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                     let mut state = State::default();
                     move |(readings, readings_frontier), (changes, registry_frontier), output| {
                         readings.for_each(|capability, data| {
-                            if let Some(time) = earliest_time(data) {
+                            if let Some(time) = readings_waiting.append(data) {
                                 earliest.hold(&capability, time);
                             }
-                            readings_waiting.append(data);
                         });
                         changes.for_each(|capability, data| {
                             for (row, time, diff) in data.drain(..) {

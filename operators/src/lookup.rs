@@ -24,7 +24,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::ParallelizationContract;
 
 use crate::earliest::Earliest;
-use crate::pending::{Pending, earliest_time};
+use crate::pending::Pending;
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
@@ -186,10 +186,9 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                 let mut out: Vec<O> = Vec::new();
                 move |(events, events_frontier), (changes, table_frontier), output| {
                     events.for_each(|capability, data| {
-                        if let Some(time) = earliest_time(data) {
+                        if let Some(time) = events_waiting.append(data) {
                             earliest.hold(&capability, time);
                         }
-                        events_waiting.append(data);
                     });
                     changes.for_each(|_capability, data| {
                         for (row, time, diff) in data.drain(..) {

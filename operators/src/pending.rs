@@ -39,7 +39,7 @@ impl<D> Default for Pending<D> {
 }
 
 /// The earliest time among `updates`.
-pub(crate) fn earliest_time<D>(updates: &[(D, Time, Diff)]) -> Option<Time> {
+fn earliest_time<D>(updates: &[(D, Time, Diff)]) -> Option<Time> {
     updates.iter().map(|(_, time, _)| *time).min()
 }
 
@@ -58,11 +58,10 @@ pub(crate) fn consolidate_by_time<D: Ord>(updates: &mut Vec<(D, Time, Diff)>) {
 }
 
 impl<D> Pending<D> {
-    /// Takes all of `updates` (a message's), leaving it empty.
-    pub(crate) fn append(&mut self, updates: &mut Vec<(D, Time, Diff)>) {
-        let Some(time) = earliest_time(updates) else {
-            return;
-        };
+    /// Takes all of `updates` (a message's), leaving it empty; returns their earliest time
+    /// (what the operator must hold a capability for), `None` for no updates.
+    pub(crate) fn append(&mut self, updates: &mut Vec<(D, Time, Diff)>) -> Option<Time> {
+        let time = earliest_time(updates)?;
         self.fresh_earliest = Some(
             self.fresh_earliest
                 .map_or(time, |earliest| earliest.min(time)),
@@ -73,6 +72,7 @@ impl<D> Pending<D> {
         } else {
             self.fresh.append(updates);
         }
+        Some(time)
     }
 
     /// The earliest time still waiting.
