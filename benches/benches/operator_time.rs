@@ -4,10 +4,11 @@
 //! generic builder closures; this names each operator.
 //!
 //! `cargo bench -p citybrain-benches --bench operator_time -- [SENSORS] [BATCH] [EVENTS]
-//! [WORKERS] [SPREAD]` (defaults 1000 1000 1000000 1 0). With several workers, each feeds its
+//! [WORKERS] [SPREAD] [ABSENCE]` (defaults 1000 1000 1000000 1 0 0). With several workers, each feeds its
 //! share of every batch (the registry and rules enter on the first) and each operator's time
 //! is given per worker. With `SPREAD` 1 a batch's readings are one millisecond apart instead
-//! of at one time ([`Workload::timed_batches`]). The log costs time of its own: read the shares, not the throughput.
+//! of at one time ([`Workload::timed_batches`]). With `ABSENCE` 1 the rules include
+//! [`workload::absence_rule`] (a timer per reading). The log costs time of its own: read the shares, not the throughput.
 
 // A bench binary's report is its output.
 #![allow(clippy::print_stdout)]
@@ -76,6 +77,7 @@ fn main() {
     };
     let workers = argument(3, 1).max(1);
     let spread = argument(4, 0) == 1;
+    let absence = argument(5, 0) == 1;
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let summary = Rc::new(RefCell::new(Summary::default()));
@@ -90,7 +92,11 @@ fn main() {
         let mut handles = pipeline::build(worker, Pipeline::Engine, false);
         // Reference data and rules enter on the first worker, as from one Kafka partition.
         let (registry, rules) = if index == 0 {
-            (workload.registry(), workload::engine_rules())
+            let mut rules = workload::engine_rules();
+            if absence {
+                rules.push(workload::absence_rule());
+            }
+            (workload.registry(), rules)
         } else {
             (Vec::new(), Vec::new())
         };
@@ -127,12 +133,17 @@ fn main() {
         }
     };
     println!(
-        "{} sensors, {} per step{}, {} events, {} worker(s):",
+        "{} sensors, {} per step{}, {} events, {} worker(s){}:",
         workload.sensors,
         workload.batch,
         if spread { " (1 ms apart)" } else { "" },
         workload.events,
-        workers
+        workers,
+        if absence {
+            ", with the absence rule"
+        } else {
+            ""
+        },
     );
     // Per operator name: (schedules of worker 0, time per worker).
     let mut operators: HashMap<String, (usize, Vec<Duration>)> = HashMap::new();

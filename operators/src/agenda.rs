@@ -1,67 +1,110 @@
-//! The bookkeeping of a frontier-driven operator with event-time timers: input updates held
-//! per time, timers filed under the time they are due, and both handed out in time order once
-//! the input frontier has passed them, with the capability to emit at that time.
+//! The bookkeeping of a frontier-driven operator with event-time timers: input updates waiting
+//! for their time ([`crate::pending`]), timers kept in a heap by the time they are due, and
+//! both handed out a time at a time, in time order, once the input frontier has passed them.
 //!
-//! The agenda holds one capability, at its earliest time ([`crate::earliest`]), and hands out
-//! a capability for a time only when the time is ready: timers at many distinct times (one per
-//! key) cost timely no progress tracking per time.
+//! The agenda holds one capability, at its earliest time ([`crate::earliest`]); everything an
+//! operator emits in one activation goes out in one message under it (each update carries its
+//! own time). Readings stamped by the sensors' own clocks each have a time, and each sets a
+//! deadline of its own: filing updates and timers in a map entry per time, with a capability
+//! and a message per ready time, made the absence rule cost more than every other operator
+//! together (the operator_time bench with its absence argument).
 //!
 //! Used by the operators that keep per-key state and wake up on their own deadlines
 //! ([`crate::kinds::absence`], [`crate::report_timers`], [`crate::stall`],
 //! [`crate::windowed_presence`]).
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::Time;
 use crate::earliest::Earliest;
+use crate::pending::Pending;
+use crate::{Diff, Time};
 
-/// What is complete at one time: its input updates and the keys whose timers are due.
-pub(crate) struct Ready<U, K> {
-    /// The time.
-    pub time: Time,
-    /// A capability at `time`.
-    pub capability: Capability<Time>,
-    /// The input updates of `time` (possibly none).
-    pub updates: Vec<U>,
-    /// The keys whose timers are due at `time` (possibly none).
-    pub due: Vec<K>,
+/// A timer for `key` due at `at`; `serial` keeps a time's timers in the order they were set.
+struct Timer<K> {
+    at: Time,
+    serial: u64,
+    key: K,
+}
+
+impl<K> Timer<K> {
+    fn order(&self) -> (Time, u64) {
+        (self.at, self.serial)
+    }
+}
+
+impl<K> PartialEq for Timer<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl<K> Eq for Timer<K> {}
+
+impl<K> PartialOrd for Timer<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K> Ord for Timer<K> {
+    /// Reversed: the heap's greatest is the earliest timer.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.order().cmp(&self.order())
+    }
 }
 
 /// Input updates and timers by time, with a capability at the earliest of them.
-pub(crate) struct Agenda<U, K> {
-    waiting: BTreeMap<Time, Vec<U>>,
-    timers: BTreeMap<Time, Vec<K>>,
+pub(crate) struct Agenda<D, K> {
+    waiting: Pending<D>,
+    /// Taken from `waiting` once ready, latest first (the next time's are popped off the end).
+    ready: Vec<(D, Time, Diff)>,
+    timers: BinaryHeap<Timer<K>>,
+    serial: u64,
     earliest: Earliest,
 }
 
-impl<U, K> Agenda<U, K> {
+impl<D, K> Agenda<D, K> {
     /// An empty agenda.
     pub(crate) fn new() -> Self {
         Agenda {
-            waiting: BTreeMap::new(),
-            timers: BTreeMap::new(),
+            waiting: Pending::default(),
+            ready: Vec::new(),
+            timers: BinaryHeap::new(),
+            serial: 0,
             earliest: Earliest::default(),
         }
     }
 
-    /// Holds a run of updates of one `time` (see [`crate::lookup::drain_by_time`]) until it is
-    /// complete, filed at once; `capability` is the input batch's.
-    pub(crate) fn push_run(
+    /// Holds all of `updates` (an input message's, left empty) until their time is complete;
+    /// `capability` is the message's.
+    pub(crate) fn append(
         &mut self,
         capability: &InputCapability<Time>,
-        time: Time,
-        run: impl IntoIterator<Item = U>,
+        updates: &mut Vec<(D, Time, Diff)>,
     ) {
-        self.earliest.hold(capability, time);
-        self.waiting.entry(time).or_default().extend(run);
+        if let Some(time) = self.waiting.append(updates) {
+            self.earliest.hold(capability, time);
+        }
     }
 
-    /// Sets a timer for `key` at `at`; `capability` is at or before `at` (a ready time's).
-    pub(crate) fn schedule(&mut self, capability: &Capability<Time>, key: K, at: Time) {
-        self.earliest.hold_from(capability, at);
-        self.timers.entry(at).or_default().push(key);
+    /// Sets a timer for `key` at `at`, which is at or after the time [`Agenda::next_ready`]
+    /// last handed out (an earlier `at` is moved to it: the agenda holds no capability before
+    /// it).
+    pub(crate) fn schedule(&mut self, key: K, at: Time) {
+        let Some(held) = self.earliest.capability() else {
+            // Nothing handed out, so nothing to time from.
+            return;
+        };
+        let at = at.max(*held.time());
+        self.serial += 1;
+        self.timers.push(Timer {
+            at,
+            serial: self.serial,
+            key,
+        });
     }
 
     /// Drops every pending timer (at the end of the input nothing comes due).
@@ -70,32 +113,155 @@ impl<U, K> Agenda<U, K> {
         self.settle();
     }
 
-    /// Holds the capability at the earliest time left, or none.
-    fn settle(&mut self) {
-        let next_update = self.waiting.keys().next().copied();
-        let next_timer = self.timers.keys().next().copied();
-        self.earliest
-            .advance(next_update.into_iter().chain(next_timer).min());
-    }
-
     /// The earliest time with updates or timers, when `complete` says the frontier has passed
-    /// it; `None` otherwise.
-    pub(crate) fn next_ready(&mut self, complete: impl Fn(&Time) -> bool) -> Option<Ready<U, K>> {
-        let next_update = self.waiting.keys().next().copied();
-        let next_timer = self.timers.keys().next().copied();
+    /// it: its updates (with their diffs, in the order they came) go to the end of `updates`
+    /// and its due keys (in the order they were set) to the end of `due`. `None` otherwise.
+    ///
+    /// Until [`Agenda::settle`], the capability stays at or before every time handed out.
+    pub(crate) fn next_ready(
+        &mut self,
+        complete: impl Fn(&Time) -> bool,
+        updates: &mut Vec<(D, Diff)>,
+        due: &mut Vec<K>,
+    ) -> Option<Time> {
+        if self.ready.is_empty() {
+            self.waiting.take_ready(&complete, &mut self.ready);
+            self.ready.reverse();
+        }
+        let next_update = self.ready.last().map(|(_, time, _)| *time);
+        let next_timer = self.timers.peek().map(|timer| timer.at);
         let time = next_update.into_iter().chain(next_timer).min()?;
         if !complete(&time) {
             return None;
         }
-        let capability = self.earliest.capability()?.delayed(&time);
-        let updates = self.waiting.remove(&time).unwrap_or_default();
-        let due = self.timers.remove(&time).unwrap_or_default();
-        self.settle();
-        Some(Ready {
-            time,
-            capability,
-            updates,
-            due,
-        })
+        let first = updates.len();
+        while let Some((_, at, _)) = self.ready.last()
+            && *at == time
+        {
+            if let Some((update, _, diff)) = self.ready.pop() {
+                updates.push((update, diff));
+            }
+        }
+        // Popped latest first: back to the order they came in.
+        updates[first..].reverse();
+        while let Some(timer) = self.timers.peek()
+            && timer.at == time
+        {
+            if let Some(timer) = self.timers.pop() {
+                due.push(timer.key);
+            }
+        }
+        Some(time)
+    }
+
+    /// The capability held: at or before every time handed out since the last
+    /// [`Agenda::settle`], so what the operator emits for them can go out under it.
+    pub(crate) fn capability(&self) -> Option<&Capability<Time>> {
+        self.earliest.capability()
+    }
+
+    /// Moves the capability on to the earliest time still waiting or timed, or lets it go;
+    /// called once the ready times are done and emitted.
+    pub(crate) fn settle(&mut self) {
+        let next_update = self
+            .ready
+            .last()
+            .map(|(_, time, _)| *time)
+            .into_iter()
+            .chain(self.waiting.earliest())
+            .min();
+        let next_timer = self.timers.peek().map(|timer| timer.at);
+        self.earliest
+            .advance(next_update.into_iter().chain(next_timer).min());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::{Capture, Concatenate, ToStream};
+
+    use super::Agenda;
+    use crate::Time;
+    use crate::woken_while_holding::WokenWhileHolding;
+
+    /// Each update `(n, t)` is emitted at `t` and sets a timer for `n` at `t + n % 4` (so some
+    /// fall due at the time that sets them); each timer is emitted when due. The reference:
+    /// the same by time, from scratch.
+    fn reference(updates: &[(u8, Time)]) -> Vec<(String, Time)> {
+        let mut by_time: BTreeMap<Time, Vec<String>> = BTreeMap::new();
+        for &(n, t) in updates {
+            by_time.entry(t).or_default().push(format!("update {n}"));
+            let at = t + Time::from(n % 4);
+            by_time.entry(at).or_default().push(format!("timer {n}"));
+        }
+        let mut out: Vec<_> = by_time
+            .into_iter()
+            .flat_map(|(t, items)| items.into_iter().map(move |item| (item, t)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    proptest! {
+        /// Updates in messages of many times, out of order between messages: every update
+        /// and timer comes out once, at its own time, in a message at or before it; a time's
+        /// updates come before its timers.
+        #[test]
+        fn updates_and_timers_come_out_at_their_times(
+            updates in prop::collection::vec((0u8..20, 0u64..30), 0..40),
+            per_message in 1usize..6,
+        ) {
+            let input = updates.clone();
+            let captured = timely::example(move |scope| {
+                let messages: Vec<_> = input
+                    .chunks(per_message)
+                    .rev()
+                    .map(|chunk| {
+                        chunk.iter().map(|&(n, t)| (n, t, 1)).collect::<Vec<_>>().to_stream(scope)
+                    })
+                    .collect();
+                scope
+                    .concatenate(messages)
+                    .unary_frontier_while_holding(Pipeline, "Agenda", |_capability| {
+                        let mut agenda: Agenda<u8, u8> = Agenda::new();
+                        move |(input, frontier), output| {
+                            input.for_each(|capability, data| agenda.append(&capability, data));
+                            let (mut ready, mut due, mut out) = (Vec::new(), Vec::new(), Vec::new());
+                            while let Some(time) =
+                                agenda.next_ready(|t| !frontier.less_equal(t), &mut ready, &mut due)
+                            {
+                                for (n, _) in ready.drain(..) {
+                                    out.push((format!("update {n}"), time, 1));
+                                    agenda.schedule(n, time + Time::from(n % 4));
+                                }
+                                for n in due.drain(..) {
+                                    out.push((format!("timer {n}"), time, 1));
+                                }
+                            }
+                            if let Some(capability) = agenda.capability()
+                                && !out.is_empty()
+                            {
+                                output.session(capability).give_container(&mut out);
+                            }
+                            agenda.settle();
+                        }
+                    })
+                    .capture()
+            });
+            let mut got = Vec::new();
+            for (message_time, data) in captured.extract() {
+                for (item, time, _) in data {
+                    prop_assert!(time >= message_time);
+                    got.push((item, time));
+                }
+            }
+            got.sort();
+            prop_assert_eq!(got, reference(&updates));
+        }
     }
 }

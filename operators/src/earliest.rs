@@ -29,13 +29,6 @@ impl Earliest {
         }
     }
 
-    /// [`Earliest::hold`] with an operator's own `capability`, at or before `time`.
-    pub(crate) fn hold_from(&mut self, capability: &Capability<Time>, time: Time) {
-        if self.held.as_ref().is_none_or(|held| time < *held.time()) {
-            self.held = Some(capability.delayed(&time));
-        }
-    }
-
     /// The capability held, at or before every pending time.
     pub(crate) fn capability(&self) -> Option<&Capability<Time>> {
         self.held.as_ref()

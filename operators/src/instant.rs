@@ -12,10 +12,8 @@
 
 use differential_dataflow::collection::vec;
 use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::vec::Map;
 
-use crate::woken_while_holding::VecSession;
 use crate::{Diff, Time};
 
 /// Turns a collection of events into a collection of instants.
@@ -54,64 +52,41 @@ impl<'s, D: differential_dataflow::Data> IntoInstants<'s, D>
     }
 }
 
-/// Gives `rows` from a frontier-driven operator as instants: each `+1` at `time` (which
-/// `capability` is for) and `-1` one tick later. For the operators that evaluate timers and
-/// readings themselves (absence, report timers) and whose rows the state machine reads once.
-pub(crate) fn give_instants<D: Clone + 'static>(
-    output: &mut VecSession<'_, Time, (D, Time, Diff)>,
-    capability: &Capability<Time>,
+/// Adds `rows` as instants to `out`, the updates a frontier-driven operator emits: each `+1`
+/// at `time` and `-1` one tick later. For the operators that evaluate timers and readings
+/// themselves (absence, report timers) and whose rows the state machine reads once.
+pub(crate) fn push_instants<D: Clone>(
+    out: &mut Vec<(D, Time, Diff)>,
     time: Time,
-    rows: Vec<D>,
+    rows: impl IntoIterator<Item = D>,
 ) {
-    if rows.is_empty() {
-        return;
-    }
-    output
-        .session(capability)
-        .give_iterator(rows.iter().map(|row| (row.clone(), time, 1)));
     let next = time.saturating_add(1);
-    output
-        .session(&capability.delayed(&next))
-        .give_iterator(rows.into_iter().map(|row| (row, next, -1)));
+    for row in rows {
+        out.push((row.clone(), time, 1));
+        out.push((row, next, -1));
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use timely::dataflow::channels::pact::Pipeline;
-    use timely::dataflow::operators::capture::Extract;
-    use timely::dataflow::operators::{Capture, ToStream};
+    use super::push_instants;
 
-    use super::give_instants;
-    use crate::woken_while_holding::WokenWhileHolding;
-
-    /// Each row given at its time comes out as `+1` there and `-1` one tick later; nothing
-    /// comes out for an empty batch.
+    /// Each row pushed at its time comes out as `+1` there and `-1` one tick later, after what
+    /// the list held; nothing for no rows.
     #[test]
-    fn given_rows_are_retracted_one_tick_later() {
-        let captured = timely::example(|scope| {
-            vec![(3u64, vec!["a", "b"]), (7, vec![])]
-                .to_stream(scope)
-                .unary_frontier_while_holding(Pipeline, "GiveInstants", |_capability| {
-                    move |(input, _frontier), output| {
-                        input.for_each(|capability, data: &mut Vec<(u64, Vec<&str>)>| {
-                            for (time, rows) in data.drain(..) {
-                                let capability = capability.delayed(&time, 0);
-                                give_instants(output, &capability, time, rows);
-                            }
-                        });
-                    }
-                })
-                .capture()
-        });
-        let mut got: Vec<_> = captured
-            .extract()
-            .into_iter()
-            .flat_map(|(_, data)| data)
-            .collect();
-        got.sort();
+    fn pushed_rows_are_retracted_one_tick_later() {
+        let mut out = vec![("x", 1, 1)];
+        push_instants(&mut out, 3, ["a", "b"]);
+        push_instants(&mut out, 7, []);
         assert_eq!(
-            got,
-            vec![("a", 3, 1), ("a", 4, -1), ("b", 3, 1), ("b", 4, -1)]
+            out,
+            vec![
+                ("x", 1, 1),
+                ("a", 3, 1),
+                ("a", 4, -1),
+                ("b", 3, 1),
+                ("b", 4, -1)
+            ]
         );
     }
 }

@@ -66,39 +66,6 @@ impl<K: Hash + Eq + Clone, V: Ord> Table<K, V> {
     }
 }
 
-/// How many of `updates`, from the first, are at `time`: a run filed under one time at once,
-/// with room reserved for exactly it. (Room for the rest of the message instead gave each time
-/// of a message of many times room for all of it: readings from Kafka each have their own
-/// time, and the end-to-end bench's memory tripled.)
-pub(crate) fn run_at<D>(updates: &[(D, Time, Diff)], time: Time) -> usize {
-    updates.iter().take_while(|(_, at, _)| *at == time).count()
-}
-
-/// Drains a message's updates, a run of one time at a time: `file(time, run)` gets each run's
-/// `(update, diff)`s, an iterator whose size hint is the run's exact length (so a `Vec`
-/// extended with it grows once). A message's updates mostly share one time (a batch of
-/// readings, a window end's hits): one waiting entry per run instead of per update.
-pub(crate) fn drain_by_time<D>(
-    updates: &mut Vec<(D, Time, Diff)>,
-    mut file: impl FnMut(Time, &mut dyn Iterator<Item = (D, Diff)>),
-) {
-    fn without_time<D>((update, _, diff): (D, Time, Diff)) -> (D, Diff) {
-        (update, diff)
-    }
-    let mut updates = updates.drain(..);
-    while let Some(first) = updates.next() {
-        let time = first.1;
-        let rest = run_at(updates.as_slice(), time);
-        // Of exact size: the list it extends grows once.
-        let mut run = std::iter::once(first)
-            .chain(updates.by_ref().take(rest))
-            .map(without_time);
-        file(time, &mut run);
-        // What `file` left of the run is dropped, not taken for the next time's.
-        run.for_each(drop);
-    }
-}
-
 /// Matches events with the rows of a table as of the event's time.
 pub trait LookupAsOf<'s, D> {
     /// For each event, `logic(event, time, rows, output)` with the table's rows under
@@ -289,38 +256,6 @@ mod tests {
         }
         out.sort();
         out
-    }
-
-    /// Regression: each time of a message was given room for the rest of the message, not
-    /// for its own run (a message of readings each at its own time reserved ~n^2/2 slots).
-    #[test]
-    fn a_run_is_the_leading_updates_of_one_time_only() {
-        let updates = [('a', 5, 1), ('b', 5, 1), ('c', 6, 1), ('d', 5, 1)];
-        assert_eq!(super::run_at(&updates, 5), 2);
-        assert_eq!(super::run_at(&updates[2..], 6), 1);
-        assert_eq!(super::run_at(&updates[2..], 5), 0);
-        assert_eq!(super::run_at::<char>(&[], 5), 0);
-    }
-
-    /// Each run of one time is handed on whole, in order, with its exact length as the size
-    /// hint (what lets the waiting list reserve it at once).
-    #[test]
-    fn a_message_is_drained_a_run_of_one_time_at_a_time() {
-        let mut updates = vec![('a', 5, 1), ('b', 5, -1), ('c', 6, 1), ('d', 5, 1)];
-        let mut runs = Vec::new();
-        super::drain_by_time(&mut updates, |time, run| {
-            let hint = run.size_hint();
-            runs.push((time, hint, run.collect::<Vec<_>>()));
-        });
-        assert_eq!(
-            runs,
-            [
-                (5, (2, Some(2)), vec![('a', 1), ('b', -1)]),
-                (6, (1, Some(1)), vec![('c', 1)]),
-                (5, (1, Some(1)), vec![('d', 1)]),
-            ]
-        );
-        assert!(updates.is_empty());
     }
 
     proptest! {

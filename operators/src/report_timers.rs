@@ -25,11 +25,10 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::agenda::{Agenda, Ready};
+use crate::agenda::Agenda;
 use crate::entity_route;
 use crate::hit::HitRow;
-use crate::instant::give_instants;
-use crate::lookup::drain_by_time;
+use crate::instant::push_instants;
 use crate::report_state::{ReportEventRow, lifecycle_rank};
 use crate::{Diff, Time};
 use rustc_hash::FxHashMap;
@@ -178,33 +177,32 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
             .concat(events)
             .inner
             .unary_frontier(exchange, name, move |_capability, _info| {
-                let mut agenda: Agenda<(Input<L::Rule>, Diff), String> = Agenda::new();
+                let mut agenda: Agenda<Input<L::Rule>, String> = Agenda::new();
                 let mut next_prune: Time = 0;
                 let mut grid_labels: FxHashMap<String, Labels> = FxHashMap::default();
+                let (mut updates, mut ids) = (Vec::new(), Vec::new());
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
-                        drain_by_time(data, |time, run| {
-                            let run = run.map(|((_, update), diff)| (update, diff));
-                            agenda.push_run(&capability, time, run);
-                        });
+                        let mut data: Vec<_> = data
+                            .drain(..)
+                            .map(|((_, update), time, diff)| (update, time, diff))
+                            .collect();
+                        agenda.append(&capability, &mut data);
                     });
                     // At the end of the input nothing comes due: timers are dropped.
                     let closed = frontier.is_empty();
                     if closed {
                         agenda.clear_timers();
                     }
-                    while let Some(Ready {
-                        time,
-                        capability,
-                        mut updates,
-                        due: mut ids,
-                    }) = agenda.next_ready(|t| !frontier.less_equal(t))
+                    let mut out = Vec::new();
+                    while let Some(time) =
+                        agenda.next_ready(|t| !frontier.less_equal(t), &mut updates, &mut ids)
                     {
                         let mut effects = Effects::default();
                         consolidate(&mut updates);
                         let mut changes = Vec::new();
                         let mut events = Vec::new();
-                        for (update, diff) in updates {
+                        for (update, diff) in updates.drain(..) {
                             match update {
                                 Input::Rule(rule) => changes.push((rule, diff)),
                                 Input::Event(row) if diff > 0 => events.push(row),
@@ -230,8 +228,8 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                         }
                         ids.sort();
                         ids.dedup();
-                        for id in &ids {
-                            logic.timer(id, time, &mut effects);
+                        for id in ids.drain(..) {
+                            logic.timer(&id, time, &mut effects);
                         }
                         if time >= next_prune {
                             logic.prune(time.saturating_sub(retention_ms));
@@ -239,15 +237,21 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                         }
                         if !closed {
                             for (id, at) in effects.timers {
-                                agenda.schedule(&capability, id, at.max(time));
+                                agenda.schedule(id, at.max(time));
                             }
                         }
                         let mut hits = effects.hits;
                         for (_, hit) in &mut hits {
                             with_grid_labels(Arc::make_mut(&mut hit.labels), &grid_labels);
                         }
-                        give_instants(output, &capability, time, hits);
+                        push_instants(&mut out, time, hits);
                     }
+                    if let Some(capability) = agenda.capability()
+                        && !out.is_empty()
+                    {
+                        output.session(capability).give_container(&mut out);
+                    }
+                    agenda.settle();
                 }
             })
             .as_collection()

@@ -53,10 +53,9 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 
-use crate::agenda::{Agenda, Ready};
+use crate::agenda::Agenda;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::absence::{AbsenceRule, RULE_KIND_LABEL};
-use crate::lookup::drain_by_time;
 use crate::rule::{Direction, ThresholdRule};
 use crate::{Diff, EntityKey, Time};
 
@@ -420,40 +419,42 @@ impl<'s> PartitionStalls<'s> for VecCollection<'s, Time, PartitionRow, Diff> {
                 timely::dataflow::channels::pact::Pipeline,
                 "PartitionStalls",
                 |_capability, _info| {
-                    let mut agenda: Agenda<(Update, Diff), Key> = Agenda::new();
+                    let mut agenda: Agenda<Update, Key> = Agenda::new();
                     let mut stalls = StallStates::default();
+                    let (mut updates, mut due, mut scheduled) =
+                        (Vec::new(), Vec::new(), Vec::new());
                     move |(heard, heard_frontier), (rules, rules_frontier), output| {
                         heard.for_each(|capability, data| {
-                            drain_by_time(data, |time, run| {
-                                let run =
-                                    run.map(|(partition, diff)| (Update::Heard(partition), diff));
-                                agenda.push_run(&capability, time, run);
-                            });
+                            let mut data: Vec<_> = data
+                                .drain(..)
+                                .map(|(partition, time, diff)| {
+                                    (Update::Heard(partition), time, diff)
+                                })
+                                .collect();
+                            agenda.append(&capability, &mut data);
                         });
                         rules.for_each(|capability, data| {
-                            drain_by_time(data, |time, run| {
-                                let run = run.map(|(rule, diff)| (Update::Rule(rule), diff));
-                                agenda.push_run(&capability, time, run);
-                            });
+                            let mut data: Vec<_> = data
+                                .drain(..)
+                                .map(|(rule, time, diff)| (Update::Rule(rule), time, diff))
+                                .collect();
+                            agenda.append(&capability, &mut data);
                         });
                         let closed = heard_frontier.is_empty() && rules_frontier.is_empty();
                         if closed {
                             agenda.clear_timers();
                         }
-                        while let Some(Ready {
-                            time,
-                            capability,
-                            mut updates,
-                            due,
-                        }) = agenda.next_ready(|t| {
-                            !heard_frontier.less_equal(t) && !rules_frontier.less_equal(t)
-                        }) {
+                        let mut out = Vec::new();
+                        while let Some(time) = agenda.next_ready(
+                            |t| !heard_frontier.less_equal(t) && !rules_frontier.less_equal(t),
+                            &mut updates,
+                            &mut due,
+                        ) {
                             let mut emitted = Vec::new();
-                            let mut scheduled = Vec::new();
                             updates.sort();
                             let mut rule_changes = Vec::new();
                             let mut partitions = Vec::new();
-                            for (update, diff) in updates {
+                            for (update, diff) in updates.drain(..) {
                                 match update {
                                     Update::Rule(rule) => rule_changes.push((rule, diff)),
                                     Update::Heard(partition) if diff > 0 => {
@@ -471,34 +472,28 @@ impl<'s> PartitionStalls<'s> for VecCollection<'s, Time, PartitionRow, Diff> {
                             for partition in &partitions {
                                 scheduled.extend(stalls.heard(time, partition, &mut emitted));
                             }
-                            for key in &due {
-                                scheduled.extend(stalls.due(key, time, &mut emitted));
+                            for key in due.drain(..) {
+                                scheduled.extend(stalls.due(&key, time, &mut emitted));
                             }
-                            if !closed {
-                                for (key, deadline) in scheduled {
-                                    agenda.schedule(&capability, key, deadline);
+                            for (key, deadline) in scheduled.drain(..) {
+                                if !closed {
+                                    agenda.schedule(key, deadline);
                                 }
-                            }
-                            if emitted.is_empty() {
-                                continue;
                             }
                             let next = time.saturating_add(1);
-                            let mut retract = Vec::new();
-                            {
-                                let mut session = output.session(&capability);
-                                for (row, diff, instant) in emitted {
-                                    if instant {
-                                        retract.push((row.clone(), next, -diff));
-                                    }
-                                    session.give((row, time, diff));
+                            for (row, diff, instant) in emitted {
+                                if instant {
+                                    out.push((row.clone(), next, -diff));
                                 }
-                            }
-                            if !retract.is_empty() {
-                                output
-                                    .session(&capability.delayed(&next))
-                                    .give_iterator(retract.into_iter());
+                                out.push((row, time, diff));
                             }
                         }
+                        if let Some(capability) = agenda.capability()
+                            && !out.is_empty()
+                        {
+                            output.session(capability).give_container(&mut out);
+                        }
+                        agenda.settle();
                     }
                 },
             )

@@ -16,8 +16,7 @@ use differential_dataflow::{AsCollection, Data, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
 
-use crate::agenda::{Agenda, Ready};
-use crate::lookup::drain_by_time;
+use crate::agenda::Agenda;
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
@@ -55,25 +54,19 @@ where
         self.inner
             .unary_frontier_while_holding(Pipeline, "WindowedPresence", |_capability| {
                 // Events by time, and a timer per present row at (or before) its end.
-                let mut agenda: Agenda<(D, Diff), D> = Agenda::new();
+                let mut agenda: Agenda<D, D> = Agenda::new();
                 // Each present row's end: the latest event's time + `window`.
                 let mut ends: FxHashMap<D, Time> = FxHashMap::default();
+                let (mut updates, mut due, mut timers) = (Vec::new(), Vec::new(), Vec::new());
                 move |(input, frontier), output| {
-                    input.for_each(|capability, data| {
-                        drain_by_time(data, |time, run| agenda.push_run(&capability, time, run));
-                    });
-                    while let Some(Ready {
-                        time,
-                        capability,
-                        updates,
-                        due,
-                    }) = agenda.next_ready(|t| !frontier.less_equal(t))
+                    input.for_each(|capability, data| agenda.append(&capability, data));
+                    let mut changes: Vec<(D, Time, Diff)> = Vec::new();
+                    while let Some(time) =
+                        agenda.next_ready(|t| !frontier.less_equal(t), &mut updates, &mut due)
                     {
-                        let mut changes: Vec<(D, Time, Diff)> = Vec::new();
-                        let mut timers: Vec<(D, Time)> = Vec::new();
                         let end = time.saturating_add(window);
                         // Events first: one at a row's end continues its presence.
-                        for (row, diff) in updates {
+                        for (row, diff) in updates.drain(..) {
                             if diff <= 0 {
                                 continue;
                             }
@@ -86,7 +79,7 @@ where
                                 }
                             }
                         }
-                        for row in due {
+                        for row in due.drain(..) {
                             match ends.get(&row).copied() {
                                 Some(end) if end <= time => {
                                     ends.remove(&row);
@@ -98,13 +91,16 @@ where
                                 None => {}
                             }
                         }
-                        for (row, at) in timers {
-                            agenda.schedule(&capability, row, at);
-                        }
-                        if !changes.is_empty() {
-                            output.session(&capability).give_container(&mut changes);
+                        for (row, at) in timers.drain(..) {
+                            agenda.schedule(row, at);
                         }
                     }
+                    if let Some(capability) = agenda.capability()
+                        && !changes.is_empty()
+                    {
+                        output.session(capability).give_container(&mut changes);
+                    }
+                    agenda.settle();
                 }
             })
             .as_collection()

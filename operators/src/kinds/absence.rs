@@ -47,14 +47,14 @@ use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Map;
 
-use crate::agenda::{Agenda, Ready};
+use crate::agenda::Agenda;
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
-use crate::instant::give_instants;
+use crate::instant::push_instants;
 use crate::kinds::Sources;
-use crate::lookup::drain_by_time;
-use crate::matching::{Events, Match, Matches, as_instants, match_rules};
+use crate::matching::{Events, Match, Matches, match_rules};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::stall::PartitionStalls;
 use crate::woken_while_holding::WokenWhileHolding;
@@ -152,6 +152,10 @@ struct State {
     firing: bool,
     /// The live deadline, when not firing and heard from.
     deadline: Option<Time>,
+    /// The earliest timer set for this record and not yet due. A later deadline waits for it
+    /// and is set when it comes due: a sensor reading every second moves its deadline at
+    /// every reading, but sets a timer only about once per silence limit.
+    timer: Option<Time>,
     /// True while the partition the entity's readings come from is stalled.
     stalled: bool,
 }
@@ -178,7 +182,7 @@ fn hit(watch: &Watch, entity: &str, time: Time, silent: bool, last: Time) -> Hit
 }
 
 /// Applies the updates of one key at `time` (a stall starting or ending, watch changes, then
-/// a reading); returns the deadline to schedule, if any.
+/// a reading); returns a timer to set, if any.
 fn apply(
     states: &mut FxHashMap<Key, State>,
     key: &Key,
@@ -188,6 +192,12 @@ fn apply(
     stall: Option<bool>,
     hits: &mut Vec<HitRow>,
 ) -> Option<Time> {
+    if changes.is_empty() && stall.is_none() {
+        // Most updates: a reading alone. An entity without a record is not watched.
+        let state = states.get_mut(key).filter(|_| reading)?;
+        let deadline = heard(state, &key.1, time, hits)?;
+        return state.set_deadline(deadline);
+    }
     let state = states.entry(key.clone()).or_default();
     let before = state.watch.clone();
     let stall_ended = state.stalled && stall == Some(false);
@@ -202,7 +212,7 @@ fn apply(
     if let Some((watch, _)) = changes.into_iter().rev().find(|(_, diff)| *diff > 0) {
         state.watch = Some(watch);
     }
-    let Some(watch) = state.watch.clone() else {
+    let Some(watch) = &state.watch else {
         // Not (or no longer) watched: resolve a firing alert and forget the entity.
         if state.firing
             && let (Some(old), Some(last)) = (&before, state.last)
@@ -212,19 +222,12 @@ fn apply(
         states.remove(key);
         return None;
     };
-    let schedule = if reading {
-        if state.firing
-            && let Some(last) = state.last
-        {
-            hits.push(hit(&watch, &key.1, time, false, last));
-        }
-        state.firing = false;
-        state.last = Some(time);
-        Some(time.saturating_add(watch.limit_ms()))
+    let deadline = if reading {
+        heard(state, &key.1, time, hits)
     } else if stall_ended && !state.firing && state.last.is_some() {
         // Still silent when the stall ends: the silence counts from here.
         Some(time.saturating_add(watch.limit_ms()))
-    } else if before.as_ref() != Some(&watch)
+    } else if before.as_ref() != Some(watch)
         && !state.firing
         && let Some(last) = state.last
     {
@@ -232,32 +235,73 @@ fn apply(
     } else {
         None
     };
-    if schedule.is_some() {
-        state.deadline = schedule;
-    }
-    schedule
+    state.set_deadline(deadline?)
 }
 
-/// A deadline of `key` came due at `time`: fires when it is still the live one.
-fn on_timer(states: &mut FxHashMap<Key, State>, key: &Key, time: Time, hits: &mut Vec<HitRow>) {
-    let Some(state) = states.get_mut(key) else {
-        return;
-    };
+/// A reading of a watched entity at `time`: resolves a firing alert; returns the new deadline
+/// (`None` when not watched).
+fn heard(state: &mut State, entity: &str, time: Time, hits: &mut Vec<HitRow>) -> Option<Time> {
+    let watch = state.watch.as_ref()?;
+    if state.firing
+        && let Some(last) = state.last
+    {
+        hits.push(hit(watch, entity, time, false, last));
+    }
+    state.firing = false;
+    state.last = Some(time);
+    Some(time.saturating_add(watch.limit_ms()))
+}
+
+impl State {
+    /// Makes `deadline` the live one; returns it when a timer must be set for it (none is set
+    /// at or before it).
+    fn set_deadline(&mut self, deadline: Time) -> Option<Time> {
+        self.deadline = Some(deadline);
+        if self.timer.is_some_and(|timer| timer <= deadline) {
+            return None;
+        }
+        self.timer = Some(deadline);
+        Some(deadline)
+    }
+}
+
+/// A timer of `key` came due at `time`: fires when the live deadline is due; returns a timer
+/// to set for a later live deadline.
+fn on_timer(
+    states: &mut FxHashMap<Key, State>,
+    key: &Key,
+    time: Time,
+    hits: &mut Vec<HitRow>,
+) -> Option<Time> {
+    let state = states.get_mut(key)?;
+    if state.timer == Some(time) {
+        state.timer = None;
+    }
     let (Some(watch), Some(last)) = (&state.watch, state.last) else {
-        return;
+        return None;
     };
-    if state.firing || state.deadline != Some(time) {
-        return;
+    if state.firing {
+        return None;
+    }
+    match state.deadline {
+        Some(deadline) if deadline > time => {
+            // Moved on by readings since this timer was set.
+            let deadline = state.set_deadline(deadline);
+            return deadline;
+        }
+        Some(deadline) if deadline == time => {}
+        _ => return None,
     }
     if state.stalled {
         // Its partition's `ingest stalled` alert stands for it; the end of the stall restarts
         // the deadline.
         state.deadline = None;
-        return;
+        return None;
     }
     hits.push(hit(watch, &key.1, time, true, last));
     state.firing = true;
     state.deadline = None;
+    None
 }
 
 /// Times silences.
@@ -405,12 +449,14 @@ fn hits_of_matches<'s>(
                 (key, Input::Watch(watch))
             })
         });
-    let readings = as_instants(matches).map(|Match { rule, event, .. }| {
-        (
-            (rule.alarm.id.clone(), event.entity),
-            Input::Reading(event.time),
-        )
-    });
+    // Occurrences, not instants: the operator reads a reading at its own time only, so a
+    // retraction a tick later would be one more update to route and file per reading.
+    let readings = matches
+        .map(|(Match { rule, event, .. }, time, diff)| {
+            let key = (rule.alarm.id.clone(), event.entity);
+            ((key, Input::Reading(time)), time, diff)
+        })
+        .as_collection();
     let stalled = stalled.map(|key| (key, Input::Stalled));
 
     let exchange = Exchange::new(|update: &((Key, Input), Time, Diff)| entity_route(&update.0.0.1));
@@ -419,26 +465,21 @@ fn hits_of_matches<'s>(
         .concat(stalled)
         .inner
         .unary_frontier_while_holding(exchange, "Absence", |_capability| {
-            let mut agenda: Agenda<((Key, Input), Diff), Key> = Agenda::new();
+            let mut agenda: Agenda<(Key, Input), Key> = Agenda::new();
             let mut states: FxHashMap<Key, State> = FxHashMap::default();
+            let (mut updates, mut keys, mut hits) = (Vec::new(), Vec::new(), Vec::new());
+            let mut scheduled = Vec::new();
             move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    drain_by_time(data, |time, run| agenda.push_run(&capability, time, run));
-                });
+                input.for_each(|capability, data| agenda.append(&capability, data));
                 // At the end of the input nothing is silent: deadlines are dropped.
                 let closed = frontier.is_empty();
                 if closed {
                     agenda.clear_timers();
                 }
-                while let Some(Ready {
-                    time,
-                    capability,
-                    mut updates,
-                    due: keys,
-                }) = agenda.next_ready(|t| !frontier.less_equal(t))
+                let mut out = Vec::new();
+                while let Some(time) =
+                    agenda.next_ready(|t| !frontier.less_equal(t), &mut updates, &mut keys)
                 {
-                    let mut hits = Vec::new();
-                    let mut scheduled = Vec::new();
                     consolidate(&mut updates);
                     // Sorted by key: apply each key's updates together.
                     let mut rest = updates.as_slice();
@@ -470,16 +511,25 @@ fn hits_of_matches<'s>(
                             scheduled.push((key.clone(), deadline));
                         }
                     }
-                    for key in &keys {
-                        on_timer(&mut states, key, time, &mut hits);
-                    }
-                    if !closed {
-                        for (key, deadline) in scheduled {
-                            agenda.schedule(&capability, key, deadline);
+                    updates.clear();
+                    for key in keys.drain(..) {
+                        if let Some(deadline) = on_timer(&mut states, &key, time, &mut hits) {
+                            scheduled.push((key, deadline));
                         }
                     }
-                    give_instants(output, &capability, time, hits);
+                    for (key, deadline) in scheduled.drain(..) {
+                        if !closed {
+                            agenda.schedule(key, deadline);
+                        }
+                    }
+                    push_instants(&mut out, time, hits.drain(..));
                 }
+                if let Some(capability) = agenda.capability()
+                    && !out.is_empty()
+                {
+                    output.session(capability).give_container(&mut out);
+                }
+                agenda.settle();
             }
         })
         .as_collection()
