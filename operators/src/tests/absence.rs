@@ -162,6 +162,8 @@ proptest! {
         step_every in 1usize..20,
         hold in prop_oneof![Just(0u64), Just(500), Just(2_000)],
         edit_at in 0u64..40_000,
+        // Fewer cadences than before move deadlines earlier, more move them later.
+        edited_cadences in 1u32..5,
         remove_at in prop_oneof![Just(None), (0u64..40_000).prop_map(Some)],
     ) {
         let entities = [("s1", Metric::Ch4), ("s2", Metric::Ch4), ("s3", Metric::Ch4), ("ghost", Metric::Ch4)];
@@ -172,7 +174,7 @@ proptest! {
         readings.extend(copies);
         let all = absence("ch4-silent", 3, hold, &[]);
         let f1 = absence("f1-silent", 2, 0, &[("face", "m1/f1")]);
-        let f1_edited = absence("f1-silent", 4, hold, &[("face", "m1/f1")]);
+        let f1_edited = absence("f1-silent", edited_cadences, hold, &[("face", "m1/f1")]);
         let mut changes: Vec<RuleChange> = vec![
             (0, all.clone(), 1),
             (0, f1.clone(), 1),
