@@ -4,22 +4,27 @@
 //! generic builder closures; this names each operator.
 //!
 //! `cargo bench -p citybrain-benches --bench operator_time -- [SENSORS] [BATCH] [EVENTS]
-//! [WORKERS] [SPREAD] [ABSENCE]` (defaults 1000 1000 1000000 1 0 0). With several workers, each feeds its
+//! [WORKERS] [SPREAD]` (defaults 1000 1000 1000000 1 0). With several workers, each feeds its
 //! share of every batch (the registry and rules enter on the first) and each operator's time
 //! is given per worker. With `SPREAD` 1 a batch's readings are one millisecond apart instead
-//! of at one time ([`Workload::timed_batches`]). With `ABSENCE` 1 the rules include
-//! [`workload::absence_rule`] (a timer per reading). The log costs time of its own: read the shares, not the throughput.
+//! of at one time ([`Workload::timed_batches`]).
+//! `OPERATOR_TIME_RULES=FILE[,FILE...]` adds the rules of those rule files (the engine's TOML,
+//! paths relative to `benches/`) to the workload's two: `rules/absence.toml` adds a silence
+//! rule (a deadline per reading), `../config/rules/mine.toml` the shipped mine rules. The log
+//! costs time of its own: read the shares, not the throughput.
 
 // A bench binary's report is its output.
 #![allow(clippy::print_stdout)]
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use citybrain_benches::pipeline::{self, Pipeline};
 use citybrain_benches::workload::{self, Workload};
+use citybrain_operators::rule::RuleRow;
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 
 #[global_allocator]
@@ -65,6 +70,15 @@ fn argument(position: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The rules of the files `OPERATOR_TIME_RULES` names (none when unset).
+fn extra_rules() -> Result<Vec<RuleRow>, String> {
+    let Ok(files) = std::env::var("OPERATOR_TIME_RULES") else {
+        return Ok(Vec::new());
+    };
+    let paths: Vec<PathBuf> = files.split(',').map(PathBuf::from).collect();
+    citybrain_engine::config::load_rule_files(&paths).map_err(|errors| errors.to_string())
+}
+
 /// One worker's figures: per operator (time, schedules, name), and its wall time feeding and
 /// draining.
 type WorkerTimes = (Vec<(Duration, usize, String)>, (Duration, Duration));
@@ -77,7 +91,14 @@ fn main() {
     };
     let workers = argument(3, 1).max(1);
     let spread = argument(4, 0) == 1;
-    let absence = argument(5, 0) == 1;
+    let extra_rules = match extra_rules() {
+        Ok(rules) => rules,
+        Err(error) => {
+            eprintln!("operator_time: {error}");
+            std::process::exit(2);
+        }
+    };
+    let extra = extra_rules.len();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let summary = Rc::new(RefCell::new(Summary::default()));
@@ -93,9 +114,7 @@ fn main() {
         // Reference data and rules enter on the first worker, as from one Kafka partition.
         let (registry, rules) = if index == 0 {
             let mut rules = workload::engine_rules();
-            if absence {
-                rules.push(workload::absence_rule());
-            }
+            rules.extend(extra_rules.iter().cloned());
             (workload.registry(), rules)
         } else {
             (Vec::new(), Vec::new())
@@ -139,10 +158,10 @@ fn main() {
         if spread { " (1 ms apart)" } else { "" },
         workload.events,
         workers,
-        if absence {
-            ", with the absence rule"
+        if extra > 0 {
+            format!(", {extra} more rule(s)")
         } else {
-            ""
+            String::new()
         },
     );
     // Per operator name: (schedules of worker 0, time per worker).

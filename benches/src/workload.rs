@@ -8,7 +8,6 @@
 //! both rules raise and resolve alerts a few times per sensor and minute, as a bad shift would.
 
 use citybrain_model::{Domain, EntityInfo, Metric, Severity};
-use citybrain_operators::kinds::absence::AbsenceRule;
 use citybrain_operators::kinds::window::{Aggregate, WindowRule};
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::rule::{Direction, GroupBy, RuleRow, ThresholdRule};
@@ -39,11 +38,6 @@ pub const WINDOW_MS: u64 = 60_000;
 pub const WINDOW_THRESHOLD: f64 = 0.95;
 /// Clear level of the window rule.
 pub const WINDOW_CLEAR: f64 = 0.85;
-/// Id of the absence rule: a sensor silent for [`ABSENCE_CADENCES`] of its cadences.
-pub const ABSENCE_RULE: &str = "ch4-silent";
-/// Cadences without a reading that make a sensor silent: the workload's sensors never are, but
-/// each reading moves its sensor's deadline (a timer per reading).
-pub const ABSENCE_CADENCES: u32 = 3;
 /// The label both rules select on.
 pub const SCOPE: (&str, &str) = ("kind", "ch4");
 
@@ -213,15 +207,4 @@ pub fn engine_rules() -> Vec<RuleRow> {
             aggregate: Aggregate::Avg,
         }),
     ]
-}
-
-/// An absence rule over the workload's sensors ([`ABSENCE_RULE`]): none falls silent, but
-/// every reading sets its sensor's deadline, so the rule's operator files a timer per reading
-/// (the operator_time bench adds it on request; the floor has no such rule).
-pub fn absence_rule() -> RuleRow {
-    RuleRow::Absence(AbsenceRule {
-        alarm: alarm(ABSENCE_RULE, 1.0, 1.0, 0),
-        cadences: ABSENCE_CADENCES,
-        stall_after_ms: None,
-    })
 }

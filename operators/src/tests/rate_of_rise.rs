@@ -62,6 +62,29 @@ fn ch4_rising_per_minute_over_two_minutes() {
     assert_eq!(got, rule_transitions(&readings, &registry(), &rules));
 }
 
+/// Among several readings at the first instant of the window, the smallest value is the first
+/// (the readings' proptests draw one value per sensor and instant, so none has two).
+#[test]
+fn two_values_at_the_first_instant_rate_from_the_smaller() {
+    let rules = [rate(
+        alarm("ch4-rising", Direction::Above, 0.3, 0.1, 0, &[]),
+        120_000,
+        30_000,
+    )];
+    let readings = [
+        reading("s1", 0, 0.5),
+        reading("s1", 0, 0.3),
+        reading("s1", 60_000, 0.7),
+    ];
+    let got = run(&readings, &registry(), &from_start(&rules), 1);
+    // From 0.3: 0.4 %/min, above 0.3 (from 0.5 it would be 0.2, below).
+    assert_eq!(
+        values(&got),
+        vec![(60_000, "s1", TransitionState::Firing, 0.7 - 0.3)]
+    );
+    assert_eq!(got, rule_transitions(&readings, &registry(), &rules));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
     #[test]
