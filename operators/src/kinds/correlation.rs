@@ -15,23 +15,29 @@
 //! the first metric's side value and carry both side values as labels named after the
 //! metrics (e.g. `{ch4}` and `{air_velocity}` in summaries). The alert entity is the group.
 //!
-//! Built with the temporal filter: each reading is present in its side's history during
-//! `[t, t + tolerance + 1)`; a differential `reduce` keeps each side's state; each reading
-//! instant joins the state of both sides. State holds the readings of the last `tolerance` per
-//! live group.
+//! Built as one frontier-driven operator that keeps each side's readings of the last
+//! `tolerance` per sensor and evaluates each reading against both sides (see
+//! `hits_of_matches`). State holds the readings of the last `tolerance` per live group.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use citybrain_model::{Domain, Labels, Metric};
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use ordered_float::OrderedFloat;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Map;
 
-use crate::during::{During, Span};
+use crate::agenda::Agenda;
+use crate::enrich::Event;
+use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
-use crate::matching::{Events, Match, Matches, as_instants, match_rules};
+use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
 use crate::rule::{Direction, GroupBy, RuleRow, ThresholdRule};
+use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// One side of a correlation: a metric on one side of a level, with its own clear level.
@@ -161,12 +167,89 @@ pub struct SideKey {
     pub group: String,
 }
 
-/// A reading in a side's history: (sensor, time, value), so each sensor's readings arrive
-/// together and in time order.
-type SideReading = (String, Time, OrderedFloat<f64>);
+/// A reading on a side: when it was taken, the last time it counts (its time + the
+/// tolerance), its value.
+#[derive(Clone, Copy)]
+struct SideReading {
+    time: Time,
+    until: Time,
+    value: f64,
+}
 
-/// A pending evaluation: the rule as of the reading, the group's labels, the reading's time.
-type Evaluation = (CorrelationRule, Arc<Labels>, Time);
+/// One side of one group: each sensor's readings still counting, in time order, and the
+/// earliest timer set to forget those that no longer count.
+#[derive(Default)]
+struct Side {
+    sensors: FxHashMap<String, VecDeque<SideReading>>,
+    /// The last time any reading held counts.
+    until: Time,
+    timer: Option<Time>,
+}
+
+impl Side {
+    /// Adds `sensor`'s reading (at or after every one held).
+    fn add(&mut self, sensor: &str, reading: SideReading) {
+        self.until = self.until.max(reading.until);
+        match self.sensors.get_mut(sensor) {
+            Some(readings) => readings.push_back(reading),
+            None => {
+                self.sensors
+                    .insert(sensor.to_string(), VecDeque::from([reading]));
+            }
+        }
+    }
+
+    /// The side's value at `time` (every reading up to it held): the worst over the sensors
+    /// of each one's latest reading counting at `time` (the worst of that time's), or `None`
+    /// when no reading counts.
+    fn value(&self, side: &Condition, time: Time) -> Option<f64> {
+        let mut worst: Option<f64> = None;
+        for readings in self.sensors.values() {
+            let mut latest: Option<(Time, f64)> = None;
+            for reading in readings.iter().rev() {
+                if latest.is_some_and(|(at, _)| reading.time < at) {
+                    break;
+                }
+                if reading.until < time {
+                    continue;
+                }
+                latest = Some(match latest {
+                    Some((at, value)) => (at, side.worse(value, reading.value)),
+                    None => (reading.time, reading.value),
+                });
+            }
+            if let Some((_, value)) = latest {
+                worst = Some(worst.map_or(value, |w| side.worse(w, value)));
+            }
+        }
+        worst
+    }
+
+    /// Forgets the readings that no longer count at `time` (from each sensor's oldest on) and
+    /// the sensors left without any.
+    fn expire(&mut self, time: Time) {
+        self.sensors.retain(|_, readings| {
+            while readings.front().is_some_and(|reading| reading.until < time) {
+                readings.pop_front();
+            }
+            !readings.is_empty()
+        });
+    }
+
+    /// Returns when a timer must be set to forget the side (once no reading counts): none is
+    /// set at or before that.
+    fn timer_for(&mut self) -> Option<Time> {
+        let gone = self.until.saturating_add(1);
+        if self.timer.is_some_and(|timer| timer <= gone) {
+            return None;
+        }
+        self.timer = Some(gone);
+        Some(gone)
+    }
+}
+
+/// A match filed under its group: (group, the group's labels, reading, its metric, rule).
+type Filed = (String, Arc<Labels>, Event, Metric, Arc<MatchedRule>);
 
 /// Joins two metrics of a group as of each reading.
 pub trait Correlations<'s> {
@@ -243,99 +326,133 @@ impl<'s> Correlations<'s> for Events<'s> {
 }
 
 /// The hits of the rules' matches.
+///
+/// One frontier-driven operator exchanged by group: the matches of a time are applied once the
+/// frontier has passed it, in time order ([`crate::agenda`]), so readings out of order within
+/// the allowed lateness give the in-order result. Each side of a group keeps its sensors'
+/// readings that still count; the readings of a time join their sides, then each is
+/// evaluated against both. A side no reading reached for a tolerance is forgotten by a timer.
+/// (A differential `reduce` over the temporal filter kept the same state but re-read a
+/// group's whole tolerance of readings at every reading: 31 µs per reading for 16 sensors a
+/// face at 1 Hz and 10 s.)
 fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
-    // Each rule watches two metrics (as `RuleRow::watched` says): a reading is on the side of
-    // its metric, or on both when they watch the same one.
-    let matched = as_instants(matches).flat_map(
-        |Match {
-             rule,
-             metric,
-             event,
-         }| {
-            let mut sides = Vec::new();
-            if let Some(rule) = rule.row.as_correlation()
-                && let Some((group, labels)) = rule.group_by.group(&event.entity, &event.labels)
-            {
-                for side in rule.conditions() {
-                    if side.metric == metric {
-                        let (group, labels) = (group.clone(), labels.clone());
-                        sides.push((rule.clone(), side, group, labels, event.clone()));
-                    }
-                }
-            }
-            sides
+    let filed = matches.flat_map(
+        |(
+            Match {
+                rule,
+                metric,
+                event,
+            },
+            time,
+            diff,
+        )| {
+            let correlation = rule.row.as_correlation()?;
+            let (group, labels) = correlation.group_by.group(&event.entity, &event.labels)?;
+            Some(((group, labels, event, metric, rule), time, diff))
         },
     );
-
-    let states = matched
-        .clone()
-        .map(|(rule, side, group, _, event)| {
-            let reading: SideReading = (event.entity, event.time, event.value);
-            ((rule.side_key(&side, &group), rule.tolerance_ms), reading)
-        })
-        .during(|((_, tolerance), (_, time, _))| Span {
-            at: *time,
-            from: *time,
-            until: time.saturating_add(*tolerance).saturating_add(1),
-        })
-        .map(|((key, _), reading)| (key, reading))
-        .reduce(|key, input, output| {
-            let side = Condition {
-                metric: key.metric,
-                direction: key.direction,
-                threshold: OrderedFloat(0.0),
-                clear: OrderedFloat(0.0),
-            };
-            // Per sensor (readings sorted by sensor, then time): its latest time's worst
-            // value; then the worst over the sensors.
-            let mut worst: Option<f64> = None;
-            let mut latest: Option<(&String, Time, f64)> = None;
-            for ((sensor, time, value), _) in input.iter().filter(|(_, diff)| *diff > 0) {
-                latest = match latest {
-                    Some((s, t, v)) if s == sensor && t == *time => {
-                        Some((s, t, side.worse(v, value.0)))
+    let exchange = Exchange::new(|update: &(Filed, Time, Diff)| entity_route(&update.0.0));
+    filed
+        .unary_frontier_while_holding(exchange, "Correlation", |_capability| {
+            let mut agenda: Agenda<Filed, SideKey> = Agenda::new();
+            let mut sides: FxHashMap<SideKey, Side> = FxHashMap::default();
+            let (mut updates, mut due) = (Vec::new(), Vec::new());
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| agenda.append(&capability, data));
+                let closed = frontier.is_empty();
+                if closed {
+                    // Nothing comes after the end of the input: nothing to forget.
+                    agenda.clear_timers();
+                }
+                let mut out = Vec::new();
+                while let Some(time) =
+                    agenda.next_ready(|t| !frontier.less_equal(t), &mut updates, &mut due)
+                {
+                    // The time's readings join their sides (a reading is on the side of its
+                    // metric, or on both when they watch the same one)...
+                    for ((group, _, event, metric, matched), diff) in &updates {
+                        let Some(rule) = matched.row.as_correlation().filter(|_| *diff > 0) else {
+                            continue;
+                        };
+                        for side in rule.conditions() {
+                            if side.metric != *metric {
+                                continue;
+                            }
+                            let key = rule.side_key(&side, group);
+                            let reading = SideReading {
+                                time,
+                                until: time.saturating_add(rule.tolerance_ms),
+                                value: event.value.0,
+                            };
+                            let state = match sides.get_mut(&key) {
+                                Some(state) => state,
+                                None => sides.entry(key.clone()).or_default(),
+                            };
+                            state.add(&event.entity, reading);
+                            if let Some(at) = state.timer_for()
+                                && !closed
+                            {
+                                agenda.schedule(key, at);
+                            }
+                        }
                     }
-                    Some((s, _, _)) if s == sensor => Some((sensor, *time, value.0)),
-                    Some((_, _, v)) => {
-                        worst = Some(worst.map_or(v, |w| side.worse(w, v)));
-                        Some((sensor, *time, value.0))
+                    // ...then each is evaluated against both sides.
+                    for ((group, labels, _, metric, matched), diff) in updates.drain(..) {
+                        let Some(rule) = matched.row.as_correlation().filter(|_| diff > 0) else {
+                            continue;
+                        };
+                        let [first_side, second_side] = rule.conditions();
+                        let value_of = |side: &Condition| {
+                            sides.get(&rule.side_key(side, &group))?.value(side, time)
+                        };
+                        let (Some(first), Some(second)) =
+                            (value_of(&first_side), value_of(&second_side))
+                        else {
+                            continue;
+                        };
+                        let level = rule.level(first, second);
+                        let hit = RuleHit {
+                            time,
+                            value: OrderedFloat(level),
+                            reported: OrderedFloat(first),
+                            labels: Arc::new(rule.labels(&labels, first, second)),
+                            rule: Arc::new(rule.level_rule()),
+                        };
+                        // One evaluation per side the reading is on.
+                        let evaluations = rule
+                            .conditions()
+                            .iter()
+                            .filter(|side| side.metric == metric)
+                            .count() as Diff;
+                        let row = ((rule.alarm.id.as_str().into(), group), hit);
+                        out.push((row, time, diff * evaluations));
                     }
-                    None => Some((sensor, *time, value.0)),
-                };
-            }
-            if let Some((_, _, v)) = latest {
-                worst = Some(worst.map_or(v, |w| side.worse(w, v)));
-            }
-            if let Some(worst) = worst {
-                output.push((OrderedFloat(worst), 1));
+                    for key in due.drain(..) {
+                        let Some(state) = sides.get_mut(&key) else {
+                            continue;
+                        };
+                        if state.timer == Some(time) {
+                            state.timer = None;
+                        }
+                        state.expire(time);
+                        if state.sensors.is_empty() {
+                            sides.remove(&key);
+                        } else if let Some(at) = state.timer_for()
+                            && !closed
+                        {
+                            agenda.schedule(key, at);
+                        }
+                    }
+                }
+                if let Some(capability) = agenda.capability()
+                    && !out.is_empty()
+                {
+                    output.session(capability).give_container(&mut out);
+                }
+                agenda.settle();
             }
         })
-        .arrange_by_key();
-
-    let evaluations = matched.map(|(rule, _, group, labels, event)| {
-        let key = rule.side_key(&rule.first(), &group);
-        let evaluation: Evaluation = (rule, labels, event.time);
-        (key, evaluation)
-    });
-    evaluations
-        .join_core(states.clone(), |key, evaluation, first| {
-            let (rule, _, _) = evaluation;
-            let first: &OrderedFloat<f64> = first;
-            let second_key = rule.side_key(&rule.with, &key.group);
-            Some((second_key, (evaluation.clone(), *first)))
-        })
-        .join_core(states, |key, ((rule, labels, time), first), second| {
-            let second: &OrderedFloat<f64> = second;
-            let level = rule.level(first.0, second.0);
-            let hit = RuleHit {
-                time: *time,
-                value: OrderedFloat(level),
-                reported: *first,
-                labels: Arc::new(rule.labels(labels, first.0, second.0)),
-                rule: Arc::new(rule.level_rule()),
-            };
-            Some(((rule.alarm.id.as_str().into(), key.group.clone()), hit))
-        })
+        .as_collection()
 }
 
 /// The registry entry: hits of the correlation rules' matches.

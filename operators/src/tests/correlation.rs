@@ -78,6 +78,30 @@ fn ventilation_failure_with_methane_on_one_face() {
     assert_eq!(got, rule_transitions(&readings, &registry(), &rules));
 }
 
+/// Two values of one sensor at its latest time: the worse counts (the proptests draw one value
+/// per sensor and instant, so none has two).
+#[test]
+fn two_values_of_a_sensor_at_one_time_count_the_worse() {
+    let rules = [correlation(
+        alarm("ventilation-failure", Direction::Above, 0.8, 0.7, 0, &[]),
+        (Metric::AirVelocity, Direction::Below, 0.25, 0.3),
+        GroupBy::Face,
+        10_000,
+    )];
+    let readings = vec![
+        reading("s1", 0, 0.9),
+        velocity("v1", 1_000, 0.2),
+        velocity("v1", 1_000, 0.3),
+    ];
+    let got = run(&readings, &registry(), &from_start(&rules), 1);
+    // The air velocity side is 0.2 (below 0.25), not 0.3 (between the levels).
+    assert_eq!(
+        values(&got),
+        vec![(1_000, "m1/f1", TransitionState::Firing, 0.9)]
+    );
+    assert_eq!(got, rule_transitions(&readings, &registry(), &rules));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
     #[test]
