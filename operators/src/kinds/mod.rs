@@ -100,8 +100,8 @@ pub const KINDS: &[(&str, HitsOf)] = &[
     ("follow_up", follow_up::hits),
 ];
 
-/// What the kinds that compare a reading with its trailing history (rate of rise, baseline)
-/// share: their matches as instants keyed by history (`key_of` the rule and the entity; `None`
+/// What a kind that compares a reading with its differential trailing history (baseline) needs:
+/// its matches as instants keyed by history (`key_of` the rule and the entity; `None`
 /// leaves a match out), and each reading's (time, value) in its history from one tick after
 /// it for the history's `window_ms`.
 #[allow(clippy::type_complexity)] // the two collections, spelled out
