@@ -32,11 +32,12 @@
 //! already carry the entity's `kind` label, the sensor kind).
 //!
 //! Built as one frontier-driven timely operator exchanged by entity: watches (registry joined
-//! with rules) and reading instants are buffered per time and applied once the input frontier
-//! has passed it, in time order, so out-of-order readings within the allowed lateness give the
-//! in-order result; each deadline is a retained capability. State: one record per watched
-//! (rule, entity), and the pending deadlines (at most one live one per record; superseded ones
-//! are skipped when they come due).
+//! with rules) and readings wait in an agenda (`agenda.rs`) and are applied once the
+//! input frontier has passed their time, in time order, so out-of-order readings within the
+//! allowed lateness give the in-order result; deadlines are the agenda's timers. State: one
+//! record per watched (rule, entity), and the pending timers (a record sets one only when its
+//! deadline moves before the one it has set; a timer that finds the deadline moved on sets the
+//! next).
 
 use std::sync::Arc;
 
