@@ -64,6 +64,11 @@ pub(crate) struct Agenda<D, K> {
     timers: BinaryHeap<Timer<K>>,
     serial: u64,
     earliest: Earliest,
+    /// Set once the input has ended: no timer is kept.
+    closed: bool,
+    /// A ready time's updates and due keys, kept for their room.
+    updates: Vec<(D, Diff)>,
+    due: Vec<K>,
 }
 
 impl<D, K> Agenda<D, K> {
@@ -75,6 +80,9 @@ impl<D, K> Agenda<D, K> {
             timers: BinaryHeap::new(),
             serial: 0,
             earliest: Earliest::default(),
+            closed: false,
+            updates: Vec::new(),
+            due: Vec::new(),
         }
     }
 
@@ -90,10 +98,12 @@ impl<D, K> Agenda<D, K> {
         }
     }
 
-    /// Sets a timer for `key` at `at`, which is at or after the time [`Agenda::next_ready`]
-    /// last handed out (an earlier `at` is moved to it: the agenda holds no capability before
-    /// it).
+    /// Sets a timer for `key` at `at`, which is at or after the time being run (an earlier `at`
+    /// is moved to it: the agenda holds no capability before it). Ignored once closed.
     pub(crate) fn schedule(&mut self, key: K, at: Time) {
+        if self.closed {
+            return;
+        }
         let Some(held) = self.earliest.capability() else {
             // Nothing handed out, so nothing to time from.
             return;
@@ -107,18 +117,50 @@ impl<D, K> Agenda<D, K> {
         });
     }
 
-    /// Drops every pending timer (at the end of the input nothing comes due).
-    pub(crate) fn clear_timers(&mut self) {
+    /// The input has ended: pending timers are dropped and none is kept from now on (after
+    /// the end of the input nothing comes due).
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
         self.timers.clear();
         self.settle();
     }
 
+    /// Runs one activation's ready times: for each time `complete` accepts, in time order,
+    /// `step(agenda, time, updates, due, out)` with the time's updates (with their diffs, in the
+    /// order they came) and due keys (in the order they were set), for `step` to drain (what it
+    /// leaves is dropped) and to push its output to `out`; a timer `step` sets at the time it
+    /// runs is due in the same activation. Then `emit(capability, out)` once, with everything
+    /// pushed, under the one capability held (at or before every time run; each output update
+    /// carries its own time), which then moves on to the earliest time left.
+    pub(crate) fn run_ready<O>(
+        &mut self,
+        complete: impl Fn(&Time) -> bool,
+        mut step: impl FnMut(&mut Self, Time, &mut Vec<(D, Diff)>, &mut Vec<K>, &mut Vec<O>),
+        emit: impl FnOnce(&Capability<Time>, &mut Vec<O>),
+    ) {
+        let mut updates = std::mem::take(&mut self.updates);
+        let mut due = std::mem::take(&mut self.due);
+        let mut out = Vec::new();
+        while let Some(time) = self.next_ready(&complete, &mut updates, &mut due) {
+            step(self, time, &mut updates, &mut due, &mut out);
+            updates.clear();
+            due.clear();
+        }
+        self.updates = updates;
+        self.due = due;
+        if let Some(capability) = self.earliest.capability()
+            && !out.is_empty()
+        {
+            emit(capability, &mut out);
+        }
+        self.settle();
+    }
+
     /// The earliest time with updates or timers, when `complete` says the frontier has passed
-    /// it: its updates (with their diffs, in the order they came) go to the end of `updates`
-    /// and its due keys (in the order they were set) to the end of `due`. `None` otherwise.
-    ///
-    /// Until [`Agenda::settle`], the capability stays at or before every time handed out.
-    pub(crate) fn next_ready(
+    /// it: its updates go to the end of `updates` and its due keys to the end of `due`. `None`
+    /// otherwise. Until [`Agenda::settle`], the capability stays at or before every time
+    /// handed out.
+    fn next_ready(
         &mut self,
         complete: impl Fn(&Time) -> bool,
         updates: &mut Vec<(D, Diff)>,
@@ -154,15 +196,9 @@ impl<D, K> Agenda<D, K> {
         Some(time)
     }
 
-    /// The capability held: at or before every time handed out since the last
-    /// [`Agenda::settle`], so what the operator emits for them can go out under it.
-    pub(crate) fn capability(&self) -> Option<&Capability<Time>> {
-        self.earliest.capability()
-    }
-
     /// Moves the capability on to the earliest time still waiting or timed, or lets it go;
     /// called once the ready times are done and emitted.
-    pub(crate) fn settle(&mut self) {
+    fn settle(&mut self) {
         let next_update = self
             .ready
             .last()
@@ -231,24 +267,21 @@ mod tests {
                         let mut agenda: Agenda<u8, u8> = Agenda::new();
                         move |(input, frontier), output| {
                             input.for_each(|capability, data| agenda.append(&capability, data));
-                            let (mut ready, mut due, mut out) = (Vec::new(), Vec::new(), Vec::new());
-                            while let Some(time) =
-                                agenda.next_ready(|t| !frontier.less_equal(t), &mut ready, &mut due)
-                            {
-                                for (n, _) in ready.drain(..) {
-                                    out.push((format!("update {n}"), time, 1));
-                                    agenda.schedule(n, time + Time::from(n % 4));
-                                }
-                                for n in due.drain(..) {
-                                    out.push((format!("timer {n}"), time, 1));
-                                }
-                            }
-                            if let Some(capability) = agenda.capability()
-                                && !out.is_empty()
-                            {
-                                output.session(capability).give_container(&mut out);
-                            }
-                            agenda.settle();
+                            agenda.run_ready(
+                                |t| !frontier.less_equal(t),
+                                |agenda, time, ready, due, out| {
+                                    for (n, _) in ready.drain(..) {
+                                        out.push((format!("update {n}"), time, 1));
+                                        agenda.schedule(n, time + Time::from(n % 4));
+                                    }
+                                    for n in due.drain(..) {
+                                        out.push((format!("timer {n}"), time, 1));
+                                    }
+                                },
+                                |capability, out| {
+                                    output.session(capability).give_container(out);
+                                },
+                            );
                         }
                     })
                     .capture()

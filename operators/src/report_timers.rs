@@ -180,7 +180,6 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                 let mut agenda: Agenda<Input<L::Rule>, String> = Agenda::new();
                 let mut next_prune: Time = 0;
                 let mut grid_labels: FxHashMap<String, Labels> = FxHashMap::default();
-                let (mut updates, mut ids) = (Vec::new(), Vec::new());
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         let mut data: Vec<_> = data
@@ -189,17 +188,17 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                             .collect();
                         agenda.append(&capability, &mut data);
                     });
-                    // At the end of the input nothing comes due: timers are dropped.
-                    let closed = frontier.is_empty();
-                    if closed {
-                        agenda.clear_timers();
+                    if frontier.is_empty() {
+                        // At the end of the input nothing comes due: timers are dropped.
+                        agenda.close();
                     }
-                    let mut out = Vec::new();
-                    while let Some(time) =
-                        agenda.next_ready(|t| !frontier.less_equal(t), &mut updates, &mut ids)
-                    {
+                    let step = |agenda: &mut Agenda<Input<L::Rule>, String>,
+                                time: Time,
+                                updates: &mut Vec<(Input<L::Rule>, Diff)>,
+                                ids: &mut Vec<String>,
+                                out: &mut Vec<_>| {
                         let mut effects = Effects::default();
-                        consolidate(&mut updates);
+                        consolidate(updates);
                         let mut changes = Vec::new();
                         let mut events = Vec::new();
                         for (update, diff) in updates.drain(..) {
@@ -235,23 +234,22 @@ impl<'s> ReportTimerHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
                             logic.prune(time.saturating_sub(retention_ms));
                             next_prune = time.saturating_add(prune_every(retention_ms));
                         }
-                        if !closed {
-                            for (id, at) in effects.timers {
-                                agenda.schedule(id, at.max(time));
-                            }
+                        for (id, at) in effects.timers {
+                            agenda.schedule(id, at.max(time));
                         }
                         let mut hits = effects.hits;
                         for (_, hit) in &mut hits {
                             with_grid_labels(Arc::make_mut(&mut hit.labels), &grid_labels);
                         }
-                        push_instants(&mut out, time, hits);
-                    }
-                    if let Some(capability) = agenda.capability()
-                        && !out.is_empty()
-                    {
-                        output.session(capability).give_container(&mut out);
-                    }
-                    agenda.settle();
+                        push_instants(out, time, hits);
+                    };
+                    agenda.run_ready(
+                        |t| !frontier.less_equal(t),
+                        step,
+                        |capability, out| {
+                            output.session(capability).give_container(out);
+                        },
+                    );
                 }
             })
             .as_collection()

@@ -421,8 +421,7 @@ impl<'s> PartitionStalls<'s> for VecCollection<'s, Time, PartitionRow, Diff> {
                 |_capability, _info| {
                     let mut agenda: Agenda<Update, Key> = Agenda::new();
                     let mut stalls = StallStates::default();
-                    let (mut updates, mut due, mut scheduled) =
-                        (Vec::new(), Vec::new(), Vec::new());
+                    let mut scheduled = Vec::new();
                     move |(heard, heard_frontier), (rules, rules_frontier), output| {
                         heard.for_each(|capability, data| {
                             let mut data: Vec<_> = data
@@ -440,16 +439,15 @@ impl<'s> PartitionStalls<'s> for VecCollection<'s, Time, PartitionRow, Diff> {
                                 .collect();
                             agenda.append(&capability, &mut data);
                         });
-                        let closed = heard_frontier.is_empty() && rules_frontier.is_empty();
-                        if closed {
-                            agenda.clear_timers();
+                        if heard_frontier.is_empty() && rules_frontier.is_empty() {
+                            // At the end of the input nothing comes due: timers are dropped.
+                            agenda.close();
                         }
-                        let mut out = Vec::new();
-                        while let Some(time) = agenda.next_ready(
-                            |t| !heard_frontier.less_equal(t) && !rules_frontier.less_equal(t),
-                            &mut updates,
-                            &mut due,
-                        ) {
+                        let step = |agenda: &mut Agenda<Update, Key>,
+                                    time: Time,
+                                    updates: &mut Vec<(Update, Diff)>,
+                                    due: &mut Vec<Key>,
+                                    out: &mut Vec<_>| {
                             let mut emitted = Vec::new();
                             updates.sort();
                             let mut rule_changes = Vec::new();
@@ -476,9 +474,7 @@ impl<'s> PartitionStalls<'s> for VecCollection<'s, Time, PartitionRow, Diff> {
                                 scheduled.extend(stalls.due(&key, time, &mut emitted));
                             }
                             for (key, deadline) in scheduled.drain(..) {
-                                if !closed {
-                                    agenda.schedule(key, deadline);
-                                }
+                                agenda.schedule(key, deadline);
                             }
                             let next = time.saturating_add(1);
                             for (row, diff, instant) in emitted {
@@ -487,13 +483,13 @@ impl<'s> PartitionStalls<'s> for VecCollection<'s, Time, PartitionRow, Diff> {
                                 }
                                 out.push((row, time, diff));
                             }
-                        }
-                        if let Some(capability) = agenda.capability()
-                            && !out.is_empty()
-                        {
-                            output.session(capability).give_container(&mut out);
-                        }
-                        agenda.settle();
+                        };
+                        let complete = |t: &Time| {
+                            !heard_frontier.less_equal(t) && !rules_frontier.less_equal(t)
+                        };
+                        agenda.run_ready(complete, step, |capability, out| {
+                            output.session(capability).give_container(out);
+                        });
                     }
                 },
             )

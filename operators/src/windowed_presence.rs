@@ -57,13 +57,14 @@ where
                 let mut agenda: Agenda<D, D> = Agenda::new();
                 // Each present row's end: the latest event's time + `window`.
                 let mut ends: FxHashMap<D, Time> = FxHashMap::default();
-                let (mut updates, mut due, mut timers) = (Vec::new(), Vec::new(), Vec::new());
+                let mut timers = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| agenda.append(&capability, data));
-                    let mut changes: Vec<(D, Time, Diff)> = Vec::new();
-                    while let Some(time) =
-                        agenda.next_ready(|t| !frontier.less_equal(t), &mut updates, &mut due)
-                    {
+                    let step = |agenda: &mut Agenda<D, D>,
+                                time: Time,
+                                updates: &mut Vec<(D, Diff)>,
+                                due: &mut Vec<D>,
+                                changes: &mut Vec<(D, Time, Diff)>| {
                         let end = time.saturating_add(window);
                         // Events first: one at a row's end continues its presence.
                         for (row, diff) in updates.drain(..) {
@@ -94,13 +95,14 @@ where
                         for (row, at) in timers.drain(..) {
                             agenda.schedule(row, at);
                         }
-                    }
-                    if let Some(capability) = agenda.capability()
-                        && !changes.is_empty()
-                    {
-                        output.session(capability).give_container(&mut changes);
-                    }
-                    agenda.settle();
+                    };
+                    agenda.run_ready(
+                        |t| !frontier.less_equal(t),
+                        step,
+                        |capability, changes| {
+                            output.session(capability).give_container(changes);
+                        },
+                    );
                 }
             })
             .as_collection()

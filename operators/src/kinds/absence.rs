@@ -468,20 +468,19 @@ fn hits_of_matches<'s>(
         .unary_frontier_while_holding(exchange, "Absence", |_capability| {
             let mut agenda: Agenda<(Key, Input), Key> = Agenda::new();
             let mut states: FxHashMap<Key, State> = FxHashMap::default();
-            let (mut updates, mut keys, mut hits) = (Vec::new(), Vec::new(), Vec::new());
-            let mut scheduled = Vec::new();
+            let (mut hits, mut scheduled) = (Vec::new(), Vec::new());
             move |(input, frontier), output| {
                 input.for_each(|capability, data| agenda.append(&capability, data));
-                // At the end of the input nothing is silent: deadlines are dropped.
-                let closed = frontier.is_empty();
-                if closed {
-                    agenda.clear_timers();
+                if frontier.is_empty() {
+                    // At the end of the input nothing is silent: deadlines are dropped.
+                    agenda.close();
                 }
-                let mut out = Vec::new();
-                while let Some(time) =
-                    agenda.next_ready(|t| !frontier.less_equal(t), &mut updates, &mut keys)
-                {
-                    consolidate(&mut updates);
+                let step = |agenda: &mut Agenda<_, _>,
+                            time,
+                            updates: &mut Vec<_>,
+                            keys: &mut Vec<_>,
+                            out: &mut Vec<_>| {
+                    consolidate(updates);
                     // Sorted by key: apply each key's updates together.
                     let mut rest = updates.as_slice();
                     while let Some(((key, _), _)) = rest.first() {
@@ -512,25 +511,23 @@ fn hits_of_matches<'s>(
                             scheduled.push((key.clone(), deadline));
                         }
                     }
-                    updates.clear();
                     for key in keys.drain(..) {
                         if let Some(deadline) = on_timer(&mut states, &key, time, &mut hits) {
                             scheduled.push((key, deadline));
                         }
                     }
                     for (key, deadline) in scheduled.drain(..) {
-                        if !closed {
-                            agenda.schedule(key, deadline);
-                        }
+                        agenda.schedule(key, deadline);
                     }
-                    push_instants(&mut out, time, hits.drain(..));
-                }
-                if let Some(capability) = agenda.capability()
-                    && !out.is_empty()
-                {
-                    output.session(capability).give_container(&mut out);
-                }
-                agenda.settle();
+                    push_instants(out, time, hits.drain(..));
+                };
+                agenda.run_ready(
+                    |t| !frontier.less_equal(t),
+                    step,
+                    |capability, out| {
+                        output.session(capability).give_container(out);
+                    },
+                );
             }
         })
         .as_collection()

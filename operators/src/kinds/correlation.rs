@@ -356,21 +356,20 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         .unary_frontier_while_holding(exchange, "Correlation", |_capability| {
             let mut agenda: Agenda<Filed, SideKey> = Agenda::new();
             let mut sides: FxHashMap<SideKey, Side> = FxHashMap::default();
-            let (mut updates, mut due) = (Vec::new(), Vec::new());
             move |(input, frontier), output| {
                 input.for_each(|capability, data| agenda.append(&capability, data));
-                let closed = frontier.is_empty();
-                if closed {
+                if frontier.is_empty() {
                     // Nothing comes after the end of the input: nothing to forget.
-                    agenda.clear_timers();
+                    agenda.close();
                 }
-                let mut out = Vec::new();
-                while let Some(time) =
-                    agenda.next_ready(|t| !frontier.less_equal(t), &mut updates, &mut due)
-                {
+                let step = |agenda: &mut Agenda<Filed, SideKey>,
+                            time: Time,
+                            updates: &mut Vec<(Filed, Diff)>,
+                            due: &mut Vec<SideKey>,
+                            out: &mut Vec<_>| {
                     // The time's readings join their sides (a reading is on the side of its
                     // metric, or on both when they watch the same one)...
-                    for ((group, _, event, metric, matched), diff) in &updates {
+                    for ((group, _, event, metric, matched), diff) in updates.iter() {
                         let Some(rule) = matched.row.as_correlation().filter(|_| *diff > 0) else {
                             continue;
                         };
@@ -389,9 +388,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                                 None => sides.entry(key.clone()).or_default(),
                             };
                             state.add(&event.entity, reading);
-                            if let Some(at) = state.timer_for()
-                                && !closed
-                            {
+                            if let Some(at) = state.timer_for() {
                                 agenda.schedule(key, at);
                             }
                         }
@@ -437,19 +434,18 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                         state.expire(time);
                         if state.sensors.is_empty() {
                             sides.remove(&key);
-                        } else if let Some(at) = state.timer_for()
-                            && !closed
-                        {
+                        } else if let Some(at) = state.timer_for() {
                             agenda.schedule(key, at);
                         }
                     }
-                }
-                if let Some(capability) = agenda.capability()
-                    && !out.is_empty()
-                {
-                    output.session(capability).give_container(&mut out);
-                }
-                agenda.settle();
+                };
+                agenda.run_ready(
+                    |t| !frontier.less_equal(t),
+                    step,
+                    |capability, out| {
+                        output.session(capability).give_container(out);
+                    },
+                );
             }
         })
         .as_collection()

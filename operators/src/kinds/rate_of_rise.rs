@@ -192,21 +192,20 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         .unary_frontier_while_holding(exchange, "RateOfRise", |_capability| {
             let mut agenda: Agenda<Filed, HistoryKey> = Agenda::new();
             let mut histories: FxHashMap<HistoryKey, History> = FxHashMap::default();
-            let (mut updates, mut due) = (Vec::new(), Vec::new());
             move |(input, frontier), output| {
                 input.for_each(|capability, data| agenda.append(&capability, data));
-                let closed = frontier.is_empty();
-                if closed {
+                if frontier.is_empty() {
                     // Nothing comes after the end of the input: nothing to forget.
-                    agenda.clear_timers();
+                    agenda.close();
                 }
-                let mut out = Vec::new();
-                while let Some(time) =
-                    agenda.next_ready(|t| !frontier.less_equal(t), &mut updates, &mut due)
-                {
+                let step = |agenda: &mut Agenda<Filed, HistoryKey>,
+                            time: Time,
+                            updates: &mut Vec<(Filed, Diff)>,
+                            due: &mut Vec<HistoryKey>,
+                            out: &mut Vec<_>| {
                     // Every reading of the time against its history's first, then all of them
                     // into their histories (readings of one time do not see each other).
-                    for ((key, event, matched), diff) in &updates {
+                    for ((key, event, matched), diff) in updates.iter() {
                         let Some(rule) = matched.row.as_rate_of_rise().filter(|_| *diff > 0) else {
                             continue;
                         };
@@ -239,9 +238,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                             None => histories.entry(key.clone()).or_default(),
                         };
                         history.add(time, event.value);
-                        if let Some(at) = history.timer_for(window_ms)
-                            && !closed
-                        {
+                        if let Some(at) = history.timer_for(window_ms) {
                             agenda.schedule(key, at);
                         }
                     }
@@ -255,19 +252,18 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                         history.expire(time, key.window_ms);
                         if history.readings.is_empty() {
                             histories.remove(&key);
-                        } else if let Some(at) = history.timer_for(key.window_ms)
-                            && !closed
-                        {
+                        } else if let Some(at) = history.timer_for(key.window_ms) {
                             agenda.schedule(key, at);
                         }
                     }
-                }
-                if let Some(capability) = agenda.capability()
-                    && !out.is_empty()
-                {
-                    output.session(capability).give_container(&mut out);
-                }
-                agenda.settle();
+                };
+                agenda.run_ready(
+                    |t| !frontier.less_equal(t),
+                    step,
+                    |capability, out| {
+                        output.session(capability).give_container(out);
+                    },
+                );
             }
         })
         .as_collection()
