@@ -56,6 +56,32 @@ impl<K> Ord for Timer<K> {
     }
 }
 
+/// The earliest timer one key has set and not yet seen come due. A key whose deadline keeps
+/// moving later (a sensor's, at every reading) sets a timer only when the deadline moves
+/// before the one set; a timer that comes due early sets the next: about one timer per
+/// deadline span instead of one per move.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KeyTimer(Option<Time>);
+
+impl KeyTimer {
+    /// The key is due at `at`: returns `at` when a timer must be set for it (none is set at or
+    /// before it).
+    pub(crate) fn due_at(&mut self, at: Time) -> Option<Time> {
+        if self.0.is_some_and(|set| set <= at) {
+            return None;
+        }
+        self.0 = Some(at);
+        Some(at)
+    }
+
+    /// A timer of the key came due at `time`.
+    pub(crate) fn came_due(&mut self, time: Time) {
+        if self.0 == Some(time) {
+            self.0 = None;
+        }
+    }
+}
+
 /// Input updates and timers by time, with a capability at the earliest of them.
 pub(crate) struct Agenda<D, K> {
     waiting: Pending<D>,

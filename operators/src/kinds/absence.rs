@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
 
-use crate::agenda::Agenda;
+use crate::agenda::{Agenda, KeyTimer};
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::instant::push_instants;
@@ -153,10 +153,10 @@ struct State {
     firing: bool,
     /// The live deadline, when not firing and heard from.
     deadline: Option<Time>,
-    /// The earliest timer set for this record and not yet due. A later deadline waits for it
-    /// and is set when it comes due: a sensor reading every second moves its deadline at
-    /// every reading, but sets a timer only about once per silence limit.
-    timer: Option<Time>,
+    /// The earliest timer set for this record and not yet due: a sensor reading every second
+    /// moves its deadline at every reading, but sets a timer only about once per silence
+    /// limit.
+    timer: KeyTimer,
     /// True while the partition the entity's readings come from is stalled.
     stalled: bool,
 }
@@ -258,11 +258,7 @@ impl State {
     /// at or before it).
     fn set_deadline(&mut self, deadline: Time) -> Option<Time> {
         self.deadline = Some(deadline);
-        if self.timer.is_some_and(|timer| timer <= deadline) {
-            return None;
-        }
-        self.timer = Some(deadline);
-        Some(deadline)
+        self.timer.due_at(deadline)
     }
 }
 
@@ -275,9 +271,7 @@ fn on_timer(
     hits: &mut Vec<HitRow>,
 ) -> Option<Time> {
     let state = states.get_mut(key)?;
-    if state.timer == Some(time) {
-        state.timer = None;
-    }
+    state.timer.came_due(time);
     let (Some(watch), Some(last)) = (&state.watch, state.last) else {
         return None;
     };

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
 
-use crate::agenda::Agenda;
+use crate::agenda::{Agenda, KeyTimer};
 use crate::enrich::Event;
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
@@ -183,7 +183,7 @@ struct Side {
     sensors: FxHashMap<String, VecDeque<SideReading>>,
     /// The last time any reading held counts.
     until: Time,
-    timer: Option<Time>,
+    timer: KeyTimer,
 }
 
 impl Side {
@@ -239,12 +239,7 @@ impl Side {
     /// Returns when a timer must be set to forget the side (once no reading counts): none is
     /// set at or before that.
     fn timer_for(&mut self) -> Option<Time> {
-        let gone = self.until.saturating_add(1);
-        if self.timer.is_some_and(|timer| timer <= gone) {
-            return None;
-        }
-        self.timer = Some(gone);
-        Some(gone)
+        self.timer.due_at(self.until.saturating_add(1))
     }
 }
 
@@ -428,9 +423,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                         let Some(state) = sides.get_mut(&key) else {
                             continue;
                         };
-                        if state.timer == Some(time) {
-                            state.timer = None;
-                        }
+                        state.timer.came_due(time);
                         state.expire(time);
                         if state.sensors.is_empty() {
                             sides.remove(&key);

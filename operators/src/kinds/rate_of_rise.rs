@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
 
-use crate::agenda::Agenda;
+use crate::agenda::{Agenda, KeyTimer};
 use crate::enrich::Event;
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
@@ -136,7 +136,7 @@ impl<'s> RatesOfRise<'s> for Events<'s> {
 #[derive(Default)]
 struct History {
     readings: VecDeque<(Time, OrderedFloat<f64>)>,
-    timer: Option<Time>,
+    timer: KeyTimer,
 }
 
 impl History {
@@ -160,12 +160,8 @@ impl History {
     /// it): none is set at or before that.
     fn timer_for(&mut self, window_ms: u64) -> Option<Time> {
         let (newest, _) = self.readings.back()?;
-        let gone = newest.saturating_add(window_ms).saturating_add(1);
-        if self.timer.is_some_and(|timer| timer <= gone) {
-            return None;
-        }
-        self.timer = Some(gone);
-        Some(gone)
+        self.timer
+            .due_at(newest.saturating_add(window_ms).saturating_add(1))
     }
 }
 
@@ -246,9 +242,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                         let Some(history) = histories.get_mut(&key) else {
                             continue;
                         };
-                        if history.timer == Some(time) {
-                            history.timer = None;
-                        }
+                        history.timer.came_due(time);
                         history.expire(time, key.window_ms);
                         if history.readings.is_empty() {
                             histories.remove(&key);
