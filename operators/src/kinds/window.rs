@@ -16,9 +16,10 @@
 //! editing a rule's levels, hold, severity or summary keeps them.
 //!
 //! The aggregate runs as readings are filed (module `readings`), so closing a window reads its
-//! result. State holds only open windows (times `W / H` for hopping windows), each with its
-//! distinct readings' times and values (16 bytes each, to tell a repeated reading) and its
-//! aggregate so far: it grows with live keys and window lengths, not with readings seen.
+//! result. State holds only open windows (`W / H` per group for hopping windows), their
+//! distinct readings' times and values (16 bytes each, to tell a repeated reading; each kept by
+//! one window) and each window's aggregate so far: it grows with live keys and window lengths,
+//! not with readings seen.
 //!
 //! A window without readings has no value and is not evaluated (it neither raises nor clears;
 //! silence is the absence kind's business). Identical readings (same entity, time and value)
@@ -275,8 +276,6 @@ fn hits_of_matches<'s>(
                 let mut changes: BTreeMap<Time, Vec<(WindowRule, Diff)>> = BTreeMap::new();
                 // The window rules by their windows' key, as of the last change applied.
                 let mut alarms: Table<WindowKey, Arc<MatchedRule>> = Table::default();
-                // A closing percentile window's values, reused from window to window.
-                let mut values: Vec<f64> = Vec::new();
                 // Groups in the last window end closed: the next ends' likely size, reserved
                 // when they open rather than grown by doubling (at 100k sensors, moving and
                 // rehashing every group several times per window end).
@@ -337,7 +336,7 @@ fn hits_of_matches<'s>(
                                 groups_closed = groups.len();
                                 let mut hits = Vec::with_capacity(groups.len());
                                 for (group, windows) in groups {
-                                    close(windows, group, end, &alarms, &mut values, |hit| {
+                                    close(windows, group, end, &alarms, |hit| {
                                         hits.push((hit, end, 1));
                                     });
                                 }
@@ -352,7 +351,8 @@ fn hits_of_matches<'s>(
 }
 
 /// Files one reading under the end of every window it belongs to; a window end that opens
-/// has room for `expected_groups`.
+/// has room for `expected_groups`. The window ending first keeps the reading and tells whether
+/// it is new (module `readings`); the others count it only if it is.
 fn file_reading(
     ending: &mut BTreeMap<Time, Ending>,
     (group, matched, value, labels): Placed,
@@ -363,41 +363,100 @@ fn file_reading(
         return;
     };
     let (OrderedFloat(value), time, entity) = value;
-    let mut ends = rule.window_ends(time).peekable();
-    while let Some(end) = ends.next() {
-        let slot = ending.entry(end).or_insert_with(|| Ending {
-            capability: capability.delayed(&end, 0),
-            groups: GroupsInArrivalOrder::with_capacity_and_hasher(expected_groups, FxBuildHasher),
-        });
-        let reading = (&matched, rule);
-        if ends.peek().is_none() {
-            // The last window takes the entity (and a new group its key, a new window the
-            // labels) without a copy: a tumbling window has only one. Not counting another
-            // reference to the labels spares a cache miss per reading at 100k sensors.
-            let given = (Cow::Owned(group), Cow::Owned(entity), Cow::Owned(labels));
-            file_in(&mut slot.groups, reading, (value, time), given);
-            return;
+    let ends: SmallVec<[Time; 4]> = rule.window_ends(time).collect();
+    let Some((&keeper, counters)) = ends.split_first() else {
+        return;
+    };
+    let mut filing = Filing {
+        ending,
+        capability,
+        expected_groups,
+        // One hash for every window end's groups (they share the hasher).
+        hash: FxBuildHasher.hash_one(group.as_str()),
+        rule: (&matched, rule),
+        reading: (time, value),
+    };
+    let Some((&last, between)) = counters.split_last() else {
+        // The one window (tumbling) takes the entity, a new group its key and a new window the
+        // labels, without a copy. Not counting another reference to the labels spares a cache
+        // miss per reading at 100k sensors.
+        filing.file_at(keeper, Cow::Owned(group), Cow::Owned(labels), Some(entity));
+        return;
+    };
+    let (kept_group, kept_labels) = (Cow::Borrowed(group.as_str()), Cow::Borrowed(&labels));
+    if !filing.file_at(keeper, kept_group, kept_labels, Some(entity)) {
+        return;
+    }
+    for &end in between {
+        let (group, labels) = (Cow::Borrowed(group.as_str()), Cow::Borrowed(&labels));
+        filing.file_at(end, group, labels, None);
+    }
+    filing.file_at(last, Cow::Owned(group), Cow::Owned(labels), None);
+}
+
+/// One reading on its way to its windows.
+struct Filing<'a> {
+    ending: &'a mut BTreeMap<Time, Ending>,
+    capability: &'a InputCapability<Time>,
+    /// Room for groups in a window end that opens.
+    expected_groups: usize,
+    /// The group's hash.
+    hash: u64,
+    rule: (&'a Arc<MatchedRule>, &'a WindowRule),
+    /// (time, value)
+    reading: (Time, f64),
+}
+
+impl Filing<'_> {
+    /// Files the reading in `group`'s window ending at `end`: kept there (returning whether
+    /// it is new) when given its entity, else counted.
+    fn file_at(
+        &mut self,
+        end: Time,
+        group: Cow<'_, str>,
+        labels: Cow<'_, Arc<Labels>>,
+        keep: Option<String>,
+    ) -> bool {
+        let groups = groups_ending_at(self.ending, end, self.capability, self.expected_groups);
+        let window = window_in(groups, self.hash, self.rule, group, labels);
+        let (time, value) = self.reading;
+        match keep {
+            Some(entity) => window.readings.keep(Cow::Owned(entity), time, value),
+            None => {
+                window.readings.count(value);
+                true
+            }
         }
-        let given = (
-            Cow::Borrowed(group.as_str()),
-            Cow::Borrowed(entity.as_str()),
-            Cow::Borrowed(&labels),
-        );
-        file_in(&mut slot.groups, reading, (value, time), given);
     }
 }
 
-/// Files one reading, (value, time), in its window among `groups` (one window end's): (group,
-/// entity, labels), each copied only when borrowed and kept.
-fn file_in(
-    groups: &mut GroupsInArrivalOrder,
+/// The groups of the windows ending at `end`, opened with room for `expected_groups` if none
+/// were.
+fn groups_ending_at<'e>(
+    ending: &'e mut BTreeMap<Time, Ending>,
+    end: Time,
+    capability: &InputCapability<Time>,
+    expected_groups: usize,
+) -> &'e mut GroupsInArrivalOrder {
+    let slot = ending.entry(end).or_insert_with(|| Ending {
+        capability: capability.delayed(&end, 0),
+        groups: GroupsInArrivalOrder::with_capacity_and_hasher(expected_groups, FxBuildHasher),
+    });
+    &mut slot.groups
+}
+
+/// The window of one reading's rule and group among `groups` (one window end's), opened if
+/// there is none: `hash` is the group's; the group and the labels are copied only when
+/// borrowed and kept; the window keeps the least labels of its readings.
+fn window_in<'g>(
+    groups: &'g mut GroupsInArrivalOrder,
+    hash: u64,
     (matched, rule): (&Arc<MatchedRule>, &WindowRule),
-    (value, time): (f64, Time),
-    (group, entity, labels): (Cow<'_, str>, Cow<'_, str>, Cow<'_, Arc<Labels>>),
-) {
-    // One hash and one probe, also for a new group (the first reading of each group in each
-    // window end): looking it up and then inserting it cost two of each.
-    let hash = groups.hasher().hash_one(&*group);
+    group: Cow<'_, str>,
+    labels: Cow<'_, Arc<Labels>>,
+) -> &'g mut OpenWindow {
+    // One probe, also for a new group (the first reading of each group in each window end):
+    // looking it up and then inserting it cost two.
     let windows = match groups
         .raw_entry_mut_v1()
         .from_key_hashed_nocheck(hash, &*group)
@@ -414,7 +473,7 @@ fn file_in(
         Arc::ptr_eq(&w.rule, matched)
             || w.rule.row.as_window().map(WindowRule::identity) == Some(rule.identity())
     });
-    let window = match at {
+    match at {
         Some(at) => {
             let window = &mut windows[at];
             // An entity's readings share its labels' `Arc`: compared only when another
@@ -433,8 +492,7 @@ fn file_in(
             let newest = windows.len() - 1;
             &mut windows[newest]
         }
-    };
-    window.readings.insert(entity, time, value);
+    }
 }
 
 /// Closes a group's windows ending at `end`: one hit per window with a value and alarm present
@@ -444,13 +502,12 @@ fn close(
     mut group: String,
     end: Time,
     alarms: &Table<WindowKey, Arc<MatchedRule>>,
-    values: &mut Vec<f64>,
     mut emit: impl FnMut(HitRow),
 ) {
     let mut windows = windows.into_iter().peekable();
     while let Some(window) = windows.next() {
         let last_window = windows.peek().is_none();
-        let Some((key, result, labels)) = aggregate(window, values) else {
+        let Some((key, result, labels)) = aggregate(window) else {
             continue;
         };
         let mut present = alarms
@@ -525,9 +582,8 @@ impl std::hash::Hash for WindowKey {
 
 /// One window at its end: its key, its aggregate over the distinct readings (identical ones
 /// count once) and the least of their labels; `None` when the aggregate has no value.
-/// `values` is room for a percentile's values.
-fn aggregate(window: OpenWindow, values: &mut Vec<f64>) -> Option<(WindowKey, f64, Arc<Labels>)> {
-    let result = window.readings.aggregate(values)?;
+fn aggregate(window: OpenWindow) -> Option<(WindowKey, f64, Arc<Labels>)> {
+    let result = window.readings.aggregate()?;
     Some((WindowKey(window.rule), result, window.labels))
 }
 

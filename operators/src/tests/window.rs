@@ -239,6 +239,8 @@ proptest! {
             window(alarm("p90-face", Direction::Below, 0.3, 0.5, 0, &[("mine", "m1")]), 30, 10, GroupBy::Face, Aggregate::Percentile(90)),
             window(alarm("sum", Direction::Above, 2.0, 1.5, hold / 2, &[]), 25, 25, GroupBy::Entity, Aggregate::Sum),
             window(alarm("min-p50", Direction::Below, 0.4, 0.4, 0, &[]), 35, 35, GroupBy::Face, Aggregate::Min),
+            // A hop that does not divide the window: a window's last hop reaches past its end.
+            window(alarm("count-odd-hop", Direction::Above, 2.0, 1.0, 0, &[]), 50, 20, GroupBy::Face, Aggregate::Count),
         ];
         let got = run_delayed(&readings, lateness, &registry(), &from_start(&rules), step_every);
         let plain: Vec<Reading> = readings.into_iter().map(|(r, _)| r).collect();

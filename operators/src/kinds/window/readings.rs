@@ -1,12 +1,20 @@
-//! What an open window keeps of its readings: which ones it has (identical readings count
-//! once) and its aggregate so far, so that closing a window reads a result instead of passing
-//! over every reading it holds.
+//! What an open window keeps of its readings: enough to tell a repeated reading, and its
+//! aggregate so far, so that closing a window reads a result instead of passing over every
+//! reading it holds.
 //!
 //! Closing windows used to sort, deduplicate and sum all of a window's readings at its end:
 //! at ~800 K readings/s into a one-minute rule that is ~16 M readings per worker closed in one
 //! step, ~1.5 s during which no alert moved. Now each reading is checked and aggregated as it
-//! is filed, and a close is a constant-time read (a percentile still gathers its values and
-//! selects its rank: it needs them all).
+//! is filed, and a close is a constant-time read (a percentile still selects its rank from
+//! its values: it needs them all).
+//!
+//! A reading is kept once, by one window: of the windows it belongs to, the one that ends
+//! first ([`WindowReadings::keep`]); the others only count it ([`WindowReadings::count`]).
+//! A repeat of the reading can come only while the frontier has not passed the reading's time,
+//! when that window is still open, and the answer there is the answer for every window the
+//! reading belongs to (its first copy opened them all). A reading of a two-minute window
+//! hopping every 30 s used to be kept, searched for and compared in each of its four windows,
+//! and held for the two minutes; now once, and for at most the hop.
 //!
 //! Kept per reading: its time and value, 16 bytes, per entity in ascending order. An entity's
 //! readings mostly come in time order, so a new one is appended after one comparison with the
@@ -14,7 +22,7 @@
 //! count is the number of distinct readings, a min or max a running value, a sum or average an
 //! exact sum rounded once at the end (`fsum`: Shewchuk's non-overlapping partials, usually one
 //! or two floats), so a window sums to the same bits whatever order its readings come in, over
-//! however many partitions, workers or processes.
+//! however many partitions, workers or processes; a percentile keeps the values it counted.
 
 use std::borrow::Cow;
 
@@ -30,11 +38,13 @@ use crate::Time;
 /// costs no allocation of its own.
 type EntityReadings = SmallVec<[(Time, OrderedFloat<f64>); 1]>;
 
-/// The distinct readings of one window and its aggregate so far.
+/// The readings one window keeps and its aggregate so far.
 pub(super) struct WindowReadings {
-    /// Per entity, by entity; the entity is empty in a group of one entity (the group is the
-    /// entity).
+    /// The readings kept here, per entity, by entity; the entity is empty in a group of one
+    /// entity (the group is the entity).
     entities: SmallVec<[(String, EntityReadings); 1]>,
+    /// The distinct readings counted, kept here or by a later window.
+    count: usize,
     running: Running,
 }
 
@@ -50,8 +60,8 @@ enum Running {
     Sum(FSum),
     /// The exact sum so far, divided by the count at the end.
     Avg(FSum),
-    /// A percentile: taken from the kept readings at the end.
-    Percentile(u8),
+    /// A percentile: taken from the values counted, at the end.
+    Percentile(u8, Vec<f64>),
 }
 
 impl WindowReadings {
@@ -63,16 +73,18 @@ impl WindowReadings {
             Aggregate::Max => Running::Max(f64::NEG_INFINITY),
             Aggregate::Sum => Running::Sum(FSum::new()),
             Aggregate::Avg => Running::Avg(FSum::new()),
-            Aggregate::Percentile(p) => Running::Percentile(p),
+            Aggregate::Percentile(p) => Running::Percentile(p, Vec::new()),
         };
         WindowReadings {
             entities: SmallVec::new(),
+            count: 0,
             running,
         }
     }
 
-    /// Adds `entity`'s reading of `value` at `time` unless the window has it already.
-    pub(super) fn insert(&mut self, entity: Cow<'_, str>, time: Time, value: f64) {
+    /// Keeps and counts `entity`'s reading of `value` at `time` unless the window keeps it
+    /// already; whether it is new.
+    pub(super) fn keep(&mut self, entity: Cow<'_, str>, time: Time, value: f64) -> bool {
         let reading = (time, OrderedFloat(value));
         let found = match self.entities.as_slice() {
             // A group of one entity (its readings name none) or a window of one entity so
@@ -88,7 +100,7 @@ impl WindowReadings {
             at
         });
         let Some((_, readings)) = self.entities.get_mut(at) else {
-            return;
+            return false;
         };
         match readings.last() {
             None => readings.push(reading),
@@ -100,39 +112,38 @@ impl WindowReadings {
                 readings.push(reading);
             }
             Some(_) => match readings.binary_search(&reading) {
-                Ok(_) => return,
+                Ok(_) => return false,
                 Err(before) => readings.insert(before, reading),
             },
         }
+        self.count(value);
+        true
+    }
+
+    /// Counts a new reading of `value` that a later window keeps.
+    pub(super) fn count(&mut self, value: f64) {
+        self.count += 1;
         match &mut self.running {
             Running::Min(least) => *least = least.min(value),
             Running::Max(largest) => *largest = largest.max(value),
             Running::Sum(sum) | Running::Avg(sum) => *sum += value,
-            Running::Count | Running::Percentile(_) => {}
+            Running::Percentile(_, values) => values.push(value),
+            Running::Count => {}
         }
     }
 
-    /// The window's aggregate over its distinct readings; `None` when it has none. `values` is
-    /// room for a percentile's values.
-    pub(super) fn aggregate(self, values: &mut Vec<f64>) -> Option<f64> {
-        let count: usize = self
-            .entities
-            .iter()
-            .map(|(_, readings)| readings.len())
-            .sum();
-        if count == 0 {
+    /// The window's aggregate over its distinct readings; `None` when it has none.
+    pub(super) fn aggregate(self) -> Option<f64> {
+        if self.count == 0 {
             return None;
         }
-        let count = count as f64;
+        let count = self.count as f64;
         Some(match self.running {
             Running::Count => count,
             Running::Min(value) | Running::Max(value) => value,
             Running::Sum(sum) => sum.value(),
             Running::Avg(sum) => sum.value() / count,
-            Running::Percentile(p) => {
-                values.clear();
-                let readings = self.entities.iter().flat_map(|(_, readings)| readings);
-                values.extend(readings.map(|(_, value)| value.0));
+            Running::Percentile(p, mut values) => {
                 // The nearest rank: the `ceil(p n / 100)`-th smallest. Selecting it is linear
                 // in the values; sorting them all (n log n) made a busy window's close stall.
                 let rank = (usize::from(p.clamp(1, 100)) * values.len()).div_ceil(100);
@@ -161,15 +172,14 @@ mod tests {
             Aggregate::Percentile(50),
             Aggregate::Percentile(100),
         ];
-        let mut values = Vec::new();
         aggregates
             .iter()
             .map(|aggregate| {
                 let mut window = WindowReadings::new(*aggregate);
                 for (entity, time, value) in readings {
-                    window.insert(Cow::Borrowed(entity), *time, *value);
+                    window.keep(Cow::Borrowed(entity), *time, *value);
                 }
-                (aggregate.name(), window.aggregate(&mut values))
+                (aggregate.name(), window.aggregate())
             })
             .collect()
     }
@@ -234,7 +244,6 @@ mod tests {
             .enumerate()
             .map(|(i, value)| ("s1", 100 - i as Time, *value))
             .collect();
-        let mut values = Vec::new();
         for (p, rank) in [
             (1, 1.0),
             (10, 1.0),
@@ -245,9 +254,9 @@ mod tests {
         ] {
             let mut window = WindowReadings::new(Aggregate::Percentile(p));
             for (entity, time, value) in &readings {
-                window.insert(Cow::Borrowed(entity), *time, *value);
+                window.keep(Cow::Borrowed(entity), *time, *value);
             }
-            assert_eq!(window.aggregate(&mut values), Some(rank), "p{p}");
+            assert_eq!(window.aggregate(), Some(rank), "p{p}");
         }
     }
 }
