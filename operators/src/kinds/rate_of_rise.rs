@@ -152,8 +152,15 @@ impl History {
     /// Adds a reading at `time`, at or after every one held, after those of its time with a
     /// smaller value.
     fn add(&mut self, time: Time, value: OrderedFloat<f64>) {
-        let at = self.readings.partition_point(|held| *held <= (time, value));
-        self.readings.insert(at, (time, value));
+        let reading = (time, value);
+        // Almost always after the newest: no search (a search reached cold readings of the
+        // window, 6 % of a worker's time with the shipped mine rules).
+        if self.readings.back().is_none_or(|newest| *newest <= reading) {
+            self.readings.push_back(reading);
+            return;
+        }
+        let at = self.readings.partition_point(|held| *held <= reading);
+        self.readings.insert(at, reading);
     }
 
     /// Returns when a timer must be set to forget the newest reading (one `window_ms` after
