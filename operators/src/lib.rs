@@ -5,8 +5,6 @@
 //! - [`instant::IntoInstants`]: a stream of events as a collection that holds each event for one
 //!   millisecond (the temporal-filter pattern with the shortest window), so joins see every
 //!   event without the collection growing with the history.
-//! - [`during::During`]: moves such instants to the intervals of longer windows (the temporal
-//!   filter for windows and trailing histories).
 //! - [`lookup::LookupAsOf`]: a half join: events looked up in a slowly changing table as of
 //!   their time, keeping only the table as state.
 //! - [`enrich::Enrich`]: attaches reference-data labels (mine, face, ...) to readings.
@@ -34,7 +32,6 @@
 
 pub mod active_alerts;
 mod agenda;
-pub mod during;
 mod earliest;
 pub mod enrich;
 pub mod group_aggregate;

@@ -71,9 +71,8 @@ pub trait LookupAsOf<'s, D> {
     /// For each event, `logic(event, time, rows, output)` with the table's rows under
     /// `key_of(event)` at the event's time (each row with its count, positive for a present
     /// row; an empty slice when the key has none). What `logic` pushes is emitted with the
-    /// event's diff at its time, as the event came: a stream of occurrences (a kind that joins
-    /// them in arrangements makes instants of them, [`crate::matching::as_instants`]). `logic`
-    /// owns the event, so what it passes on can be moved rather than copied.
+    /// event's diff at its time, as the event came: a stream of occurrences. `logic` owns the
+    /// event, so what it passes on can be moved rather than copied.
     ///
     /// `event_pact` and `table_pact` route both inputs: the same key must reach the same
     /// worker (exchange both by the key), or every worker must see the whole table (broadcast

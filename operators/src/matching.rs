@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use citybrain_model::Metric;
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
@@ -191,19 +191,6 @@ fn match_into_parts<'s>(
             },
         )
         .split_by_part(parts)
-}
-
-/// Matches as a collection of instants (`+1` at the reading's time, `-1` one tick later), for
-/// kinds that join them with differential arrangements.
-pub fn as_instants(matches: Matches<'_>) -> VecCollection<'_, Time, Match, Diff> {
-    matches
-        .flat_map(|(matched, time, diff)| {
-            [
-                (matched.clone(), time, diff),
-                (matched, time.saturating_add(1), -diff),
-            ]
-        })
-        .as_collection()
 }
 
 #[cfg(test)]

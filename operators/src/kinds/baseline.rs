@@ -7,19 +7,19 @@
 //! without earlier readings in the window, or whose baseline mean is not positive, is not
 //! evaluated: ratios of means at or below zero mean nothing.
 //!
-//! Built with the temporal filter: each reading is present in its entity's history during
-//! `[t + 1, t + B + 1)`; a differential `reduce` keeps the history's mean (summed in
-//! (time, value) order), and each reading instant joins it. State holds the readings of the
-//! last `B` per live entity.
-
-use std::sync::Arc;
+//! The mean is exact: the readings' sum is kept exactly as they come and go and rounded once
+//! when read, then divided by their count, so it does not depend on the order readings came in.
+//!
+//! Built on [`crate::kinds::trailing`]: one frontier-driven operator keeps each entity's
+//! readings of the last `B` and their exact sum, and evaluates each reading against them.
+//! State holds the readings of the last `B` per live entity.
 
 use differential_dataflow::VecCollection;
-use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
 
-use crate::hit::{HitRow, RuleHit};
-use crate::kinds::{HistoryKey, Sources, trailing_history};
+use crate::hit::HitRow;
+use crate::kinds::trailing::{ExactSum, History, trailing_hits};
+use crate::kinds::{HistoryKey, Sources};
 use crate::matching::{Events, Matches, match_rules};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
@@ -70,9 +70,6 @@ pub trait Baselines<'s> {
     ///     let (mut rules, rule_rows) = scope.new_collection();
     ///     events(reading_rows, registry_rows)
     ///         .baseline_hits(rule_rows)
-    ///         // The means and the readings meet in whatever order they arrive: what holds
-    ///         // at a time is the consolidated result.
-    ///         .consolidate()
     ///         .inspect(|((_, hit), time, diff)| {
     ///             if *diff > 0 && *time == 30 {
     ///                 // 10 against the mean of 20 and 40.
@@ -116,34 +113,22 @@ impl<'s> Baselines<'s> for Events<'s> {
     }
 }
 
-/// The hits of the rules' matches.
+/// The hits of the rules' matches: each reading against its history's exact mean
+/// ([`crate::kinds::trailing`]).
 fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
-    let (matched, history) = trailing_history(matches, |row, entity| {
-        Some(row.as_baseline()?.history_key(entity))
-    });
-
-    let means = history.reduce(|_, input, output| {
-        // Summed in (time, value) order, so the result does not depend on arrival.
-        let (sum, count) = input
-            .iter()
-            .filter(|(_, diff)| *diff > 0)
-            .fold((0.0, 0usize), |(sum, count), ((_, value), _)| {
-                (sum + value.0, count + 1)
-            });
-        if count > 0 {
-            output.push((OrderedFloat(sum / count as f64), 1));
-        }
-    });
-
-    matched.join_core(means.arrange_by_key(), |_, (event, matched), mean| {
-        let mean: &OrderedFloat<f64> = mean;
-        let ratio = BaselineRule::ratio(event.value.0, mean.0)?;
-        let alarm = Arc::clone(&matched.alarm);
-        Some((
-            (Arc::clone(&matched.id), event.entity.clone()),
-            RuleHit::new(event.time, ratio, event.labels.clone(), alarm),
-        ))
-    })
+    trailing_hits(
+        matches,
+        "Baseline",
+        |row, entity| Some(row.as_baseline()?.history_key(entity)),
+        |row, history: &History<ExactSum>, (_, value)| {
+            row.as_baseline()?;
+            let count = history.len();
+            if count == 0 {
+                return None;
+            }
+            BaselineRule::ratio(value, history.summary().value() / count as f64)
+        },
+    )
 }
 
 /// The registry entry: hits of the baseline rules' matches.

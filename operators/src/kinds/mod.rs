@@ -27,19 +27,15 @@ pub mod follow_up;
 pub mod rate_of_rise;
 pub mod report_deadline;
 pub mod threshold;
+mod trailing;
 pub mod window;
-
-use std::sync::Arc;
 
 use citybrain_model::{Domain, Metric};
 use differential_dataflow::VecCollection;
-use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
 
-use crate::during::{During, Span};
-use crate::enrich::Event;
 use crate::hit::HitRow;
-use crate::matching::{Match, MatchedRule, Matches, as_instants};
+use crate::matching::Matches;
 use crate::report_state::ReportEventRow;
 use crate::rule::RuleRow;
 use crate::{Diff, RegistryRow, Time};
@@ -99,33 +95,6 @@ pub const KINDS: &[(&str, HitsOf)] = &[
     ("report_deadline", report_deadline::hits),
     ("follow_up", follow_up::hits),
 ];
-
-/// What a kind that compares a reading with its differential trailing history (baseline) needs:
-/// its matches as instants keyed by history (`key_of` the rule and the entity; `None`
-/// leaves a match out), and each reading's (time, value) in its history from one tick after
-/// it for the history's `window_ms`.
-#[allow(clippy::type_complexity)] // the two collections, spelled out
-pub(crate) fn trailing_history<'s>(
-    matches: Matches<'s>,
-    key_of: fn(&RuleRow, &str) -> Option<HistoryKey>,
-) -> (
-    VecCollection<'s, Time, (HistoryKey, (Event, Arc<MatchedRule>)), Diff>,
-    VecCollection<'s, Time, (HistoryKey, (Time, OrderedFloat<f64>)), Diff>,
-) {
-    let matched = as_instants(matches).flat_map(move |Match { rule, event, .. }| {
-        let key = key_of(&rule.row, &event.entity)?;
-        Some((key, (event, rule)))
-    });
-    let history = matched
-        .clone()
-        .map(|(key, (event, _))| (key, (event.time, event.value)))
-        .during(|(key, (time, _))| Span {
-            at: *time,
-            from: time.saturating_add(1),
-            until: time.saturating_add(key.window_ms).saturating_add(1),
-        });
-    (matched, history)
-}
 
 /// The history of one entity's readings under one rule, for kinds that look back over a
 /// trailing window. Everything that decides *which* readings are kept is part of the key, so

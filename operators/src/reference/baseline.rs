@@ -1,9 +1,11 @@
-//! Baseline rules, from scratch: for each reading, the mean of the same entity's readings (of
-//! the same rule shape) in the trailing window before it, and the reading's ratio to it.
+//! Baseline rules, from scratch: for each reading, the exact mean of the same entity's distinct
+//! readings (of the same rule shape) in the trailing window before it, and the reading's ratio
+//! to it.
 
 use std::collections::BTreeMap;
 
 use citybrain_model::{Domain, Metric};
+use fsum::FSum;
 
 use super::{Evaluation, Match};
 use crate::Time;
@@ -38,6 +40,8 @@ pub(super) fn evaluations(matches: &[Match<'_>]) -> Vec<Evaluation> {
     }
     for history in histories.values_mut() {
         history.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        // Identical readings count once.
+        history.dedup();
     }
     let mut out = Vec::new();
     for m in matches {
@@ -51,15 +55,13 @@ pub(super) fn evaluations(matches: &[Match<'_>]) -> Vec<Evaluation> {
         };
         let lo = history.partition_point(|(time, _)| *time < from);
         let hi = history.partition_point(|(time, _)| *time < t);
-        let (mut sum, mut count) = (0.0, 0usize);
-        for (_, value) in history.get(lo..hi).unwrap_or_default() {
-            sum += value;
-            count += 1;
-        }
-        if count == 0 {
+        let earlier = history.get(lo..hi).unwrap_or_default();
+        if earlier.is_empty() {
             continue;
         }
-        let mean = sum / count as f64;
+        // The exact sum, rounded once.
+        let sum = FSum::with_all(earlier.iter().map(|(_, value)| *value)).value();
+        let mean = sum / earlier.len() as f64;
         if mean <= 0.0 {
             continue;
         }
