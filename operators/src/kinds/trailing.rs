@@ -134,6 +134,10 @@ impl<S: Summary> History<S> {
 /// A match filed under its history: (history, reading, rule).
 type Filed = (HistoryKey, Event, Arc<MatchedRule>);
 
+/// A reading's derived value from its rule and its history, given its (time, value); `None`:
+/// no hit.
+pub(crate) type Evaluate<S> = fn(&RuleRow, &History<S>, (Time, f64)) -> Option<f64>;
+
 /// The hits of a trailing kind's matches: `history_of` gives a match's history (`None`: not the
 /// kind's), `evaluate` a reading's derived value from the rule and its history (`None`: no
 /// hit), in an operator called `name`.
@@ -141,7 +145,7 @@ pub(crate) fn trailing_hits<'s, S: Summary>(
     matches: Matches<'s>,
     name: &str,
     history_of: fn(&RuleRow, &str) -> Option<HistoryKey>,
-    evaluate: fn(&RuleRow, &History<S>, (Time, f64)) -> Option<f64>,
+    evaluate: Evaluate<S>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
     let filed = matches.flat_map(move |(Match { rule, event, .. }, time, diff)| {
         let key = history_of(&rule.row, &event.entity)?;
