@@ -36,7 +36,7 @@ use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
-use crate::rule::{Direction, GroupBy, RuleRow, ThresholdRule};
+use crate::rule::{CarriedLabels, Direction, GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
@@ -243,8 +243,8 @@ impl Side {
     }
 }
 
-/// A match filed under its group: (group, the group's labels, reading, its metric, rule).
-type Filed = (String, Arc<Labels>, Event, Metric, Arc<MatchedRule>);
+/// A match filed under its group: (group, reading, its metric, rule).
+type Filed = (String, Event, Metric, Arc<MatchedRule>);
 
 /// Joins two metrics of a group as of each reading.
 pub trait Correlations<'s> {
@@ -342,8 +342,8 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
             diff,
         )| {
             let correlation = rule.row.as_correlation()?;
-            let (group, labels) = correlation.group_by.group(&event.entity, &event.labels)?;
-            Some(((group, labels, event, metric, rule), time, diff))
+            let group = correlation.group_by.name_of(&event.entity, &event.labels)?;
+            Some(((group.to_string(), event, metric, rule), time, diff))
         },
     );
     let exchange = Exchange::new(|update: &(Filed, Time, Diff)| entity_route(&update.0.0));
@@ -351,6 +351,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         .unary_frontier_while_holding(exchange, "Correlation", |_capability| {
             let mut agenda: Agenda<Filed, SideKey> = Agenda::new();
             let mut sides: FxHashMap<SideKey, Side> = FxHashMap::default();
+            let mut carried = CarriedLabels::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| agenda.append(&capability, data));
                 if frontier.is_empty() {
@@ -364,7 +365,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                             out: &mut Vec<_>| {
                     // The time's readings join their sides (a reading is on the side of its
                     // metric, or on both when they watch the same one)...
-                    for ((group, _, event, metric, matched), diff) in updates.iter() {
+                    for ((group, event, metric, matched), diff) in updates.iter() {
                         let Some(rule) = matched.row.as_correlation().filter(|_| *diff > 0) else {
                             continue;
                         };
@@ -389,7 +390,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                         }
                     }
                     // ...then each is evaluated against both sides.
-                    for ((group, labels, _, metric, matched), diff) in updates.drain(..) {
+                    for ((group, event, metric, matched), diff) in updates.drain(..) {
                         let Some(rule) = matched.row.as_correlation().filter(|_| diff > 0) else {
                             continue;
                         };
@@ -403,6 +404,8 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                             continue;
                         };
                         let level = rule.level(first, second);
+                        // Worked out here, for the readings that hit, on the group's worker.
+                        let labels = carried.of(rule.group_by, event.labels);
                         let hit = RuleHit {
                             time,
                             value: OrderedFloat(level),

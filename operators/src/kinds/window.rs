@@ -50,7 +50,7 @@ use crate::hit::{HitRow, RuleHit};
 use crate::kinds::Sources;
 use crate::lookup::Table;
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
-use crate::rule::{GroupBy, RuleRow, ThresholdRule};
+use crate::rule::{CarriedLabels, GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
@@ -205,7 +205,7 @@ pub trait WindowAggregates<'s> {
 }
 
 /// A reading on its way to its windows: (group, rule, value, the entity's labels); exchanged
-/// by group.
+/// by group, where the labels its group carries are worked out ([`CarriedLabels`]).
 pub(crate) type Placed = (String, Arc<MatchedRule>, WindowValue, Arc<Labels>);
 
 /// The open window of one (rule id, shape) and group ending at one time: the rule as the
@@ -250,14 +250,14 @@ fn hits_of_matches<'s>(
 ) -> VecCollection<'s, Time, HitRow, Diff> {
     let placed = matches.flat_map(|(Match { rule, event, .. }, time, diff)| {
         let window = rule.row.as_window()?;
-        let (group, entity, labels) = if window.group_by == GroupBy::Entity {
-            (event.entity, String::new(), event.labels)
+        let (group, entity) = if window.group_by == GroupBy::Entity {
+            (event.entity, String::new())
         } else {
-            let (group, labels) = window.group_by.group(&event.entity, &event.labels)?;
-            (group, event.entity, labels)
+            let group = window.group_by.name_of(&event.entity, &event.labels)?;
+            (group.to_string(), event.entity)
         };
         let value: WindowValue = (event.value, event.time, entity);
-        Some(((group, rule, value, labels), time, diff))
+        Some(((group, rule, value, event.labels), time, diff))
     });
     // A group of one entity stays where its readings are.
     let by_group = Exchange::new(|((group, ..), _, _): &(Placed, Time, Diff)| entity_route(group));
@@ -280,13 +280,15 @@ fn hits_of_matches<'s>(
                 // when they open rather than grown by doubling (at 100k sensors, moving and
                 // rehashing every group several times per window end).
                 let mut groups_closed = 0;
+                let mut carried = CarriedLabels::default();
                 move |(placed, placed_frontier), (rule_rows, rules_frontier), output| {
                     placed.for_each(|capability, data| {
                         for (placed, _, diff) in data.drain(..) {
                             // Occurrences are insertions; a retraction would be a reading
                             // taken back, which the sources never send.
                             if diff > 0 {
-                                file_reading(&mut ending, placed, &capability, groups_closed);
+                                let at = (&capability, groups_closed);
+                                file_reading(&mut ending, placed, &mut carried, at);
                             }
                         }
                     });
@@ -350,18 +352,19 @@ fn hits_of_matches<'s>(
         .as_collection()
 }
 
-/// Files one reading under the end of every window it belongs to; a window end that opens
-/// has room for `expected_groups`. The window ending first keeps the reading and tells whether
+/// Files one reading under the end of every window it belongs to, with the labels its group
+/// carries; a window end that opens has room for `expected_groups`. The window ending first keeps the reading and tells whether
 /// it is new (module `readings`); the others count it only if it is.
 fn file_reading(
     ending: &mut BTreeMap<Time, Ending>,
-    (group, matched, value, labels): Placed,
-    capability: &InputCapability<Time>,
-    expected_groups: usize,
+    (group, matched, value, entity_labels): Placed,
+    carried: &mut CarriedLabels,
+    (capability, expected_groups): (&InputCapability<Time>, usize),
 ) {
     let Some(rule) = matched.row.as_window() else {
         return;
     };
+    let labels = carried.of(rule.group_by, entity_labels);
     let (OrderedFloat(value), time, entity) = value;
     let ends: SmallVec<[Time; 4]> = rule.window_ends(time).collect();
     let Some((&keeper, counters)) = ends.split_first() else {
