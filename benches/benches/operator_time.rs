@@ -10,7 +10,8 @@
 //! of at one time ([`Workload::timed_batches`]).
 //! `OPERATOR_TIME_RULES=FILE[,FILE...]` adds the rules of those rule files (the engine's TOML,
 //! paths relative to `benches/`) to the workload's two: `rules/absence.toml` adds a silence
-//! rule (a deadline per reading), `../config/rules/mine.toml` the shipped mine rules. The log
+//! rule (a deadline per reading), `rules/baseline.toml` a baseline (a mean over 5 minutes),
+//! `../config/rules/mine.toml` the shipped mine rules. The log
 //! costs time of its own: read the shares, not the throughput.
 
 // A bench binary's report is its output.
