@@ -471,7 +471,10 @@ mod tests {
         assert_eq!(*of_s3, *labels(&[("face", "f2"), ("mine", "m1")]));
         assert_eq!(*carried.of(GroupBy::Mine, s3), *labels(&[("mine", "m1")]));
         // A group of one entity carries the entity's own labels.
-        assert!(Arc::ptr_eq(&carried.of(GroupBy::Entity, Arc::clone(&s2)), &s2));
+        assert!(Arc::ptr_eq(
+            &carried.of(GroupBy::Entity, Arc::clone(&s2)),
+            &s2
+        ));
         assert_eq!(GroupBy::Face.name_of("s2", &s2), Some("f1"));
         assert_eq!(GroupBy::Entity.name_of("s2", &s2), Some("s2"));
         assert_eq!(GroupBy::Herd.name_of("s2", &s2), None);

@@ -24,8 +24,9 @@ use std::sync::Arc;
 
 use citybrain_model::{Domain, Labels, Metric};
 use differential_dataflow::{AsCollection, VecCollection};
+use indexmap::{Equivalent, IndexMap};
 use ordered_float::OrderedFloat;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
@@ -133,12 +134,18 @@ impl CorrelationRule {
 
     /// The key of one side's state in `group`.
     pub fn side_key(&self, side: &Condition, group: &str) -> SideKey {
-        SideKey {
-            rule: self.alarm.id.clone(),
+        self.side_of(side, group).to_owned()
+    }
+
+    /// The key of one side's state in `group`, borrowed: finds the side without building a
+    /// key (two strings) per reading.
+    fn side_of<'a>(&'a self, side: &Condition, group: &'a str) -> SideOf<'a> {
+        SideOf {
+            rule: &self.alarm.id,
             domain: self.alarm.domain,
             metric: side.metric,
             direction: side.direction,
-            group: group.to_string(),
+            group,
         }
     }
 
@@ -165,6 +172,39 @@ pub struct SideKey {
     pub direction: Direction,
     /// The group.
     pub group: String,
+}
+
+/// A [`SideKey`], borrowed. Its fields and their order are `SideKey`'s, so it hashes the same
+/// (a `String` hashes as its `str`).
+#[derive(Hash)]
+struct SideOf<'a> {
+    rule: &'a str,
+    domain: Domain,
+    metric: Metric,
+    direction: Direction,
+    group: &'a str,
+}
+
+impl SideOf<'_> {
+    fn to_owned(&self) -> SideKey {
+        SideKey {
+            rule: self.rule.to_string(),
+            domain: self.domain,
+            metric: self.metric,
+            direction: self.direction,
+            group: self.group.to_string(),
+        }
+    }
+}
+
+impl Equivalent<SideKey> for SideOf<'_> {
+    fn equivalent(&self, key: &SideKey) -> bool {
+        self.rule == key.rule
+            && self.domain == key.domain
+            && self.metric == key.metric
+            && self.direction == key.direction
+            && self.group == key.group
+    }
 }
 
 /// A reading on a side: when it was taken, the last time it counts (its time + the
@@ -350,8 +390,11 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
     filed
         .unary_frontier_while_holding(exchange, "Correlation", |_capability| {
             let mut agenda: Agenda<Filed, SideKey> = Agenda::new();
-            let mut sides: FxHashMap<SideKey, Side> = FxHashMap::default();
+            let mut sides: IndexMap<SideKey, Side, FxBuildHasher> = IndexMap::default();
             let mut carried = CarriedLabels::default();
+            // Each rule's alarm side as levels, built once per rule (per edit), not per hit.
+            let mut level_rules: FxHashMap<usize, (Arc<MatchedRule>, Arc<ThresholdRule>)> =
+                FxHashMap::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| agenda.append(&capability, data));
                 if frontier.is_empty() {
@@ -373,7 +416,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                             if side.metric != *metric {
                                 continue;
                             }
-                            let key = rule.side_key(&side, group);
+                            let key = rule.side_of(&side, group);
                             let reading = SideReading {
                                 time,
                                 until: time.saturating_add(rule.tolerance_ms),
@@ -381,11 +424,11 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                             };
                             let state = match sides.get_mut(&key) {
                                 Some(state) => state,
-                                None => sides.entry(key.clone()).or_default(),
+                                None => sides.entry(key.to_owned()).or_default(),
                             };
                             state.add(&event.entity, reading);
                             if let Some(at) = state.timer_for() {
-                                agenda.schedule(key, at);
+                                agenda.schedule(key.to_owned(), at);
                             }
                         }
                     }
@@ -396,7 +439,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                         };
                         let [first_side, second_side] = rule.conditions();
                         let value_of = |side: &Condition| {
-                            sides.get(&rule.side_key(side, &group))?.value(side, time)
+                            sides.get(&rule.side_of(side, &group))?.value(side, time)
                         };
                         let (Some(first), Some(second)) =
                             (value_of(&first_side), value_of(&second_side))
@@ -411,7 +454,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                             value: OrderedFloat(level),
                             reported: OrderedFloat(first),
                             labels: Arc::new(rule.labels(&labels, first, second)),
-                            rule: Arc::new(rule.level_rule()),
+                            rule: level_rule(&mut level_rules, &matched, rule),
                         };
                         // One evaluation per side the reading is on.
                         let evaluations = rule
@@ -419,7 +462,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                             .iter()
                             .filter(|side| side.metric == metric)
                             .count() as Diff;
-                        let row = ((rule.alarm.id.as_str().into(), group), hit);
+                        let row = ((Arc::clone(&matched.id), group), hit);
                         out.push((row, time, diff * evaluations));
                     }
                     for key in due.drain(..) {
@@ -429,7 +472,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                         state.timer.came_due(time);
                         state.expire(time);
                         if state.sensors.is_empty() {
-                            sides.remove(&key);
+                            sides.swap_remove(&key);
                         } else if let Some(at) = state.timer_for() {
                             agenda.schedule(key, at);
                         }
@@ -445,6 +488,23 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
             }
         })
         .as_collection()
+}
+
+/// `rule`'s alarm side as levels ([`CorrelationRule::level_rule`]), built once per matched rule
+/// (kept by its address, with the rule held so that the address is not reused).
+fn level_rule(
+    built: &mut FxHashMap<usize, (Arc<MatchedRule>, Arc<ThresholdRule>)>,
+    matched: &Arc<MatchedRule>,
+    rule: &CorrelationRule,
+) -> Arc<ThresholdRule> {
+    // Rule edits are rare: starting over now and then bounds what old rules leave.
+    if built.len() > 1024 {
+        built.clear();
+    }
+    let (_, level) = built
+        .entry(Arc::as_ptr(matched) as usize)
+        .or_insert_with(|| (Arc::clone(matched), Arc::new(rule.level_rule())));
+    Arc::clone(level)
 }
 
 /// The registry entry: hits of the correlation rules' matches.
