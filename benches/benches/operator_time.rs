@@ -19,14 +19,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use citybrain_benches::pipeline::{self, Pipeline};
 use citybrain_benches::workload::{self, Workload};
-use citybrain_operators::rule::RuleRow;
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+
+mod common;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -71,15 +71,6 @@ fn argument(position: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The rules of the files `OPERATOR_TIME_RULES` names (none when unset).
-fn extra_rules() -> Result<Vec<RuleRow>, String> {
-    let Ok(files) = std::env::var("OPERATOR_TIME_RULES") else {
-        return Ok(Vec::new());
-    };
-    let paths: Vec<PathBuf> = files.split(',').map(PathBuf::from).collect();
-    citybrain_engine::config::load_rule_files(&paths).map_err(|errors| errors.to_string())
-}
-
 /// One worker's figures: per operator (time, schedules, name), and its wall time feeding and
 /// draining.
 type WorkerTimes = (Vec<(Duration, usize, String)>, (Duration, Duration));
@@ -92,13 +83,7 @@ fn main() {
     };
     let workers = argument(3, 1).max(1);
     let spread = argument(4, 0) == 1;
-    let extra_rules = match extra_rules() {
-        Ok(rules) => rules,
-        Err(error) => {
-            eprintln!("operator_time: {error}");
-            std::process::exit(2);
-        }
-    };
+    let extra_rules = common::rules_named_by("OPERATOR_TIME_RULES", "operator_time");
     let extra = extra_rules.len();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());

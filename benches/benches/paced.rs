@@ -19,7 +19,9 @@
 //! broker's delivery and without waiting for a second partition; with the engine's 5 ms
 //! allowed lateness added, they are what a broker that delivered instantly would give. Sizes:
 //! `PACED_SENSORS` (default 10,000); `PACED_PIPELINE=engine` (or `floor`) runs only that one
-//! (e.g. under a profiler). Run as a test (no `--bench` argument) it only says how to
+//! (e.g. under a profiler). `PACED_RULES=FILE[,FILE...]` adds the rules of those rule files to
+//! the engine's (the floor runs the workload's two whatever it says), e.g.
+//! `PACED_PIPELINE=engine PACED_RULES=../config/rules/mine.toml`. Run as a test (no `--bench` argument) it only says how to
 //! run it.
 #![allow(missing_docs)]
 #![allow(clippy::expect_used, clippy::print_stdout)] // a bench binary: a broken setup fails loudly
@@ -35,8 +37,11 @@ use citybrain_benches::workload::{Workload, ch4_value, engine_rules, sensor_id};
 use citybrain_benches::{env_or, now_us};
 use citybrain_model::decode::decode_mine_reading;
 use citybrain_operators::ordered_float::OrderedFloat;
+use citybrain_operators::rule::RuleRow;
 use citybrain_operators::{ReadingRow, Time};
 use hdrhistogram::Histogram;
+
+mod common;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -162,9 +167,11 @@ fn summary(histogram: &Histogram<u64>) -> String {
 /// (readings sent, latencies).
 type WorkerResult = (f64, Vec<(u64, Latencies)>);
 
-/// Runs the max run and the paced levels of `pipeline` on `workers` workers.
+/// Runs the max run and the paced levels of `pipeline` on `workers` workers, the engine with
+/// `extra_rules` besides the workload's two.
 fn run(
     pipeline: Pipeline,
+    extra_rules: Vec<RuleRow>,
     workers: usize,
     sensors: usize,
     max_run: Duration,
@@ -193,7 +200,11 @@ fn run(
             }
         });
         let (registry, rules) = if index == 0 {
-            (registry.as_slice(), engine_rules())
+            let mut rules = engine_rules();
+            if pipeline == Pipeline::Engine {
+                rules.extend(extra_rules.iter().cloned());
+            }
+            (registry.as_slice(), rules)
         } else {
             (&[][..], Vec::new())
         };
@@ -297,11 +308,18 @@ fn main() {
         .and_then(|v| v.parse::<f64>().ok());
     println!("paced: {workers} workers, {sensors} sensors");
     let only = std::env::var("PACED_PIPELINE").ok();
+    let extra_rules = common::rules_named_by("PACED_RULES", "paced");
+    if !extra_rules.is_empty() {
+        println!("paced: the engine with {} more rule(s)", extra_rules.len());
+    }
     for pipeline in [Pipeline::Engine, Pipeline::Floor] {
         if only.as_deref().is_some_and(|name| name != pipeline.name()) {
             continue;
         }
-        let (max, levels) = run(pipeline, workers, sensors, max_run, level_run, fixed_max);
+        let extra = extra_rules.clone();
+        let (max, levels) = run(
+            pipeline, extra, workers, sensors, max_run, level_run, fixed_max,
+        );
         println!(
             "paced: {}: max (bytes to alerts, one batch of {MAX_BATCH} in flight): {max:.0} readings/s",
             pipeline.name()
