@@ -9,8 +9,9 @@
 //!
 //! Here updates come into a list in arrival order. Once the frontier has passed the earliest
 //! of them, that list is sorted by time (a stable sort: a message in time order is one run)
-//! and moved into a double-ended queue sorted by time (almost always at its back: readings
-//! come about in time order), whose ready front then leaves in one piece. What waits longer
+//! and merged into a double-ended queue sorted by time (almost always at its back: readings
+//! come about in time order; else the waiting updates after the earliest new one are merged
+//! with the new ones in one pass), whose ready front then leaves in one piece. What waits longer
 //! (the allowed lateness: 250 ms of readings by default) is neither sorted nor moved again, so
 //! a take costs what came since the last one and what leaves, not what waits.
 
@@ -105,17 +106,30 @@ impl<D> Pending<D> {
             }
             return;
         }
-        for update in self.fresh.drain(..) {
-            match self.sorted.back() {
-                // Behind what waits: after the updates of its time that came before it.
-                Some((_, last, _)) if *last > update.1 => {
-                    let at = self
-                        .sorted
-                        .partition_point(|(_, time, _)| *time <= update.1);
-                    self.sorted.insert(at, update);
-                }
-                _ => self.sorted.push_back(update),
-            }
+        // What waits after the earliest fresh update is merged with the fresh ones in one pass
+        // (a time's updates that waited first): inserting each fresh update behind what
+        // waits shifted the whole tail per update, quadratic when messages interleave in time
+        // (two partitions a few seconds apart; the 10k-sensor spread bench spent 90 % of its
+        // time there).
+        let first = self.fresh.first().map(|(_, time, _)| *time);
+        let keep = first.map_or(self.sorted.len(), |first| {
+            self.sorted.partition_point(|(_, time, _)| *time <= first)
+        });
+        let mut waited = self.sorted.split_off(keep).into_iter().peekable();
+        let mut fresh = self.fresh.drain(..).peekable();
+        loop {
+            let from_waited = match (waited.peek(), fresh.peek()) {
+                (Some((_, waited, _)), Some((_, fresh, _))) => waited <= fresh,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if from_waited {
+                waited.next()
+            } else {
+                fresh.next()
+            };
+            self.sorted.extend(next);
         }
         let split = self.sorted.partition_point(|(_, time, _)| ready(time));
         into.extend(self.sorted.drain(..split));
