@@ -132,11 +132,6 @@ impl CorrelationRule {
         }
     }
 
-    /// The key of one side's state in `group`.
-    pub fn side_key(&self, side: &Condition, group: &str) -> SideKey {
-        self.side_of(side, group).to_owned()
-    }
-
     /// The key of one side's state in `group`, borrowed: finds the side without building a
     /// key (two strings) per reading.
     fn side_of<'a>(&'a self, side: &Condition, group: &'a str) -> SideOf<'a> {

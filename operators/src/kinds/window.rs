@@ -353,8 +353,9 @@ fn hits_of_matches<'s>(
 }
 
 /// Files one reading under the end of every window it belongs to, with the labels its group
-/// carries; a window end that opens has room for `expected_groups`. The window ending first keeps the reading and tells whether
-/// it is new (module `readings`); the others count it only if it is.
+/// carries; a window end that opens has room for `expected_groups`. The window ending first
+/// keeps the reading and tells whether it is new (module `readings`); the others count it only
+/// if it is.
 fn file_reading(
     ending: &mut BTreeMap<Time, Ending>,
     (group, matched, value, entity_labels): Placed,
