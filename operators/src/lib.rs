@@ -32,6 +32,7 @@
 
 pub mod active_alerts;
 mod agenda;
+mod by_address;
 mod earliest;
 pub mod enrich;
 pub mod group_aggregate;

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use citybrain_model::{Domain, Labels, Metric, Severity};
 use ordered_float::OrderedFloat;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
+use crate::by_address::ByAddress;
 use crate::kinds::absence::AbsenceRule;
 use crate::kinds::baseline::BaselineRule;
 use crate::kinds::correlation::CorrelationRule;
@@ -194,43 +195,40 @@ impl GroupBy {
 /// One per worker: an `Arc` whose count moved on two cores' workers would bounce between them.
 #[derive(Default)]
 pub struct CarriedLabels {
-    /// Per (entity's labels, by address; grouping): those labels, held so that the address is
-    /// not reused while it is a key, and what the group carries.
-    by_entity: FxHashMap<(usize, GroupBy), (Arc<Labels>, Arc<Labels>)>,
+    /// Per (entity's labels, grouping): what the group carries.
+    by_entity: ByAddress<Labels, GroupBy, Arc<Labels>>,
     /// Each distinct carried labels once.
     distinct: FxHashSet<Arc<Labels>>,
+    /// Distinct carried labels left by the last sweep.
+    distinct_after_sweep: usize,
 }
 
 impl CarriedLabels {
-    /// Entities remembered before starting over (a registry edit gives an entity new labels:
-    /// the old ones would otherwise stay).
-    const MOST: usize = 1 << 20;
-
     /// What `group_by`'s group carries of an entity's `labels` (for [`GroupBy::Entity`], the
     /// labels themselves).
     pub fn of(&mut self, group_by: GroupBy, labels: Arc<Labels>) -> Arc<Labels> {
         if group_by == GroupBy::Entity {
             return labels;
         }
-        let key = (Arc::as_ptr(&labels) as usize, group_by);
-        if let Some((_, carried)) = self.by_entity.get(&key) {
-            return Arc::clone(carried);
-        }
-        if self.by_entity.len() >= Self::MOST {
-            self.by_entity.clear();
-            self.distinct.clear();
-        }
-        let kept = group_by.carried_of(&labels);
-        let carried = match self.distinct.get(&kept) {
-            Some(carried) => Arc::clone(carried),
-            None => {
+        let (distinct, after_sweep) = (&mut self.distinct, &mut self.distinct_after_sweep);
+        let carried = self
+            .by_entity
+            .get_or_make(&labels, group_by, |labels, group_by| {
+                let kept = group_by.carried_of(labels);
+                if let Some(carried) = distinct.get(&kept) {
+                    return Arc::clone(carried);
+                }
+                // Those nothing carries any more (only this set holds them) go whenever the set
+                // has doubled, as in `ByAddress`.
+                if distinct.len() >= (2 * *after_sweep).max(64) {
+                    distinct.retain(|carried| Arc::strong_count(carried) > 1);
+                    *after_sweep = distinct.len();
+                }
                 let carried = Arc::new(kept);
-                self.distinct.insert(Arc::clone(&carried));
+                distinct.insert(Arc::clone(&carried));
                 carried
-            }
-        };
-        self.by_entity.insert(key, (labels, Arc::clone(&carried)));
-        carried
+            });
+        Arc::clone(carried)
     }
 }
 

@@ -32,6 +32,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
 
 use crate::agenda::{Agenda, KeyTimer};
+use crate::by_address::ByAddress;
 use crate::enrich::Event;
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
@@ -388,8 +389,8 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
             let mut sides: IndexMap<SideKey, Side, FxBuildHasher> = IndexMap::default();
             let mut carried = CarriedLabels::default();
             // Each rule's alarm side as levels, built once per rule (per edit), not per hit.
-            let mut level_rules: FxHashMap<usize, (Arc<MatchedRule>, Arc<ThresholdRule>)> =
-                FxHashMap::default();
+            let mut level_rules: ByAddress<MatchedRule, (), Arc<ThresholdRule>> =
+                ByAddress::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| agenda.append(&capability, data));
                 if frontier.is_empty() {
@@ -449,7 +450,10 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                             value: OrderedFloat(level),
                             reported: OrderedFloat(first),
                             labels: Arc::new(rule.labels(&labels, first, second)),
-                            rule: level_rule(&mut level_rules, &matched, rule),
+                            rule: Arc::clone(
+                                level_rules
+                                    .get_or_make(&matched, (), |_, _| Arc::new(rule.level_rule())),
+                            ),
                         };
                         // One evaluation per side the reading is on.
                         let evaluations = rule
@@ -483,23 +487,6 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
             }
         })
         .as_collection()
-}
-
-/// `rule`'s alarm side as levels ([`CorrelationRule::level_rule`]), built once per matched rule
-/// (kept by its address, with the rule held so that the address is not reused).
-fn level_rule(
-    built: &mut FxHashMap<usize, (Arc<MatchedRule>, Arc<ThresholdRule>)>,
-    matched: &Arc<MatchedRule>,
-    rule: &CorrelationRule,
-) -> Arc<ThresholdRule> {
-    // Rule edits are rare: starting over now and then bounds what old rules leave.
-    if built.len() > 1024 {
-        built.clear();
-    }
-    let (_, level) = built
-        .entry(Arc::as_ptr(matched) as usize)
-        .or_insert_with(|| (Arc::clone(matched), Arc::new(rule.level_rule())));
-    Arc::clone(level)
 }
 
 /// The registry entry: hits of the correlation rules' matches.
