@@ -27,10 +27,15 @@ impl<O, E, V> Default for ByAddress<O, E, V> {
     }
 }
 
-impl<O, E: Hash + Eq, V> ByAddress<O, E, V> {
-    /// Entries below which no sweep is worth it.
+/// Whether a collection of `len` objects, of which `after_last_sweep` were left by its last
+/// sweep, is due for one: when it has doubled since (and is not small).
+pub(crate) fn sweep_due(len: usize, after_last_sweep: usize) -> bool {
+    // Below this, no sweep is worth it.
     const SMALL: usize = 64;
+    len >= (2 * after_last_sweep).max(SMALL)
+}
 
+impl<O, E: Hash + Eq, V> ByAddress<O, E, V> {
     /// The value of (`object`, `extra`), made from them the first time.
     pub(crate) fn get_or_make(
         &mut self,
@@ -38,7 +43,7 @@ impl<O, E: Hash + Eq, V> ByAddress<O, E, V> {
         extra: E,
         make: impl FnOnce(&O, &E) -> V,
     ) -> &V {
-        if self.entries.len() >= (2 * self.after_sweep).max(Self::SMALL) {
+        if sweep_due(self.entries.len(), self.after_sweep) {
             // Only this map holds them: nobody can ask for them again.
             self.entries
                 .retain(|_, (held, _)| Arc::strong_count(held) > 1);

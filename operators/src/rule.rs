@@ -14,7 +14,7 @@ use ordered_float::OrderedFloat;
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
-use crate::by_address::ByAddress;
+use crate::by_address::{ByAddress, sweep_due};
 use crate::kinds::absence::AbsenceRule;
 use crate::kinds::baseline::BaselineRule;
 use crate::kinds::correlation::CorrelationRule;
@@ -220,7 +220,7 @@ impl CarriedLabels {
                 }
                 // Those nothing carries any more (only this set holds them) go whenever the set
                 // has doubled, as in `ByAddress`.
-                if distinct.len() >= (2 * *after_sweep).max(64) {
+                if sweep_due(distinct.len(), *after_sweep) {
                     distinct.retain(|carried| Arc::strong_count(carried) > 1);
                     *after_sweep = distinct.len();
                 }

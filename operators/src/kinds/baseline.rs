@@ -41,13 +41,7 @@ impl BaselineRule {
 
     /// The key of `entity`'s history under this rule.
     pub fn history_key(&self, entity: &str) -> HistoryKey {
-        HistoryKey {
-            rule: self.alarm.id.clone(),
-            domain: self.alarm.domain,
-            metric: self.alarm.metric,
-            window_ms: self.baseline_ms,
-            entity: entity.to_string(),
-        }
+        HistoryKey::new(&self.alarm, self.baseline_ms, entity)
     }
 }
 

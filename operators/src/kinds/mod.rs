@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::hit::HitRow;
 use crate::matching::Matches;
 use crate::report_state::ReportEventRow;
-use crate::rule::RuleRow;
+use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, RegistryRow, Time};
 
 /// What every kind builds on, built once per dataflow.
@@ -112,4 +112,17 @@ pub struct HistoryKey {
     pub window_ms: u64,
     /// Sensor or device id.
     pub entity: String,
+}
+
+impl HistoryKey {
+    /// `entity`'s history under the rule with alarm side `alarm`, reaching `window_ms` back.
+    pub fn new(alarm: &ThresholdRule, window_ms: u64, entity: &str) -> Self {
+        HistoryKey {
+            rule: alarm.id.clone(),
+            domain: alarm.domain,
+            metric: alarm.metric,
+            window_ms,
+            entity: entity.to_string(),
+        }
+    }
 }

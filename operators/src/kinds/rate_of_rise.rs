@@ -48,13 +48,7 @@ impl RateOfRiseRule {
 
     /// The key of `entity`'s history under this rule.
     pub fn history_key(&self, entity: &str) -> HistoryKey {
-        HistoryKey {
-            rule: self.alarm.id.clone(),
-            domain: self.alarm.domain,
-            metric: self.alarm.metric,
-            window_ms: self.window_ms,
-            entity: entity.to_string(),
-        }
+        HistoryKey::new(&self.alarm, self.window_ms, entity)
     }
 }
 
