@@ -14,7 +14,7 @@
 //! [`crate::windowed_presence`]).
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use timely::dataflow::operators::{Capability, InputCapability};
 
@@ -85,8 +85,9 @@ impl KeyTimer {
 /// Input updates and timers by time, with a capability at the earliest of them.
 pub(crate) struct Agenda<D, K> {
     waiting: Pending<D>,
-    /// Taken from `waiting` once ready, latest first (the next time's are popped off the end).
-    ready: Vec<(D, Time, Diff)>,
+    /// Taken from `waiting` once ready, in time order (the next time's leave from the front:
+    /// each update is moved once, not reversed twice around a pop off the end).
+    ready: VecDeque<(D, Time, Diff)>,
     timers: BinaryHeap<Timer<K>>,
     serial: u64,
     earliest: Earliest,
@@ -102,7 +103,7 @@ impl<D, K> Agenda<D, K> {
     pub(crate) fn new() -> Self {
         Agenda {
             waiting: Pending::default(),
-            ready: Vec::new(),
+            ready: VecDeque::new(),
             timers: BinaryHeap::new(),
             serial: 0,
             earliest: Earliest::default(),
@@ -193,25 +194,25 @@ impl<D, K> Agenda<D, K> {
         due: &mut Vec<K>,
     ) -> Option<Time> {
         if self.ready.is_empty() {
-            self.waiting.take_ready(&complete, &mut self.ready);
-            self.ready.reverse();
+            // An empty deque and a list convert into each other without a copy, keeping the
+            // room.
+            let mut ready = Vec::from(std::mem::take(&mut self.ready));
+            self.waiting.take_ready(&complete, &mut ready);
+            self.ready = VecDeque::from(ready);
         }
-        let next_update = self.ready.last().map(|(_, time, _)| *time);
+        let next_update = self.ready.front().map(|(_, time, _)| *time);
         let next_timer = self.timers.peek().map(|timer| timer.at);
         let time = next_update.into_iter().chain(next_timer).min()?;
         if !complete(&time) {
             return None;
         }
-        let first = updates.len();
-        while let Some((_, at, _)) = self.ready.last()
+        while let Some((_, at, _)) = self.ready.front()
             && *at == time
         {
-            if let Some((update, _, diff)) = self.ready.pop() {
+            if let Some((update, _, diff)) = self.ready.pop_front() {
                 updates.push((update, diff));
             }
         }
-        // Popped latest first: back to the order they came in.
-        updates[first..].reverse();
         while let Some(timer) = self.timers.peek()
             && timer.at == time
         {
@@ -227,7 +228,7 @@ impl<D, K> Agenda<D, K> {
     fn settle(&mut self) {
         let next_update = self
             .ready
-            .last()
+            .front()
             .map(|(_, time, _)| *time)
             .into_iter()
             .chain(self.waiting.earliest())

@@ -139,8 +139,9 @@ enum Input {
     Stalled,
 }
 
-/// (rule id, entity).
-type Key = (String, String);
+/// (rule id, entity). The rule id is shared by the rule's matches: a reading's key costs no
+/// copy of it.
+type Key = (Arc<str>, String);
 
 /// Where a watched (rule, entity) stands.
 #[derive(Default)]
@@ -161,9 +162,9 @@ struct State {
     stalled: bool,
 }
 
-/// The hit of `watch` for `entity` at `time`: silent (fires) or not (clears), reporting the
+/// The hit of `watch` for `key` at `time`: silent (fires) or not (clears), reporting the
 /// silence since `last` in seconds.
-fn hit(watch: &Watch, entity: &str, time: Time, silent: bool, last: Time) -> HitRow {
+fn hit(watch: &Watch, key: &Key, time: Time, silent: bool, last: Time) -> HitRow {
     let mut labels = watch.labels.clone();
     labels.retain(|(k, _)| k != RULE_KIND_LABEL);
     labels.push((RULE_KIND_LABEL.to_string(), "absence".to_string()));
@@ -171,7 +172,7 @@ fn hit(watch: &Watch, entity: &str, time: Time, silent: bool, last: Time) -> Hit
     let seconds = time.saturating_sub(last) as f64 / 1000.0;
     let alarm = watch.rule.hit_alarm();
     (
-        (alarm.id.as_str().into(), entity.to_string()),
+        key.clone(),
         RuleHit {
             time,
             value: OrderedFloat(if silent { 1.0 } else { 0.0 }),
@@ -196,7 +197,7 @@ fn apply(
     if changes.is_empty() && stall.is_none() {
         // Most updates: a reading alone. An entity without a record is not watched.
         let state = states.get_mut(key).filter(|_| reading)?;
-        let deadline = heard(state, &key.1, time, hits)?;
+        let deadline = heard(state, key, time, hits)?;
         return state.set_deadline(deadline);
     }
     let state = states.entry(key.clone()).or_default();
@@ -218,13 +219,13 @@ fn apply(
         if state.firing
             && let (Some(old), Some(last)) = (&before, state.last)
         {
-            hits.push(hit(old, &key.1, time, false, last));
+            hits.push(hit(old, key, time, false, last));
         }
         states.remove(key);
         return None;
     };
     let deadline = if reading {
-        heard(state, &key.1, time, hits)
+        heard(state, key, time, hits)
     } else if stall_ended && !state.firing && state.last.is_some() {
         // Still silent when the stall ends: the silence counts from here.
         Some(time.saturating_add(watch.limit_ms()))
@@ -241,12 +242,12 @@ fn apply(
 
 /// A reading of a watched entity at `time`: resolves a firing alert; returns the new deadline
 /// (`None` when not watched).
-fn heard(state: &mut State, entity: &str, time: Time, hits: &mut Vec<HitRow>) -> Option<Time> {
+fn heard(state: &mut State, key: &Key, time: Time, hits: &mut Vec<HitRow>) -> Option<Time> {
     let watch = state.watch.as_ref()?;
     if state.firing
         && let Some(last) = state.last
     {
-        hits.push(hit(watch, entity, time, false, last));
+        hits.push(hit(watch, key, time, false, last));
     }
     state.firing = false;
     state.last = Some(time);
@@ -293,7 +294,7 @@ fn on_timer(
         state.deadline = None;
         return None;
     }
-    hits.push(hit(watch, &key.1, time, true, last));
+    hits.push(hit(watch, key, time, true, last));
     state.firing = true;
     state.deadline = None;
     None
@@ -430,7 +431,7 @@ fn hits_of_matches<'s>(
         })
         .join_map(by_kind, |_, (entity, info), rule| {
             (
-                (rule.alarm.id.clone(), entity.clone()),
+                (Arc::from(rule.alarm.id.as_str()), entity.clone()),
                 (rule.clone(), info.clone()),
             )
         })
@@ -448,11 +449,11 @@ fn hits_of_matches<'s>(
     // retraction a tick later would be one more update to route and file per reading.
     let readings = matches
         .map(|(Match { rule, event, .. }, time, diff)| {
-            let key = (rule.alarm.id.clone(), event.entity);
+            let key = (Arc::clone(&rule.id), event.entity);
             ((key, Input::Reading(time)), time, diff)
         })
         .as_collection();
-    let stalled = stalled.map(|key| (key, Input::Stalled));
+    let stalled = stalled.map(|(id, entity)| ((Arc::from(id), entity), Input::Stalled));
 
     let exchange = Exchange::new(|update: &((Key, Input), Time, Diff)| entity_route(&update.0.0.1));
     watches

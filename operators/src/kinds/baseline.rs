@@ -18,8 +18,8 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 use crate::hit::HitRow;
+use crate::kinds::Sources;
 use crate::kinds::trailing::{ExactSum, History, trailing_hits};
-use crate::kinds::{HistoryKey, Sources};
 use crate::matching::{Events, Matches, match_rules};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
@@ -37,11 +37,6 @@ impl BaselineRule {
     /// The ratio of `value` to `mean`; `None` when the mean is not positive.
     pub fn ratio(value: f64, mean: f64) -> Option<f64> {
         (mean > 0.0).then(|| value / mean)
-    }
-
-    /// The key of `entity`'s history under this rule.
-    pub fn history_key(&self, entity: &str) -> HistoryKey {
-        HistoryKey::new(&self.alarm, self.baseline_ms, entity)
     }
 }
 
@@ -113,7 +108,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
     trailing_hits(
         matches,
         "Baseline",
-        |row, entity| Some(row.as_baseline()?.history_key(entity)),
+        |row| Some(row.as_baseline()?.baseline_ms),
         |row, history: &History<ExactSum>, (_, value)| {
             row.as_baseline()?;
             let count = history.len();

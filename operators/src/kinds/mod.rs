@@ -30,14 +30,13 @@ pub mod threshold;
 mod trailing;
 pub mod window;
 
-use citybrain_model::{Domain, Metric};
+use citybrain_model::Domain;
 use differential_dataflow::VecCollection;
-use serde::{Deserialize, Serialize};
 
 use crate::hit::HitRow;
 use crate::matching::Matches;
 use crate::report_state::ReportEventRow;
-use crate::rule::{RuleRow, ThresholdRule};
+use crate::rule::RuleRow;
 use crate::{Diff, RegistryRow, Time};
 
 /// What every kind builds on, built once per dataflow.
@@ -95,34 +94,3 @@ pub const KINDS: &[(&str, HitsOf)] = &[
     ("report_deadline", report_deadline::hits),
     ("follow_up", follow_up::hits),
 ];
-
-/// The history of one entity's readings under one rule, for kinds that look back over a
-/// trailing window. Everything that decides *which* readings are kept is part of the key, so
-/// editing a rule's alarm side (levels, hold, severity, ...) keeps its history, while editing
-/// what it watches starts a new one.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct HistoryKey {
-    /// Rule id.
-    pub rule: String,
-    /// Domain of the entity.
-    pub domain: Domain,
-    /// Metric of the readings.
-    pub metric: Metric,
-    /// How far back the history reaches, milliseconds.
-    pub window_ms: u64,
-    /// Sensor or device id.
-    pub entity: String,
-}
-
-impl HistoryKey {
-    /// `entity`'s history under the rule with alarm side `alarm`, reaching `window_ms` back.
-    pub fn new(alarm: &ThresholdRule, window_ms: u64, entity: &str) -> Self {
-        HistoryKey {
-            rule: alarm.id.clone(),
-            domain: alarm.domain,
-            metric: alarm.metric,
-            window_ms,
-            entity: entity.to_string(),
-        }
-    }
-}

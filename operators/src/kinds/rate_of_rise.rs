@@ -15,8 +15,8 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 use crate::hit::HitRow;
+use crate::kinds::Sources;
 use crate::kinds::trailing::{History, trailing_hits};
-use crate::kinds::{HistoryKey, Sources};
 use crate::matching::{Events, Matches, match_rules};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
@@ -44,11 +44,6 @@ impl RateOfRiseRule {
             .checked_sub(t0)
             .filter(|span| *span > 0 && *span >= self.min_span_ms)?;
         Some((v - v0) / (span as f64 / MINUTE_MS))
-    }
-
-    /// The key of `entity`'s history under this rule.
-    pub fn history_key(&self, entity: &str) -> HistoryKey {
-        HistoryKey::new(&self.alarm, self.window_ms, entity)
     }
 }
 
@@ -121,7 +116,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
     trailing_hits(
         matches,
         "RateOfRise",
-        |row, entity| Some(row.as_rate_of_rise()?.history_key(entity)),
+        |row| Some(row.as_rate_of_rise()?.window_ms),
         |row, history: &History<()>, reading| {
             row.as_rate_of_rise()?.rate(history.first()?, reading)
         },

@@ -18,18 +18,19 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use citybrain_model::{Domain, Labels, Metric};
 use differential_dataflow::{AsCollection, VecCollection};
 use fsum::FSum;
+use indexmap::IndexMap;
 use ordered_float::OrderedFloat;
-use rustc_hash::FxHashMap;
+use rustc_hash::FxBuildHasher;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
 
 use crate::agenda::{Agenda, KeyTimer};
-use crate::enrich::Event;
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
-use crate::kinds::HistoryKey;
 use crate::matching::{Match, MatchedRule, Matches};
 use crate::rule::RuleRow;
 use crate::woken_while_holding::WokenWhileHolding;
@@ -131,31 +132,65 @@ impl<S: Summary> History<S> {
     }
 }
 
-/// A match filed under its history: (history, reading, rule).
-type Filed = (HistoryKey, Event, Arc<MatchedRule>);
+/// The history of one entity's readings under one rule. Everything that decides *which*
+/// readings are kept is part of the key, so editing a rule's alarm side (levels, hold,
+/// severity, ...) keeps its history, while editing what it watches starts a new one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct HistoryKey {
+    /// Rule id, shared by the rule's matches.
+    rule: Arc<str>,
+    /// Domain of the entity.
+    domain: Domain,
+    /// Metric of the readings.
+    metric: Metric,
+    /// How far back the history reaches, milliseconds.
+    window_ms: u64,
+    /// Sensor or device id.
+    entity: String,
+}
+
+impl HistoryKey {
+    /// `entity`'s history under `matched`, reaching `window_ms` back: the match's rule id and
+    /// entity are taken, not copied.
+    fn new(matched: &MatchedRule, window_ms: u64, entity: String) -> Self {
+        HistoryKey {
+            rule: Arc::clone(&matched.id),
+            domain: matched.alarm.domain,
+            metric: matched.alarm.metric,
+            window_ms,
+            entity,
+        }
+    }
+}
+
+/// A match filed under its history: (history, the reading's value, the entity's labels, rule).
+type Filed = (HistoryKey, OrderedFloat<f64>, Arc<Labels>, Arc<MatchedRule>);
 
 /// A reading's derived value from its rule and its history, given its (time, value); `None`:
 /// no hit.
 pub(crate) type Evaluate<S> = fn(&RuleRow, &History<S>, (Time, f64)) -> Option<f64>;
 
-/// The hits of a trailing kind's matches: `history_of` gives a match's history (`None`: not the
-/// kind's), `evaluate` a reading's derived value from the rule and its history (`None`: no
-/// hit), in an operator called `name`.
+/// The hits of a trailing kind's matches: `window_of` gives how far back a rule's histories
+/// reach (`None`: not the kind's rule), `evaluate` a reading's derived value from the rule and
+/// its history (`None`: no hit), in an operator called `name`.
 pub(crate) fn trailing_hits<'s, S: Summary>(
     matches: Matches<'s>,
     name: &str,
-    history_of: fn(&RuleRow, &str) -> Option<HistoryKey>,
+    window_of: fn(&RuleRow) -> Option<u64>,
     evaluate: Evaluate<S>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
     let filed = matches.flat_map(move |(Match { rule, event, .. }, time, diff)| {
-        let key = history_of(&rule.row, &event.entity)?;
-        Some(((key, event, rule), time, diff))
+        let key = HistoryKey::new(&rule, window_of(&rule.row)?, event.entity);
+        Some(((key, event.value, event.labels, rule), time, diff))
     });
     let exchange = Exchange::new(|update: &(Filed, Time, Diff)| entity_route(&update.0.0.entity));
     filed
         .unary_frontier_while_holding(exchange, name, |_capability| {
             let mut agenda: Agenda<Filed, HistoryKey> = Agenda::new();
-            let mut histories: FxHashMap<HistoryKey, History<S>> = FxHashMap::default();
+            let mut histories: IndexMap<HistoryKey, History<S>, FxBuildHasher> =
+                IndexMap::default();
+            // Where each update's history was found in the evaluation pass, for the add pass.
+            let mut slots: Vec<Option<usize>> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| agenda.append(&capability, data));
                 if frontier.is_empty() {
@@ -168,34 +203,39 @@ pub(crate) fn trailing_hits<'s, S: Summary>(
                             due: &mut Vec<HistoryKey>,
                             out: &mut Vec<_>| {
                     // Every reading of the time against its history, then all of them into
-                    // their histories (readings of one time do not see each other).
-                    for ((key, event, matched), diff) in updates.iter() {
-                        if *diff <= 0 {
-                            continue;
-                        }
-                        let Some(history) = histories.get_mut(key) else {
+                    // their histories (readings of one time do not see each other). A history
+                    // is looked up once: the evaluation notes where it is for the add.
+                    slots.clear();
+                    for ((key, value, labels, matched), diff) in updates.iter() {
+                        let slot = histories.get_index_of(key).filter(|_| *diff > 0);
+                        slots.push(slot);
+                        let Some(history) = slot.and_then(|slot| histories.get_index_mut(slot))
+                        else {
                             continue;
                         };
+                        let history = history.1;
                         history.expire(time, key.window_ms);
-                        let reading = (time, event.value.0);
-                        let Some(value) = evaluate(&matched.row, history, reading) else {
+                        let Some(derived) = evaluate(&matched.row, history, (time, value.0)) else {
                             continue;
                         };
-                        let labels = Arc::clone(&event.labels);
-                        let hit = RuleHit::new(time, value, labels, Arc::clone(&matched.alarm));
-                        let row = ((Arc::clone(&matched.id), event.entity.clone()), hit);
+                        let rule = Arc::clone(&matched.alarm);
+                        let hit = RuleHit::new(time, derived, Arc::clone(labels), rule);
+                        let row = ((Arc::clone(&matched.id), key.entity.clone()), hit);
                         out.push((row, time, *diff));
                     }
-                    for ((key, event, _), diff) in updates.drain(..) {
+                    for (((key, value, ..), diff), slot) in updates.drain(..).zip(&slots) {
                         if diff <= 0 {
                             continue;
                         }
                         let window_ms = key.window_ms;
-                        let history = match histories.get_mut(&key) {
-                            Some(history) => history,
-                            None => histories.entry(key.clone()).or_default(),
+                        let (history, key) = match slot.and_then(|s| histories.get_index_mut(s)) {
+                            Some((_, history)) => (history, key),
+                            None => {
+                                let entry = histories.entry(key.clone());
+                                (entry.or_default(), key)
+                            }
                         };
-                        history.add(time, event.value);
+                        history.add(time, value);
                         if let Some(at) = history.timer_for(window_ms) {
                             agenda.schedule(key, at);
                         }
@@ -207,7 +247,7 @@ pub(crate) fn trailing_hits<'s, S: Summary>(
                         history.timer.came_due(time);
                         history.expire(time, key.window_ms);
                         if history.readings.is_empty() {
-                            histories.remove(&key);
+                            histories.swap_remove(&key);
                         } else if let Some(at) = history.timer_for(key.window_ms) {
                             agenda.schedule(key, at);
                         }
