@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use citybrain_model::{AlertTransition, EventTime, TransitionState};
+use citybrain_operators::EntityId;
 use citybrain_operators::hit::AlertKey;
 use rustc_hash::FxHashSet;
 use serde::Deserialize;
@@ -97,7 +98,7 @@ impl RecoveredAlerts {
         self.newest
             .iter()
             .filter(|(_, (_, state))| *state == TransitionState::Firing)
-            .map(|((rule, entity), _)| (Arc::from(rule.as_str()), entity.clone()))
+            .map(|((rule, entity), _)| (Arc::from(rule.as_str()), EntityId::from(entity.as_str())))
             .collect()
     }
 
@@ -167,7 +168,7 @@ mod tests {
         let mut recovered = RecoveredAlerts::load(&path).unwrap();
         assert_eq!(recovered.pending(), 2);
         let firing: Vec<_> = recovered.firing().into_iter().collect();
-        assert_eq!(firing, vec![("ch4-high".into(), "s2".to_string())]);
+        assert_eq!(firing, vec![("ch4-high".into(), "s2".into())]);
         let replayed = [
             (transition("s1", Firing, 1_000), false),   // repeat
             (transition("s1", Resolved, 5_000), false), // repeat

@@ -17,7 +17,7 @@ use timely::dataflow::channels::pact::Exchange;
 
 use crate::entity_route;
 use crate::lookup::LookupAsOf;
-use crate::{Diff, EntityKey, ReadingRow, RegistryRow, Time};
+use crate::{Diff, EntityId, EntityKey, ReadingRow, RegistryRow, Time};
 
 /// One reading with what the registry knows about its entity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ pub struct Event {
     /// Event time of the reading.
     pub time: Time,
     /// Sensor or device id.
-    pub entity: String,
+    pub entity: EntityId,
     /// The reading's value.
     pub value: OrderedFloat<f64>,
     /// The entity's labels (empty when it is not registered), shared with the registry's row.
@@ -82,6 +82,7 @@ impl<'s> Enrich<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
             ),
             |(key, _): &ReadingRow| key,
             |((domain, entity), (metric, value)), time, rows, out| {
+                let entity = EntityId::from(entity);
                 let event = |entity, labels| {
                     let event = Event {
                         time,
@@ -92,7 +93,7 @@ impl<'s> Enrich<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
                     ((domain, metric), Arc::new(event))
                 };
                 // An entity has one labels row; the last (or the unknown entity's empty
-                // labels) takes the id without a copy.
+                // labels) takes the id.
                 let mut known = rows.iter().filter(|(_, count)| *count > 0).peekable();
                 while let Some((labels, _)) = known.next() {
                     if known.peek().is_none() {

@@ -7,8 +7,8 @@ use citybrain_model::Labels;
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
 
-use crate::Time;
 use crate::rule::ThresholdRule;
+use crate::{EntityId, Time};
 
 /// One evaluation of a rule for one alert entity.
 ///
@@ -52,7 +52,7 @@ impl RuleHit {
 
 /// The alert a hit belongs to: (rule id, alert entity). The id is shared by the rule's hits
 /// ([`crate::matching::MatchedRule::id`]): a hit counts it instead of copying it.
-pub type AlertKey = (Arc<str>, String);
+pub type AlertKey = (Arc<str>, EntityId);
 
 /// A rule hit keyed by the alert it belongs to.
 pub type HitRow = (AlertKey, RuleHit);

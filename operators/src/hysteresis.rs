@@ -254,7 +254,7 @@ pub trait HoldAndHysteresis<'s> {
     ///     rules.insert(RuleRow::Threshold(rule.clone()));
     ///     for (time, value) in [(10, 1.1), (20, 1.2), (30, 0.9), (40, 0.7)] {
     ///         let hit = RuleHit::new(time, value, vec![], rule.clone());
-    ///         input.update_at((("r".into(), "s1".to_string()), hit), time, 1);
+    ///         input.update_at((("r".into(), "s1".into()), hit), time, 1);
     ///     }
     ///     rules.advance_to(50);
     ///     input.advance_to(50);
@@ -726,7 +726,7 @@ mod tests {
     /// times 10, 20, ..., with `seeded` keys starting as firing; sorted.
     fn transitions(values: &[f64], seeded: &[&str]) -> Vec<(u64, String, TransitionState)> {
         let seed: FiringSeed = Arc::new(Mutex::new(
-            seeded.iter().map(|e| ("r".into(), e.to_string())).collect(),
+            seeded.iter().map(|e| ("r".into(), (*e).into())).collect(),
         ));
         let values = values.to_vec();
         timely::execute_directly(move |worker| {
@@ -751,7 +751,7 @@ mod tests {
                 let time = 10 * (i as u64 + 1);
                 for entity in ["s1", "s2"] {
                     let hit = RuleHit::new(time, *value, vec![], rule.clone());
-                    input.update_at((("r".into(), entity.to_string()), hit), time, 1);
+                    input.update_at((("r".into(), entity.into()), hit), time, 1);
                 }
             }
             input.close();
@@ -817,7 +817,7 @@ mod tests {
             for (entity, face) in [("s1", "f1"), ("s2", "f2")] {
                 let labels = vec![("face".to_string(), face.to_string())];
                 let hit = RuleHit::new(10, 1.2, labels, rule.clone());
-                input.update_at((("r".into(), entity.to_string()), hit), 10, 1);
+                input.update_at((("r".into(), entity.into()), hit), 10, 1);
             }
             rules.advance_to(20);
             rules.remove(RuleRow::Threshold(rule.clone()));

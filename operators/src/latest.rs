@@ -240,7 +240,7 @@ impl State {
         }
         let event = Arc::new(Event {
             time,
-            entity: key.1,
+            entity: key.1.into(),
             value,
             labels,
         });

@@ -73,6 +73,11 @@ pub type Diff = isize;
 /// Identifies an entity within its domain: (domain, sensor/device/grid id).
 pub type EntityKey = (Domain, String);
 
+/// A sensor, device, grid or report id as the rules carry it: held inline up to 24 bytes (the
+/// ids seen are well under), so the copies a reading's matches, hits and keys each take cost no
+/// allocation, and comparing two reads no other memory.
+pub type EntityId = compact_str::CompactString;
+
 /// Where an entity's state lives: the hash every exchange keyed by an entity (or an alert
 /// entity) routes by. One hash for all of them keeps a reading, its rule hits, its per-entity
 /// windows and its alerts on the worker that enriched it, so they never cross to another

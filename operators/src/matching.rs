@@ -269,7 +269,7 @@ mod tests {
                     let sink = Arc::clone(&sink);
                     stream.inspect(move |(matched, time, diff)| {
                         assert_eq!((*time, *diff), (matched.event.time, 1));
-                        let (rule, sensor) = (matched.rule.alarm.id.clone(), matched.event.entity.clone());
+                        let (rule, sensor) = (matched.rule.alarm.id.clone(), matched.event.entity.to_string());
                         let seen = (kind, matched.metric, *time, rule, sensor);
                         sink.lock().expect("one worker").push(seen);
                     });

@@ -123,7 +123,7 @@ pub trait ReportTimerHits<'s> {
     ///             summary: String::new(), labels: vec![],
     ///         };
     ///         let hit = RuleHit::new(t, 1.0, vec![], rule);
-    ///         out.hits.push((("r".into(), id.to_string()), hit));
+    ///         out.hits.push((("r".into(), id.into()), hit));
     ///     }
     ///     fn prune(&mut self, _: Time) {}
     /// }

@@ -145,7 +145,7 @@ fn hit(rule: &StallRule, partition: &PartitionId, time: Time, stalled: bool, new
     labels.sort();
     let seconds = time.saturating_sub(newest) as f64 / 1000.0;
     Out::Hit((
-        (rule.alarm.id.as_str().into(), partition.entity()),
+        (rule.alarm.id.as_str().into(), partition.entity().into()),
         RuleHit {
             time,
             value: OrderedFloat(if stalled { 1.0 } else { 0.0 }),

@@ -52,14 +52,14 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::agenda::{Agenda, KeyTimer};
 use crate::entity_route;
-use crate::hit::{HitRow, RuleHit};
+use crate::hit::{AlertKey, HitRow, RuleHit};
 use crate::instant::push_instants;
 use crate::kinds::Sources;
 use crate::matching::{Events, Match, Matches, match_rules};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::stall::PartitionStalls;
 use crate::woken_while_holding::WokenWhileHolding;
-use crate::{Diff, RegistryRow, Time};
+use crate::{Diff, EntityId, RegistryRow, Time};
 
 /// The label every alert of this kind carries, with the value `absence`.
 pub const RULE_KIND_LABEL: &str = "rule_kind";
@@ -139,9 +139,9 @@ enum Input {
     Stalled,
 }
 
-/// (rule id, entity). The rule id is shared by the rule's matches: a reading's key costs no
-/// copy of it.
-type Key = (Arc<str>, String);
+/// (rule id, entity): the alert's key. The rule id is shared by the rule's matches: a
+/// reading's key costs no copy of it.
+type Key = AlertKey;
 
 /// Where a watched (rule, entity) stands.
 #[derive(Default)]
@@ -431,7 +431,10 @@ fn hits_of_matches<'s>(
         })
         .join_map(by_kind, |_, (entity, info), rule| {
             (
-                (Arc::from(rule.alarm.id.as_str()), entity.clone()),
+                (
+                    Arc::from(rule.alarm.id.as_str()),
+                    EntityId::from(entity.as_str()),
+                ),
                 (rule.clone(), info.clone()),
             )
         })
@@ -453,7 +456,8 @@ fn hits_of_matches<'s>(
             ((key, Input::Reading(time)), time, diff)
         })
         .as_collection();
-    let stalled = stalled.map(|(id, entity)| ((Arc::from(id), entity), Input::Stalled));
+    let stalled =
+        stalled.map(|(id, entity)| ((Arc::from(id), EntityId::from(entity)), Input::Stalled));
 
     let exchange = Exchange::new(|update: &((Key, Input), Time, Diff)| entity_route(&update.0.0.1));
     watches

@@ -40,7 +40,7 @@ use crate::kinds::Sources;
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
 use crate::rule::{CarriedLabels, Direction, GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
-use crate::{Diff, Time};
+use crate::{Diff, EntityId, Time};
 
 /// One side of a correlation: a metric on one side of a level, with its own clear level.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -167,11 +167,11 @@ pub struct SideKey {
     /// The side's direction (what "worst" means).
     pub direction: Direction,
     /// The group.
-    pub group: String,
+    pub group: EntityId,
 }
 
 /// A [`SideKey`], borrowed. Its fields and their order are `SideKey`'s, so it hashes the same
-/// (a `String` hashes as its `str`).
+/// (a `String` or an [`EntityId`] hashes as its `str`).
 #[derive(Hash)]
 struct SideOf<'a> {
     rule: &'a str,
@@ -188,7 +188,7 @@ impl SideOf<'_> {
             domain: self.domain,
             metric: self.metric,
             direction: self.direction,
-            group: self.group.to_string(),
+            group: EntityId::from(self.group),
         }
     }
 }
@@ -216,7 +216,7 @@ struct SideReading {
 /// earliest timer set to forget those that no longer count.
 #[derive(Default)]
 struct Side {
-    sensors: FxHashMap<String, VecDeque<SideReading>>,
+    sensors: FxHashMap<EntityId, VecDeque<SideReading>>,
     /// The last time any reading held counts.
     until: Time,
     timer: KeyTimer,
@@ -230,7 +230,7 @@ impl Side {
             Some(readings) => readings.push_back(reading),
             None => {
                 self.sensors
-                    .insert(sensor.to_string(), VecDeque::from([reading]));
+                    .insert(EntityId::from(sensor), VecDeque::from([reading]));
             }
         }
     }
@@ -280,7 +280,7 @@ impl Side {
 }
 
 /// A match filed under its group: (group, reading, its metric, rule).
-type Filed = (String, Event, Metric, Arc<MatchedRule>);
+type Filed = (EntityId, Event, Metric, Arc<MatchedRule>);
 
 /// Joins two metrics of a group as of each reading.
 pub trait Correlations<'s> {
@@ -379,7 +379,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         )| {
             let correlation = rule.row.as_correlation()?;
             let group = correlation.group_by.name_of(&event.entity, &event.labels)?;
-            Some(((group.to_string(), event, metric, rule), time, diff))
+            Some(((EntityId::from(group), event, metric, rule), time, diff))
         },
     );
     let exchange = Exchange::new(|update: &(Filed, Time, Diff)| entity_route(&update.0.0));

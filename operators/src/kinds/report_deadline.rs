@@ -56,7 +56,7 @@ use crate::kinds::absence::RULE_KIND_LABEL;
 use crate::report_state::{LEVELS, ReportEventRow};
 use crate::report_timers::{Effects, ReportTimerHits, ReportTimerLogic};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
-use crate::{Diff, Time};
+use crate::{Diff, EntityId, Time};
 
 /// The value of the `rule_kind` label on alerts of this kind.
 pub const RULE_KIND: &str = "report_deadline";
@@ -185,7 +185,7 @@ pub(crate) fn report_hit(
     labels.sort();
     let hours = time.saturating_sub(start) as f64 / HOUR_MS;
     (
-        (rule.id.as_str().into(), id.to_string()),
+        (rule.id.as_str().into(), EntityId::from(id)),
         RuleHit {
             time,
             value: OrderedFloat(if on { 1.0 } else { 0.0 }),

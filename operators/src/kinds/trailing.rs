@@ -34,7 +34,7 @@ use crate::hit::{HitRow, RuleHit};
 use crate::matching::{Match, MatchedRule, Matches};
 use crate::rule::RuleRow;
 use crate::woken_while_holding::WokenWhileHolding;
-use crate::{Diff, Time};
+use crate::{Diff, EntityId, Time};
 
 /// What a history keeps of its readings besides the readings, updated as each joins and
 /// leaves.
@@ -146,13 +146,13 @@ pub(crate) struct HistoryKey {
     /// How far back the history reaches, milliseconds.
     window_ms: u64,
     /// Sensor or device id.
-    entity: String,
+    entity: EntityId,
 }
 
 impl HistoryKey {
     /// `entity`'s history under `matched`, reaching `window_ms` back: the match's rule id and
     /// entity are taken, not copied.
-    fn new(matched: &MatchedRule, window_ms: u64, entity: String) -> Self {
+    fn new(matched: &MatchedRule, window_ms: u64, entity: EntityId) -> Self {
         HistoryKey {
             rule: Arc::clone(&matched.id),
             domain: matched.alarm.domain,

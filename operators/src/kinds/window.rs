@@ -52,7 +52,7 @@ use crate::lookup::Table;
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
 use crate::rule::{CarriedLabels, GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
-use crate::{Diff, Time};
+use crate::{Diff, EntityId, Time};
 
 mod readings;
 
@@ -147,7 +147,7 @@ pub type WindowIdentity<'a> = (
 /// would cost a copy of its id per reading). Its labels are not kept: a window keeps the least
 /// labels of its readings ([`OpenWindow::labels`]), and identical readings have the same
 /// labels (an entity's as of the reading's time).
-pub(crate) type WindowValue = (OrderedFloat<f64>, Time, String);
+pub(crate) type WindowValue = (OrderedFloat<f64>, Time, EntityId);
 
 /// Aggregates events over windows.
 pub trait WindowAggregates<'s> {
@@ -206,7 +206,7 @@ pub trait WindowAggregates<'s> {
 
 /// A reading on its way to its windows: (group, rule, value, the entity's labels); exchanged
 /// by group, where the labels its group carries are worked out ([`CarriedLabels`]).
-pub(crate) type Placed = (String, Arc<MatchedRule>, WindowValue, Arc<Labels>);
+pub(crate) type Placed = (EntityId, Arc<MatchedRule>, WindowValue, Arc<Labels>);
 
 /// The open window of one (rule id, shape) and group ending at one time: the rule as the
 /// first of its readings met it (a later edit of its levels keeps the window), its distinct
@@ -225,7 +225,7 @@ type GroupWindows = SmallVec<[OpenWindow; 1]>;
 /// order, a time's hits reach the state machine as their readings came (at 100k sensors read
 /// in turn, already in key order, which its sort then checks in one pass) and near where their
 /// keys were allocated, instead of in the hash's order.
-type GroupsInArrivalOrder = IndexMap<String, GroupWindows, FxBuildHasher>;
+type GroupsInArrivalOrder = IndexMap<EntityId, GroupWindows, FxBuildHasher>;
 
 /// Everything ending at one time: the capability to emit at it, and per group its windows.
 struct Ending {
@@ -251,10 +251,10 @@ fn hits_of_matches<'s>(
     let placed = matches.flat_map(|(Match { rule, event, .. }, time, diff)| {
         let window = rule.row.as_window()?;
         let (group, entity) = if window.group_by == GroupBy::Entity {
-            (event.entity, String::new())
+            (event.entity, EntityId::default())
         } else {
             let group = window.group_by.name_of(&event.entity, &event.labels)?;
-            (group.to_string(), event.entity)
+            (EntityId::from(group), event.entity)
         };
         let value: WindowValue = (event.value, event.time, entity);
         Some(((group, rule, value, event.labels), time, diff))
@@ -387,12 +387,12 @@ fn file_reading(
         filing.file_at(keeper, Cow::Owned(group), Cow::Owned(labels), Some(entity));
         return;
     };
-    let (kept_group, kept_labels) = (Cow::Borrowed(group.as_str()), Cow::Borrowed(&labels));
+    let (kept_group, kept_labels) = (Cow::Borrowed(&group), Cow::Borrowed(&labels));
     if !filing.file_at(keeper, kept_group, kept_labels, Some(entity)) {
         return;
     }
     for &end in between {
-        let (group, labels) = (Cow::Borrowed(group.as_str()), Cow::Borrowed(&labels));
+        let (group, labels) = (Cow::Borrowed(&group), Cow::Borrowed(&labels));
         filing.file_at(end, group, labels, None);
     }
     filing.file_at(last, Cow::Owned(group), Cow::Owned(labels), None);
@@ -417,15 +417,15 @@ impl Filing<'_> {
     fn file_at(
         &mut self,
         end: Time,
-        group: Cow<'_, str>,
+        group: Cow<'_, EntityId>,
         labels: Cow<'_, Arc<Labels>>,
-        keep: Option<String>,
+        keep: Option<EntityId>,
     ) -> bool {
         let groups = groups_ending_at(self.ending, end, self.capability, self.expected_groups);
         let window = window_in(groups, self.hash, self.rule, group, labels);
         let (time, value) = self.reading;
         match keep {
-            Some(entity) => window.readings.keep(Cow::Owned(entity), time, value),
+            Some(entity) => window.readings.keep(entity, time, value),
             None => {
                 window.readings.count(value);
                 true
@@ -456,14 +456,14 @@ fn window_in<'g>(
     groups: &'g mut GroupsInArrivalOrder,
     hash: u64,
     (matched, rule): (&Arc<MatchedRule>, &WindowRule),
-    group: Cow<'_, str>,
+    group: Cow<'_, EntityId>,
     labels: Cow<'_, Arc<Labels>>,
 ) -> &'g mut OpenWindow {
     // One probe, also for a new group (the first reading of each group in each window end):
     // looking it up and then inserting it cost two.
     let windows = match groups
         .raw_entry_mut_v1()
-        .from_key_hashed_nocheck(hash, &*group)
+        .from_key_hashed_nocheck(hash, group.as_str())
     {
         RawEntryMut::Occupied(windows) => windows.into_mut(),
         RawEntryMut::Vacant(vacant) => {
@@ -503,7 +503,7 @@ fn window_in<'g>(
 /// as of `end`, passed to `emit`.
 fn close(
     windows: GroupWindows,
-    mut group: String,
+    mut group: EntityId,
     end: Time,
     alarms: &Table<WindowKey, Arc<MatchedRule>>,
     mut emit: impl FnMut(HitRow),

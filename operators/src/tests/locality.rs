@@ -36,7 +36,7 @@ fn a_reading_is_enriched_and_alerted_on_its_entitys_worker() {
             let (_, reports) = scope.new_collection();
             events(reading_rows.clone(), registry_rows.clone()).inspect(
                 move |((_, event), _, _)| {
-                    let placement = ("enriched", event.entity.clone(), index);
+                    let placement = ("enriched", event.entity.to_string(), index);
                     enriched_sink.lock().expect("not poisoned").push(placement);
                 },
             );

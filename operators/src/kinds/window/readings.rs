@@ -24,14 +24,12 @@
 //! or two floats), so a window sums to the same bits whatever order its readings come in, over
 //! however many partitions, workers or processes; a percentile keeps the values it counted.
 
-use std::borrow::Cow;
-
 use fsum::FSum;
 use ordered_float::OrderedFloat;
 use smallvec::SmallVec;
 
 use super::Aggregate;
-use crate::Time;
+use crate::{EntityId, Time};
 
 /// One entity's distinct readings in a window, (time, value) ascending. The first is kept
 /// inline: a window of one reading (a sensor that reads less often than its windows end) then
@@ -42,7 +40,7 @@ type EntityReadings = SmallVec<[(Time, OrderedFloat<f64>); 1]>;
 pub(super) struct WindowReadings {
     /// The readings kept here, per entity, by entity; the entity is empty in a group of one
     /// entity (the group is the entity).
-    entities: SmallVec<[(String, EntityReadings); 1]>,
+    entities: SmallVec<[(EntityId, EntityReadings); 1]>,
     /// The distinct readings counted, kept here or by a later window.
     count: usize,
     running: Running,
@@ -84,7 +82,7 @@ impl WindowReadings {
 
     /// Keeps and counts `entity`'s reading of `value` at `time` unless the window keeps it
     /// already; whether it is new.
-    pub(super) fn keep(&mut self, entity: Cow<'_, str>, time: Time, value: f64) -> bool {
+    pub(super) fn keep(&mut self, entity: EntityId, time: Time, value: f64) -> bool {
         let reading = (time, OrderedFloat(value));
         let found = match self.entities.as_slice() {
             // A group of one entity (its readings name none) or a window of one entity so
@@ -92,10 +90,10 @@ impl WindowReadings {
             // `memcmp`, per reading (the operators bench at 1k sensors ~10 % slower).
             [(known, _)] if known.is_empty() && entity.is_empty() => Ok(0),
             [(known, _)] if *known == entity => Ok(0),
-            entities => entities.binary_search_by(|(known, _)| known.as_str().cmp(&entity)),
+            entities => entities.binary_search_by(|(known, _)| known.cmp(&entity)),
         };
         let at = found.unwrap_or_else(|at| {
-            let new = (entity.into_owned(), EntityReadings::new());
+            let new = (entity, EntityReadings::new());
             self.entities.insert(at, new);
             at
         });
@@ -177,7 +175,7 @@ mod tests {
             .map(|aggregate| {
                 let mut window = WindowReadings::new(*aggregate);
                 for (entity, time, value) in readings {
-                    window.keep(Cow::Borrowed(entity), *time, *value);
+                    window.keep(EntityId::from(*entity), *time, *value);
                 }
                 (aggregate.name(), window.aggregate())
             })
@@ -254,7 +252,7 @@ mod tests {
         ] {
             let mut window = WindowReadings::new(Aggregate::Percentile(p));
             for (entity, time, value) in &readings {
-                window.keep(Cow::Borrowed(entity), *time, *value);
+                window.keep(EntityId::from(*entity), *time, *value);
             }
             assert_eq!(window.aggregate(), Some(rank), "p{p}");
         }
