@@ -67,8 +67,11 @@ impl<D> Pending<D> {
             self.fresh_earliest
                 .map_or(time, |earliest| earliest.min(time)),
         );
-        if self.fresh.is_empty() {
-            // The message's list becomes the fresh list: taken, not copied.
+        if self.fresh.is_empty() && self.fresh.capacity() < updates.len() {
+            // The message's list becomes the fresh list: taken, not copied. Not when the fresh
+            // list has room: a message's list is full, so the next message's would move it to
+            // a larger allocation, and the one after that again (copying a step's updates
+            // about twice where appending them to the room kept copies them once).
             std::mem::swap(&mut self.fresh, updates);
         } else {
             self.fresh.append(updates);
@@ -106,12 +109,25 @@ impl<D> Pending<D> {
             }
             return;
         }
+        let first = self.fresh.first().map(|(_, time, _)| *time);
+        let last = self.sorted.back().map(|(_, time, _)| *time);
+        if first.is_none_or(|first| last.is_none_or(|last| last <= first)) {
+            // All fresh updates (if any) come at or after what waits (updates come about in
+            // time order): the ready ones of both leave in order, the fresh ones without
+            // waiting in between.
+            let split = self.sorted.partition_point(|(_, time, _)| ready(time));
+            into.extend(self.sorted.drain(..split));
+            // None is ready unless all that waited was: they come after it.
+            let split = self.fresh.partition_point(|(_, time, _)| ready(time));
+            into.extend(self.fresh.drain(..split));
+            self.sorted.extend(self.fresh.drain(..));
+            return;
+        }
         // What waits after the earliest fresh update is merged with the fresh ones in one pass
         // (a time's updates that waited first): inserting each fresh update behind what
         // waits shifted the whole tail per update, quadratic when messages interleave in time
         // (two partitions a few seconds apart; the 10k-sensor spread bench spent 90 % of its
         // time there).
-        let first = self.fresh.first().map(|(_, time, _)| *time);
         let keep = first.map_or(self.sorted.len(), |first| {
             self.sorted.partition_point(|(_, time, _)| *time <= first)
         });
