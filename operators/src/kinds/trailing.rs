@@ -209,11 +209,11 @@ pub(crate) fn trailing_hits<'s, S: Summary>(
                     for ((key, value, labels, matched), diff) in updates.iter() {
                         let slot = histories.get_index_of(key).filter(|_| *diff > 0);
                         slots.push(slot);
-                        let Some(history) = slot.and_then(|slot| histories.get_index_mut(slot))
+                        let Some((_, history)) =
+                            slot.and_then(|slot| histories.get_index_mut(slot))
                         else {
                             continue;
                         };
-                        let history = history.1;
                         history.expire(time, key.window_ms);
                         let Some(derived) = evaluate(&matched.row, history, (time, value.0)) else {
                             continue;
