@@ -207,7 +207,7 @@ pub(crate) fn trailing_hits<'s, S: Summary>(
                     // is looked up once: the evaluation notes where it is for the add.
                     slots.clear();
                     for ((key, value, labels, matched), diff) in updates.iter() {
-                        let slot = histories.get_index_of(key).filter(|_| *diff > 0);
+                        let slot = (*diff > 0).then(|| histories.get_index_of(key)).flatten();
                         slots.push(slot);
                         let Some((_, history)) =
                             slot.and_then(|slot| histories.get_index_mut(slot))
@@ -228,12 +228,9 @@ pub(crate) fn trailing_hits<'s, S: Summary>(
                             continue;
                         }
                         let window_ms = key.window_ms;
-                        let (history, key) = match slot.and_then(|s| histories.get_index_mut(s)) {
-                            Some((_, history)) => (history, key),
-                            None => {
-                                let entry = histories.entry(key.clone());
-                                (entry.or_default(), key)
-                            }
+                        let history = match slot.and_then(|s| histories.get_index_mut(s)) {
+                            Some((_, history)) => history,
+                            None => histories.entry(key.clone()).or_default(),
                         };
                         history.add(time, value);
                         if let Some(at) = history.timer_for(window_ms) {
