@@ -40,7 +40,7 @@ use timely::dataflow::operators::vec::{Broadcast, Filter};
 use crate::earliest::Earliest;
 use crate::entity_route;
 use crate::hit::{AlertKey, HitRow, RuleHit};
-use crate::pending::{Pending, consolidate_by_time};
+use crate::pending::{Pending, consolidate_repeated_keys_by_time};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
@@ -307,6 +307,7 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                 let mut hits_waiting: Pending<HitRow> = Pending::default();
                 let mut rules_waiting: BTreeMap<Time, Vec<(RuleRow, Diff)>> = BTreeMap::new();
                 let mut ready: Vec<(HitRow, Time, Diff)> = Vec::new();
+                let mut keys_seen = FxHashSet::default();
                 // Transitions are rare: a capability at their time is taken from this one only
                 // for a time that has some.
                 let mut earliest = Earliest::default();
@@ -336,8 +337,9 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
                     hits_waiting.take_ready(is_ready, &mut ready);
                     // Insertions and retractions of one row at one time cancel; only net
                     // insertions are evaluations (see `instant`: a hit carries its event time,
-                    // so the retraction of one never cancels the next). A time's hits in order.
-                    consolidate_by_time(&mut ready);
+                    // so the retraction of one never cancels the next). An alert's hits at one
+                    // time in order; different alerts' in the order they came.
+                    consolidate_repeated_keys_by_time(&mut ready, |(key, _)| key, &mut keys_seen);
                     let mut ready_hits = ready.drain(..).peekable();
                     loop {
                         // The next time with hits or rule changes, in time order.
