@@ -15,11 +15,11 @@
 //! the first metric's side value and carry both side values as labels named after the
 //! metrics (e.g. `{ch4}` and `{air_velocity}` in summaries). The alert entity is the group.
 //!
-//! Built as one frontier-driven operator that keeps each side's readings of the last
-//! `tolerance` per sensor and evaluates each reading against both sides (see
-//! `hits_of_matches`). State holds the readings of the last `tolerance` per live group.
+//! Built as one frontier-driven operator that keeps, per side and sensor, the sensor's latest
+//! reading while it counts (for `tolerance`), and evaluates each reading against both sides
+//! (see `hits_of_matches`). State holds one reading per sensor heard within the last
+//! `tolerance`, per live group.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use citybrain_model::{Domain, Labels, Metric};
@@ -212,64 +212,51 @@ struct SideReading {
     value: f64,
 }
 
-/// One side of one group: each sensor's readings still counting, in time order, and the
-/// earliest timer set to forget those that no longer count.
+/// One side of one group: each sensor's latest reading still counting, and the earliest timer
+/// set to forget those that no longer count.
+///
+/// A side is evaluated at the time of the readings just added, after every earlier one
+/// (readings join in time order), so of a sensor's readings only the latest can be its latest
+/// in `[t - tolerance, t]`: older ones are not kept. Each sensor's readings used to be kept in
+/// a list of their own, one allocation per sensor for every evaluation to pass through.
 #[derive(Default)]
 struct Side {
-    sensors: FxHashMap<EntityId, VecDeque<SideReading>>,
+    sensors: FxHashMap<EntityId, SideReading>,
     /// The last time any reading held counts.
     until: Time,
     timer: KeyTimer,
 }
 
 impl Side {
-    /// Adds `sensor`'s reading (at or after every one held).
-    fn add(&mut self, sensor: &str, reading: SideReading) {
+    /// Adds `sensor`'s reading (at or after every one held): it replaces the sensor's latest,
+    /// or joins it when both have one time (the side's worst of the two is kept).
+    fn add(&mut self, sensor: &str, reading: SideReading, side: &Condition) {
         self.until = self.until.max(reading.until);
         match self.sensors.get_mut(sensor) {
-            Some(readings) => readings.push_back(reading),
+            Some(latest) if latest.time == reading.time => {
+                latest.value = side.worse(latest.value, reading.value);
+            }
+            Some(latest) => *latest = reading,
             None => {
-                self.sensors
-                    .insert(EntityId::from(sensor), VecDeque::from([reading]));
+                self.sensors.insert(EntityId::from(sensor), reading);
             }
         }
     }
 
-    /// The side's value at `time` (every reading up to it held): the worst over the sensors
-    /// of each one's latest reading counting at `time` (the worst of that time's), or `None`
-    /// when no reading counts.
+    /// The side's value at `time` (every reading up to it held, none after): the worst over
+    /// the sensors of each one's latest reading, if it counts at `time`; `None` when none
+    /// does.
     fn value(&self, side: &Condition, time: Time) -> Option<f64> {
-        let mut worst: Option<f64> = None;
-        for readings in self.sensors.values() {
-            let mut latest: Option<(Time, f64)> = None;
-            for reading in readings.iter().rev() {
-                if latest.is_some_and(|(at, _)| reading.time < at) {
-                    break;
-                }
-                if reading.until < time {
-                    continue;
-                }
-                latest = Some(match latest {
-                    Some((at, value)) => (at, side.worse(value, reading.value)),
-                    None => (reading.time, reading.value),
-                });
-            }
-            if let Some((_, value)) = latest {
-                worst = Some(worst.map_or(value, |w| side.worse(w, value)));
-            }
-        }
-        worst
+        self.sensors
+            .values()
+            .filter(|latest| latest.until >= time)
+            .map(|latest| latest.value)
+            .reduce(|worst, value| side.worse(worst, value))
     }
 
-    /// Forgets the readings that no longer count at `time` (from each sensor's oldest on) and
-    /// the sensors left without any.
+    /// Forgets the sensors whose latest reading no longer counts at `time`.
     fn expire(&mut self, time: Time) {
-        self.sensors.retain(|_, readings| {
-            while readings.front().is_some_and(|reading| reading.until < time) {
-                readings.pop_front();
-            }
-            !readings.is_empty()
-        });
+        self.sensors.retain(|_, latest| latest.until >= time);
     }
 
     /// Returns when a timer must be set to forget the side (once no reading counts): none is
@@ -422,7 +409,7 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
                                 Some(state) => state,
                                 None => sides.entry(key.to_owned()).or_default(),
                             };
-                            state.add(&event.entity, reading);
+                            state.add(&event.entity, reading, &side);
                             if let Some(at) = state.timer_for() {
                                 agenda.schedule(key.to_owned(), at);
                             }

@@ -90,11 +90,13 @@ fn two_values_of_a_sensor_at_one_time_count_the_worse() {
     )];
     let readings = vec![
         reading("s1", 0, 0.9),
-        velocity("v1", 1_000, 0.2),
+        reading("s1", 0, 0.5),
         velocity("v1", 1_000, 0.3),
+        velocity("v1", 1_000, 0.2),
     ];
     let got = run(&readings, &registry(), &from_start(&rules), 1);
-    // The air velocity side is 0.2 (below 0.25), not 0.3 (between the levels).
+    // The methane side is 0.9, not 0.5, and the air velocity side 0.2 (below 0.25), not 0.3
+    // (between the levels); whichever of a pair comes first.
     assert_eq!(
         values(&got),
         vec![(1_000, "m1/f1", TransitionState::Firing, 0.9)]
