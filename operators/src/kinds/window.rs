@@ -6,17 +6,17 @@
 //! window `k` covers `[k H, k H + W)` and ends at `k H + W`. A reading at `t` belongs to every
 //! window that covers `t`.
 //!
-//! A frontier-driven operator, exchanged by group: each reading is filed under the end of
-//! every window it belongs to, and a window is evaluated once, at its end, when the frontier
-//! has passed it. The result meets the rule as of that time (the operator keeps the window
+//! A frontier-driven operator, exchanged by group: each reading is filed in the first window
+//! it belongs to (the one ending first), which counts it into the later ones when it closes,
+//! and a window is evaluated once, at its end, when the frontier has passed it. The result meets the rule as of that time (the operator keeps the window
 //! rules as a table of its own, changed in time order between the windows it closes, as
 //! [`crate::lookup`] would, without a second operator and a record per closed window): an edited
 //! threshold applies to the windows that end after the edit; a rule whose shape was edited, or
 //! that was removed, has nothing for its open windows. Windows are kept per (rule id, shape):
 //! editing a rule's levels, hold, severity or summary keeps them.
 //!
-//! The aggregate runs as readings are filed (module `readings`), so closing a window reads its
-//! result. State holds only open windows (`W / H` per group for hopping windows), their
+//! The aggregate runs as readings are filed and carried forward (module `readings`), so
+//! closing a window reads its result. State holds only open windows (`W / H` per group for hopping windows), their
 //! distinct readings' times and values (16 bytes each, to tell a repeated reading; each kept by
 //! one window) and each window's aggregate so far: it grows with live keys and window lengths,
 //! not with readings seen.
@@ -338,6 +338,10 @@ fn hits_of_matches<'s>(
                                 groups_closed = groups.len();
                                 let mut hits = Vec::with_capacity(groups.len());
                                 for (group, windows) in groups {
+                                    for window in &windows {
+                                        let later = (&capability, groups_closed);
+                                        carry_forward(&mut ending, later, &group, window, end);
+                                    }
                                     close(windows, group, end, &alarms, |hit| {
                                         hits.push((hit, end, 1));
                                     });
@@ -352,10 +356,10 @@ fn hits_of_matches<'s>(
         .as_collection()
 }
 
-/// Files one reading under the end of every window it belongs to, with the labels its group
-/// carries; a window end that opens has room for `expected_groups`. The window ending first
-/// keeps the reading and tells whether it is new (module `readings`); the others count it only
-/// if it is.
+/// Files one reading, with the labels its group carries, in the window of its group that ends
+/// first among those it belongs to; a window end that opens has room for `expected_groups`.
+/// That window keeps the reading if it is new (module `readings`) and, when it closes, counts
+/// what it kept into the later windows ([`carry_forward`]).
 fn file_reading(
     ending: &mut BTreeMap<Time, Ending>,
     (group, matched, value, entity_labels): Placed,
@@ -365,85 +369,83 @@ fn file_reading(
     let Some(rule) = matched.row.as_window() else {
         return;
     };
-    let labels = carried.of(rule.group_by, entity_labels);
     let (OrderedFloat(value), time, entity) = value;
-    let ends: SmallVec<[Time; 4]> = rule.window_ends(time).collect();
-    let Some((&keeper, counters)) = ends.split_first() else {
+    let Some(keeper) = rule.window_ends(time).next() else {
         return;
     };
-    let mut filing = Filing {
-        ending,
-        capability,
-        expected_groups,
-        // One hash for every window end's groups (they share the hasher).
-        hash: FxBuildHasher.hash_one(group.as_str()),
-        rule: (&matched, rule),
-        reading: (time, value),
-    };
-    let Some((&last, between)) = counters.split_last() else {
-        // The one window (tumbling) takes the entity, a new group its key and a new window the
-        // labels, without a copy. Not counting another reference to the labels spares a cache
-        // miss per reading at 100k sensors.
-        filing.file_at(keeper, Cow::Owned(group), Cow::Owned(labels), Some(entity));
-        return;
-    };
-    let (kept_group, kept_labels) = (Cow::Borrowed(&group), Cow::Borrowed(&labels));
-    if !filing.file_at(keeper, kept_group, kept_labels, Some(entity)) {
-        return;
-    }
-    for &end in between {
-        let (group, labels) = (Cow::Borrowed(&group), Cow::Borrowed(&labels));
-        filing.file_at(end, group, labels, None);
-    }
-    filing.file_at(last, Cow::Owned(group), Cow::Owned(labels), None);
+    let labels = carried.of(rule.group_by, entity_labels);
+    let groups = groups_ending_at(ending, keeper, expected_groups, |end| {
+        capability.delayed(end, 0)
+    });
+    let hash = FxBuildHasher.hash_one(group.as_str());
+    let window = window_in(
+        groups,
+        hash,
+        (&matched, rule),
+        Cow::Owned(group),
+        Cow::Owned(labels),
+    );
+    window.readings.keep(entity, time, value);
 }
 
-/// One reading on its way to its windows.
-struct Filing<'a> {
-    ending: &'a mut BTreeMap<Time, Ending>,
-    capability: &'a InputCapability<Time>,
-    /// Room for groups in a window end that opens.
-    expected_groups: usize,
-    /// The group's hash.
-    hash: u64,
-    rule: (&'a Arc<MatchedRule>, &'a WindowRule),
-    /// (time, value)
-    reading: (Time, f64),
-}
-
-impl Filing<'_> {
-    /// Files the reading in `group`'s window ending at `end`: kept there (returning whether
-    /// it is new) when given its entity, else counted.
-    fn file_at(
-        &mut self,
-        end: Time,
-        group: Cow<'_, EntityId>,
-        labels: Cow<'_, Arc<Labels>>,
-        keep: Option<EntityId>,
-    ) -> bool {
-        let groups = groups_ending_at(self.ending, end, self.capability, self.expected_groups);
-        let window = window_in(groups, self.hash, self.rule, group, labels);
-        let (time, value) = self.reading;
-        match keep {
-            Some(entity) => window.readings.keep(entity, time, value),
-            None => {
-                window.readings.count(value);
-                true
+/// Counts the readings `window` (of `group`, ending at `end`) kept into the later windows of
+/// its group they belong to, opening those (with room for `expected_groups` groups in a new
+/// end) under `capability`'s delays.
+///
+/// A reading is kept by the first window it belongs to, which is open while a repeat of it can
+/// still come; it used to be counted into its later windows too as it came, a window end's
+/// map, a group probe and a rule search per window per reading (four with a two-minute window
+/// hopping every 30 s). Counted here, when that window closes, a later window is looked up once
+/// per group and its readings counted in one pass. Every later window closes after this one,
+/// so none has closed without them.
+fn carry_forward(
+    ending: &mut BTreeMap<Time, Ending>,
+    (capability, expected_groups): (&Capability<Time>, usize),
+    group: &EntityId,
+    window: &OpenWindow,
+    end: Time,
+) {
+    let Some(rule) = window.rule.row.as_window() else {
+        return;
+    };
+    // The later windows of its readings: those of the latest one after `end` (a reading's
+    // windows end within a window length of it: an earlier one's later windows are among
+    // them), a hop apart.
+    let Some(latest) = window.readings.latest_time() else {
+        return;
+    };
+    let mut later_ends = rule.window_ends(latest).filter(|later| *later > end);
+    let Some(first) = later_ends.next() else {
+        return;
+    };
+    let last = later_ends.last().unwrap_or(first);
+    let length = rule.window_ms.max(1);
+    let hop = usize::try_from(rule.hop_ms.max(1)).unwrap_or(usize::MAX);
+    let hash = FxBuildHasher.hash_one(group.as_str());
+    for later in (first..=last).step_by(hop) {
+        let groups = groups_ending_at(ending, later, expected_groups, |at| capability.delayed(at));
+        let (group, labels) = (Cow::Borrowed(group), Cow::Borrowed(&window.labels));
+        let counted = window_in(groups, hash, (&window.rule, rule), group, labels);
+        // The window ending at `later` covers [later - length, later).
+        let start = later.saturating_sub(length);
+        for (time, value) in window.readings.kept() {
+            if start <= time && time < later {
+                counted.readings.count(value);
             }
         }
     }
 }
 
-/// The groups of the windows ending at `end`, opened with room for `expected_groups` if none
-/// were.
-fn groups_ending_at<'e>(
-    ending: &'e mut BTreeMap<Time, Ending>,
+/// The groups of the windows ending at `end`, opened with room for `expected_groups` and
+/// `capability(end)` if none were.
+fn groups_ending_at(
+    ending: &mut BTreeMap<Time, Ending>,
     end: Time,
-    capability: &InputCapability<Time>,
     expected_groups: usize,
-) -> &'e mut GroupsInArrivalOrder {
+    capability: impl FnOnce(&Time) -> Capability<Time>,
+) -> &mut GroupsInArrivalOrder {
     let slot = ending.entry(end).or_insert_with(|| Ending {
-        capability: capability.delayed(&end, 0),
+        capability: capability(&end),
         groups: GroupsInArrivalOrder::with_capacity_and_hasher(expected_groups, FxBuildHasher),
     });
     &mut slot.groups
