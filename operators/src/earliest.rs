@@ -24,8 +24,18 @@ impl Earliest {
     /// Holds a capability at `time` unless one at or before it is held already; `capability`
     /// is the input message's that brings something at `time`.
     pub(crate) fn hold(&mut self, capability: &InputCapability<Time>, time: Time) {
+        self.hold_for_output(capability, time, 0);
+    }
+
+    /// [`Earliest::hold`] for output `port` of an operator with several.
+    pub(crate) fn hold_for_output(
+        &mut self,
+        capability: &InputCapability<Time>,
+        time: Time,
+        port: usize,
+    ) {
         if self.held.as_ref().is_none_or(|held| time < *held.time()) {
-            self.held = Some(capability.delayed(&time, 0));
+            self.held = Some(capability.delayed(&time, port));
         }
     }
 

@@ -8,9 +8,8 @@
 //! - [`lookup::LookupAsOf`]: a half join: events looked up in a slowly changing table as of
 //!   their time, keeping only the table as state.
 //! - [`enrich::Enrich`]: attaches reference-data labels (mine, face, ...) to readings.
-//! - [`matching::match_by_kind`]: looks up each enriched reading's rules, for every kind at once.
-//! - [`split::SplitByPart`]: splits a stream by a part index its records carry (the matches
-//!   by kind).
+//! - [`matching::match_by_kind`]: looks up each enriched reading's rules, for every kind at once,
+//!   each match straight into its kind's stream ([`lookup::LookupAsOf::lookup_as_of_into_parts`]).
 //! - one per rule kind in [`kinds`] (threshold, window, rate of rise, baseline, correlation,
 //!   absence, report deadline, follow-up): each turns events and its rules into [`hit::RuleHit`]s, a derived value per
 //!   (rule, alert entity, event time).
@@ -50,7 +49,6 @@ pub mod reference;
 pub mod report_state;
 pub mod report_timers;
 pub mod rule;
-pub mod split;
 pub mod stall;
 pub mod windowed_presence;
 pub mod woken_while_holding;

@@ -23,6 +23,11 @@ use smallvec::SmallVec;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::ParallelizationContract;
 
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::progress::operate::FrontierInterest;
+
 use crate::earliest::Earliest;
 use crate::pending::Pending;
 use crate::woken_while_holding::WokenWhileHolding;
@@ -117,6 +122,73 @@ pub trait LookupAsOf<'s, D> {
         P2: ParallelizationContract<Time, Vec<TableUpdate<K, V>>>,
         F: for<'e> Fn(&'e D) -> &'e K + 'static,
         L: FnMut(D, Time, &[(V, Diff)], &mut Vec<O>) + 'static;
+
+    /// [`LookupAsOf::lookup_as_of`] with `parts` outputs: `logic(event, rows, outputs)` sends
+    /// each record to the output of its choice ([`PartOutputs::push`]), at the event's time and
+    /// with its diff. What one lookup serves several consumers with (the rule matching: one
+    /// output per rule kind) goes straight to its consumer's output: a stream split after the
+    /// lookup wrote each record twice more (the lookup's list, the split's buffer).
+    ///
+    /// ```
+    /// use citybrain_operators::lookup::LookupAsOf;
+    /// use timely::dataflow::channels::pact::Pipeline;
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    ///
+    /// let (small, large) = timely::example(|scope| {
+    ///     // The table: sensor -> limit.
+    ///     let table = vec![((1u32, 10u32), 0, 1), ((2, 10), 0, 1)].to_stream(scope);
+    ///     let readings = vec![((1u32, 3u32), 1, 1), ((2, 30), 2, 1)].to_stream(scope);
+    ///     let mut parts = readings
+    ///         .lookup_as_of_into_parts(table, Pipeline, Pipeline, |(s, _): &(u32, u32)| s, 2, |(s, value), rows, out| {
+    ///             let limit = rows.first().map_or(0, |(limit, _)| *limit);
+    ///             out.push(usize::from(value > limit), s);
+    ///         })
+    ///         .into_iter()
+    ///         .map(|part| part.capture());
+    ///     (parts.next().unwrap(), parts.next().unwrap())
+    /// });
+    /// let records = |captured: Vec<(u64, Vec<(u32, u64, isize)>)>| -> Vec<_> {
+    ///     captured.into_iter().flat_map(|(_, data)| data).collect()
+    /// };
+    /// assert_eq!(records(small.extract()), vec![(1, 1, 1)]);
+    /// assert_eq!(records(large.extract()), vec![(2, 2, 1)]);
+    /// ```
+    #[allow(clippy::too_many_arguments)] // the single-output lookup's, and the parts
+    fn lookup_as_of_into_parts<K, V, O, P1, P2, F, L>(
+        self,
+        table: StreamVec<'s, Time, TableUpdate<K, V>>,
+        event_pact: P1,
+        table_pact: P2,
+        key_of: F,
+        parts: usize,
+        logic: L,
+    ) -> Vec<StreamVec<'s, Time, (O, Time, Diff)>>
+    where
+        K: ExchangeData + Hash + Eq,
+        V: ExchangeData,
+        O: Data,
+        P1: ParallelizationContract<Time, Vec<(D, Time, Diff)>>,
+        P2: ParallelizationContract<Time, Vec<TableUpdate<K, V>>>,
+        F: for<'e> Fn(&'e D) -> &'e K + 'static,
+        L: FnMut(D, &[(V, Diff)], &mut PartOutputs<'_, O>) + 'static;
+}
+
+/// The outputs of [`LookupAsOf::lookup_as_of_into_parts`] as one event sees them.
+pub struct PartOutputs<'a, O> {
+    buffers: &'a mut [Vec<(O, Time, Diff)>],
+    time: Time,
+    diff: Diff,
+}
+
+impl<O> PartOutputs<'_, O> {
+    /// Sends `record` to output `part`, at the event's time and with its diff; a part past the
+    /// last drops it.
+    pub fn push(&mut self, part: usize, record: O) {
+        if let Some(buffer) = self.buffers.get_mut(part) {
+            buffer.push((record, self.time, self.diff));
+        }
+    }
 }
 
 impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
@@ -143,51 +215,39 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
             table_pact,
             "LookupAsOf",
             move |_capability| {
-                let mut events_waiting: Pending<D> = Pending::default();
-                let mut changes_waiting: ChangesByTime<K, V> = BTreeMap::new();
+                let mut as_of = AsOf::default();
                 // At the earliest time with events: only events are looked up and emitted.
                 let mut earliest = Earliest::default();
-                let mut table: Table<K, V> = Table::default();
-                let mut events_ready = Vec::new();
                 let mut out: Vec<O> = Vec::new();
                 // Outputs per event in the last message, rounded up: the next one's room.
                 let mut outputs_per_event = 1;
                 move |(events, events_frontier), (changes, table_frontier), output| {
                     events.for_each(|capability, data| {
-                        if let Some(time) = events_waiting.append(data) {
+                        if let Some(time) = as_of.events_waiting.append(data) {
                             earliest.hold(&capability, time);
                         }
                     });
-                    changes.for_each(|_capability, data| {
-                        for (row, time, diff) in data.drain(..) {
-                            changes_waiting.entry(time).or_default().push((row, diff));
-                        }
-                    });
+                    changes.for_each(|_capability, data| as_of.file_changes(data));
                     // A time is ready when the table's rows at it are final and no event
                     // before it can still arrive (its changes must not reach earlier events).
                     let is_ready = |time: &Time| {
                         !table_frontier.less_equal(time) && !events_frontier.less_than(time)
                     };
-                    events_waiting.take_ready(is_ready, &mut events_ready);
                     // Everything ready leaves in one message under the earliest capability
                     // (each update carries its own time): a message per time and operator would
                     // cost an allocation and a progress change per time. Room for as many
                     // outputs per event as the last message had (a CH4 reading meets seven of
                     // the shipped mine rules: grown by doubling, the list was copied three
                     // times over).
-                    let events_count = events_ready.len();
+                    let events_count = as_of.take_ready(is_ready);
                     let room = events_count.saturating_mul(outputs_per_event);
                     let mut ready: Vec<(O, Time, Diff)> = Vec::with_capacity(room);
-                    for (event, time, diff) in events_ready.drain(..) {
-                        // The table as of `time`: its changes up to and at it applied.
-                        apply_changes(&mut changes_waiting, &mut table, |at| *at <= time);
-                        let rows = table.rows(key_of(&event));
+                    as_of.look_up(&key_of, is_ready, |event, time, diff, rows| {
                         logic(event, time, rows, &mut out);
                         for o in out.drain(..) {
                             ready.push((o, time, diff));
                         }
-                    }
-                    apply_changes(&mut changes_waiting, &mut table, is_ready);
+                    });
                     if events_count > 0 {
                         outputs_per_event = ready.len().div_ceil(events_count).max(1);
                     }
@@ -196,10 +256,158 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                     {
                         output.session(capability).give_container(&mut ready);
                     }
-                    earliest.advance(events_waiting.earliest());
+                    earliest.advance(as_of.events_waiting.earliest());
                 }
             },
         )
+    }
+
+    fn lookup_as_of_into_parts<K, V, O, P1, P2, F, L>(
+        self,
+        table: StreamVec<'s, Time, TableUpdate<K, V>>,
+        event_pact: P1,
+        table_pact: P2,
+        key_of: F,
+        parts: usize,
+        mut logic: L,
+    ) -> Vec<StreamVec<'s, Time, (O, Time, Diff)>>
+    where
+        K: ExchangeData + Hash + Eq,
+        V: ExchangeData,
+        O: Data,
+        P1: ParallelizationContract<Time, Vec<(D, Time, Diff)>>,
+        P2: ParallelizationContract<Time, Vec<TableUpdate<K, V>>>,
+        F: for<'e> Fn(&'e D) -> &'e K + 'static,
+        L: FnMut(D, &[(V, Diff)], &mut PartOutputs<'_, O>) + 'static,
+    {
+        let mut builder = OperatorBuilder::new("LookupAsOf".to_owned(), self.scope());
+        let mut events = builder.new_input(self, event_pact);
+        let mut changes = builder.new_input(table, table_pact);
+        // Scheduled for a frontier change only while it holds a capability (as
+        // `WokenWhileHolding`'s operators): without one it has nothing to send.
+        builder.set_notify_for(0, FrontierInterest::IfCapability);
+        builder.set_notify_for(1, FrontierInterest::IfCapability);
+        let (mut outputs, streams): (Vec<_>, Vec<_>) = (0..parts)
+            .map(|_| {
+                let (output, stream) = builder.new_output();
+                let output = OutputBuilder::<Time, CapacityContainerBuilder<_>>::from(output);
+                (output, stream)
+            })
+            .unzip();
+        builder.build(move |_capabilities| {
+            let mut as_of = AsOf::default();
+            // Per output, at the earliest time with events.
+            let mut earliest: Vec<Earliest> = (0..parts).map(|_| Earliest::default()).collect();
+            let mut buffers: Vec<Vec<(O, Time, Diff)>> = (0..parts).map(|_| Vec::new()).collect();
+            // Per output, records per event in the last message, rounded up: the next room.
+            let mut per_event: Vec<usize> = vec![0; parts];
+            move |frontiers| {
+                let (events_frontier, table_frontier) = (&frontiers[0], &frontiers[1]);
+                events.for_each(|capability, data| {
+                    if let Some(time) = as_of.events_waiting.append(data) {
+                        for (port, earliest) in earliest.iter_mut().enumerate() {
+                            earliest.hold_for_output(&capability, time, port);
+                        }
+                    }
+                });
+                changes.for_each(|_capability, data| as_of.file_changes(data));
+                let is_ready = |time: &Time| {
+                    !table_frontier.less_equal(time) && !events_frontier.less_than(time)
+                };
+                let events_count = as_of.take_ready(is_ready);
+                for (buffer, per_event) in buffers.iter_mut().zip(&per_event) {
+                    buffer.reserve(events_count.saturating_mul(*per_event));
+                }
+                as_of.look_up(&key_of, is_ready, |event, time, diff, rows| {
+                    let buffers = &mut buffers[..];
+                    logic(
+                        event,
+                        rows,
+                        &mut PartOutputs {
+                            buffers,
+                            time,
+                            diff,
+                        },
+                    );
+                });
+                let next = as_of.events_waiting.earliest();
+                let each_output = outputs.iter_mut().zip(&mut buffers).zip(&mut per_event);
+                for (((output, buffer), per_event), earliest) in
+                    each_output.zip(earliest.iter_mut())
+                {
+                    if events_count > 0 {
+                        *per_event = buffer.len().div_ceil(events_count);
+                    }
+                    if let Some(capability) = earliest.capability()
+                        && !buffer.is_empty()
+                    {
+                        output.activate().session(capability).give_container(buffer);
+                    }
+                    earliest.advance(next);
+                }
+            }
+        });
+        streams
+    }
+}
+
+/// What a lookup holds: the events waiting for their time, the table changes waiting for
+/// theirs, and the table as of the last time applied.
+struct AsOf<D, K, V> {
+    events_waiting: Pending<D>,
+    changes_waiting: ChangesByTime<K, V>,
+    table: Table<K, V>,
+    /// The events taken to be looked up.
+    events_ready: Vec<(D, Time, Diff)>,
+}
+
+impl<D, K, V> Default for AsOf<D, K, V> {
+    fn default() -> Self {
+        AsOf {
+            events_waiting: Pending::default(),
+            changes_waiting: BTreeMap::new(),
+            table: Table::default(),
+            events_ready: Vec::new(),
+        }
+    }
+}
+
+impl<D, K: Hash + Ord + Clone, V: Ord> AsOf<D, K, V> {
+    /// Files a message of table changes under their times.
+    fn file_changes(&mut self, data: &mut Vec<TableUpdate<K, V>>) {
+        for (row, time, diff) in data.drain(..) {
+            self.changes_waiting
+                .entry(time)
+                .or_default()
+                .push((row, diff));
+        }
+    }
+
+    /// Takes the events at the times `ready` accepts (see [`Pending::take_ready`]) to be looked
+    /// up; how many.
+    fn take_ready(&mut self, ready: impl Fn(&Time) -> bool) -> usize {
+        self.events_waiting
+            .take_ready(ready, &mut self.events_ready);
+        self.events_ready.len()
+    }
+
+    /// Passes each event taken, in time order, to `visit` with its time, its diff and the
+    /// table's rows under its key as of its time (its changes up to and at that time applied);
+    /// then applies the changes at the times `ready` accepts.
+    fn look_up<F>(
+        &mut self,
+        key_of: &F,
+        ready: impl Fn(&Time) -> bool,
+        mut visit: impl FnMut(D, Time, Diff, &[(V, Diff)]),
+    ) where
+        F: for<'e> Fn(&'e D) -> &'e K,
+    {
+        for (event, time, diff) in self.events_ready.drain(..) {
+            apply_changes(&mut self.changes_waiting, &mut self.table, |at| *at <= time);
+            let rows = self.table.rows(key_of(&event));
+            visit(event, time, diff, rows);
+        }
+        apply_changes(&mut self.changes_waiting, &mut self.table, ready);
     }
 }
 
@@ -299,20 +507,46 @@ mod tests {
                             .to_stream(scope)
                     })
                     .collect();
-                scope
-                    .concatenate(messages)
-                    .lookup_as_of(table, Pipeline, Pipeline, |k: &u8| k, |k, _, rows, out| {
-                        let present: Vec<u8> = rows.iter().filter(|(_, n)| *n > 0).map(|(v, _)| *v).collect();
-                        if present.is_empty() {
-                            out.push((k, u8::MAX));
-                        }
-                        out.extend(present.into_iter().map(|v| (k, v)));
+                let events = scope.concatenate(messages);
+                let present = |rows: &[(u8, isize)]| -> Vec<u8> {
+                    let present: Vec<u8> = rows.iter().filter(|(_, n)| *n > 0).map(|(v, _)| *v).collect();
+                    if present.is_empty() { vec![u8::MAX] } else { present }
+                };
+                let single = events
+                    .clone()
+                    .lookup_as_of(table.clone(), Pipeline, Pipeline, |k: &u8| k, move |k, _, rows, out| {
+                        out.extend(present(rows).into_iter().map(|v| (k, v)));
                     })
-                    .capture()
+                    .capture();
+                // The same through two outputs, an even row to the first, an odd one to the
+                // second.
+                let parts = events
+                    .lookup_as_of_into_parts(table, Pipeline, Pipeline, |k: &u8| k, 2, move |k, rows, out| {
+                        for v in present(rows) {
+                            out.push(usize::from(v % 2), (k, v));
+                        }
+                    })
+                    .into_iter()
+                    .map(|part| part.capture())
+                    .collect::<Vec<_>>();
+                (single, parts)
             });
-            let mut got: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
+            let (single, parts) = captured;
+            let mut got: Vec<_> = single.extract().into_iter().flat_map(|(_, d)| d).collect();
             got.sort();
-            prop_assert_eq!(got, reference(&events, &changes));
+            let expected = reference(&events, &changes);
+            prop_assert_eq!(&got, &expected);
+            let mut from_parts = Vec::new();
+            for (part, captured) in parts.into_iter().enumerate() {
+                for (_, data) in captured.extract() {
+                    for ((k, v), time, diff) in data {
+                        prop_assert_eq!(usize::from(v % 2), part);
+                        from_parts.push(((k, v), time, diff));
+                    }
+                }
+            }
+            from_parts.sort();
+            prop_assert_eq!(from_parts, expected);
         }
     }
 }

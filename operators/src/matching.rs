@@ -20,7 +20,6 @@ pub use crate::enrich::Events;
 use crate::enrich::{Enrich, EnrichedRow, Event};
 use crate::lookup::LookupAsOf;
 use crate::rule::{RuleRow, ThresholdRule};
-use crate::split::SplitByPart;
 use crate::{Diff, ReadingRow, RegistryRow, Time};
 
 /// The shared enriched readings: readings (each `+1` at its event time) with reference data.
@@ -164,33 +163,29 @@ fn match_into_parts<'s>(
         });
     // The rules a reading meets; kept to reuse its allocation.
     let mut met: Vec<(usize, Arc<MatchedRule>)> = Vec::new();
-    events
-        .clone()
-        .lookup_as_of(
-            table,
-            Pipeline,
-            Pipeline,
-            |(watched, _): &EnrichedRow| watched,
-            move |((_, metric), event), _, rules, out| {
-                met.extend(
-                    rules
-                        .iter()
-                        .filter(|((_, rule), count)| {
-                            *count > 0 && rule.alarm.selects(&event.labels)
-                        })
-                        .map(|((part, rule), _)| (*part, Arc::clone(rule))),
-                );
-                let last = met.pop();
-                for (part, rule) in met.drain(..) {
-                    out.push((part, Match::new(rule, metric, Event::clone(&event))));
-                }
-                // The last match takes the event itself when no other reader still holds it.
-                if let Some((part, rule)) = last {
-                    out.push((part, Match::new(rule, metric, Arc::unwrap_or_clone(event))));
-                }
-            },
-        )
-        .split_by_part(parts)
+    events.clone().lookup_as_of_into_parts(
+        table,
+        Pipeline,
+        Pipeline,
+        |(watched, _): &EnrichedRow| watched,
+        parts,
+        move |((_, metric), event), rules, out| {
+            met.extend(
+                rules
+                    .iter()
+                    .filter(|((_, rule), count)| *count > 0 && rule.alarm.selects(&event.labels))
+                    .map(|((part, rule), _)| (*part, Arc::clone(rule))),
+            );
+            let last = met.pop();
+            for (part, rule) in met.drain(..) {
+                out.push(part, Match::new(rule, metric, Event::clone(&event)));
+            }
+            // The last match takes the event itself when no other reader still holds it.
+            if let Some((part, rule)) = last {
+                out.push(part, Match::new(rule, metric, Arc::unwrap_or_clone(event)));
+            }
+        },
+    )
 }
 
 #[cfg(test)]
