@@ -20,10 +20,9 @@ use differential_dataflow::consolidation::{consolidate, consolidate_slice};
 use differential_dataflow::{Data, ExchangeData};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::ParallelizationContract;
-
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::operate::FrontierInterest;
@@ -154,7 +153,6 @@ pub trait LookupAsOf<'s, D> {
     /// assert_eq!(records(small.extract()), vec![(1, 1, 1)]);
     /// assert_eq!(records(large.extract()), vec![(2, 2, 1)]);
     /// ```
-    #[allow(clippy::too_many_arguments)] // the single-output lookup's, and the parts
     fn lookup_as_of_into_parts<K, V, O, P1, P2, F, L>(
         self,
         table: StreamVec<'s, Time, TableUpdate<K, V>>,
