@@ -7,8 +7,8 @@
 //! window that covers `t`.
 //!
 //! A frontier-driven operator, exchanged by group: each reading is filed in the first window
-//! it belongs to (the one ending first), which counts it into the later ones when it closes,
-//! and a window is evaluated once, at its end, when the frontier has passed it. The result meets the rule as of that time (the operator keeps the window
+//! it belongs to (the one ending first), whose new readings are counted into the later ones
+//! once per step, and a window is evaluated once, at its end, when the frontier has passed it. The result meets the rule as of that time (the operator keeps the window
 //! rules as a table of its own, changed in time order between the windows it closes, as
 //! [`crate::lookup`] would, without a second operator and a record per closed window): an edited
 //! threshold applies to the windows that end after the edit; a rule whose shape was edited, or
@@ -215,6 +215,17 @@ struct OpenWindow {
     rule: Arc<MatchedRule>,
     readings: WindowReadings,
     labels: Arc<Labels>,
+    /// New readings kept here and not yet counted into the group's later windows, (time,
+    /// value) ([`carry_forward`]).
+    uncarried: Vec<(Time, f64)>,
+}
+
+/// Where a window is: its group's place among its window end's groups, and its own among the
+/// group's windows (neither moves while the end is open).
+#[derive(Clone, Copy)]
+struct WindowAt {
+    group: usize,
+    window: usize,
 }
 
 /// A group's open windows ending at one time, one per rule id and shape: almost always one,
@@ -281,6 +292,8 @@ fn hits_of_matches<'s>(
                 // rehashing every group several times per window end).
                 let mut groups_closed = 0;
                 let mut carried = CarriedLabels::default();
+                // Windows that kept new readings since the last carry ([`carry_forward`]).
+                let mut touched: Vec<(Time, WindowAt)> = Vec::new();
                 move |(placed, placed_frontier), (rule_rows, rules_frontier), output| {
                     placed.for_each(|capability, data| {
                         for (placed, _, diff) in data.drain(..) {
@@ -288,10 +301,12 @@ fn hits_of_matches<'s>(
                             // taken back, which the sources never send.
                             if diff > 0 {
                                 let at = (&capability, groups_closed);
-                                file_reading(&mut ending, placed, &mut carried, at);
+                                let filed = file_reading(&mut ending, placed, &mut carried, at);
+                                touched.extend(filed);
                             }
                         }
                     });
+                    carry_forward(&mut ending, &mut touched, groups_closed);
                     rule_rows.for_each(|_capability, data| {
                         for (rule, time, diff) in data.drain(..) {
                             changes.entry(time).or_default().push((rule, diff));
@@ -338,10 +353,6 @@ fn hits_of_matches<'s>(
                                 groups_closed = groups.len();
                                 let mut hits = Vec::with_capacity(groups.len());
                                 for (group, windows) in groups {
-                                    for window in &windows {
-                                        let later = (&capability, groups_closed);
-                                        carry_forward(&mut ending, later, &group, window, end);
-                                    }
                                     close(windows, group, end, &alarms, |hit| {
                                         hits.push((hit, end, 1));
                                     });
@@ -358,79 +369,90 @@ fn hits_of_matches<'s>(
 
 /// Files one reading, with the labels its group carries, in the window of its group that ends
 /// first among those it belongs to; a window end that opens has room for `expected_groups`.
-/// That window keeps the reading if it is new (module `readings`) and, when it closes, counts
-/// what it kept into the later windows ([`carry_forward`]).
+/// That window keeps the reading if it is new (module `readings`); a new reading of a window
+/// with later ones waits there to be counted into them ([`carry_forward`]), and where that
+/// window is comes back when it is the first to wait.
 fn file_reading(
     ending: &mut BTreeMap<Time, Ending>,
     (group, matched, value, entity_labels): Placed,
     carried: &mut CarriedLabels,
     (capability, expected_groups): (&InputCapability<Time>, usize),
-) {
-    let Some(rule) = matched.row.as_window() else {
-        return;
-    };
+) -> Option<(Time, WindowAt)> {
+    let rule = matched.row.as_window()?;
     let (OrderedFloat(value), time, entity) = value;
-    let Some(keeper) = rule.window_ends(time).next() else {
-        return;
-    };
+    let keeper = rule.window_ends(time).next()?;
     let labels = carried.of(rule.group_by, entity_labels);
     let groups = groups_ending_at(ending, keeper, expected_groups, |end| {
         capability.delayed(end, 0)
     });
     let hash = FxBuildHasher.hash_one(group.as_str());
-    let window = window_in(
-        groups,
-        hash,
-        (&matched, rule),
-        Cow::Owned(group),
-        Cow::Owned(labels),
-    );
-    window.readings.keep(entity, time, value);
+    let filing = (&matched, rule);
+    let (at, window) = window_in(groups, hash, filing, Cow::Owned(group), Cow::Owned(labels));
+    let hopping = rule.window_ms > rule.hop_ms;
+    if !window.readings.keep(entity, time, value) || !hopping {
+        return None;
+    }
+    window.uncarried.push((time, value));
+    (window.uncarried.len() == 1).then_some((keeper, at))
 }
 
-/// Counts the readings `window` (of `group`, ending at `end`) kept into the later windows of
-/// its group they belong to, opening those (with room for `expected_groups` groups in a new
-/// end) under `capability`'s delays.
+/// Counts the new readings each `touched` window kept into the later windows of its group they
+/// belong to, opening those (with room for `expected_groups` groups in a new end).
 ///
 /// A reading is kept by the first window it belongs to, which is open while a repeat of it can
-/// still come; it used to be counted into its later windows too as it came, a window end's
-/// map, a group probe and a rule search per window per reading (four with a two-minute window
-/// hopping every 30 s). Counted here, when that window closes, a later window is looked up once
-/// per group and its readings counted in one pass. Every later window closes after this one,
-/// so none has closed without them.
+/// still come. It used to be counted into its later windows as it came: per reading and later
+/// window a window end's map, a group probe and a rule search (three more of each with a
+/// two-minute window hopping every 30 s). Counted here, once per step, a later window is
+/// looked up once per group and step and its readings counted in one pass; a step's work
+/// stays a step's (counting a whole hop's readings when the window closed stalled alerts for
+/// as long as that took).
 fn carry_forward(
     ending: &mut BTreeMap<Time, Ending>,
-    (capability, expected_groups): (&Capability<Time>, usize),
-    group: &EntityId,
-    window: &OpenWindow,
-    end: Time,
+    touched: &mut Vec<(Time, WindowAt)>,
+    expected_groups: usize,
 ) {
-    let Some(rule) = window.rule.row.as_window() else {
-        return;
-    };
-    // The later windows of its readings: those of the latest one after `end` (a reading's
-    // windows end within a window length of it: an earlier one's later windows are among
-    // them), a hop apart.
-    let Some(latest) = window.readings.latest_time() else {
-        return;
-    };
-    let mut later_ends = rule.window_ends(latest).filter(|later| *later > end);
-    let Some(first) = later_ends.next() else {
-        return;
-    };
-    let last = later_ends.last().unwrap_or(first);
-    let length = rule.window_ms.max(1);
-    let hop = usize::try_from(rule.hop_ms.max(1)).unwrap_or(usize::MAX);
-    let hash = FxBuildHasher.hash_one(group.as_str());
-    for later in (first..=last).step_by(hop) {
-        let groups = groups_ending_at(ending, later, expected_groups, |at| capability.delayed(at));
-        let (group, labels) = (Cow::Borrowed(group), Cow::Borrowed(&window.labels));
-        let counted = window_in(groups, hash, (&window.rule, rule), group, labels);
-        // The window ending at `later` covers [later - length, later).
-        let start = later.saturating_sub(length);
-        for (time, value) in window.readings.kept() {
-            if start <= time && time < later {
-                counted.readings.count(value);
+    for (end, at) in touched.drain(..) {
+        let Some(keeper) = ending.get_mut(&end) else {
+            continue;
+        };
+        let Some((group, windows)) = keeper.groups.get_index_mut(at.group) else {
+            continue;
+        };
+        let Some(window) = windows.get_mut(at.window) else {
+            continue;
+        };
+        let readings = mem::take(&mut window.uncarried);
+        let group = group.clone();
+        let (matched, labels) = (Arc::clone(&window.rule), Arc::clone(&window.labels));
+        let capability = keeper.capability.clone();
+        let Some(rule) = matched.row.as_window() else {
+            continue;
+        };
+        // The later windows: those of the latest reading after `end` (a reading's windows end
+        // within a window length of it, so an earlier one's later windows are among them), a
+        // hop apart.
+        let Some(latest) = readings.iter().map(|(time, _)| *time).max() else {
+            continue;
+        };
+        let mut later_ends = rule.window_ends(latest).filter(|later| *later > end);
+        let Some(first) = later_ends.next() else {
+            continue;
+        };
+        let last = later_ends.last().unwrap_or(first);
+        let length = rule.window_ms.max(1);
+        let hop = usize::try_from(rule.hop_ms.max(1)).unwrap_or(usize::MAX);
+        let hash = FxBuildHasher.hash_one(group.as_str());
+        for later in (first..=last).step_by(hop) {
+            let groups =
+                groups_ending_at(ending, later, expected_groups, |at| capability.delayed(at));
+            let (group, labels) = (Cow::Borrowed(&group), Cow::Borrowed(&labels));
+            let (_, counted) = window_in(groups, hash, (&matched, rule), group, labels);
+            // The window ending at `later` covers [later - length, later).
+            let start = later.saturating_sub(length);
+            for &(time, value) in &readings {
+                if start <= time && time < later {
+                    counted.readings.count(value);
+                }
             }
         }
     }
@@ -460,45 +482,46 @@ fn window_in<'g>(
     (matched, rule): (&Arc<MatchedRule>, &WindowRule),
     group: Cow<'_, EntityId>,
     labels: Cow<'_, Arc<Labels>>,
-) -> &'g mut OpenWindow {
+) -> (WindowAt, &'g mut OpenWindow) {
     // One probe, also for a new group (the first reading of each group in each window end):
     // looking it up and then inserting it cost two.
-    let windows = match groups
+    let (group_at, windows) = match groups
         .raw_entry_mut_v1()
         .from_key_hashed_nocheck(hash, group.as_str())
     {
-        RawEntryMut::Occupied(windows) => windows.into_mut(),
+        RawEntryMut::Occupied(windows) => (windows.index(), windows.into_mut()),
         RawEntryMut::Vacant(vacant) => {
+            let at = vacant.index();
             let new = GroupWindows::new();
-            vacant
-                .insert_hashed_nocheck(hash, group.into_owned(), new)
-                .1
+            let (_, windows) = vacant.insert_hashed_nocheck(hash, group.into_owned(), new);
+            (at, windows)
         }
     };
     let at = windows.iter().position(|w| {
         Arc::ptr_eq(&w.rule, matched)
             || w.rule.row.as_window().map(WindowRule::identity) == Some(rule.identity())
     });
-    match at {
-        Some(at) => {
-            let window = &mut windows[at];
-            // An entity's readings share its labels' `Arc`: compared only when another
-            // entity's (or an edited registry row) comes in.
-            if !Arc::ptr_eq(&window.labels, &labels) && *labels < window.labels {
-                window.labels = labels.into_owned();
-            }
-            window
-        }
-        None => {
-            windows.push(OpenWindow {
-                rule: Arc::clone(matched),
-                readings: WindowReadings::new(rule.aggregate),
-                labels: labels.into_owned(),
-            });
-            let newest = windows.len() - 1;
-            &mut windows[newest]
-        }
+    let window_at = at.unwrap_or(windows.len());
+    let at = WindowAt {
+        group: group_at,
+        window: window_at,
+    };
+    if window_at == windows.len() {
+        windows.push(OpenWindow {
+            rule: Arc::clone(matched),
+            readings: WindowReadings::new(rule.aggregate),
+            labels: labels.into_owned(),
+            uncarried: Vec::new(),
+        });
+        return (at, &mut windows[window_at]);
     }
+    let window = &mut windows[window_at];
+    // An entity's readings share its labels' `Arc`: compared only when another entity's (or
+    // an edited registry row) comes in.
+    if !Arc::ptr_eq(&window.labels, &labels) && *labels < window.labels {
+        window.labels = labels.into_owned();
+    }
+    (at, window)
 }
 
 /// Closes a group's windows ending at `end`: one hit per window with a value and alarm present

@@ -9,11 +9,10 @@
 //! its values: it needs them all).
 //!
 //! A reading is kept once, by one window: of the windows it belongs to, the one that ends
-//! first ([`WindowReadings::keep`]); the others only count it ([`WindowReadings::count`]),
-//! when that window closes and hands its readings on ([`WindowReadings::kept`]). A repeat of
-//! the reading can come only while the frontier has not passed the reading's time, when that
-//! window is still open, and the answer there is the answer for every window the reading
-//! belongs to. A reading of a two-minute window
+//! first ([`WindowReadings::keep`]), which hands the new ones on; the others only count it
+//! ([`WindowReadings::count`]). A repeat of the reading can come only while the frontier has
+//! not passed the reading's time, when that window is still open, and the answer there is the
+//! answer for every window the reading belongs to. A reading of a two-minute window
 //! hopping every 30 s used to be kept, searched for and compared in each of its four windows,
 //! and held for the two minutes; now once, and for at most the hop.
 //!
@@ -117,21 +116,6 @@ impl WindowReadings {
         }
         self.count(value);
         true
-    }
-
-    /// The latest time of the readings kept; `None` when none are.
-    pub(super) fn latest_time(&self) -> Option<Time> {
-        self.entities
-            .iter()
-            .filter_map(|(_, readings)| readings.last().map(|(time, _)| *time))
-            .max()
-    }
-
-    /// The readings kept, (time, value), entity by entity.
-    pub(super) fn kept(&self) -> impl Iterator<Item = (Time, f64)> + '_ {
-        self.entities
-            .iter()
-            .flat_map(|(_, readings)| readings.iter().map(|(time, value)| (*time, value.0)))
     }
 
     /// Counts a new reading of `value` kept by an earlier window.
