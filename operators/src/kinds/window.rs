@@ -8,18 +8,19 @@
 //!
 //! A frontier-driven operator, exchanged by group: each reading is filed in the first window
 //! it belongs to (the one ending first), whose new readings are counted into the later ones
-//! once per step, and a window is evaluated once, at its end, when the frontier has passed it. The result meets the rule as of that time (the operator keeps the window
-//! rules as a table of its own, changed in time order between the windows it closes, as
-//! [`crate::lookup`] would, without a second operator and a record per closed window): an edited
-//! threshold applies to the windows that end after the edit; a rule whose shape was edited, or
-//! that was removed, has nothing for its open windows. Windows are kept per (rule id, shape):
-//! editing a rule's levels, hold, severity or summary keeps them.
+//! once per step, and a window is evaluated once, at its end, when the frontier has passed it.
+//! The result meets the rule as of that time (the operator keeps the window rules as a table
+//! of its own, changed in time order between the windows it closes, as [`crate::lookup`]
+//! would, without a second operator and a record per closed window): an edited threshold
+//! applies to the windows that end after the edit; a rule whose shape was edited, or that was
+//! removed, has nothing for its open windows. Windows are kept per (rule id, shape): editing a
+//! rule's levels, hold, severity or summary keeps them.
 //!
 //! The aggregate runs as readings are filed and carried forward (module `readings`), so
-//! closing a window reads its result. State holds only open windows (`W / H` per group for hopping windows), their
-//! distinct readings' times and values (16 bytes each, to tell a repeated reading; each kept by
-//! one window) and each window's aggregate so far: it grows with live keys and window lengths,
-//! not with readings seen.
+//! closing a window reads its result. State holds only open windows (`W / H` per group for
+//! hopping windows), their distinct readings' times and values (16 bytes each, to tell a
+//! repeated reading; each kept by one window) and each window's aggregate so far: it grows with
+//! live keys and window lengths, not with readings seen.
 //!
 //! A window without readings has no value and is not evaluated (it neither raises nor clears;
 //! silence is the absence kind's business). Identical readings (same entity, time and value)
