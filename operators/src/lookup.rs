@@ -29,7 +29,6 @@ use timely::progress::operate::FrontierInterest;
 
 use crate::earliest::Earliest;
 use crate::pending::Pending;
-use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, Time};
 
 /// A table change: a `(key, value)` row inserted (`+1`) or removed (`-1`) at a time.
@@ -207,57 +206,25 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
         F: for<'e> Fn(&'e D) -> &'e K + 'static,
         L: FnMut(D, Time, &[(V, Diff)], &mut Vec<O>) + 'static,
     {
-        self.binary_frontier_while_holding(
+        // One part: what `logic` pushes goes out with the event's time and diff.
+        let mut out: Vec<O> = Vec::new();
+        let mut parts = self.lookup_as_of_into_parts(
             table,
             event_pact,
             table_pact,
-            "LookupAsOf",
-            move |_capability| {
-                let mut as_of = AsOf::default();
-                // At the earliest time with events: only events are looked up and emitted.
-                let mut earliest = Earliest::default();
-                let mut out: Vec<O> = Vec::new();
-                // Outputs per event in the last message, rounded up: the next one's room.
-                let mut outputs_per_event = 1;
-                move |(events, events_frontier), (changes, table_frontier), output| {
-                    events.for_each(|capability, data| {
-                        if let Some(time) = as_of.events_waiting.append(data) {
-                            earliest.hold(&capability, time);
-                        }
-                    });
-                    changes.for_each(|_capability, data| as_of.file_changes(data));
-                    // A time is ready when the table's rows at it are final and no event
-                    // before it can still arrive (its changes must not reach earlier events).
-                    let is_ready = |time: &Time| {
-                        !table_frontier.less_equal(time) && !events_frontier.less_than(time)
-                    };
-                    // Everything ready leaves in one message under the earliest capability
-                    // (each update carries its own time): a message per time and operator would
-                    // cost an allocation and a progress change per time. Room for as many
-                    // outputs per event as the last message had (a CH4 reading meets seven of
-                    // the shipped mine rules: grown by doubling, the list was copied three
-                    // times over).
-                    let events_count = as_of.take_ready(is_ready);
-                    let room = events_count.saturating_mul(outputs_per_event);
-                    let mut ready: Vec<(O, Time, Diff)> = Vec::with_capacity(room);
-                    as_of.look_up(&key_of, is_ready, |event, time, diff, rows| {
-                        logic(event, time, rows, &mut out);
-                        for o in out.drain(..) {
-                            ready.push((o, time, diff));
-                        }
-                    });
-                    if events_count > 0 {
-                        outputs_per_event = ready.len().div_ceil(events_count).max(1);
-                    }
-                    if let Some(capability) = earliest.capability()
-                        && !ready.is_empty()
-                    {
-                        output.session(capability).give_container(&mut ready);
-                    }
-                    earliest.advance(as_of.events_waiting.earliest());
+            key_of,
+            1,
+            move |event, rows, outputs| {
+                logic(event, outputs.time, rows, &mut out);
+                for o in out.drain(..) {
+                    outputs.push(0, o);
                 }
             },
-        )
+        );
+        match parts.pop() {
+            Some(stream) => stream,
+            None => unreachable!("one part asked for, one stream built"),
+        }
     }
 
     fn lookup_as_of_into_parts<K, V, O, P1, P2, F, L>(
@@ -297,7 +264,9 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
             // Per output, at the earliest time with events.
             let mut earliest: Vec<Earliest> = (0..parts).map(|_| Earliest::default()).collect();
             let mut buffers: Vec<Vec<(O, Time, Diff)>> = (0..parts).map(|_| Vec::new()).collect();
-            // Per output, records per event in the last message, rounded up: the next room.
+            // Per output, records per event in the last message, rounded up: the next one's
+            // room (a CH4 reading meets seven of the shipped mine rules: grown by doubling, a
+            // list was copied three times over).
             let mut per_event: Vec<usize> = vec![0; parts];
             move |frontiers| {
                 let (events_frontier, table_frontier) = (&frontiers[0], &frontiers[1]);
@@ -309,6 +278,8 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                     }
                 });
                 changes.for_each(|_capability, data| as_of.file_changes(data));
+                // A time is ready when the table's rows at it are final and no event before it
+                // can still arrive (its changes must not reach earlier events).
                 let is_ready = |time: &Time| {
                     !table_frontier.less_equal(time) && !events_frontier.less_than(time)
                 };
@@ -328,6 +299,9 @@ impl<'s, D: Data> LookupAsOf<'s, D> for StreamVec<'s, Time, (D, Time, Diff)> {
                         },
                     );
                 });
+                // Everything ready leaves in one message per output under the earliest
+                // capability (each update carries its own time): a message per time would cost
+                // an allocation and a progress change per time.
                 let next = as_of.events_waiting.earliest();
                 let each_output = outputs.iter_mut().zip(&mut buffers).zip(&mut per_event);
                 for (((output, buffer), per_event), earliest) in
