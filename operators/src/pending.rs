@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
 
+use itertools::Itertools;
 use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::{Diff, Time};
@@ -199,24 +200,14 @@ impl<D> Pending<D> {
         if !waited.is_empty() {
             self.runs.push_back(VecDeque::from(waited));
         }
+        // Of one time, the updates that waited first.
         let mut merged = Vec::with_capacity(later.len() + fresh.len());
-        let mut later = later.into_iter().peekable();
-        let mut fresh_ones = fresh.drain(..).peekable();
-        loop {
-            let from_waited = match (later.peek(), fresh_ones.peek()) {
-                (Some(waited), Some(fresh)) => time_of(waited) <= time_of(fresh),
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            let next = if from_waited {
-                later.next()
-            } else {
-                fresh_ones.next()
-            };
-            merged.extend(next);
-        }
-        drop(fresh_ones);
+        let in_order = later
+            .into_iter()
+            .merge_by(fresh.drain(..), |waited, fresh| {
+                time_of(waited) <= time_of(fresh)
+            });
+        merged.extend(in_order);
         self.spare = fresh;
         self.runs.push_back(VecDeque::from(merged));
     }
