@@ -634,6 +634,14 @@ pub fn start(
                 failure.get_or_insert(error);
                 shared.stop.store(true, Ordering::SeqCst);
             }
+            if let Err(error) = finish_dataflows(worker, DRAIN_LIMIT) {
+                tracing::error!("{error}");
+                let mut failure = shared
+                    .failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                failure.get_or_insert(error);
+            }
         })
         .map_err(EngineError::Timely)?
     };
@@ -1082,6 +1090,28 @@ fn worker_loop(
     Ok(())
 }
 
+/// Steps this worker's dataflows to their end once its inputs are closed, for at most
+/// `limit`; any still running then are dropped and reported. timely would step them without a
+/// time limit after the worker's closure returns, so an operator that never let go of a
+/// capability would hang the stop.
+fn finish_dataflows(worker: &mut timely::worker::Worker, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while worker.has_dataflows() {
+        if Instant::now() >= deadline {
+            for dataflow in worker.installed_dataflows() {
+                worker.drop_dataflow(dataflow);
+            }
+            return Err(format!(
+                "worker {} did not finish its dataflow within {} s of the stop; dropped it (what was not committed is read again at the next start)",
+                worker.index(),
+                limit.as_secs_f64()
+            ));
+        }
+        worker.step_or_park(Some(IDLE_PARK));
+    }
+    Ok(())
+}
+
 /// Sets the per-partition gauges of this worker's partitions.
 fn record_partitions(source: &KafkaSource, metrics: &Metrics) {
     let now = now_millis();
@@ -1340,6 +1370,11 @@ fn push_kpis(kpis: &KpiStores, metrics: &Metrics, board: &AlertBoard) {
 /// messages). Registry updates wait at most this long in the consumer.
 const IDLE_PARK: Duration = Duration::from_millis(1);
 
+/// How long a stopped worker's dataflows may take to finish what they hold (see
+/// [`finish_dataflows`]): milliseconds normally, seconds behind a large backlog on a loaded
+/// machine.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 /// Polls of a worker (each up to 4,096 messages) the sensor clock's alerts and KPIs may not
 /// have finished before the worker stops reading: bounds the readings held in the dataflow
 /// (memory) and what a new reading queues behind (latency) when input outruns the worker.
@@ -1539,5 +1574,56 @@ impl Engine {
             Some(failure) => Err(EngineError::Worker(failure)),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::operators::Probe;
+    use timely::dataflow::operators::generic::operator::source;
+    use timely::dataflow::operators::vec::Input;
+
+    use super::*;
+
+    /// A stop once hung a CI run for its whole budget in a test that stops engines; whatever
+    /// holds a dataflow open, the stop now ends.
+    #[test]
+    fn a_dataflow_holding_a_capability_forever_is_dropped_at_the_limit() {
+        timely::execute_directly(|worker| {
+            worker.dataflow::<u64, _, _>(|scope| {
+                source::<_, CapacityContainerBuilder<Vec<u64>>, _, _>(
+                    scope,
+                    "HoldsForever",
+                    |capability, _| {
+                        move |_output| {
+                            let _held = &capability;
+                        }
+                    },
+                )
+                .probe();
+            });
+            let error = finish_dataflows(worker, Duration::from_millis(50)).unwrap_err();
+            assert_eq!(
+                error,
+                "worker 0 did not finish its dataflow within 0.05 s of the stop; dropped it (what was not committed is read again at the next start)"
+            );
+            assert!(!worker.has_dataflows());
+        });
+    }
+
+    #[test]
+    fn a_dataflow_whose_inputs_are_closed_finishes() {
+        timely::execute_directly(|worker| {
+            let mut input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<u64>();
+                stream.probe();
+                input
+            });
+            input.send(1);
+            drop(input);
+            assert_eq!(finish_dataflows(worker, Duration::from_secs(60)), Ok(()));
+            assert!(!worker.has_dataflows());
+        });
     }
 }

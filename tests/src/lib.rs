@@ -20,6 +20,8 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
+pub mod watchdog;
+
 /// The topics every engine test uses, with their partition counts.
 pub const TOPICS: [(&str, i32); 8] = [
     ("mine.readings", 2),
@@ -45,6 +47,7 @@ pub struct MockKafka {
 impl MockKafka {
     /// Starts a one-broker cluster with `topics` created.
     pub fn new(topics: &[(&str, i32)]) -> Self {
+        watchdog::watch_this_test();
         let cluster = MockCluster::new(1).expect("mock cluster");
         for (topic, partitions) in topics {
             cluster
@@ -63,6 +66,7 @@ impl MockKafka {
     /// Starts a tansu broker process on a free port of 127.0.0.1 with `topics` created (tansu
     /// does not create topics on first use). `scripts/install-test-deps.sh` installs tansu.
     pub fn tansu(topics: &[(&str, i32)]) -> Self {
+        watchdog::watch_this_test();
         let tansu = Tansu::start(topics);
         let brokers = tansu.brokers.clone();
         MockKafka {
@@ -357,6 +361,7 @@ impl TestEngine {
     }
 
     fn launch(dir: tempfile::TempDir, settings: EngineSettings, rules: Vec<RuleRow>) -> Self {
+        watchdog::watch_this_test();
         let transitions = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&transitions);
         let engine = runtime::start(
