@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use citybrain_model::{Domain, Metric, TransitionState};
 use citybrain_operators::ordered_float::OrderedFloat;
-use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time};
+use citybrain_operators::{Diff, EntityId, ReadingRow, RegistryRow, Time};
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use fsum::FSum;
 use rustc_hash::FxHashMap;
@@ -105,7 +105,7 @@ pub fn advance(
 
 /// Applies one value to `entity`'s state under `alarm`; returns the transition, if any.
 fn step(
-    states: &mut FxHashMap<String, Alarm>,
+    states: &mut FxHashMap<EntityId, Alarm>,
     alarm: &FloorAlarm,
     entity: &str,
     value: f64,
@@ -116,7 +116,7 @@ fn step(
     if next != current {
         match next {
             Some(next) => {
-                states.insert(entity.to_string(), next);
+                states.insert(EntityId::from(entity), next);
             }
             None => {
                 states.remove(entity);
@@ -131,9 +131,9 @@ fn step(
 type WindowSum = (usize, FSum);
 
 /// A scope reading (sensor, value) at its event time, waiting for the frontier.
-type Pending = (Capability<Time>, Vec<(String, f64)>);
+type Pending = (Capability<Time>, Vec<(EntityId, f64)>);
 /// The readings of one window end per sensor, with the capability to emit at that end.
-type Windows = (Capability<Time>, FxHashMap<String, WindowSum>);
+type Windows = (Capability<Time>, FxHashMap<EntityId, WindowSum>);
 
 /// The floor's transitions of `rules` over `readings` (each `+1` at its event time) and the
 /// registry, each at the logical time of the evaluation that caused it.
@@ -169,14 +169,14 @@ pub fn floor_alerts<'s>(
         // The retractions of the instants are not readings.
         .filter(|(_, _, diff)| *diff > 0);
 
-    let exchange = Exchange::new(|update: &((String, OrderedFloat<f64>, Time), Time, Diff)| {
-        update.0.0.hashed()
-    });
+    let exchange = Exchange::new(
+        |update: &((EntityId, OrderedFloat<f64>, Time), Time, Diff)| update.0.0.hashed(),
+    );
     watched.unary_frontier(exchange, "FloorRules", move |_capability, _info| {
         let mut pending: BTreeMap<Time, Pending> = BTreeMap::new();
         let mut windows: BTreeMap<Time, Windows> = BTreeMap::new();
-        let mut threshold_states: FxHashMap<String, Alarm> = FxHashMap::default();
-        let mut window_states: FxHashMap<String, Alarm> = FxHashMap::default();
+        let mut threshold_states: FxHashMap<EntityId, Alarm> = FxHashMap::default();
+        let mut window_states: FxHashMap<EntityId, Alarm> = FxHashMap::default();
         let window_ms = rules.window_ms.max(1);
         move |(input, frontier), output| {
             input.for_each(|capability, data| {
@@ -206,7 +206,7 @@ pub fn floor_alerts<'s>(
                     if let Some(state) = step(&mut threshold_states, alarm, &entity, value, time) {
                         session.give(FloorTransition {
                             rule: alarm.id.clone(),
-                            entity: entity.clone(),
+                            entity: entity.to_string(),
                             state,
                             time,
                             value,
@@ -230,7 +230,7 @@ pub fn floor_alerts<'s>(
                     if let Some(state) = step(&mut window_states, alarm, &entity, mean, end) {
                         session.give(FloorTransition {
                             rule: alarm.id.clone(),
-                            entity,
+                            entity: entity.to_string(),
                             state,
                             time: end,
                             value: mean,

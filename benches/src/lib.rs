@@ -39,7 +39,7 @@ pub fn ch4_readings(sensors: usize, count: usize) -> Vec<Reading> {
             let wave = ((i as f64) * 0.017).sin() * 0.6 + 0.7;
             Reading {
                 domain: Domain::Mine,
-                entity: format!("mine-1/face-{}/ch4-{sensor}", sensor % 8),
+                entity: format!("mine-1/face-{}/ch4-{sensor}", sensor % 8).into(),
                 metric: Metric::Ch4,
                 value: (wave * 100.0).round() / 100.0,
                 time: 1_795_910_400_000 + step * 1_000,

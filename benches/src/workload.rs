@@ -11,7 +11,7 @@ use citybrain_model::{Domain, EntityInfo, Metric, Severity};
 use citybrain_operators::kinds::window::{Aggregate, WindowRule};
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::rule::{Direction, GroupBy, RuleRow, ThresholdRule};
-use citybrain_operators::{ReadingRow, RegistryRow, Time};
+use citybrain_operators::{EntityId, ReadingRow, RegistryRow, Time};
 
 /// Event time of the first batch: a whole minute (2026-11-29T00:00:00Z), so windows align.
 pub const START: Time = 1_795_910_400_000;
@@ -159,8 +159,8 @@ impl Workload {
 }
 
 /// The id of sensor `index`.
-pub fn sensor_id(index: usize) -> String {
-    format!("ch4-{index:06}")
+pub fn sensor_id(index: usize) -> EntityId {
+    format!("ch4-{index:06}").into()
 }
 
 /// The `round`-th reading of `sensor`, % CH4 rounded to 0.01: quiet sensors read 0.2-0.5,

@@ -30,8 +30,8 @@ use citybrain_model::decode::{
 };
 use citybrain_model::time::now_millis;
 use citybrain_model::{
-    DeadLetterReason, DecodeError, Domain, EntityInfo, PartitionId, Reading, RegistryKind,
-    RegistryUpdate, ReportEvent,
+    DeadLetterReason, DecodeError, Domain, EntityId, EntityInfo, PartitionId, Reading,
+    RegistryKind, RegistryUpdate, ReportEvent,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -189,7 +189,7 @@ pub enum SourceEvent {
     /// reading this worker saw, or it moved from `previous` (sent after that reading).
     Placement {
         /// (domain, sensor or device id).
-        entity: (Domain, String),
+        entity: (Domain, EntityId),
         /// Where its readings come from.
         partition: PartitionId,
         /// Where they came from before, if this worker saw it elsewhere.
@@ -279,7 +279,7 @@ pub struct KafkaSource {
     /// Readings paused by the engine ([`KafkaSource::hold`]).
     held: bool,
     /// Latest registry value per (kind, key), to retract on update or tombstone.
-    registry: FxHashMap<(RegistryKind, String), EntityInfo>,
+    registry: FxHashMap<(RegistryKind, EntityId), EntityInfo>,
     watermarks: [u64; 2],
     /// When the last poll found nothing buffered (`None`: it stopped with messages left).
     drained_at: Option<Instant>,
@@ -292,7 +292,7 @@ pub struct KafkaSource {
     /// The partition each entity's readings were last read from, per domain (mine, farm,
     /// citizen), keyed by entity so a reading is looked up by its `&str` without building a
     /// key.
-    placements: [FxHashMap<String, (usize, i32)>; 3],
+    placements: [FxHashMap<EntityId, (usize, i32)>; 3],
 }
 
 impl KafkaSource {
@@ -877,7 +877,7 @@ impl KafkaSource {
 /// the `admissible` times are dead letters.
 fn decode(
     spec: &TopicSpec,
-    registry: &mut FxHashMap<(RegistryKind, String), EntityInfo>,
+    registry: &mut FxHashMap<(RegistryKind, EntityId), EntityInfo>,
     admissible: Admissible,
     partition: i32,
     offset: i64,

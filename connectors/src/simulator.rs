@@ -1644,7 +1644,10 @@ mod tests {
                             (m.key.as_str(), m.time),
                             "{text}"
                         );
-                        assert!(sensors.contains(&r.entity), "unregistered sensor in {text}");
+                        assert!(
+                            sensors.contains(r.entity.as_str()),
+                            "unregistered sensor in {text}"
+                        );
                     }
                     SimStream::Farm => {
                         let r = decode_farm_reading(&m.payload);
@@ -1655,7 +1658,10 @@ mod tests {
                             (m.key.as_str(), m.time),
                             "{text}"
                         );
-                        assert!(devices.contains(&r.entity), "unregistered device in {text}");
+                        assert!(
+                            devices.contains(r.entity.as_str()),
+                            "unregistered device in {text}"
+                        );
                     }
                     SimStream::Citizen => {
                         let r = decode_report(&m.payload);

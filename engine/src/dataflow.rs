@@ -19,7 +19,9 @@ use citybrain_operators::overdue::MarkOverdue;
 use citybrain_operators::report_state::{ReportEventRow, ReportStates, UnknownReportEvent};
 use citybrain_operators::rule::RuleRow;
 use citybrain_operators::stall::PartitionRow;
-use citybrain_operators::{Diff, ReadingRow, RegistryRow, Time, rule_alerts_by_clock_seeded};
+use citybrain_operators::{
+    Diff, EntityId, EntityKey, ReadingRow, RegistryRow, Time, rule_alerts_by_clock_seeded,
+};
 use differential_dataflow::input::{Input, InputSession};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::channels::pact::Pipeline;
@@ -118,10 +120,10 @@ pub fn clock_of(def: &KpiDef) -> KpiClock {
 
 fn labeled(
     domain: Domain,
-    entity: String,
+    entity: EntityId,
     pairs: [(&str, String); 3],
     value: f64,
-) -> ((Domain, String), KpiRow) {
+) -> (EntityKey, KpiRow) {
     let mut labels: Labels = pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     labels.sort();
     ((domain, entity), (labels, OrderedFloat(value)))
@@ -229,7 +231,7 @@ pub fn build(
                         .unwrap_or_default();
                     labeled(
                         Domain::Citizen,
-                        grid.clone(),
+                        grid.as_str().into(),
                         [("kind", kind), ("category", category), ("grid", grid)],
                         1.0,
                     )

@@ -12,6 +12,7 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::EntityId;
 use crate::reading::{Domain, Metric, Reading};
 use crate::registry::{
     DeviceRecord, EntityInfo, GridRecord, RegistryKind, RegistryUpdate, SensorRecord,
@@ -254,7 +255,7 @@ impl<'de: 'a, 'a> Visitor<'de> for WireTimeVisitor<'a> {
 // the reading keeps, is copied out.
 #[derive(Deserialize)]
 struct WireMineReading<'a> {
-    sensor: String,
+    sensor: EntityId,
     #[serde(borrow)]
     ts: WireTime<'a>,
     #[serde(borrow)]
@@ -264,7 +265,7 @@ struct WireMineReading<'a> {
 
 #[derive(Deserialize)]
 struct WireFarmReading<'a> {
-    device: String,
+    device: EntityId,
     #[serde(borrow)]
     ts: WireTime<'a>,
     #[serde(borrow)]
@@ -338,7 +339,7 @@ pub fn decode_registry(
     })?;
     let key = std::str::from_utf8(key)
         .map_err(|_| DecodeError::new(DeadLetterReason::MissingKey, "the key is not UTF-8"))?
-        .to_string();
+        .into();
     let info = match value.filter(|v| !v.is_empty()) {
         None => None,
         Some(bytes) => Some(match kind {
@@ -557,7 +558,7 @@ mod tests {
         assert_eq!(
             up.map(|u| (u.key, u.info.map(|i| i.labels))),
             Ok((
-                "s1".to_string(),
+                "s1".into(),
                 Some(vec![
                     ("face".to_string(), "m1/f1".to_string()),
                     ("kind".to_string(), "ch4".to_string()),

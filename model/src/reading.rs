@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::EntityId;
 use crate::time::EventTime;
 
 /// The domain an event or rule belongs to.
@@ -139,7 +140,7 @@ pub struct Reading {
     /// Mine or farm.
     pub domain: Domain,
     /// Sensor id (mine) or device id (farm).
-    pub entity: String,
+    pub entity: EntityId,
     /// What was measured.
     pub metric: Metric,
     /// The measured value in the metric's unit; always finite.

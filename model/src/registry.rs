@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::EntityId;
 use crate::reading::{Domain, Metric};
 
 /// Sorted `(name, value)` pairs describing an entity (e.g. `mine`, `face`, `kind`). Sorted so
@@ -167,7 +168,7 @@ pub struct RegistryUpdate {
     /// Which registry.
     pub kind: RegistryKind,
     /// Entity id (the Kafka key).
-    pub key: String,
+    pub key: EntityId,
     /// The new value, or `None` to delete.
     pub info: Option<EntityInfo>,
 }

@@ -46,6 +46,7 @@ pub trait Enrich<'s> {
     /// when the entity is not registered), keyed by (domain, metric) for the rules.
     ///
     /// ```
+    /// use citybrain_operators::EntityId;
     /// use citybrain_model::{Domain, EntityInfo, Metric};
     /// use citybrain_operators::enrich::Enrich;
     /// use citybrain_operators::ordered_float::OrderedFloat;
@@ -60,7 +61,7 @@ pub trait Enrich<'s> {
     ///         assert_eq!((event.entity.as_str(), *time, *diff), ("s1", 7, 1));
     ///         assert_eq!(*event.labels, vec![("face".to_string(), "m/f1".to_string())]);
     ///     });
-    ///     let sensor = (Domain::Mine, "s1".to_string());
+    ///     let sensor = (Domain::Mine, EntityId::from("s1"));
     ///     registry.insert((sensor.clone(), EntityInfo::new([("face", Some("m/f1".into()))], 1000)));
     ///     readings.advance_to(7);
     ///     readings.insert((sensor, (Metric::Ch4, OrderedFloat(0.4))));
@@ -82,7 +83,6 @@ impl<'s> Enrich<'s> for vec::Collection<'s, Time, ReadingRow, Diff> {
             ),
             |(key, _): &ReadingRow| key,
             |((domain, entity), (metric, value)), time, rows, out| {
-                let entity = EntityId::from(entity);
                 let event = |entity, labels| {
                     let event = Event {
                         time,

@@ -38,6 +38,7 @@ pub trait Latest<'s> {
     /// wins, so the result does not depend on arrival order.
     ///
     /// ```
+    /// use citybrain_operators::EntityId;
     /// use citybrain_model::{Domain, EntityInfo, Metric};
     /// use citybrain_operators::latest::Latest;
     /// use citybrain_operators::ordered_float::OrderedFloat;
@@ -57,7 +58,7 @@ pub trait Latest<'s> {
     ///         };
     ///         assert_eq!((event.value.0, face), expected);
     ///     });
-    ///     let sensor = (Domain::Mine, "s1".to_string());
+    ///     let sensor = (Domain::Mine, EntityId::from("s1"));
     ///     let info = |face: &str| EntityInfo::new([("face", Some(face.into()))], 0);
     ///     registry.insert((sensor.clone(), info("f1")));
     ///     readings.advance_to(1);
@@ -240,7 +241,7 @@ impl State {
         }
         let event = Arc::new(Event {
             time,
-            entity: key.1.into(),
+            entity: key.1,
             value,
             labels,
         });

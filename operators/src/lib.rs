@@ -69,12 +69,9 @@ pub type Time = u64;
 pub type Diff = isize;
 
 /// Identifies an entity within its domain: (domain, sensor/device/grid id).
-pub type EntityKey = (Domain, String);
+pub type EntityKey = (Domain, EntityId);
 
-/// A sensor, device, grid or report id as the rules carry it: held inline up to 24 bytes (the
-/// ids seen are well under), so the copies a reading's matches, hits and keys each take cost no
-/// allocation, and comparing two reads no other memory.
-pub type EntityId = compact_str::CompactString;
+pub use citybrain_model::EntityId;
 
 /// Where an entity's state lives: the hash every exchange keyed by an entity (or an alert
 /// entity) routes by. One hash for all of them keeps a reading, its rule hits, its per-entity

@@ -83,6 +83,7 @@ pub type Matches<'s> = StreamVec<'s, Time, (Match, Time, Diff)>;
 /// is not in `kinds` meets nothing.
 ///
 /// ```
+/// use citybrain_operators::EntityId;
 /// use citybrain_model::{Domain, Metric, Severity};
 /// use citybrain_operators::matching::{events, match_by_kind};
 /// use citybrain_operators::ordered_float::OrderedFloat;
@@ -114,9 +115,9 @@ pub type Matches<'s> = StreamVec<'s, Time, (Match, Time, Diff)>;
 ///         labels: vec![],
 ///     }));
 ///     readings.advance_to(4);
-///     readings.insert(((Domain::Mine, "s1".to_string()), (Metric::Ch4, OrderedFloat(0.5))));
+///     readings.insert(((Domain::Mine, EntityId::from("s1")), (Metric::Ch4, OrderedFloat(0.5))));
 ///     // Another metric: no rule watches it.
-///     readings.insert(((Domain::Mine, "s1".to_string()), (Metric::Co, OrderedFloat(9.0))));
+///     readings.insert(((Domain::Mine, EntityId::from("s1")), (Metric::Co, OrderedFloat(9.0))));
 /// });
 /// ```
 pub fn match_by_kind<'s>(
@@ -257,7 +258,7 @@ mod tests {
                 let (mut reading_input, reading_rows) = scope.new_collection();
                 let s1 = EntityInfo::new([("face", Some("f1".to_string()))], 1_000);
                 let (_registry_input, registry_rows) =
-                    scope.new_collection_from(vec![((Domain::Mine, "s1".to_string()), s1)]);
+                    scope.new_collection_from(vec![((Domain::Mine, "s1".into()), s1)]);
                 let (mut rule_input, rule_rows) = scope.new_collection();
                 let matched = match_by_kind(&events(reading_rows, registry_rows), &rule_rows, KINDS.to_vec());
                 for (kind, stream) in matched.into_iter().enumerate() {
@@ -270,7 +271,7 @@ mod tests {
                     });
                 }
                 for &(metric, time, sensor) in &readings_in {
-                    let row = ((Domain::Mine, SENSORS[sensor].to_string()), (METRICS[metric as usize], OrderedFloat(1.0)));
+                    let row = ((Domain::Mine, SENSORS[sensor].into()), (METRICS[metric as usize], OrderedFloat(1.0)));
                     reading_input.update_at(row, time, 1);
                 }
                 for (id, &(kind, metric, from, life, scoped)) in rules_in.iter().enumerate() {

@@ -24,6 +24,7 @@ pub trait MarkOverdue<'s> {
     /// alerts (labels include `rule_kind` and `entity`, the report id for deadline alerts).
     ///
     /// ```
+    /// use citybrain_operators::EntityId;
     /// use citybrain_model::Domain;
     /// use citybrain_operators::ordered_float::OrderedFloat;
     /// use citybrain_operators::overdue::MarkOverdue;
@@ -48,7 +49,7 @@ pub trait MarkOverdue<'s> {
     ///         assert_eq!((grid.as_str(), overdue), ("g", expected));
     ///     });
     ///     let row = labels(&[("report", "R-1"), ("status", "open")]);
-    ///     reports.update_at(((Domain::Citizen, "g".to_string()), (row, OrderedFloat(0.0))), 0, 1);
+    ///     reports.update_at(((Domain::Citizen, EntityId::from("g")), (row, OrderedFloat(0.0))), 0, 1);
     ///     let alert = labels(&[("entity", "R-1"), ("rule_kind", "report_deadline")]);
     ///     alerts.update_at((alert, OrderedFloat(1.0)), 5, 1);
     /// });

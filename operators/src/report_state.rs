@@ -109,7 +109,7 @@ impl Report {
             .resolved
             .map_or(0.0, |r| r.saturating_sub(self.created) as f64 / HOUR_MS);
         (
-            (Domain::Citizen, self.grid.clone()),
+            (Domain::Citizen, self.grid.as_str().into()),
             (labels, OrderedFloat(hours)),
         )
     }

@@ -504,7 +504,7 @@ impl<'s> PartitionStalls<'s> for VecCollection<'s, Time, PartitionRow, Diff> {
                 Out::Hit(_) => None,
             })
             .join_map(placements, |_, rule, (_, entity)| {
-                (rule.clone(), entity.clone())
+                (rule.clone(), entity.to_string())
             });
         (hits, stalled)
     }

@@ -467,7 +467,7 @@ pub fn load_mapped(mapping: &Mapping) -> Result<LoadedInput, InputError> {
                         Ok(value) if value.is_finite() => {
                             stream.push(ReplayEvent::Reading(Reading {
                                 domain: reading.domain,
-                                entity: reading.entity.render(cell),
+                                entity: reading.entity.render(cell).into(),
                                 metric: reading.metric,
                                 value,
                                 time,

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use citybrain_connectors::dead_letter::DeadLetter;
 use citybrain_model::{AlertTransition, DeadLetterReason, Domain, EntityInfo, RegistryUpdate};
-use citybrain_operators::Time;
 use citybrain_operators::hysteresis::FiringSeed;
 use citybrain_operators::kpi::KpiDef;
 use citybrain_operators::ordered_float::OrderedFloat;
 use citybrain_operators::reference::sort_transitions;
 use citybrain_operators::rule::RuleRow;
+use citybrain_operators::{EntityKey, Time};
 
 use super::input::{LoadedInput, ReplayEvent};
 use crate::dataflow::{Output, clock_of};
@@ -61,7 +61,7 @@ struct Step {
 /// The merged inputs, ready to feed any number of runs.
 pub struct Schedule {
     /// Reference data as the inputs leave it (the last record per key wins).
-    registry: Vec<((Domain, String), EntityInfo)>,
+    registry: Vec<(EntityKey, EntityInfo)>,
     steps: Vec<Step>,
     /// Unusable lines and rows, and events behind the watermark.
     pub dead_letters: Vec<DeadLetter>,
@@ -91,7 +91,7 @@ impl Schedule {
     /// Merges the streams of `inputs` by event time, keeping each stream's own order.
     pub fn build(inputs: Vec<LoadedInput>, lateness: [Duration; 3]) -> Schedule {
         let lateness_ms = lateness.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
-        let mut registry: BTreeMap<(Domain, String), Option<EntityInfo>> = BTreeMap::new();
+        let mut registry: BTreeMap<EntityKey, Option<EntityInfo>> = BTreeMap::new();
         let mut dead_letters = Vec::new();
         let mut empty_cells = 0;
         let mut names = Vec::new();

@@ -317,6 +317,7 @@ pub trait AbsenceHits<'s> {
     /// and one (value 0) at the reading that ends it; each reports the silence in seconds.
     ///
     /// ```
+    /// use citybrain_operators::EntityId;
     /// use citybrain_model::{Domain, EntityInfo, Metric, Severity};
     /// use citybrain_operators::kinds::absence::{AbsenceHits, AbsenceRule};
     /// use citybrain_operators::matching::events;
@@ -344,7 +345,7 @@ pub trait AbsenceHits<'s> {
     ///             .probe();
     ///         (readings, registry, rules, probe)
     ///     });
-    ///     let s1 = (Domain::Mine, "s1".to_string());
+    ///     let s1 = (Domain::Mine, EntityId::from("s1"));
     ///     let info = EntityInfo::new([("kind", Some("ch4".to_string()))], 1_000);
     ///     registry.insert((s1.clone(), info));
     ///     rules.insert(AbsenceRule {
@@ -442,10 +443,7 @@ fn hits_of_matches<'s>(
         })
         .join_map(by_kind, |_, (entity, info), rule| {
             (
-                (
-                    Arc::from(rule.alarm.id.as_str()),
-                    EntityId::from(entity.as_str()),
-                ),
+                (Arc::from(rule.alarm.id.as_str()), entity.clone()),
                 (rule.clone(), info.clone()),
             )
         })

@@ -46,6 +46,7 @@ pub trait Baselines<'s> {
     /// with `reading / mean`.
     ///
     /// ```
+    /// use citybrain_operators::EntityId;
     /// use citybrain_model::{Domain, Metric, Severity};
     /// use citybrain_operators::kinds::baseline::{BaselineRule, Baselines};
     /// use citybrain_operators::matching::events;
@@ -81,7 +82,7 @@ pub trait Baselines<'s> {
     ///         },
     ///         baseline_ms: 1_000,
     ///     });
-    ///     let cow = (Domain::Farm, "cow-1".to_string());
+    ///     let cow = (Domain::Farm, EntityId::from("cow-1"));
     ///     for (time, value) in [(10, 20.0), (20, 40.0), (30, 10.0)] {
     ///         readings.update_at((cow.clone(), (Metric::Activity, OrderedFloat(value))), time, 1);
     ///     }

@@ -275,6 +275,7 @@ pub trait Correlations<'s> {
     /// known, valued with the level.
     ///
     /// ```
+    /// use citybrain_operators::EntityId;
     /// use citybrain_model::{Domain, EntityInfo, Metric, Severity};
     /// use citybrain_operators::kinds::correlation::{Condition, CorrelationRule, Correlations};
     /// use citybrain_operators::matching::events;
@@ -319,10 +320,10 @@ pub trait Correlations<'s> {
     ///     });
     ///     for sensor in ["ch4-1", "velocity-1"] {
     ///         let info = EntityInfo::new([("mine", Some("m".into())), ("face", Some("m/f1".into()))], 1000);
-    ///         registry.insert(((Domain::Mine, sensor.to_string()), info));
+    ///         registry.insert(((Domain::Mine, EntityId::from(sensor)), info));
     ///     }
     ///     let reading = |sensor: &str, metric, value| {
-    ///         ((Domain::Mine, sensor.to_string()), (metric, OrderedFloat(value)))
+    ///         ((Domain::Mine, EntityId::from(sensor)), (metric, OrderedFloat(value)))
     ///     };
     ///     readings.update_at(reading("ch4-1", Metric::Ch4, 0.9), 2_000, 1);
     ///     readings.update_at(reading("velocity-1", Metric::AirVelocity, 0.2), 5_000, 1);

@@ -67,7 +67,7 @@ impl<'s> Sources<'s> {
         &self,
     ) -> VecCollection<'s, Time, (String, citybrain_model::Labels), Diff> {
         self.registry.clone().flat_map(|((domain, grid), info)| {
-            (domain == Domain::Citizen).then_some((grid, info.labels))
+            (domain == Domain::Citizen).then_some((grid.to_string(), info.labels))
         })
     }
 }

@@ -53,6 +53,7 @@ pub trait RatesOfRise<'s> {
     /// time, valued with the rate per minute.
     ///
     /// ```
+    /// use citybrain_operators::EntityId;
     /// use citybrain_model::{Domain, Metric, Severity};
     /// use citybrain_operators::kinds::rate_of_rise::{RateOfRiseRule, RatesOfRise};
     /// use citybrain_operators::matching::events;
@@ -90,7 +91,7 @@ pub trait RatesOfRise<'s> {
     ///         window_ms: 120_000,
     ///         min_span_ms: 30_000,
     ///     });
-    ///     let s1 = (Domain::Mine, "s1".to_string());
+    ///     let s1 = (Domain::Mine, EntityId::from("s1"));
     ///     readings.update_at((s1.clone(), (Metric::Ch4, OrderedFloat(0.4))), 0, 1);
     ///     readings.update_at((s1, (Metric::Ch4, OrderedFloat(0.7))), 60_000, 1);
     /// });

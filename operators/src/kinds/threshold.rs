@@ -17,6 +17,7 @@ pub trait ThresholdHits<'s> {
     /// reading, at the reading's time.
     ///
     /// ```
+    /// use citybrain_operators::EntityId;
     /// use citybrain_model::{Domain, Metric, Severity};
     /// use citybrain_operators::kinds::threshold::ThresholdHits;
     /// use citybrain_operators::matching::events;
@@ -50,7 +51,7 @@ pub trait ThresholdHits<'s> {
     ///         labels: vec![],
     ///     });
     ///     readings.advance_to(3);
-    ///     readings.insert(((Domain::Mine, "s1".to_string()), (Metric::Ch4, OrderedFloat(1.2))));
+    ///     readings.insert(((Domain::Mine, EntityId::from("s1")), (Metric::Ch4, OrderedFloat(1.2))));
     /// });
     /// ```
     fn threshold_hits(

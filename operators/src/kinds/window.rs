@@ -156,6 +156,7 @@ pub trait WindowAggregates<'s> {
     /// aggregate and carrying the group's labels.
     ///
     /// ```
+    /// use citybrain_operators::EntityId;
     /// use citybrain_model::{Domain, Metric, Severity};
     /// use citybrain_operators::kinds::window::{Aggregate, WindowAggregates, WindowRule};
     /// use citybrain_operators::matching::events;
@@ -194,7 +195,7 @@ pub trait WindowAggregates<'s> {
     ///         group_by: GroupBy::Entity,
     ///         aggregate: Aggregate::Avg,
     ///     });
-    ///     let s1 = (Domain::Mine, "s1".to_string());
+    ///     let s1 = (Domain::Mine, EntityId::from("s1"));
     ///     readings.update_at((s1.clone(), (Metric::Ch4, OrderedFloat(0.6))), 10, 1);
     ///     readings.update_at((s1, (Metric::Ch4, OrderedFloat(1.0))), 60, 1);
     /// });

@@ -46,7 +46,7 @@ fn watched_at(
                 && in_scope(&rule.alarm.scope, &info.labels)
             {
                 out.insert(
-                    (rule.alarm.id.clone(), entity.clone()),
+                    (rule.alarm.id.clone(), entity.to_string()),
                     (rule.clone(), info.cadence_ms, info.labels.clone()),
                 );
             }
@@ -119,7 +119,7 @@ pub(super) fn evaluations(
                 && in_scope(&rule.alarm.scope, &labels)
             {
                 heard
-                    .entry((rule.alarm.id.clone(), reading.entity.clone()))
+                    .entry((rule.alarm.id.clone(), reading.entity.to_string()))
                     .or_default()
                     .insert(reading.time);
             }

@@ -23,7 +23,7 @@ pub(super) fn evaluations(matches: &[Match<'_>]) -> Vec<Evaluation> {
                 rule.alarm.domain,
                 rule.alarm.metric,
                 rule.baseline_ms,
-                m.reading.entity.clone(),
+                m.reading.entity.to_string(),
             ),
             rule.clone(),
         )),
@@ -68,7 +68,7 @@ pub(super) fn evaluations(matches: &[Match<'_>]) -> Vec<Evaluation> {
         let ratio = m.reading.value / mean;
         out.push(Evaluation {
             rule: rule.alarm.id.clone(),
-            entity: m.reading.entity.clone(),
+            entity: m.reading.entity.to_string(),
             time: t,
             value: ratio,
             reported: ratio,

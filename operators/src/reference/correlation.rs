@@ -119,7 +119,7 @@ pub(super) fn evaluations(matches: &[Match<'_>]) -> Vec<Evaluation> {
             sides.entry(key).or_default().push((
                 m.reading.time,
                 m.reading.time.saturating_add(rule.tolerance_ms),
-                m.reading.entity.clone(),
+                m.reading.entity.to_string(),
                 m.reading.value,
             ));
         }

@@ -21,7 +21,7 @@ pub(super) fn evaluations(matches: &[Match<'_>]) -> Vec<Evaluation> {
                 rule.alarm.domain,
                 rule.alarm.metric,
                 rule.window_ms,
-                m.reading.entity.clone(),
+                m.reading.entity.to_string(),
             ),
             rule.clone(),
         )),
@@ -58,7 +58,7 @@ pub(super) fn evaluations(matches: &[Match<'_>]) -> Vec<Evaluation> {
         let rate = (m.reading.value - v0) / ((t - t0) as f64 / 60_000.0);
         out.push(Evaluation {
             rule: rule.alarm.id.clone(),
-            entity: m.reading.entity.clone(),
+            entity: m.reading.entity.to_string(),
             time: t,
             value: rate,
             reported: rate,

@@ -77,7 +77,7 @@ pub(super) fn evaluations(
                     continue;
                 }
                 let entry = edges
-                    .entry((rule.alarm.id.clone(), entity.clone()))
+                    .entry((rule.alarm.id.clone(), entity.to_string()))
                     .or_default();
                 for (start, stop) in &stalls {
                     entry.insert(*start, true);

@@ -10,7 +10,7 @@ pub(super) fn evaluations(matches: &[Match<'_>]) -> Vec<Evaluation> {
         .filter_map(|m| match &m.rule {
             RuleRow::Threshold(rule) => Some(Evaluation {
                 rule: rule.id.clone(),
-                entity: m.reading.entity.clone(),
+                entity: m.reading.entity.to_string(),
                 time: m.reading.time,
                 value: m.reading.value,
                 reported: m.reading.value,

@@ -12,6 +12,7 @@ use differential_dataflow::input::Input;
 use ordered_float::OrderedFloat;
 use proptest::prelude::*;
 
+use crate::EntityId;
 use crate::kpi::{
     Aggregate, KpiDef, KpiRow, KpiSource, KpiSources, KpiValue, aggregate, kpi_values,
 };
@@ -75,8 +76,8 @@ fn defs() -> Vec<KpiDef> {
     ]
 }
 
-fn entity(sensor: u8) -> String {
-    format!("s{sensor}")
+fn entity(sensor: u8) -> EntityId {
+    format!("s{sensor}").into()
 }
 
 /// Sensors 0 and 1 start on f0, 2 on f1; 3 is unregistered until a move.
@@ -108,7 +109,7 @@ fn metric(co: bool) -> Metric {
 fn row(sensor: u8, co: bool, value: u8, face: Option<usize>) -> KpiRow {
     let mut pairs = vec![
         ("domain", "mine".to_string()),
-        ("entity", entity(sensor)),
+        ("entity", entity(sensor).to_string()),
         ("metric", metric(co).as_str().to_string()),
     ];
     if let Some(face) = face {

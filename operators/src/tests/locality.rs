@@ -54,7 +54,7 @@ fn a_reading_is_enriched_and_alerted_on_its_entitys_worker() {
             let rule = alarm("any", Direction::Above, 0.5, -1.0, 0, &[]);
             rules.insert(RuleRow::Threshold(rule));
             for sensor in 0..SENSORS {
-                let key = (Domain::Mine, format!("s{sensor}"));
+                let key = (Domain::Mine, format!("s{sensor}").into());
                 let info = EntityInfo::new([("face", Some("m1/f1".into()))], 1_000);
                 registry.insert((key.clone(), info));
                 readings.update_at((key, (Metric::Ch4, OrderedFloat(1.0))), 10, 1);

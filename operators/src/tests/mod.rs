@@ -108,32 +108,23 @@ pub(crate) fn registry() -> HashMap<EntityKey, EntityInfo> {
         )
     };
     HashMap::from([
+        ((Domain::Mine, "s1".into()), sensor("m1", "m1/f1", "ch4")),
+        ((Domain::Mine, "s2".into()), sensor("m1", "m1/f2", "ch4")),
+        ((Domain::Mine, "s3".into()), sensor("m1", "m1/f1", "ch4")),
         (
-            (Domain::Mine, "s1".to_string()),
-            sensor("m1", "m1/f1", "ch4"),
-        ),
-        (
-            (Domain::Mine, "s2".to_string()),
-            sensor("m1", "m1/f2", "ch4"),
-        ),
-        (
-            (Domain::Mine, "s3".to_string()),
-            sensor("m1", "m1/f1", "ch4"),
-        ),
-        (
-            (Domain::Mine, "v1".to_string()),
+            (Domain::Mine, "v1".into()),
             sensor("m1", "m1/f1", "air_velocity"),
         ),
         (
-            (Domain::Mine, "v2".to_string()),
+            (Domain::Mine, "v2".into()),
             sensor("m1", "m1/f2", "air_velocity"),
         ),
         (
-            (Domain::Mine, "v3".to_string()),
+            (Domain::Mine, "v3".into()),
             sensor("m2", "m2/f3", "air_velocity"),
         ),
-        ((Domain::Farm, "collar-1".to_string()), collar("a1")),
-        ((Domain::Farm, "collar-2".to_string()), collar("a2")),
+        ((Domain::Farm, "collar-1".into()), collar("a1")),
+        ((Domain::Farm, "collar-2".into()), collar("a2")),
     ])
 }
 

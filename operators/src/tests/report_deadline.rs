@@ -129,7 +129,7 @@ pub(super) fn run_changes(
                 0,
             );
             let (_, registry) =
-                scope.new_collection_from(vec![((Domain::Citizen, "g1".to_string()), grid)]);
+                scope.new_collection_from(vec![((Domain::Citizen, "g1".into()), grid)]);
             let (report_input, reports) = scope.new_collection();
             let (rule_input, rules) = scope.new_collection();
             let (probe, _) = rule_alerts(readings, registry, reports, rules)

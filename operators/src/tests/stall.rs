@@ -39,7 +39,7 @@ fn partition(n: i32) -> PartitionId {
 fn placements() -> HashMap<EntityKey, PartitionId> {
     [("s1", 0), ("v1", 0), ("s2", 1), ("s3", 1)]
         .into_iter()
-        .map(|(entity, n)| ((Domain::Mine, entity.to_string()), partition(n)))
+        .map(|(entity, n)| ((Domain::Mine, entity.into()), partition(n)))
         .collect()
 }
 

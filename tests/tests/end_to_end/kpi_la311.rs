@@ -213,7 +213,7 @@ fn backlog_closure_rate_and_median_time_to_resolve_equal_the_file() {
         for district in districts {
             let grid = district.replace("CD ", "cd-");
             let info = EntityInfo::new([("district", Some(district))], 0);
-            registry_input.insert(((Domain::Citizen, grid), info));
+            registry_input.insert(((Domain::Citizen, grid.into()), info));
         }
         registry_input.close();
         for (time, id, kind, category, grid) in events {

@@ -16,8 +16,8 @@ use citybrain_engine::config::{self, LoadedConfig};
 use citybrain_engine::replay::{self, ReplayRun, RuleChange, Schedule};
 use citybrain_model::registry::{DeviceRecord, SensorRecord};
 use citybrain_model::{AlertTransition, DeadLetterReason, Domain, EntityInfo, Metric, Reading};
-use citybrain_operators::EntityKey;
 use citybrain_operators::reference::rule_transitions;
+use citybrain_operators::{EntityId, EntityKey};
 use citybrain_tests::{arff_column, shared_data, write_file};
 
 use crate::rule_kinds_real_data::{FARM_RULES, MINE_RULES};
@@ -88,7 +88,7 @@ fn arff_sensors(
     let mut readings = Vec::new();
     let mut registry = HashMap::new();
     for &(column, metric, sensor) in columns {
-        let entity = format!("{face}/{sensor}");
+        let entity: EntityId = format!("{face}/{sensor}").into();
         let record = SensorRecord {
             sensor: None,
             mine: mine.into(),
@@ -180,7 +180,7 @@ fn cow_collar_replay_equals_the_reference() {
         kind: Metric::Activity,
         cadence_ms: 60_000,
     };
-    let registry = HashMap::from([((Domain::Farm, device.to_string()), record.into())]);
+    let registry = HashMap::from([((Domain::Farm, device.into()), record.into())]);
     let loaded = loaded("", FARM_RULES);
     let (schedule, run) = replay(&loaded, &[mapped("cows.toml", "cows/sample_data.csv")]);
     assert_eq!(schedule.events, 22_730);
@@ -241,7 +241,7 @@ fn greenhouse_climate_replay_with_backwards_timestamps_equals_the_sorted_referen
             kind: metric,
             cadence_ms: 900_000,
         };
-        registry.insert((Domain::Farm, device.to_string()), record.into());
+        registry.insert((Domain::Farm, device.into()), record.into());
     }
     let rules = r#"
 [[rule]]

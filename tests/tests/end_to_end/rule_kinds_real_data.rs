@@ -339,7 +339,7 @@ fn methane_windows_rates_baseline_and_correlation_equal_the_reference() {
         };
         let json = serde_json::to_string(&record).unwrap_or_else(|e| panic!("record: {e}"));
         records.push(("registry.sensors", sensor, json));
-        registry.insert((Domain::Mine, sensor.to_string()), record.into());
+        registry.insert((Domain::Mine, sensor.into()), record.into());
     }
     let mut readings = Vec::new();
     for (i, (ch4, velocity)) in mm116.iter().zip(&as038).enumerate() {
@@ -347,7 +347,7 @@ fn methane_windows_rates_baseline_and_correlation_equal_the_reference() {
         for ((sensor, metric), value) in sensors.iter().zip([*ch4, *velocity]) {
             readings.push(Reading {
                 domain: Domain::Mine,
-                entity: sensor.to_string(),
+                entity: (*sensor).into(),
                 metric: *metric,
                 value,
                 time,
@@ -391,12 +391,12 @@ fn cow_activity_baseline_and_herd_window_equal_the_reference() {
     };
     let json = serde_json::to_string(&record).unwrap_or_else(|e| panic!("record: {e}"));
     let registry: HashMap<EntityKey, EntityInfo> =
-        HashMap::from([((Domain::Farm, device.to_string()), record.into())]);
+        HashMap::from([((Domain::Farm, device.into()), record.into())]);
     let readings: Vec<Reading> = rows
         .iter()
         .map(|(time, value)| Reading {
             domain: Domain::Farm,
-            entity: device.to_string(),
+            entity: device.into(),
             metric: Metric::Activity,
             value: *value,
             time: *time,
@@ -458,11 +458,11 @@ fn greenhouse_windows_and_baselines_equal_the_reference() {
         };
         let json = serde_json::to_string(&record).unwrap_or_else(|e| panic!("record: {e}"));
         records.push(("registry.devices", device, json));
-        registry.insert((Domain::Farm, device.to_string()), record.into());
+        registry.insert((Domain::Farm, device.into()), record.into());
     }
     let reading = |device: usize, time: u64, value: f64| Reading {
         domain: Domain::Farm,
-        entity: devices[device].0.to_string(),
+        entity: devices[device].0.into(),
         metric: devices[device].1,
         value,
         time,
