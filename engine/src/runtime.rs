@@ -355,6 +355,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// Records `error` as the engine's failure unless one came first (what `Engine::wait`
+    /// returns) and asks every thread to stop.
+    fn fail(&self, error: String) {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(error);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     fn latency_quantiles(&self) -> Option<(u64, u64, u64)> {
         self.latency
             .lock()
@@ -627,20 +637,11 @@ pub fn start(
                 },
             ) {
                 tracing::error!(worker = worker.index(), %error, "worker failed");
-                let mut failure = shared
-                    .failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                failure.get_or_insert(error);
-                shared.stop.store(true, Ordering::SeqCst);
+                shared.fail(error);
             }
             if let Err(error) = finish_dataflows(worker, DRAIN_LIMIT) {
                 tracing::error!("{error}");
-                let mut failure = shared
-                    .failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                failure.get_or_insert(error);
+                shared.fail(error);
             }
         })
         .map_err(EngineError::Timely)?
