@@ -28,6 +28,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::closing::{CLOSE_LIMIT, close_within};
+
 /// How to take part in a lease.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -98,7 +100,11 @@ impl Lease {
                 (Arc::clone(&state), Arc::clone(&stop), config.topic.clone());
             std::thread::Builder::new()
                 .name("citybrain-lease".into())
-                .spawn(move || keep_membership(&consumer, &topic, &state, &stop))?
+                .spawn(move || {
+                    keep_membership(&consumer, &topic, &state, &stop);
+                    // Joined by `Lease::drop`: the close must not hold a stop forever.
+                    close_within(consumer, "lease consumer", CLOSE_LIMIT);
+                })?
         };
         Ok(Lease {
             state,

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use citybrain_connectors::closing::ClosedWithin;
 use citybrain_connectors::dead_letter::{DeadLetter, Origin};
 use citybrain_connectors::kafka::{
     Clock, KafkaSource, SourceConfig, SourceEvent, StreamKind, TopicSpec,
@@ -870,7 +871,11 @@ fn worker_loop(
             &mut running_version,
         );
     }
-    let mut source = KafkaSource::connect(source_config).map_err(|e| e.to_string())?;
+    // Closed within a limit when the loop ends: a consumer's close can wait forever.
+    let mut source = ClosedWithin::new(
+        KafkaSource::connect(source_config).map_err(|e| e.to_string())?,
+        "kafka source",
+    );
     // A worker parked below (nothing from Kafka) wakes as soon as readings arrive.
     let this_worker = std::thread::current();
     source.wake_on_readings(move || this_worker.unpark());
