@@ -1,8 +1,9 @@
 //! The `for`/hysteresis state machine per (rule, entity), in event time.
 //!
-//! A frontier-driven timely operator, exchanged by the alert's entity
+//! A frontier-driven timely operator on the worker of the alert's entity
 //! ([`crate::entity_route`]: every key of an entity on one worker, the one its readings were
-//! enriched on). It buffers rule hits per time and processes each time only once the input
+//! enriched on): hits made elsewhere are exchanged there, the hits of kinds that make them
+//! there already are read where they are ([`crate::kinds::KindHits`]). It buffers rule hits per time and processes each time only once the input
 //! frontier has passed it, in time order, so out-of-order input within the allowed lateness
 //! gives exactly the in-order result. Its state is one small record per key that is pending
 //! or firing; normal keys cost nothing.
@@ -34,7 +35,8 @@ use differential_dataflow::collection::vec;
 use differential_dataflow::consolidation::consolidate;
 use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Exchange;
 use timely::dataflow::operators::vec::{Broadcast, Filter};
 
 use crate::earliest::Earliest;
@@ -271,6 +273,16 @@ pub trait HoldAndHysteresis<'s> {
         rules: vec::Collection<'s, Time, RuleRow, Diff>,
         seed: FiringSeed,
     ) -> StreamVec<'s, Time, AlertTransition>;
+
+    /// [`HoldAndHysteresis::hold_and_hysteresis_seeded`] for hits each already on the worker
+    /// of its alert's entity ([`crate::entity_route`], see [`crate::kinds::KindHits`]): read
+    /// where they are instead of exchanged. Hits elsewhere would split a key's state over
+    /// workers.
+    fn hold_and_hysteresis_on_entity_workers(
+        self,
+        rules: vec::Collection<'s, Time, RuleRow, Diff>,
+        seed: FiringSeed,
+    ) -> StreamVec<'s, Time, AlertTransition>;
 }
 
 impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
@@ -286,197 +298,216 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
         rules: vec::Collection<'s, Time, RuleRow, Diff>,
         seed: FiringSeed,
     ) -> StreamVec<'s, Time, AlertTransition> {
-        // By alert entity only: a reading's hits are then already on their worker.
-        let exchange = Exchange::new(|update: &(HitRow, Time, Diff)| entity_route(&update.0.0.1));
-        // Alert states are spread over the workers by entity: every worker needs every rule
-        // change to find the alerts of a removed rule among its keys.
-        let rule_changes = rules.inner.broadcast();
-        // Hits are instants: at a time `t` the hits present all have `hit.time == t`, so the
-        // updates at `t` about earlier hits (the retractions one tick after them, see
-        // `instant`, and a join's insertions and retractions that cancel with them) add up
-        // to retractions, which change nothing here: only insertions are evaluations.
-        // Dropping them before the exchange halves what crosses to the key's worker and
-        // waits for the frontier.
-        let evaluations = self.inner.filter(|((_, hit), time, _)| hit.time >= *time);
-        evaluations.binary_frontier_while_holding(
-            rule_changes,
-            exchange,
-            Pipeline,
-            "HoldAndHysteresis",
-            |_capability| {
-                let mut hits_waiting: Pending<HitRow> = Pending::default();
-                let mut rules_waiting: BTreeMap<Time, Vec<(RuleRow, Diff)>> = BTreeMap::new();
-                let mut ready: Vec<(HitRow, Time, Diff)> = Vec::new();
-                let mut keys_seen = FxHashSet::default();
-                // Transitions are rare: a capability at their time is taken from this one only
-                // for a time that has some.
-                let mut earliest = Earliest::default();
-                let mut states: FxHashMap<AlertKey, AlertState> = FxHashMap::default();
-                let mut seeded = !seed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .is_empty();
-                let mut fired: FxHashMap<AlertKey, Fired> = FxHashMap::default();
-                // Rows per rule id, over every time processed so far.
-                let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
-                move |(hits, hits_frontier), (rules, rules_frontier), output| {
-                    hits.for_each(|capability, data| {
-                        if let Some(time) = hits_waiting.append(data) {
-                            earliest.hold(&capability, time);
-                        }
-                    });
-                    rules.for_each(|capability, data| {
-                        for (row, time, diff) in data.drain(..) {
-                            earliest.hold(&capability, time);
-                            rules_waiting.entry(time).or_default().push((row, diff));
-                        }
-                    });
-                    let is_ready = |time: &Time| {
-                        !hits_frontier.less_equal(time) && !rules_frontier.less_equal(time)
+        hold_and_hysteresis(self, rules, seed, false)
+    }
+
+    fn hold_and_hysteresis_on_entity_workers(
+        self,
+        rules: vec::Collection<'s, Time, RuleRow, Diff>,
+        seed: FiringSeed,
+    ) -> StreamVec<'s, Time, AlertTransition> {
+        hold_and_hysteresis(self, rules, seed, true)
+    }
+}
+
+/// The state machine over `hits`, exchanged by alert entity unless `on_entity_worker`.
+fn hold_and_hysteresis<'s>(
+    hits: vec::Collection<'s, Time, HitRow, Diff>,
+    rules: vec::Collection<'s, Time, RuleRow, Diff>,
+    seed: FiringSeed,
+    on_entity_worker: bool,
+) -> StreamVec<'s, Time, AlertTransition> {
+    // Alert states are spread over the workers by entity: every worker needs every rule
+    // change to find the alerts of a removed rule among its keys.
+    let rule_changes = rules.inner.broadcast();
+    // Hits are instants: at a time `t` the hits present all have `hit.time == t`, so the
+    // updates at `t` about earlier hits (the retractions one tick after them, see
+    // `instant`, and a join's insertions and retractions that cancel with them) add up
+    // to retractions, which change nothing here: only insertions are evaluations.
+    // Dropping them before the exchange halves what crosses to the key's worker and
+    // waits for the frontier.
+    let evaluations = hits.inner.filter(|((_, hit), time, _)| hit.time >= *time);
+    // By alert entity only: a reading's hits are then already on their worker.
+    let evaluations = match on_entity_worker {
+        true => evaluations,
+        false => evaluations.exchange(|update| entity_route(&update.0.0.1)),
+    };
+    evaluations.binary_frontier_while_holding(
+        rule_changes,
+        Pipeline,
+        Pipeline,
+        "HoldAndHysteresis",
+        |_capability| {
+            let mut hits_waiting: Pending<HitRow> = Pending::default();
+            let mut rules_waiting: BTreeMap<Time, Vec<(RuleRow, Diff)>> = BTreeMap::new();
+            let mut ready: Vec<(HitRow, Time, Diff)> = Vec::new();
+            let mut keys_seen = FxHashSet::default();
+            // Transitions are rare: a capability at their time is taken from this one only
+            // for a time that has some.
+            let mut earliest = Earliest::default();
+            let mut states: FxHashMap<AlertKey, AlertState> = FxHashMap::default();
+            let mut seeded = !seed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty();
+            let mut fired: FxHashMap<AlertKey, Fired> = FxHashMap::default();
+            // Rows per rule id, over every time processed so far.
+            let mut rule_rows: FxHashMap<String, Diff> = FxHashMap::default();
+            move |(hits, hits_frontier), (rules, rules_frontier), output| {
+                hits.for_each(|capability, data| {
+                    if let Some(time) = hits_waiting.append(data) {
+                        earliest.hold(&capability, time);
+                    }
+                });
+                rules.for_each(|capability, data| {
+                    for (row, time, diff) in data.drain(..) {
+                        earliest.hold(&capability, time);
+                        rules_waiting.entry(time).or_default().push((row, diff));
+                    }
+                });
+                let is_ready = |time: &Time| {
+                    !hits_frontier.less_equal(time) && !rules_frontier.less_equal(time)
+                };
+                hits_waiting.take_ready(is_ready, &mut ready);
+                // Insertions and retractions of one row at one time cancel; only net
+                // insertions are evaluations (see `instant`: a hit carries its event time,
+                // so the retraction of one never cancels the next). An alert's hits at one
+                // time in order; different alerts' in the order they came.
+                consolidate_repeated_keys_by_time(&mut ready, |(key, _)| key, &mut keys_seen);
+                let mut ready_hits = ready.drain(..).peekable();
+                loop {
+                    // The next time with hits or rule changes, in time order.
+                    let next_hits = ready_hits.peek().map(|(_, time, _)| *time);
+                    let next_rules = rules_waiting.keys().next().copied().filter(is_ready);
+                    let Some(time) = next_hits.into_iter().chain(next_rules).min() else {
+                        break;
                     };
-                    hits_waiting.take_ready(is_ready, &mut ready);
-                    // Insertions and retractions of one row at one time cancel; only net
-                    // insertions are evaluations (see `instant`: a hit carries its event time,
-                    // so the retraction of one never cancels the next). An alert's hits at one
-                    // time in order; different alerts' in the order they came.
-                    consolidate_repeated_keys_by_time(&mut ready, |(key, _)| key, &mut keys_seen);
-                    let mut ready_hits = ready.drain(..).peekable();
-                    loop {
-                        // The next time with hits or rule changes, in time order.
-                        let next_hits = ready_hits.peek().map(|(_, time, _)| *time);
-                        let next_rules = rules_waiting.keys().next().copied().filter(is_ready);
-                        let Some(time) = next_hits.into_iter().chain(next_rules).min() else {
-                            break;
-                        };
-                        let rule_changes = if next_rules == Some(time) {
-                            rules_waiting.remove(&time).unwrap_or_default()
-                        } else {
-                            Vec::new()
-                        };
-                        let hits =
-                            std::iter::from_fn(|| ready_hits.next_if(|(_, at, _)| *at == time));
-                        // Most times have hits only: no rule edits to look at.
-                        let RuleEdits { removed, changed } = if rule_changes.is_empty() {
-                            RuleEdits::default()
-                        } else {
-                            rule_edits(&mut rule_rows, rule_changes)
-                        };
-                        // An edited rule first lets go of the alerts it no longer covers; then
-                        // this time's hits meet the new rule.
-                        let mut ended = Vec::new();
-                        for (before, after) in &changed {
-                            for (key, Fired { labels, .. }) in &fired {
-                                if *key.0 != *before.id() {
-                                    continue;
-                                }
-                                if let Some(reason) = resolved_by_edit(before, after, labels) {
-                                    ended.push((key.clone(), before.alarm().clone(), reason));
-                                }
-                            }
-                        }
-                        let mut emitted = end_alerts(ended, &mut states, &mut fired, time);
-                        for (
-                            (
-                                key,
-                                RuleHit {
-                                    value,
-                                    reported,
-                                    labels,
-                                    rule,
-                                    ..
-                                },
-                            ),
-                            _,
-                            diff,
-                        ) in hits
-                        {
-                            if diff <= 0 {
+                    let rule_changes = if next_rules == Some(time) {
+                        rules_waiting.remove(&time).unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    let hits = std::iter::from_fn(|| ready_hits.next_if(|(_, at, _)| *at == time));
+                    // Most times have hits only: no rule edits to look at.
+                    let RuleEdits { removed, changed } = if rule_changes.is_empty() {
+                        RuleEdits::default()
+                    } else {
+                        rule_edits(&mut rule_rows, rule_changes)
+                    };
+                    // An edited rule first lets go of the alerts it no longer covers; then
+                    // this time's hits meet the new rule.
+                    let mut ended = Vec::new();
+                    for (before, after) in &changed {
+                        for (key, Fired { labels, .. }) in &fired {
+                            if *key.0 != *before.id() {
                                 continue;
                             }
-                            let mut state = states.get(&key).copied();
-                            if state.is_none() && seeded {
-                                let mut seed = seed.lock().unwrap_or_else(PoisonError::into_inner);
-                                if seed.remove(&key) {
-                                    state = Some(AlertState::Firing);
-                                    fired.insert(
-                                        key.clone(),
-                                        Fired {
-                                            labels: labels.clone(),
-                                            value: reported.0,
-                                        },
-                                    );
-                                }
-                                seeded = !seed.is_empty();
+                            if let Some(reason) = resolved_by_edit(before, after, labels) {
+                                ended.push((key.clone(), before.alarm().clone(), reason));
                             }
-                            let (next, transition) = step(state, &rule, value.0, time);
-                            match transition {
-                                Some(TransitionState::Firing) => {
-                                    fired.insert(
-                                        key.clone(),
-                                        Fired {
-                                            labels: labels.clone(),
-                                            value: reported.0,
-                                        },
-                                    );
-                                }
-                                Some(TransitionState::Resolved) => {
-                                    fired.remove(&key);
-                                }
-                                None => {}
-                            }
-                            if let Some(state) = transition {
-                                let mut transition = make_transition(
-                                    &rule, &key.1, &labels, state, reported.0, time,
-                                );
-                                // A kind that evaluates its alerts at the removal itself
-                                // (absence) resolves them here: it is still the removal.
-                                if state == TransitionState::Resolved
-                                    && removed.iter().any(|r| *r.id == *key.0)
-                                {
-                                    transition.reason = Some(RULE_REMOVED.to_string());
-                                }
-                                emitted.push(transition);
-                            }
-                            match next {
-                                Some(next) => {
-                                    states.insert(key, next);
-                                }
-                                // A normal key that stays normal was never stored: no second
-                                // hash of its two strings (most readings are this case).
-                                None if state.is_none() => {}
-                                None => {
-                                    states.remove(&key);
-                                }
-                            }
-                        }
-                        if !removed.is_empty() {
-                            let mut ended = Vec::new();
-                            for rule in removed {
-                                ended.extend(
-                                    states
-                                        .keys()
-                                        .filter(|key| *key.0 == *rule.id)
-                                        .map(|key| (key.clone(), rule.clone(), RULE_REMOVED)),
-                                );
-                            }
-                            emitted.extend(end_alerts(ended, &mut states, &mut fired, time));
-                        }
-                        if let Some(held) = earliest.capability()
-                            && !emitted.is_empty()
-                        {
-                            output
-                                .session(&held.delayed(&time))
-                                .give_container(&mut emitted);
                         }
                     }
-                    drop(ready_hits);
-                    let next_hits = hits_waiting.earliest();
-                    let next_rules = rules_waiting.keys().next().copied();
-                    earliest.advance(next_hits.into_iter().chain(next_rules).min());
+                    let mut emitted = end_alerts(ended, &mut states, &mut fired, time);
+                    for (
+                        (
+                            key,
+                            RuleHit {
+                                value,
+                                reported,
+                                labels,
+                                rule,
+                                ..
+                            },
+                        ),
+                        _,
+                        diff,
+                    ) in hits
+                    {
+                        if diff <= 0 {
+                            continue;
+                        }
+                        let mut state = states.get(&key).copied();
+                        if state.is_none() && seeded {
+                            let mut seed = seed.lock().unwrap_or_else(PoisonError::into_inner);
+                            if seed.remove(&key) {
+                                state = Some(AlertState::Firing);
+                                fired.insert(
+                                    key.clone(),
+                                    Fired {
+                                        labels: labels.clone(),
+                                        value: reported.0,
+                                    },
+                                );
+                            }
+                            seeded = !seed.is_empty();
+                        }
+                        let (next, transition) = step(state, &rule, value.0, time);
+                        match transition {
+                            Some(TransitionState::Firing) => {
+                                fired.insert(
+                                    key.clone(),
+                                    Fired {
+                                        labels: labels.clone(),
+                                        value: reported.0,
+                                    },
+                                );
+                            }
+                            Some(TransitionState::Resolved) => {
+                                fired.remove(&key);
+                            }
+                            None => {}
+                        }
+                        if let Some(state) = transition {
+                            let mut transition =
+                                make_transition(&rule, &key.1, &labels, state, reported.0, time);
+                            // A kind that evaluates its alerts at the removal itself
+                            // (absence) resolves them here: it is still the removal.
+                            if state == TransitionState::Resolved
+                                && removed.iter().any(|r| *r.id == *key.0)
+                            {
+                                transition.reason = Some(RULE_REMOVED.to_string());
+                            }
+                            emitted.push(transition);
+                        }
+                        match next {
+                            Some(next) => {
+                                states.insert(key, next);
+                            }
+                            // A normal key that stays normal was never stored: no second
+                            // hash of its two strings (most readings are this case).
+                            None if state.is_none() => {}
+                            None => {
+                                states.remove(&key);
+                            }
+                        }
+                    }
+                    if !removed.is_empty() {
+                        let mut ended = Vec::new();
+                        for rule in removed {
+                            ended.extend(
+                                states
+                                    .keys()
+                                    .filter(|key| *key.0 == *rule.id)
+                                    .map(|key| (key.clone(), rule.clone(), RULE_REMOVED)),
+                            );
+                        }
+                        emitted.extend(end_alerts(ended, &mut states, &mut fired, time));
+                    }
+                    if let Some(held) = earliest.capability()
+                        && !emitted.is_empty()
+                    {
+                        output
+                            .session(&held.delayed(&time))
+                            .give_container(&mut emitted);
+                    }
                 }
-            },
-        )
-    }
+                drop(ready_hits);
+                let next_hits = hits_waiting.earliest();
+                let next_rules = rules_waiting.keys().next().copied();
+                earliest.advance(next_hits.into_iter().chain(next_rules).min());
+            }
+        },
+    )
 }
 
 /// Resolves the alerts `ended` (key, the rule as they fired under it, the reason) at `time`:

@@ -184,8 +184,15 @@ pub fn rule_alerts_by_clock_seeded<'s>(
             partitions: partitions.clone(),
             report_retention_ms,
         };
-        let transitions = hits_of(&sources, rules.clone())
-            .hold_and_hysteresis_seeded(rules_of_kind(&rules, name), Arc::clone(&seed));
+        let kinds::KindHits {
+            hits,
+            on_entity_worker,
+        } = hits_of(&sources, rules.clone());
+        let (kind_rules, seed) = (rules_of_kind(&rules, name), Arc::clone(&seed));
+        let transitions = match on_entity_worker {
+            true => hits.hold_and_hysteresis_on_entity_workers(kind_rules, seed),
+            false => hits.hold_and_hysteresis_seeded(kind_rules, seed),
+        };
         if kinds::CITIZEN_KINDS.contains(name) {
             citizen.push(transitions);
         } else {

@@ -54,7 +54,7 @@ use crate::agenda::{Agenda, KeyTimer};
 use crate::entity_route;
 use crate::hit::{AlertKey, HitRow, RuleHit};
 use crate::instant::push_instants;
-use crate::kinds::Sources;
+use crate::kinds::{KindHits, Sources};
 use crate::matching::{Events, Match, Matches, match_rules};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
 use crate::stall::PartitionStalls;
@@ -546,9 +546,11 @@ fn hits_of_matches<'s>(
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     rules: VecCollection<'s, Time, RuleRow, Diff>,
-) -> VecCollection<'s, Time, HitRow, Diff> {
+) -> KindHits<'s> {
     let rules = rules.flat_map(|row| row.as_absence().cloned());
     let (stall_hits, stalled) = sources.partitions.clone().partition_stalls(rules.clone());
     let registry = sources.registry.clone();
-    hits_of_matches(sources.matches.clone(), registry, rules, stalled).concat(stall_hits)
+    KindHits::anywhere(
+        hits_of_matches(sources.matches.clone(), registry, rules, stalled).concat(stall_hits),
+    )
 }

@@ -18,8 +18,8 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 use crate::hit::HitRow;
-use crate::kinds::Sources;
 use crate::kinds::trailing::{ExactSum, History, trailing_hits};
+use crate::kinds::{KindHits, Sources};
 use crate::matching::{Events, Matches, match_rules};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
@@ -121,10 +121,11 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
     )
 }
 
-/// The registry entry: hits of the baseline rules' matches.
+/// The registry entry: hits of the baseline rules' matches, made where the matches are: on
+/// the entity's worker, the alert's.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     _rules: VecCollection<'s, Time, RuleRow, Diff>,
-) -> VecCollection<'s, Time, HitRow, Diff> {
-    hits_of_matches(sources.matches.clone())
+) -> KindHits<'s> {
+    KindHits::on_entity_worker(hits_of_matches(sources.matches.clone()))
 }

@@ -36,7 +36,7 @@ use crate::by_address::ByAddress;
 use crate::enrich::Event;
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
-use crate::kinds::Sources;
+use crate::kinds::{KindHits, Sources};
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
 use crate::rule::{CarriedLabels, Direction, GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
@@ -477,10 +477,11 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         .as_collection()
 }
 
-/// The registry entry: hits of the correlation rules' matches.
+/// The registry entry: hits of the correlation rules' matches, made behind the exchange by
+/// group, the alert's entity.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     _rules: VecCollection<'s, Time, RuleRow, Diff>,
-) -> VecCollection<'s, Time, HitRow, Diff> {
-    hits_of_matches(sources.matches.clone())
+) -> KindHits<'s> {
+    KindHits::on_entity_worker(hits_of_matches(sources.matches.clone()))
 }

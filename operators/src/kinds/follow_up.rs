@@ -42,8 +42,8 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::hit::HitRow;
-use crate::kinds::Sources;
 use crate::kinds::report_deadline::report_hit;
+use crate::kinds::{KindHits, Sources};
 use crate::report_state::ReportEventRow;
 use crate::report_timers::{Effects, ReportTimerHits, ReportTimerLogic};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
@@ -367,10 +367,10 @@ impl<'s> FollowUpHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff> {
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     rules: VecCollection<'s, Time, RuleRow, Diff>,
-) -> VecCollection<'s, Time, HitRow, Diff> {
-    sources.reports.clone().follow_up_hits(
+) -> KindHits<'s> {
+    KindHits::anywhere(sources.reports.clone().follow_up_hits(
         rules.flat_map(|row| row.as_follow_up().cloned()),
         sources.citizen_grids(),
         sources.report_retention_ms,
-    )
+    ))
 }

@@ -7,7 +7,9 @@
 //! here, one variant of [`RuleRow`] and one line in [`KINDS`]. A kind gets the shared
 //! [`Sources`]: its rules met by readings, and the registry for kinds that need more than
 //! labels ([`absence`] takes each entity's cadence from it and emits evaluations from
-//! frontier-driven timers; the state machine does the rest).
+//! frontier-driven timers; the state machine does the rest). A kind also says whether its
+//! hits are on their alert entity's worker already ([`KindHits`]), which spares them an
+//! exchange.
 //!
 //! | kind | evaluated | derived value | alert entity |
 //! |---|---|---|---|
@@ -75,10 +77,37 @@ impl<'s> Sources<'s> {
 /// Builds the hits of one kind from the shared sources and the whole rules collection (each
 /// kind picks its own rows). The state machine reads only a hit's insertion at its time, so a
 /// kind may give its hits as instants or as occurrences (never retracted).
-pub type HitsOf = for<'s> fn(
-    &Sources<'s>,
-    VecCollection<'s, Time, RuleRow, Diff>,
-) -> VecCollection<'s, Time, HitRow, Diff>;
+pub type HitsOf = for<'s> fn(&Sources<'s>, VecCollection<'s, Time, RuleRow, Diff>) -> KindHits<'s>;
+
+/// A kind's hits, and whether each is on its alert entity's worker already.
+pub struct KindHits<'s> {
+    /// The hits.
+    pub hits: VecCollection<'s, Time, HitRow, Diff>,
+    /// True when each hit is on the worker [`crate::entity_route`] picks for its alert's
+    /// entity: made where its match was (matches are on their entity's worker), or behind
+    /// the kind's own exchange by the alert's entity. The state machine then reads the hits
+    /// where they are; otherwise it exchanges them, which on more than one worker moves every
+    /// hit once more.
+    pub on_entity_worker: bool,
+}
+
+impl<'s> KindHits<'s> {
+    /// Hits on the worker of their alert's entity.
+    pub fn on_entity_worker(hits: VecCollection<'s, Time, HitRow, Diff>) -> Self {
+        KindHits {
+            hits,
+            on_entity_worker: true,
+        }
+    }
+
+    /// Hits on any worker: the state machine exchanges them by their alert's entity.
+    pub fn anywhere(hits: VecCollection<'s, Time, HitRow, Diff>) -> Self {
+        KindHits {
+            hits,
+            on_entity_worker: false,
+        }
+    }
+}
 
 /// The kinds that follow the citizen-report clock (the others follow the sensor clock).
 pub const CITIZEN_KINDS: &[&str] = &["report_deadline", "follow_up"];

@@ -51,8 +51,8 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::hit::{HitRow, RuleHit};
-use crate::kinds::Sources;
 use crate::kinds::absence::RULE_KIND_LABEL;
+use crate::kinds::{KindHits, Sources};
 use crate::report_state::{LEVELS, ReportEventRow};
 use crate::report_timers::{Effects, ReportTimerHits, ReportTimerLogic};
 use crate::rule::{Direction, RuleRow, ThresholdRule};
@@ -532,10 +532,10 @@ impl<'s> ReportDeadlineHits<'s> for VecCollection<'s, Time, ReportEventRow, Diff
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     rules: VecCollection<'s, Time, RuleRow, Diff>,
-) -> VecCollection<'s, Time, HitRow, Diff> {
-    sources.reports.clone().report_deadline_hits(
+) -> KindHits<'s> {
+    KindHits::anywhere(sources.reports.clone().report_deadline_hits(
         rules.flat_map(|row| row.as_report_deadline().cloned()),
         sources.citizen_grids(),
         sources.report_retention_ms,
-    )
+    ))
 }

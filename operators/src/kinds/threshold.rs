@@ -6,7 +6,7 @@ use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::vec::Map;
 
 use crate::hit::{HitRow, RuleHit};
-use crate::kinds::Sources;
+use crate::kinds::{KindHits, Sources};
 use crate::matching::{Events, Match, Matches, match_rules};
 use crate::rule::{RuleRow, ThresholdRule};
 use crate::{Diff, Time};
@@ -86,10 +86,11 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         .as_collection()
 }
 
-/// The registry entry: hits of the threshold rules' matches.
+/// The registry entry: hits of the threshold rules' matches, each made where its match is:
+/// on its entity's worker.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     _rules: VecCollection<'s, Time, RuleRow, Diff>,
-) -> VecCollection<'s, Time, HitRow, Diff> {
-    hits_of_matches(sources.matches.clone())
+) -> KindHits<'s> {
+    KindHits::on_entity_worker(hits_of_matches(sources.matches.clone()))
 }

@@ -1,7 +1,7 @@
 //! What the kinds that look back over a trailing window share (rate of rise, baseline): each
 //! reading `(t, v)` of an entity is evaluated against the same entity's distinct readings in
 //! `[t - W, t)` (readings of one time do not see each other), kept in one frontier-driven
-//! operator exchanged by entity.
+//! operator on the entity's worker (where its matches are).
 //!
 //! The matches of a time are applied once the frontier has passed it, in time order
 //! ([`crate::agenda`]), so readings out of order within the allowed lateness give the in-order
@@ -25,11 +25,10 @@ use indexmap::IndexMap;
 use ordered_float::OrderedFloat;
 use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Map;
 
 use crate::agenda::{Agenda, KeyTimer};
-use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::matching::{Match, MatchedRule, Matches};
 use crate::rule::RuleRow;
@@ -183,9 +182,10 @@ pub(crate) fn trailing_hits<'s, S: Summary>(
         let key = HistoryKey::new(&rule, window_of(&rule.row)?, event.entity);
         Some(((key, event.value, event.labels, rule), time, diff))
     });
-    let exchange = Exchange::new(|update: &(Filed, Time, Diff)| entity_route(&update.0.0.entity));
+    // Matches are on their entity's worker, and so is each history (keyed by the match's
+    // entity): read where they are, not exchanged.
     filed
-        .unary_frontier_while_holding(exchange, name, |_capability| {
+        .unary_frontier_while_holding(Pipeline, name, |_capability| {
             let mut agenda: Agenda<Filed, HistoryKey> = Agenda::new();
             let mut histories: IndexMap<HistoryKey, History<S>, FxBuildHasher> =
                 IndexMap::default();

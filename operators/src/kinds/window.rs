@@ -48,7 +48,7 @@ use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
-use crate::kinds::Sources;
+use crate::kinds::{KindHits, Sources};
 use crate::lookup::Table;
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
 use crate::rule::{CarriedLabels, GroupBy, RuleRow, ThresholdRule};
@@ -618,11 +618,12 @@ fn aggregate(window: OpenWindow) -> Option<(WindowKey, f64, Arc<Labels>)> {
     Some((WindowKey(window.rule), result, window.labels))
 }
 
-/// The registry entry: the windows of the window rules' matches.
+/// The registry entry: the windows of the window rules' matches; a window's hits are made
+/// behind the exchange by its group, the alert's entity.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     rules: VecCollection<'s, Time, RuleRow, Diff>,
-) -> VecCollection<'s, Time, HitRow, Diff> {
+) -> KindHits<'s> {
     let rules = rules.flat_map(|row| row.as_window().cloned());
-    hits_of_matches(sources.matches.clone(), rules)
+    KindHits::on_entity_worker(hits_of_matches(sources.matches.clone(), rules))
 }

@@ -12,8 +12,11 @@ use ordered_float::OrderedFloat;
 use timely::dataflow::operators::Inspect;
 
 use super::alarm;
+use crate::kinds::baseline::BaselineRule;
+use crate::kinds::rate_of_rise::RateOfRiseRule;
+use crate::kinds::window::{Aggregate, WindowRule};
 use crate::matching::events;
-use crate::rule::{Direction, RuleRow};
+use crate::rule::{Direction, GroupBy, RuleRow};
 use crate::{entity_route, rule_alerts};
 
 const WORKERS: usize = 2;
@@ -50,23 +53,29 @@ fn a_reading_is_enriched_and_alerted_on_its_entitys_worker() {
         });
         // Everything enters on worker 0: where it ends up is the exchanges' doing.
         if index == 0 {
-            // Fires at every sensor's first reading and never clears.
-            let rule = alarm("any", Direction::Above, 0.5, -1.0, 0, &[]);
-            rules.insert(RuleRow::Threshold(rule));
+            for rule in rules_firing_once_per_sensor() {
+                rules.insert(rule);
+            }
             for sensor in 0..SENSORS {
                 let key = (Domain::Mine, format!("s{sensor}").into());
                 let info = EntityInfo::new([("face", Some("m1/f1".into()))], 1_000);
                 registry.insert((key.clone(), info));
-                readings.update_at((key, (Metric::Ch4, OrderedFloat(1.0))), 10, 1);
+                for (time, value) in [(10, 1.0), (20, 2.0)] {
+                    readings.update_at((key.clone(), (Metric::Ch4, OrderedFloat(value))), time, 1);
+                }
             }
         }
     })
     .expect("timely runs");
     let placements = placements.lock().expect("not poisoned").clone();
-    for what in ["enriched", "alerted"] {
-        let seen = placements.iter().filter(|(w, ..)| *w == what).count();
-        assert_eq!(seen, SENSORS, "one {what} per sensor");
-    }
+    let count = |what| placements.iter().filter(|(w, ..)| *w == what).count();
+    assert_eq!(count("enriched"), 2 * SENSORS, "two readings per sensor");
+    let rules = rules_firing_once_per_sensor().len();
+    assert_eq!(
+        count("alerted"),
+        rules * SENSORS,
+        "one alert per rule and sensor"
+    );
     for (what, entity, worker) in placements {
         let home = usize::try_from(entity_route(&entity) % WORKERS as u64).expect("a worker");
         assert_eq!(
@@ -74,4 +83,32 @@ fn a_reading_is_enriched_and_alerted_on_its_entitys_worker() {
             "{entity} {what} on worker {worker}, not {home}"
         );
     }
+}
+
+/// A rule of each kind whose hits the state machine reads where they are made (threshold,
+/// window by entity, rate of rise, baseline): each fires once per sensor on readings of 1.0
+/// at 10 ms and 2.0 at 20 ms, and never clears.
+fn rules_firing_once_per_sensor() -> Vec<RuleRow> {
+    let fires_above = |id, level| alarm(id, Direction::Above, level, -1.0, 0, &[]);
+    vec![
+        RuleRow::Threshold(fires_above("any", 0.5)),
+        RuleRow::Window(WindowRule {
+            alarm: fires_above("window", 0.5),
+            window_ms: 1_000,
+            hop_ms: 1_000,
+            group_by: GroupBy::Entity,
+            aggregate: Aggregate::Avg,
+        }),
+        // 1.0 per 10 ms is 6,000 per minute.
+        RuleRow::RateOfRise(RateOfRiseRule {
+            alarm: fires_above("rising", 100.0),
+            window_ms: 60_000,
+            min_span_ms: 0,
+        }),
+        // The second reading is twice the mean before it.
+        RuleRow::Baseline(BaselineRule {
+            alarm: fires_above("above-baseline", 1.5),
+            baseline_ms: 60_000,
+        }),
+    ]
 }
