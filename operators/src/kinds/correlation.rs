@@ -5,7 +5,9 @@
 //! that metric, its latest reading in `[t - tolerance, t]` (the worst value if several share
 //! that time); of those, the worst (the largest for an `above` side, the smallest for a
 //! `below` side), so a sensor reading low does not hide another reading high. A side without
-//! readings in the tolerance is unknown.
+//! readings in the tolerance is unknown. A sensor's newer reading supersedes its older ones,
+//! also where an edit of the rule shortened the tolerance in between and an older one would
+//! count for longer: a superseded value does not come back when the newer one expires.
 //!
 //! The rule is evaluated at each reading of either metric in the group, when both sides are
 //! known. Its derived value is a level: `2` when both sides are on their alarm side, `0` when

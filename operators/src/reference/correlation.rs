@@ -1,6 +1,6 @@
 //! Correlation rules, from scratch: at each reading of either metric of a group, each side's
-//! value is the worst over the group's sensors of that metric of each sensor's latest reading
-//! within the tolerance before; both known gives a level (2 both alarm, 0 either cleared,
+//! value is the worst over the group's sensors of that metric of each sensor's latest reading,
+//! where it is still within its tolerance; both known gives a level (2 both alarm, 0 either cleared,
 //! else 1).
 
 use std::collections::BTreeMap;
@@ -56,24 +56,30 @@ fn worse(direction: Direction, a: f64, b: f64) -> f64 {
     }
 }
 
-/// The value of a side at time `x`, if any reading of it is within its tolerance.
+/// The value of a side at time `x`: the worst over its sensors of each one's latest reading
+/// up to `x`, where that reading is within its tolerance. A sensor's newer reading supersedes
+/// its older ones even where an older one would count for longer (a rule edit shortened the
+/// tolerance in between): its older value does not come back when the newer one expires.
 fn side_value(readings: &[SideReading], direction: Direction, x: Time) -> Option<f64> {
-    // sensor -> (latest time, worst value at that time)
-    let mut latest: BTreeMap<&str, (Time, f64)> = BTreeMap::new();
+    // sensor -> (latest time, until, worst value at that time)
+    let mut latest: BTreeMap<&str, (Time, Time, f64)> = BTreeMap::new();
     for (time, until, sensor, value) in readings {
-        if *time > x || *until < x {
+        if *time > x {
             continue;
         }
-        let entry = latest.entry(sensor.as_str()).or_insert((*time, *value));
+        let entry = latest
+            .entry(sensor.as_str())
+            .or_insert((*time, *until, *value));
         if *time > entry.0 {
-            *entry = (*time, *value);
+            *entry = (*time, *until, *value);
         } else if *time == entry.0 {
-            entry.1 = worse(direction, entry.1, *value);
+            entry.2 = worse(direction, entry.2, *value);
         }
     }
     latest
         .values()
-        .map(|(_, v)| *v)
+        .filter(|(_, until, _)| *until >= x)
+        .map(|(_, _, v)| *v)
         .reduce(|a, b| worse(direction, a, b))
 }
 
