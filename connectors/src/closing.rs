@@ -17,8 +17,9 @@ use std::time::Duration;
 pub const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Drops `client` on a thread of its own and waits up to `limit` for it; true when it closed
-/// in time. `what` names it in the warning when it did not (or when no thread could start,
-/// in which case it is dropped here, without a limit).
+/// in time. `what` names it in the warning when it did not (or when no thread could start:
+/// the client was then dropped on this one, without a limit, as the failed spawn let go of
+/// it).
 ///
 /// ```
 /// use std::time::Duration;
@@ -36,7 +37,7 @@ pub fn close_within<T: Send + 'static>(client: T, what: &'static str, limit: Dur
             let _ = closed.send(());
         });
     if let Err(error) = spawned {
-        tracing::warn!(%error, what, "no thread to close a Kafka client on; closing it here");
+        tracing::warn!(%error, what, "no thread to close a Kafka client on; closed it on this one");
         return true;
     }
     match wait.recv_timeout(limit) {

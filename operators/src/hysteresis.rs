@@ -3,9 +3,10 @@
 //! A frontier-driven timely operator on the worker of the alert's entity
 //! ([`crate::entity_route`]: every key of an entity on one worker, the one its readings were
 //! enriched on): hits made elsewhere are exchanged there, the hits of kinds that make them
-//! there already are read where they are ([`crate::kinds::KindHits`]). It buffers rule hits per time and processes each time only once the input
-//! frontier has passed it, in time order, so out-of-order input within the allowed lateness
-//! gives exactly the in-order result. Its state is one small record per key that is pending
+//! there already are read where they are ([`crate::kinds::KindHits`]). It buffers rule hits
+//! per time and processes each time only once the input frontier has passed it, in time
+//! order, so out-of-order input within the allowed lateness gives exactly the in-order
+//! result. Its state is one small record per key that is pending
 //! or firing; normal keys cost nothing.
 //!
 //! Every rule kind feeds it: an evaluation ([`RuleHit`]) is a derived value of a (rule, alert
@@ -327,7 +328,8 @@ fn hold_and_hysteresis<'s>(
     // Dropping them before the exchange halves what crosses to the key's worker and
     // waits for the frontier.
     let evaluations = hits.inner.filter(|((_, hit), time, _)| hit.time >= *time);
-    // By alert entity only: a reading's hits are then already on their worker.
+    // By alert entity only (not rule and entity): a reading's hits all go to the worker its
+    // readings were enriched on.
     let evaluations = match on_entity_worker {
         true => evaluations,
         false => evaluations.exchange(|update| entity_route(&update.0.0.1)),
