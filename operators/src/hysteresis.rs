@@ -274,16 +274,6 @@ pub trait HoldAndHysteresis<'s> {
         rules: vec::Collection<'s, Time, RuleRow, Diff>,
         seed: FiringSeed,
     ) -> StreamVec<'s, Time, AlertTransition>;
-
-    /// [`HoldAndHysteresis::hold_and_hysteresis_seeded`] for hits each already on the worker
-    /// of its alert's entity ([`crate::entity_route`], see [`crate::kinds::KindHits`]): read
-    /// where they are instead of exchanged. Hits elsewhere would split a key's state over
-    /// workers.
-    fn hold_and_hysteresis_on_entity_workers(
-        self,
-        rules: vec::Collection<'s, Time, RuleRow, Diff>,
-        seed: FiringSeed,
-    ) -> StreamVec<'s, Time, AlertTransition>;
 }
 
 impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
@@ -301,18 +291,13 @@ impl<'s> HoldAndHysteresis<'s> for vec::Collection<'s, Time, HitRow, Diff> {
     ) -> StreamVec<'s, Time, AlertTransition> {
         hold_and_hysteresis(self, rules, seed, false)
     }
-
-    fn hold_and_hysteresis_on_entity_workers(
-        self,
-        rules: vec::Collection<'s, Time, RuleRow, Diff>,
-        seed: FiringSeed,
-    ) -> StreamVec<'s, Time, AlertTransition> {
-        hold_and_hysteresis(self, rules, seed, true)
-    }
 }
 
-/// The state machine over `hits`, exchanged by alert entity unless `on_entity_worker`.
-fn hold_and_hysteresis<'s>(
+/// [`HoldAndHysteresis::hold_and_hysteresis_seeded`] over `hits`, exchanged by alert entity
+/// unless `on_entity_worker`: each hit already on the worker of its alert's entity
+/// ([`crate::entity_route`], see [`crate::kinds::KindHits`]) is read where it is. Hits
+/// elsewhere would split a key's state over workers.
+pub(crate) fn hold_and_hysteresis<'s>(
     hits: vec::Collection<'s, Time, HitRow, Diff>,
     rules: vec::Collection<'s, Time, RuleRow, Diff>,
     seed: FiringSeed,

@@ -170,7 +170,6 @@ pub fn rule_alerts_by_clock_seeded<'s>(
     StreamVec<'s, Time, AlertTransition>,
     StreamVec<'s, Time, AlertTransition>,
 ) {
-    use hysteresis::HoldAndHysteresis;
     use timely::dataflow::operators::Concatenate;
 
     let scope = rules.scope();
@@ -188,11 +187,9 @@ pub fn rule_alerts_by_clock_seeded<'s>(
             hits,
             on_entity_worker,
         } = hits_of(&sources, rules.clone());
-        let (kind_rules, seed) = (rules_of_kind(&rules, name), Arc::clone(&seed));
-        let transitions = match on_entity_worker {
-            true => hits.hold_and_hysteresis_on_entity_workers(kind_rules, seed),
-            false => hits.hold_and_hysteresis_seeded(kind_rules, seed),
-        };
+        let kind_rules = rules_of_kind(&rules, name);
+        let transitions =
+            hysteresis::hold_and_hysteresis(hits, kind_rules, Arc::clone(&seed), on_entity_worker);
         if kinds::CITIZEN_KINDS.contains(name) {
             citizen.push(transitions);
         } else {

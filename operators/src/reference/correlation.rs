@@ -1,7 +1,7 @@
 //! Correlation rules, from scratch: at each reading of either metric of a group, each side's
 //! value is the worst over the group's sensors of that metric of each sensor's latest reading,
-//! where it is still within its tolerance; both known gives a level (2 both alarm, 0 either cleared,
-//! else 1).
+//! where it is still within its tolerance; both known gives a level (2 both alarm, 0 either
+//! cleared, else 1).
 
 use std::collections::BTreeMap;
 
