@@ -2,8 +2,8 @@
 //!
 //! A partition's watermark is its newest event time minus the allowed lateness. The source's
 //! watermark is the least over its *active* partitions; a partition that is caught up (it has
-//! read up to the broker's end offset, as fetched recently) and has been silent for the idle
-//! timeout stops holding the watermark back. A partition whose end offset is unknown or stale
+//! read up to the broker's end offset, as asked for recently and after its last message came)
+//! and has been silent for the idle timeout stops holding the watermark back. A partition whose end offset is unknown or stale
 //! (its broker does not answer) or lies ahead of what was read (fetches stall) is never idle:
 //! its readings would turn late when they finally arrive. When
 //! every partition is idle, event time moves on with wall-clock time from the newest event
@@ -86,9 +86,14 @@ impl PartitionClock {
         }
     }
 
-    /// True when the partition has read up to an end offset fetched within `end_fresh_for`.
+    /// True when the partition has read up to an end offset fetched within `end_fresh_for`
+    /// and asked for no earlier than its last message came. An end offset asked for before
+    /// that says nothing of what the producer wrote since: with slow fetches (half-second
+    /// round trips) the partition read up to such an offset, fell silent for the idle
+    /// timeout while its next fetch was on the way, and its readings turned late.
     pub fn caught_up(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.end_fetched) <= self.end_fresh_for
+        self.end_fetched >= self.last_message
+            && now.saturating_duration_since(self.end_fetched) <= self.end_fresh_for
             && self.next_offset >= self.end
     }
 
@@ -199,6 +204,8 @@ mod tests {
         b.observe(0, Some(5_000), t0);
         let later = t0 + Duration::from_millis(600);
         a.observe(1, Some(10_600), later);
+        // An end-offset round asked for after that reading finds nothing more.
+        a.set_end(2, later);
         // b silent for 600 ms with nothing buffered: idle.
         let c = [
             a.contribution(later, Some(later)),
@@ -289,6 +296,29 @@ mod tests {
             p.contribution(later, Some(later)),
             Contribution::Active(Some(9_750))
         );
+    }
+
+    #[test]
+    fn half_second_round_trips_do_not_make_a_partition_caught_up_to_an_older_end_idle() {
+        // The kafka_faults test with 500 ms broker round trips dead-lettered a reading as late
+        // (1,518 ms behind the watermark): its partition had read up to the end offset of a
+        // round asked for before its last fetch came back, fell silent for the idle timeout
+        // while the next fetch was on the way, and the other partition's watermark ran ahead.
+        let t0 = Instant::now();
+        let mut p = PartitionClock::new(LATE, IDLE, 0, FRESH, t0);
+        p.set_end(3, t0 + Duration::from_millis(100));
+        p.observe(2, Some(10_000), t0 + Duration::from_millis(600));
+        let silent = t0 + Duration::from_millis(1_200);
+        assert_eq!(
+            p.contribution(silent, Some(silent)),
+            Contribution::Active(Some(9_750))
+        );
+        // A round asked for after that message, finding nothing more: now it is idle.
+        p.set_end(3, t0 + Duration::from_millis(700));
+        assert!(matches!(
+            p.contribution(silent, Some(silent)),
+            Contribution::Idle(_)
+        ));
     }
 
     #[test]
