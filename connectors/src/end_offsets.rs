@@ -3,7 +3,9 @@
 //!
 //! The source needs them for two things:
 //! - **Idleness.** A partition counts as caught up, and so may go idle and stop holding the
-//!   event-time watermark back, only when it has read up to an end offset fetched *recently*.
+//!   event-time watermark back, only when it has read up to an end offset fetched *recently*
+//!   (and asked for after its last message came: with slow fetches an older one is passed
+//!   while the producer's next messages are still on the way).
 //!   Comparing with the end offset seen at assignment made a partition stalled by fetch errors
 //!   or an unreachable broker look idle: the other partitions' watermark then ran ahead and the
 //!   stalled readings turned into late dead letters once they arrived.

@@ -135,8 +135,8 @@ pub struct SourceConfig {
     pub commit_granularity: Duration,
     /// How often the brokers' end offsets of the reading partitions are fetched (on a thread
     /// of the source's own): a partition counts as caught up, and may go idle, only when it
-    /// has read up to an end offset fetched within [`end_offsets_fresh_for`] of this; the
-    /// brokers count as away while a fetch fails.
+    /// has read up to an end offset asked for after its last message came and fetched within
+    /// [`end_offsets_fresh_for`] of this; the brokers count as away while a fetch fails.
     pub end_offsets_refresh: Duration,
 }
 
