@@ -166,6 +166,7 @@ fn bytes_to_alerts(c: &mut Criterion) {
                                 topology,
                                 Arc::clone(&registry),
                                 Arc::clone(&messages),
+                                1,
                             )
                         })
                         .sum()

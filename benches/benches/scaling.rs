@@ -1,13 +1,17 @@
 //! One worker to two, measured interleaved: the `bytes_to_alerts` workload (wire JSON decoded
-//! and run through the two rules, 10k sensors, 10k readings per batch, one batch in flight)
+//! and run through the two rules, 10k sensors, 10k readings per batch, one batch in flight by
+//! default)
 //! on one worker, on two worker threads and on two processes of one worker, for the engine
 //! and the hand-written floor, one run of each in turn per round. Criterion measures one
 //! configuration after the other, so on a shared host whose speed drifts within a minute the
 //! ratio of two of its figures holds the drift; here both sides of a round's ratio ran within
 //! a second of each other, and the median of the rounds' ratios is reported.
 //!
-//! `cargo bench -p citybrain-benches --bench scaling -- [ROUNDS] [EVENTS]` (defaults 20 and
-//! 100000, as `bytes_to_alerts`); a first round warms up and is not counted.
+//! `cargo bench -p citybrain-benches --bench scaling -- [ROUNDS] [EVENTS] [IN_FLIGHT]`
+//! (defaults 20, 100000 and 1, as `bytes_to_alerts`); a first round warms up and is not
+//! counted. `IN_FLIGHT` batches may wait for their alerts at once: the engine's worker loop
+//! does not wait for one batch's alerts before it reads the next, so more than one is how the
+//! engine runs.
 
 // A bench binary's report is its output; one whose setup fails should stop loudly rather than
 // report numbers of nothing.
@@ -40,6 +44,7 @@ fn main() {
         .filter_map(|arg| arg.parse::<usize>().ok());
     let rounds = numbers.next().unwrap_or(20).max(1);
     let events = numbers.next().unwrap_or(100_000);
+    let in_flight = numbers.next().unwrap_or(1).max(1);
     let workload = Workload {
         sensors: 10_000,
         batch: 10_000,
@@ -54,7 +59,7 @@ fn main() {
             for (t, topology) in TOPOLOGIES.into_iter().enumerate() {
                 let registry = Arc::clone(&registry);
                 let messages = Arc::clone(&messages);
-                let elapsed = timed_bytes_run(pipeline, topology, registry, messages);
+                let elapsed = timed_bytes_run(pipeline, topology, registry, messages, in_flight);
                 if round > 0 {
                     times[p][t].push(elapsed);
                 }
@@ -62,7 +67,8 @@ fn main() {
         }
     }
     println!(
-        "{} sensors, {} per batch, {} readings; {rounds} rounds (median):",
+        "{} sensors, {} per batch, {} readings, {in_flight} batch(es) in flight; {rounds} rounds \
+         (median):",
         workload.sensors, workload.batch, workload.events
     );
     let [one, threads, processes] = TOPOLOGIES.map(Topology::name);

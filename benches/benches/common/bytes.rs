@@ -2,6 +2,7 @@
 //! one timely process or as processes of a cluster: the `bytes_to_alerts` group of the
 //! operators bench and the `scaling` bench (a module of each, not a bench of its own).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -47,13 +48,15 @@ fn free_addresses(count: usize) -> Vec<String> {
 }
 
 /// One run of `pipeline` laid out as `topology`, fed wire JSON: each worker decodes every
-/// `workers`-th message of each batch and feeds the readings. Times from a barrier after the
-/// untimed setup to the last worker done.
+/// `workers`-th message of each batch and feeds the readings, with up to `in_flight` batches
+/// (at least one) whose alerts are not all out yet. Times from a barrier after the untimed
+/// setup to the last worker done.
 pub fn timed_bytes_run(
     pipeline: Pipeline,
     topology: Topology,
     registry: Arc<Vec<RegistryRow>>,
     messages: Arc<Messages>,
+    in_flight: usize,
 ) -> Duration {
     let barrier = Arc::new(Barrier::new(topology.workers()));
     let work = move |worker: &mut timely::worker::Worker| {
@@ -67,8 +70,8 @@ pub fn timed_bytes_run(
         load(worker, &mut handles, registry, &rules);
         barrier.wait();
         let start = Instant::now();
-        // One batch in flight: each batch waits only for the previous one's alerts.
-        let mut settled = 0;
+        // Each batch waits only for the alerts of the batch `in_flight` before it.
+        let mut fed: VecDeque<Time> = VecDeque::new();
         for (time, batch) in messages.iter() {
             let readings = batch.iter().skip(index).step_by(peers).filter_map(|bytes| {
                 let reading = decode_mine_reading(bytes).ok()?;
@@ -78,8 +81,13 @@ pub fn timed_bytes_run(
                 );
                 Some((row, reading.time))
             });
+            fed.push_back(*time);
+            let settled = if fed.len() > in_flight.max(1) {
+                fed.pop_front().map_or(0, |t| t.saturating_add(1))
+            } else {
+                0
+            };
             feed_batch_ahead(worker, &mut handles, *time, readings, settled);
-            settled = time.saturating_add(1);
         }
         drop(finish(worker, handles));
         start.elapsed()
