@@ -1,8 +1,7 @@
 //! One worker to two, measured interleaved: the `bytes_to_alerts` workload (wire JSON decoded
-//! and run through the two rules, 10k sensors, 10k readings per batch, one batch in flight by
-//! default)
-//! on one worker, on two worker threads and on two processes of one worker, for the engine
-//! and the hand-written floor, one run of each in turn per round. Criterion measures one
+//! and run through the two rules, 10k sensors, 10k readings per batch, by default one batch in
+//! flight) on one worker, on two worker threads and on two processes of one worker, for the
+//! engine and the hand-written floor, one run of each in turn per round. Criterion measures one
 //! configuration after the other, so on a shared host whose speed drifts within a minute the
 //! ratio of two of its figures holds the drift; here both sides of a round's ratio ran within
 //! a second of each other, and the median of the rounds' ratios is reported.
