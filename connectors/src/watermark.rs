@@ -21,7 +21,8 @@ pub struct PartitionClock {
     /// The broker's end offset (exclusive) as last fetched; until the consumer reaches it the
     /// partition is never idle.
     end: i64,
-    /// When that end offset was fetched.
+    /// When the request for that end offset was made (the start of its round): an offset
+    /// asked for before the last message says nothing of what came after it.
     end_fetched: Instant,
     /// An end offset fetched longer ago than this says nothing: the partition is not idle.
     end_fresh_for: Duration,
