@@ -3,11 +3,12 @@
 //! A partition's watermark is its newest event time minus the allowed lateness. The source's
 //! watermark is the least over its *active* partitions; a partition that is caught up (it has
 //! read up to the broker's end offset, as asked for recently and after its last message came)
-//! and has been silent for the idle timeout stops holding the watermark back. A partition whose end offset is unknown or stale
-//! (its broker does not answer) or lies ahead of what was read (fetches stall) is never idle:
-//! its readings would turn late when they finally arrive. When
-//! every partition is idle, event time moves on with wall-clock time from the newest event
-//! (less the idle timeout), so a quiet stream still completes its windows and `for` timers.
+//! and has been silent for the idle timeout stops holding the watermark back. A partition
+//! whose end offset is unknown or stale (its broker does not answer) or lies ahead of what was
+//! read (fetches stall) is never idle: its readings would turn late when they finally arrive.
+//! When every partition is idle, event time moves on with wall-clock time from the newest
+//! event (less the idle timeout), so a quiet stream still completes its windows and `for`
+//! timers.
 
 use std::time::{Duration, Instant};
 

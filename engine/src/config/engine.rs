@@ -278,9 +278,8 @@ pub struct KafkaConfig {
     /// How often the brokers' end offsets of the reading partitions are fetched, on a thread of
     /// their own. A partition counts as caught up, and may go idle, only when it has read up to
     /// an end offset asked for after its last message came and at most 8 times this (and at
-    /// least 2 s) ago; while a fetch fails
-    /// the brokers count as away (`/readyz`, `citybrain_kafka_brokers_up`, the wall's banner).
-    /// Default: `"250ms"`.
+    /// least 2 s) ago; while a fetch fails the brokers count as away (`/readyz`,
+    /// `citybrain_kafka_brokers_up`, the wall's banner). Default: `"250ms"`.
     #[serde(with = "duration")]
     #[schemars(with = "duration::DurationString")]
     pub end_offsets_refresh: Duration,
