@@ -6,8 +6,8 @@
 //! there already are read where they are ([`crate::kinds::KindHits`]). It buffers rule hits
 //! per time and processes each time only once the input frontier has passed it, in time
 //! order, so out-of-order input within the allowed lateness gives exactly the in-order
-//! result. Its state is one small record per key that is pending
-//! or firing; normal keys cost nothing.
+//! result. Its state is one small record per key that is pending or firing; normal keys cost
+//! nothing.
 //!
 //! Every rule kind feeds it: an evaluation ([`RuleHit`]) is a derived value of a (rule, alert
 //! entity) at an event time, e.g. a reading, a window's aggregate or a rate of change.
