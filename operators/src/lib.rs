@@ -17,6 +17,8 @@
 //!   statistic, a distinct count), each group's live rows kept in place instead of arranged.
 //! - [`windowed_presence::WindowedPresence`]: whether each row of an event stream occurred
 //!   within a trailing window, as its starts and ends (for distinct counts over a window).
+//! - [`place::FlatMapPlaced`]: a flat map that exchanges only the records not on their key's
+//!   worker already (a window or correlation grouped by entity).
 //! - [`overdue::MarkOverdue`]: marks citizen report rows overdue while a deadline alert about
 //!   the report fires.
 //! - [`stall::PartitionStalls`]: the Kafka partitions that stopped delivering (`ingest
@@ -45,6 +47,7 @@ pub mod lookup;
 pub mod matching;
 pub mod overdue;
 mod pending;
+pub mod place;
 pub mod reference;
 pub mod report_state;
 pub mod report_timers;

@@ -47,7 +47,8 @@ use differential_dataflow::{AsCollection, VecCollection};
 use ordered_float::OrderedFloat;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::{Concat, Exchange};
 use timely::dataflow::operators::vec::Map;
 
 use crate::agenda::{Agenda, KeyTimer};
@@ -468,12 +469,15 @@ fn hits_of_matches<'s>(
     let stalled =
         stalled.map(|(id, entity)| ((Arc::from(id), EntityId::from(entity)), Input::Stalled));
 
-    let exchange = Exchange::new(|update: &((Key, Input), Time, Diff)| entity_route(&update.0.0.1));
+    // The readings are on their entity's worker already (the matches are made there): only the
+    // watches and stalls are exchanged.
+    let route = |update: &((Key, Input), Time, Diff)| entity_route(&update.0.0.1);
     watches
-        .concat(readings)
         .concat(stalled)
         .inner
-        .unary_frontier_while_holding(exchange, "Absence", |_capability| {
+        .exchange(route)
+        .concat(readings.inner)
+        .unary_frontier_while_holding(Pipeline, "Absence", |_capability| {
             let mut agenda: Agenda<(Key, Input), Key> = Agenda::new();
             let mut states: FxHashMap<Key, State> = FxHashMap::default();
             let (mut hits, mut scheduled) = (Vec::new(), Vec::new());

@@ -30,8 +30,7 @@ use indexmap::{Equivalent, IndexMap};
 use ordered_float::OrderedFloat;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::channels::pact::Pipeline;
 
 use crate::agenda::{Agenda, KeyTimer};
 use crate::by_address::ByAddress;
@@ -40,6 +39,7 @@ use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::{KindHits, Sources};
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
+use crate::place::{FlatMapPlaced, Placement};
 use crate::rule::{CarriedLabels, Direction, GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, EntityId, Time};
@@ -357,7 +357,9 @@ impl<'s> Correlations<'s> for Events<'s> {
 /// group's whole tolerance of readings at every reading: 31 µs per reading for 16 sensors a
 /// face at 1 Hz and 10 s.)
 fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
-    let filed = matches.flat_map(
+    // A group of one entity is on its worker already (the matches are made there): only the
+    // readings of larger groups are exchanged.
+    let filed = matches.flat_map_placed(
         |(
             Match {
                 rule,
@@ -369,12 +371,20 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         )| {
             let correlation = rule.row.as_correlation()?;
             let group = correlation.group_by.name_of(&event.entity, &event.labels)?;
-            Some(((EntityId::from(group), event, metric, rule), time, diff))
+            let placement = if correlation.group_by == GroupBy::Entity {
+                Placement::Here
+            } else {
+                Placement::ByKey
+            };
+            Some((
+                placement,
+                ((EntityId::from(group), event, metric, rule), time, diff),
+            ))
         },
+        |update: &(Filed, Time, Diff)| entity_route(&update.0.0),
     );
-    let exchange = Exchange::new(|update: &(Filed, Time, Diff)| entity_route(&update.0.0));
     filed
-        .unary_frontier_while_holding(exchange, "Correlation", |_capability| {
+        .unary_frontier_while_holding(Pipeline, "Correlation", |_capability| {
             let mut agenda: Agenda<Filed, SideKey> = Agenda::new();
             let mut sides: IndexMap<SideKey, Side, FxBuildHasher> = IndexMap::default();
             let mut carried = CarriedLabels::default();

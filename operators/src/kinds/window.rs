@@ -42,8 +42,8 @@ use ordered_float::OrderedFloat;
 use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::entity_route;
@@ -51,6 +51,7 @@ use crate::hit::{HitRow, RuleHit};
 use crate::kinds::{KindHits, Sources};
 use crate::lookup::Table;
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
+use crate::place::{FlatMapPlaced, Placement};
 use crate::rule::{CarriedLabels, GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, EntityId, Time};
@@ -207,7 +208,8 @@ pub trait WindowAggregates<'s> {
 }
 
 /// A reading on its way to its windows: (group, rule, value, the entity's labels); exchanged
-/// by group, where the labels its group carries are worked out ([`CarriedLabels`]).
+/// by group unless the group is its entity (already on its worker), and the labels its group
+/// carries are worked out there ([`CarriedLabels`]).
 pub(crate) type Placed = (EntityId, Arc<MatchedRule>, WindowValue, Arc<Labels>);
 
 /// The open window of one (rule id, shape) and group ending at one time: the rule as the
@@ -261,19 +263,22 @@ fn hits_of_matches<'s>(
     matches: Matches<'s>,
     rules: VecCollection<'s, Time, WindowRule, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
-    let placed = matches.flat_map(|(Match { rule, event, .. }, time, diff)| {
-        let window = rule.row.as_window()?;
-        let (group, entity) = if window.group_by == GroupBy::Entity {
-            (event.entity, EntityId::default())
-        } else {
-            let group = window.group_by.name_of(&event.entity, &event.labels)?;
-            (EntityId::from(group), event.entity)
-        };
-        let value: WindowValue = (event.value, event.time, entity);
-        Some(((group, rule, value, event.labels), time, diff))
-    });
-    // A group of one entity stays where its readings are.
-    let by_group = Exchange::new(|((group, ..), _, _): &(Placed, Time, Diff)| entity_route(group));
+    // A group of one entity is on its worker already (the matches are made there): only the
+    // readings of larger groups are exchanged.
+    let placed = matches.flat_map_placed(
+        |(Match { rule, event, .. }, time, diff)| {
+            let window = rule.row.as_window()?;
+            let (placement, group, entity) = if window.group_by == GroupBy::Entity {
+                (Placement::Here, event.entity, EntityId::default())
+            } else {
+                let group = window.group_by.name_of(&event.entity, &event.labels)?;
+                (Placement::ByKey, EntityId::from(group), event.entity)
+            };
+            let value: WindowValue = (event.value, event.time, entity);
+            Some((placement, ((group, rule, value, event.labels), time, diff)))
+        },
+        |((group, ..), _, _): &(Placed, Time, Diff)| entity_route(group),
+    );
     // Each window meets its rule as of its end: an edited threshold applies to the windows
     // that end after the edit; a rule removed, or its shape edited, has none for them. Every
     // worker closes windows, so every worker sees every rule change.
@@ -281,7 +286,7 @@ fn hits_of_matches<'s>(
     placed
         .binary_frontier_while_holding(
             rule_changes,
-            by_group,
+            Pipeline,
             Pipeline,
             "WindowAggregates",
             |_capability| {
