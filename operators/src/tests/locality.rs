@@ -13,6 +13,7 @@ use timely::dataflow::operators::Inspect;
 
 use super::alarm;
 use crate::kinds::baseline::BaselineRule;
+use crate::kinds::correlation::{Condition, CorrelationRule};
 use crate::kinds::rate_of_rise::RateOfRiseRule;
 use crate::kinds::window::{Aggregate, WindowRule};
 use crate::matching::events;
@@ -61,7 +62,9 @@ fn a_reading_is_enriched_and_alerted_on_its_entitys_worker() {
                 let info = EntityInfo::new([("face", Some("m1/f1".into()))], 1_000);
                 registry.insert((key.clone(), info));
                 for (time, value) in [(10, 1.0), (20, 2.0)] {
-                    readings.update_at((key.clone(), (Metric::Ch4, OrderedFloat(value))), time, 1);
+                    for metric in [Metric::Ch4, Metric::Co] {
+                        readings.update_at((key.clone(), (metric, OrderedFloat(value))), time, 1);
+                    }
                 }
             }
         }
@@ -69,7 +72,7 @@ fn a_reading_is_enriched_and_alerted_on_its_entitys_worker() {
     .expect("timely runs");
     let placements = placements.lock().expect("not poisoned").clone();
     let count = |what| placements.iter().filter(|(w, ..)| *w == what).count();
-    assert_eq!(count("enriched"), 2 * SENSORS, "two readings per sensor");
+    assert_eq!(count("enriched"), 4 * SENSORS, "four readings per sensor");
     let rules = rules_firing_once_per_sensor().len();
     assert_eq!(
         count("alerted"),
@@ -86,8 +89,10 @@ fn a_reading_is_enriched_and_alerted_on_its_entitys_worker() {
 }
 
 /// A rule of each kind whose hits the state machine reads where they are made (threshold,
-/// window by entity, rate of rise, baseline): each fires once per sensor on readings of 1.0
-/// at 10 ms and 2.0 at 20 ms, and never clears.
+/// window and correlation by entity, rate of rise, baseline): each fires once per sensor on
+/// CH4 and CO readings of 1.0 at 10 ms and 2.0 at 20 ms, and never clears. The window and the
+/// correlation by entity skip their exchange ([`crate::place`]): they trust that the matches
+/// are on their entity's worker, which an alert on another worker would disprove.
 fn rules_firing_once_per_sensor() -> Vec<RuleRow> {
     let fires_above = |id, level| alarm(id, Direction::Above, level, -1.0, 0, &[]);
     vec![
@@ -109,6 +114,17 @@ fn rules_firing_once_per_sensor() -> Vec<RuleRow> {
         RuleRow::Baseline(BaselineRule {
             alarm: fires_above("above-baseline", 1.5),
             baseline_ms: 60_000,
+        }),
+        RuleRow::Correlation(CorrelationRule {
+            alarm: fires_above("with-co", 0.5),
+            with: Condition {
+                metric: Metric::Co,
+                direction: Direction::Above,
+                threshold: OrderedFloat(0.5),
+                clear: OrderedFloat(-1.0),
+            },
+            group_by: GroupBy::Entity,
+            tolerance_ms: 1_000,
         }),
     ]
 }
