@@ -22,6 +22,7 @@ use crate::kinds::follow_up::FollowUpRule;
 use crate::kinds::rate_of_rise::RateOfRiseRule;
 use crate::kinds::report_deadline::ReportDeadlineRule;
 use crate::kinds::window::WindowRule;
+use crate::place::Placement;
 
 /// Which side of the threshold is the alarm side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -135,6 +136,17 @@ impl GroupBy {
             GroupBy::Greenhouse => "greenhouse",
             GroupBy::Herd => "herd",
             GroupBy::Animal => "animal",
+        }
+    }
+
+    /// Where a rule grouped by `self` keeps a match's group: a group of one entity on the
+    /// worker the match is on (matches are made on their entity's worker,
+    /// [`crate::entity_route`]), so it skips the exchange; a larger group on the worker its
+    /// name routes to.
+    pub fn placement(self) -> Placement {
+        match self {
+            GroupBy::Entity => Placement::Here,
+            _ => Placement::ByKey,
         }
     }
 

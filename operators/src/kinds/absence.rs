@@ -31,8 +31,9 @@
 //! summaries the same way as every other kind, plus the label `rule_kind = "absence"` (alerts
 //! already carry the entity's `kind` label, the sensor kind).
 //!
-//! Built as one frontier-driven timely operator exchanged by entity: watches (registry joined
-//! with rules) and readings wait in an agenda (`agenda.rs`) and are applied once the
+//! Built as one frontier-driven timely operator keyed by entity (watches are exchanged to it;
+//! readings are read where they are matched, on their entity's worker): watches (registry
+//! joined with rules) and readings wait in an agenda (`agenda.rs`) and are applied once the
 //! input frontier has passed their time, in time order, so out-of-order readings within the
 //! allowed lateness give the in-order result; deadlines are the agenda's timers. State: one
 //! record per watched (rule, entity), and the pending timers (a record sets one only when its

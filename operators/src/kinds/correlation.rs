@@ -39,7 +39,7 @@ use crate::entity_route;
 use crate::hit::{HitRow, RuleHit};
 use crate::kinds::{KindHits, Sources};
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
-use crate::place::{FlatMapPlaced, Placement};
+use crate::place::FlatMapPlaced;
 use crate::rule::{CarriedLabels, Direction, GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, EntityId, Time};
@@ -348,17 +348,16 @@ impl<'s> Correlations<'s> for Events<'s> {
 
 /// The hits of the rules' matches.
 ///
-/// One frontier-driven operator exchanged by group: the matches of a time are applied once the
-/// frontier has passed it, in time order ([`crate::agenda`]), so readings out of order within
-/// the allowed lateness give the in-order result. Each side of a group keeps its sensors'
+/// One frontier-driven operator keyed by group (exchanged by group unless the group is one
+/// entity, [`GroupBy::placement`]): the matches of a time are applied once the frontier has
+/// passed it, in time order ([`crate::agenda`]), so readings out of order within the allowed
+/// lateness give the in-order result. Each side of a group keeps its sensors'
 /// readings that still count; the readings of a time join their sides, then each is
 /// evaluated against both. A side no reading reached for a tolerance is forgotten by a timer.
 /// (A differential `reduce` over the temporal filter kept the same state but re-read a
 /// group's whole tolerance of readings at every reading: 31 µs per reading for 16 sensors a
 /// face at 1 Hz and 10 s.)
 fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
-    // A group of one entity is on its worker already (the matches are made there): only the
-    // readings of larger groups are exchanged.
     let filed = matches.flat_map_placed(
         |(
             Match {
@@ -371,15 +370,9 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         )| {
             let correlation = rule.row.as_correlation()?;
             let group = correlation.group_by.name_of(&event.entity, &event.labels)?;
-            let placement = if correlation.group_by == GroupBy::Entity {
-                Placement::Here
-            } else {
-                Placement::ByKey
-            };
-            Some((
-                placement,
-                ((EntityId::from(group), event, metric, rule), time, diff),
-            ))
+            let placement = correlation.group_by.placement();
+            let filed = (EntityId::from(group), event, metric, rule);
+            Some((placement, (filed, time, diff)))
         },
         |update: &(Filed, Time, Diff)| entity_route(&update.0.0),
     );
@@ -489,8 +482,8 @@ fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff
         .as_collection()
 }
 
-/// The registry entry: hits of the correlation rules' matches, made behind the exchange by
-/// group, the alert's entity.
+/// The registry entry: hits of the correlation rules' matches, made on their group's worker,
+/// the alert's entity's.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     _rules: VecCollection<'s, Time, RuleRow, Diff>,

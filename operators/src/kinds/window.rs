@@ -6,9 +6,10 @@
 //! window `k` covers `[k H, k H + W)` and ends at `k H + W`. A reading at `t` belongs to every
 //! window that covers `t`.
 //!
-//! A frontier-driven operator, exchanged by group: each reading is filed in the first window
-//! it belongs to (the one ending first), whose new readings are counted into the later ones
-//! once per step, and a window is evaluated once, at its end, when the frontier has passed it.
+//! A frontier-driven operator keyed by group (exchanged by group unless the group is one
+//! entity, [`GroupBy::placement`]): each reading is filed in the first window it belongs to
+//! (the one ending first), whose new readings are counted into the later ones once per step,
+//! and a window is evaluated once, at its end, when the frontier has passed it.
 //! The result meets the rule as of that time (the operator keeps the window rules as a table
 //! of its own, changed in time order between the windows it closes, as [`crate::lookup`]
 //! would, without a second operator and a record per closed window): an edited threshold
@@ -51,7 +52,7 @@ use crate::hit::{HitRow, RuleHit};
 use crate::kinds::{KindHits, Sources};
 use crate::lookup::Table;
 use crate::matching::{Events, Match, MatchedRule, Matches, match_rules};
-use crate::place::{FlatMapPlaced, Placement};
+use crate::place::FlatMapPlaced;
 use crate::rule::{CarriedLabels, GroupBy, RuleRow, ThresholdRule};
 use crate::woken_while_holding::WokenWhileHolding;
 use crate::{Diff, EntityId, Time};
@@ -263,18 +264,17 @@ fn hits_of_matches<'s>(
     matches: Matches<'s>,
     rules: VecCollection<'s, Time, WindowRule, Diff>,
 ) -> VecCollection<'s, Time, HitRow, Diff> {
-    // A group of one entity is on its worker already (the matches are made there): only the
-    // readings of larger groups are exchanged.
     let placed = matches.flat_map_placed(
         |(Match { rule, event, .. }, time, diff)| {
             let window = rule.row.as_window()?;
-            let (placement, group, entity) = if window.group_by == GroupBy::Entity {
-                (Placement::Here, event.entity, EntityId::default())
+            let (group, entity) = if window.group_by == GroupBy::Entity {
+                (event.entity, EntityId::default())
             } else {
                 let group = window.group_by.name_of(&event.entity, &event.labels)?;
-                (Placement::ByKey, EntityId::from(group), event.entity)
+                (EntityId::from(group), event.entity)
             };
             let value: WindowValue = (event.value, event.time, entity);
+            let placement = window.group_by.placement();
             Some((placement, ((group, rule, value, event.labels), time, diff)))
         },
         |((group, ..), _, _): &(Placed, Time, Diff)| entity_route(group),
@@ -623,8 +623,8 @@ fn aggregate(window: OpenWindow) -> Option<(WindowKey, f64, Arc<Labels>)> {
     Some((WindowKey(window.rule), result, window.labels))
 }
 
-/// The registry entry: the windows of the window rules' matches; a window's hits are made
-/// behind the exchange by its group, the alert's entity.
+/// The registry entry: the windows of the window rules' matches; a window's hits are made on
+/// its group's worker, the alert's entity's.
 pub(crate) fn hits<'s>(
     sources: &Sources<'s>,
     rules: VecCollection<'s, Time, RuleRow, Diff>,
