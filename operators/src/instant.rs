@@ -7,8 +7,7 @@
 //!
 //! Downstream joins and the state machine then see each event exactly once (a `+1` at its
 //! event time), and arrangements compact to nothing once the frontier has moved on: memory
-//! grows with live keys, not with events seen. [`crate::during`] moves such instants to the
-//! intervals of longer windows.
+//! grows with live keys, not with events seen.
 
 use differential_dataflow::collection::vec;
 use differential_dataflow::{AsCollection, VecCollection};

@@ -10,7 +10,7 @@
 //! The mean is exact: the readings' sum is kept exactly as they come and go and rounded once
 //! when read, then divided by their count, so it does not depend on the order readings came in.
 //!
-//! Built on [`crate::kinds::trailing`]: one frontier-driven operator keeps each entity's
+//! Built on `kinds/trailing.rs`: one frontier-driven operator keeps each entity's
 //! readings of the last `B` and their exact sum, and evaluates each reading against them.
 //! State holds the readings of the last `B` per live entity.
 

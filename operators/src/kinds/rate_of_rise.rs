@@ -7,7 +7,7 @@
 //! 0.3 %/min), compared with the alarm side like a reading of a threshold rule. A reading
 //! without such a predecessor is not evaluated.
 //!
-//! Built on [`crate::kinds::trailing`]: one frontier-driven operator keeps each entity's
+//! Built on `kinds/trailing.rs`: one frontier-driven operator keeps each entity's
 //! readings of the last `W` in time order and evaluates each reading against the first of
 //! them. State holds the readings of the last `W` per live entity.
 
