@@ -47,12 +47,16 @@ pub trait FlatMapPlaced<'s, D> {
     ///         .to_stream(scope)
     ///         .flat_map_placed(
     ///             // Even numbers are where they belong; 5 is dropped.
-    ///             |n| (n != 5).then_some((if n % 2 == 0 { Placement::Here } else { Placement::ByKey }, n * 10)),
+    ///             |n| {
+    ///                 let placement = if n % 2 == 0 { Placement::Here } else { Placement::ByKey };
+    ///                 (n != 5).then_some((placement, n * 10))
+    ///             },
     ///             |n| *n,
     ///         )
     ///         .capture()
     /// });
-    /// let mut seen: Vec<u64> = captured.extract().into_iter().flat_map(|(_, data)| data).collect();
+    /// let batches = captured.extract();
+    /// let mut seen: Vec<u64> = batches.into_iter().flat_map(|(_, data)| data).collect();
     /// seen.sort();
     /// assert_eq!(seen, vec![0, 10, 20, 30, 40]);
     /// ```
@@ -112,7 +116,7 @@ mod tests {
         /// on the worker it was made on, any other on the worker its key routes to.
         #[test]
         fn each_record_arrives_once_here_or_on_its_keys_worker(
-            records in proptest::collection::vec((0u64..50, proptest::bool::ANY, proptest::bool::ANY), 0..60),
+            records in proptest::collection::vec((0u64..50, any::<bool>(), any::<bool>()), 0..60),
             workers in 1usize..4,
         ) {
             // A record: (key, placed here, dropped). Worker `w` makes every `workers`-th one.
@@ -142,7 +146,8 @@ mod tests {
                     mine.to_stream(scope)
                         .flat_map_placed(
                             |(at, (key, here, dropped))| {
-                                let placement = if here { Placement::Here } else { Placement::ByKey };
+                                let placement =
+                                    if here { Placement::Here } else { Placement::ByKey };
                                 (!dropped).then_some((placement, (key, at)))
                             },
                             |(key, _)| *key,
