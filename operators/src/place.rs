@@ -6,9 +6,10 @@
 //! made where the entity's readings were enriched ([`crate::entity_route`]). Timely's exchange
 //! hashes and copies every record into a per-worker buffer whenever there is more than one
 //! worker, even one that routes every record back to its own worker: on two workers the
-//! window's placement with its exchange took as long per worker (47 ms) as on one worker for
-//! all the readings (50 ms). Records placed [`Placement::Here`] skip the exchange; the rest go
-//! through it, and the two streams meet again before the operator that keeps the state.
+//! window's placement with its exchange took 40-49 ms per worker, about what one worker took
+//! for all the readings (~50 ms), and 12-16 ms without it (`benches/README.md`, thirtieth
+//! session). Records placed [`Placement::Here`] skip the exchange; the rest go through it, and
+//! the two streams meet again before the operator that keeps the state.
 
 use differential_dataflow::{Data, ExchangeData};
 use timely::container::CapacityContainerBuilder;

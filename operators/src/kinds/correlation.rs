@@ -351,12 +351,11 @@ impl<'s> Correlations<'s> for Events<'s> {
 /// One frontier-driven operator keyed by group (exchanged by group unless the group is one
 /// entity, [`GroupBy::placement`]): the matches of a time are applied once the frontier has
 /// passed it, in time order ([`crate::agenda`]), so readings out of order within the allowed
-/// lateness give the in-order result. Each side of a group keeps its sensors'
-/// readings that still count; the readings of a time join their sides, then each is
-/// evaluated against both. A side no reading reached for a tolerance is forgotten by a timer.
-/// (A differential `reduce` over the temporal filter kept the same state but re-read a
-/// group's whole tolerance of readings at every reading: 31 µs per reading for 16 sensors a
-/// face at 1 Hz and 10 s.)
+/// lateness give the in-order result. Each side of a group keeps its sensors' readings that
+/// still count; the readings of a time join their sides, then each is evaluated against both.
+/// A side no reading reached for a tolerance is forgotten by a timer. (A differential `reduce`
+/// over the temporal filter kept the same state but re-read a group's whole tolerance of
+/// readings at every reading: 31 µs per reading for 16 sensors a face at 1 Hz and 10 s.)
 fn hits_of_matches(matches: Matches<'_>) -> VecCollection<'_, Time, HitRow, Diff> {
     let filed = matches.flat_map_placed(
         |(
